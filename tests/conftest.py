@@ -1,0 +1,17 @@
+"""Shared test fixtures: where the real market data lives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout (real daily bars, earnings dates, sectors)."""
+    if not (SHARED_DATA / "daily_ohlcv_stooq_sp500.csv.gz").exists():
+        pytest.fail(f"real market data not found at {SHARED_DATA}; clone with ../shared beside it")
+    return SHARED_DATA
