@@ -1,0 +1,44 @@
+"""Risk: position sizing, portfolio constraints, protections and the shared portfolio book."""
+
+from jax_assistant.risk.constraints import (
+    PortfolioConstraints,
+    PositionLimits,
+    ProtectionSettings,
+    RiskConfigError,
+    RiskConstraints,
+    load_risk_constraints,
+)
+from jax_assistant.risk.manager import RiskManager
+from jax_assistant.risk.portfolio import (
+    PortfolioBook,
+    PortfolioState,
+    Position,
+    Reservation,
+    evaluate_portfolio,
+    load_portfolio_state,
+)
+from jax_assistant.risk.protections import ViolationCode, check_protections, sessions_between
+from jax_assistant.risk.sizing import PositionSizing, RiskInputError, calculate_position, stop_distance
+
+__all__ = [
+    "PortfolioBook",
+    "PortfolioConstraints",
+    "PortfolioState",
+    "Position",
+    "PositionLimits",
+    "PositionSizing",
+    "ProtectionSettings",
+    "Reservation",
+    "RiskConfigError",
+    "RiskConstraints",
+    "RiskInputError",
+    "RiskManager",
+    "ViolationCode",
+    "calculate_position",
+    "check_protections",
+    "evaluate_portfolio",
+    "load_portfolio_state",
+    "load_risk_constraints",
+    "sessions_between",
+    "stop_distance",
+]

@@ -1,0 +1,127 @@
+"""Fixed-fractional position sizing (the contract's RiskResult formulas)::
+
+riskPerUnit  = |entry - stop|
+positionSize = floor(accountSize * riskPercent / 100 / riskPerUnit)
+totalRisk    = positionSize * riskPerUnit
+rMultiple    = |target - entry| / riskPerUnit   (0 without a target)
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_FLOOR, Decimal, localcontext
+
+from pydantic import ConfigDict, Field
+
+from jax_assistant.domain import CamelModel
+
+
+class RiskInputError(ValueError):
+    """Invalid sizing input. ``field`` names the offending input (contract name, snake_case)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class PositionSizing(CamelModel):
+    """Result of :func:`calculate_position` (camelCase on the wire, like the old ``/risk/calc``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    position_size: int = Field(ge=0)
+    risk_per_unit: float = Field(gt=0)
+    total_risk: float = Field(ge=0)
+    r_multiple: float = Field(ge=0)
+    risk_budget: float = Field(ge=0, description="accountSize * riskPercent / 100")
+
+    def with_size(self, size: int) -> PositionSizing:
+        """The same sizing with a smaller (clamped) position; total risk follows the size."""
+        if size < 0 or size > self.position_size:
+            raise ValueError(f"size must be in 0..{self.position_size}, got {size}")
+        total = _dec(self.risk_per_unit) * size
+        return self.model_copy(update={"position_size": size, "total_risk": float(total)})
+
+
+def _dec(x: float) -> Decimal:
+    # Decimal(repr(x)) reads a float as the shortest decimal that round-trips to it, i.e. the number the
+    # user typed: 1.1 - 1.0 is exactly 0.1 here, not 0.10000000000000009 as in binary floating point.
+    return Decimal(repr(float(x)))
+
+
+def _require_finite(field: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise RiskInputError(field, f"must be a finite number, got {value!r}")
+
+
+def calculate_position(
+    account_size: float,
+    risk_percent: float,
+    entry: float,
+    stop: float,
+    target: float | None = None,
+) -> PositionSizing:
+    """Size a position so that hitting ``stop`` loses ``risk_percent`` % of ``account_size``.
+
+    Raises :class:`RiskInputError` (its ``field`` names the input) for non-finite numbers,
+    ``account_size <= 0``, ``risk_percent <= 0``, ``entry``/``stop`` <= 0, ``entry == stop``
+    and a non-positive ``target``.
+    """
+    for name, value in (("account_size", account_size), ("risk_percent", risk_percent)):
+        _require_finite(name, value)
+        if value <= 0:
+            raise RiskInputError(name, f"must be greater than 0, got {value!r}")
+    for name, value in (("entry", entry), ("stop", stop)):
+        _require_finite(name, value)
+        if value <= 0:
+            raise RiskInputError(name, f"must be a price greater than 0, got {value!r}")
+    if entry == stop:
+        raise RiskInputError("stop", f"must differ from entry (both {entry!r}): the risk per unit would be 0")
+    if target is not None:
+        _require_finite("target", target)
+        if target <= 0:
+            raise RiskInputError("target", f"must be a price greater than 0, got {target!r}")
+
+    # Exact decimal arithmetic so the floor is not off by one on binary rounding noise: in floats
+    # 10000 * 1 / 100 / (1.1 - 1.0) is 999.999..., which would floor to 999 instead of 1000.
+    with localcontext() as ctx:
+        ctx.prec = 50
+        risk_per_unit = abs(_dec(entry) - _dec(stop))
+        budget = _dec(account_size) * _dec(risk_percent) / 100
+        size = int((budget / risk_per_unit).to_integral_value(rounding=ROUND_FLOOR))
+        total_risk = risk_per_unit * size
+        r_multiple = abs(_dec(target) - _dec(entry)) / risk_per_unit if target is not None else Decimal(0)
+        return PositionSizing(
+            position_size=size,
+            risk_per_unit=float(risk_per_unit),
+            total_risk=float(total_risk),
+            r_multiple=float(r_multiple),
+            risk_budget=float(budget),
+        )
+
+
+def max_units(budget: float, price: float, used: float = 0.0) -> int:
+    """Whole units of ``price`` that fit in ``budget - used`` (never negative), on the typed decimals."""
+    with localcontext() as ctx:
+        ctx.prec = 50
+        room = _dec(budget) - _dec(used)
+        if room <= 0:
+            return 0
+        return int((room / _dec(price)).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def fraction_of(fraction: float, amount: float) -> float:
+    """``fraction * amount`` on the typed decimals (0.3 of 10 000 is exactly 3 000)."""
+    return float(_dec(fraction) * _dec(amount))
+
+
+def as_percent(fraction: float) -> float:
+    """A fraction as a percent on the typed decimals (0.02 -> exactly 2.0)."""
+    return float(_dec(fraction) * 100)
+
+
+def stop_distance(entry: float, stop: float) -> float:
+    """``|entry - stop| / entry`` computed on the typed decimals (so 1 % is exactly 0.01)."""
+    with localcontext() as ctx:
+        ctx.prec = 50
+        return float(abs(_dec(entry) - _dec(stop)) / _dec(entry))

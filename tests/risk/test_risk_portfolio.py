@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from jax_assistant.domain import TradeSetup
+from jax_assistant.risk import (
+    PortfolioBook,
+    PortfolioState,
+    RiskConfigError,
+    RiskConstraints,
+    calculate_position,
+    load_portfolio_state,
+)
+
+AS_OF = date(2024, 3, 8)
+MakeSetup = Callable[..., TradeSetup]
+
+
+def test_state_defaults() -> None:
+    s = PortfolioState(account_size=25_000)
+    assert (s.equity, s.peak_equity, s.realised_pnl_today) == (25_000, 25_000, 0)
+    assert PortfolioState(equity=9_000, peak_equity=12_000).account_size == 10_000
+
+
+def test_peak_below_equity_is_rejected() -> None:
+    with pytest.raises(ValueError, match="peak_equity must be >= equity"):
+        PortfolioState(equity=12_000, peak_equity=10_000)
+
+
+def test_load_state_from_json(tmp_path: Path) -> None:
+    path = tmp_path / "portfolio.json"
+    data = {
+        "account_size": 20_000,
+        "equity": 19_000,
+        "peak_equity": 21_000,
+        "realised_pnl_today": -150,
+        "open_positions": [
+            {
+                "symbol": "msft",
+                "sector": "Tech",
+                "direction": "long",
+                "entry": 400,
+                "stop": 380,
+                "size": 5,
+                "opened_on": "2024-03-01",
+            }
+        ],
+        "last_stop_out": {"nvda": "2024-03-06"},
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+    s = load_portfolio_state(path)
+    assert PortfolioState.load(str(path)) == s
+    assert s.open_positions[0].symbol == "MSFT"
+    assert s.open_positions[0].value == 2_000 and s.open_risk == 100
+    assert s.last_stop_out == {"NVDA": date(2024, 3, 6)}
+    assert s.sector_value("tech") == 2_000 and s.sector_value(None) == 0
+
+
+def test_load_state_rejects_unknown_field(tmp_path: Path) -> None:
+    path = tmp_path / "portfolio.json"
+    path.write_text(json.dumps({"acount_size": 1}), encoding="utf-8")
+    with pytest.raises(RiskConfigError, match=r"portfolio\.json: acount_size"):
+        load_portfolio_state(path)
+
+
+async def test_reserve_adds_and_release_removes(setup_factory: MakeSetup) -> None:
+    book = PortfolioBook()
+    setup = setup_factory("AAPL")
+    sizing = calculate_position(10_000, 2, 100, 95)
+    r = await book.reserve(setup, sizing, "Tech", constraints=RiskConstraints(), as_of=AS_OF)
+    assert r.allowed and r.reserved
+    assert r.sizing.position_size == 30  # 40 clamped to the 30 % sector cap
+    [pos] = (await book.snapshot()).open_positions
+    assert (pos.symbol, pos.size, pos.sector, pos.opened_on, pos.setup_id) == (
+        "AAPL",
+        30,
+        "Tech",
+        AS_OF,
+        setup.id,
+    )
+    assert await book.release(setup.id)
+    assert not await book.release(setup.id)
+    assert (await book.snapshot()).open_positions == []
+
+
+async def test_dry_run_and_snapshot_do_not_change_the_book(setup_factory: MakeSetup) -> None:
+    book = PortfolioBook()
+    before = await book.snapshot()
+    sizing = calculate_position(10_000, 2, 100, 95)
+    r = await book.reserve(
+        setup_factory(), sizing, None, constraints=RiskConstraints(), as_of=AS_OF, dry_run=True
+    )
+    assert r.allowed and not r.reserved
+    assert (await book.snapshot()).open_positions == []
+    before.realised_pnl_today = -1_000  # a snapshot is a copy
+    assert (await book.snapshot()).realised_pnl_today == 0
+
+
+async def test_the_book_copies_its_initial_state(setup_factory: MakeSetup) -> None:
+    state = PortfolioState()
+    book = PortfolioBook(state)
+    sizing = calculate_position(10_000, 2, 100, 95)
+    await book.reserve(setup_factory(), sizing, None, constraints=RiskConstraints(), as_of=AS_OF)
+    assert state.open_positions == []
+    assert len((await book.snapshot()).open_positions) == 1
+
+
+async def test_concurrent_reservations_respect_max_positions(setup_factory: MakeSetup) -> None:
+    c = RiskConstraints().merged({"portfolio_constraints": {"max_positions": 10, "max_portfolio_risk": 1.0}})
+    book = PortfolioBook()
+    sizing = calculate_position(10_000, 2, 100, 95)
+
+    async def one(i: int) -> bool:
+        await asyncio.sleep(0)
+        r = await book.reserve(setup_factory(f"S{i}"), sizing, None, constraints=c, as_of=AS_OF)
+        return r.reserved
+
+    results = await asyncio.gather(*(one(i) for i in range(50)))
+    assert sum(results) == 10
+    assert len((await book.snapshot()).open_positions) == 10
