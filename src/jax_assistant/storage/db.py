@@ -1,0 +1,285 @@
+"""Database location, engine set-up and schema migrations.
+
+``open_database`` is the one entry point: it builds the async engine, brings the schema to the
+newest Alembic revision and hands back a ``Database``. Migrations ship inside the package and are
+driven programmatically, so an installed wheel needs no ``alembic.ini``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+from weakref import WeakKeyDictionary
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import URL, Connection, event, make_url, pool, text
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+MIGRATIONS_DIR: Final = Path(__file__).resolve().with_name("migrations")
+DEFAULT_DATA_DIR: Final = "~/.local/share/jax-assistant"
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+
+# Connection execution option read by the SQLite "begin" hook: which BEGIN flavour to emit.
+_SQLITE_BEGIN_OPTION: Final = "jax_sqlite_begin"
+# Any fixed bigint works; deriving it from a name keeps it stable and unlikely to collide.
+_MIGRATION_LOCK_KEY: Final = zlib.crc32(b"jax_assistant.storage.migrations")
+
+_SCHEME_ALIASES: Final = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+# --------------------------------------------------------------------------- URL resolution
+
+
+def _data_dir() -> Path:
+    path = Path(os.environ.get("JAX_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def normalise_database_url(url: str) -> str:
+    """Rewrite sync driver schemes to the async drivers this package uses.
+
+    ``postgres://``/``postgresql://`` become ``postgresql+asyncpg://`` and ``sqlite://`` becomes
+    ``sqlite+aiosqlite://``. URLs that already name a driver are left alone, as are other schemes.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r}")
+    scheme = _SCHEME_ALIASES.get(scheme.lower(), scheme)
+    normalised = f"{scheme}{sep}{rest}"
+    if scheme == "postgresql+asyncpg" and "sslmode=" in rest:
+        # Hosted DATABASE_URLs carry libpq's ``sslmode``; asyncpg spells that option ``ssl``.
+        parsed = make_url(normalised)
+        query = dict(parsed.query)
+        query["ssl"] = query.pop("sslmode")
+        normalised = parsed.set(query=query).render_as_string(hide_password=False)
+    return normalised
+
+
+def resolve_database_url(explicit: str | None = None) -> str:
+    """The database to use: ``explicit``, else ``$JAX_DATABASE_URL``, else ``$DATABASE_URL``,
+    else a SQLite file ``jax.db`` in ``$JAX_DATA_DIR`` (default ``~/.local/share/jax-assistant``,
+    created if missing). Empty values count as unset. The result is normalised to an async driver.
+    """
+    for candidate in (explicit, os.environ.get("JAX_DATABASE_URL"), os.environ.get("DATABASE_URL")):
+        if candidate:
+            return normalise_database_url(candidate)
+    return f"sqlite+aiosqlite:///{_data_dir() / 'jax.db'}"
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with any password replaced by ``***`` (safe for logs)."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+    """Per-connection pragmas and explicit transaction control for SQLite.
+
+    The file may be shared by several processes, so: WAL lets readers run beside the writer,
+    ``busy_timeout`` makes a writer queue for the lock instead of failing at once, and foreign
+    keys (off by default in SQLite) are switched on. The sqlite3 driver's own implicit BEGIN is
+    disabled in favour of ours so DDL is transactional and write transactions can take the write
+    lock up front (``BEGIN IMMEDIATE``), which avoids the unretryable deferred-lock upgrade error.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first: switching to WAL needs a lock another process may hold.
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _json_dumps(value: Any) -> str:
+    # PostgreSQL rejects NaN/Infinity in JSON while SQLite would store them as invalid JSON;
+    # refuse them up front so both backends behave alike (the repository maps them to null).
+    return json.dumps(value, allow_nan=False)
+
+
+def build_engine(url: str, *, for_migrations: bool = False, **kwargs: Any) -> AsyncEngine:
+    """An ``AsyncEngine`` for ``url`` (normalised) with this package's SQLite settings applied.
+
+    ``for_migrations`` gives a pool-less engine whose SQLite connections have foreign keys off,
+    since table rebuilds in batch migrations would otherwise cascade deletes into child tables.
+    """
+    url = normalise_database_url(url)
+    kwargs.setdefault("json_serializer", _json_dumps)
+    if for_migrations:
+        kwargs.setdefault("poolclass", pool.NullPool)
+    engine = create_async_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _install_sqlite_hooks(engine, foreign_keys=not for_migrations)
+    return engine
+
+
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection in a transaction meant for writing; commits on success, rolls back on error.
+
+    On SQLite the transaction starts with ``BEGIN IMMEDIATE`` so concurrent writers wait on
+    ``busy_timeout`` for their turn rather than failing midway.
+    """
+    async with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn = await conn.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        async with conn.begin():
+            yield conn
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic ``Config`` pointing at the migrations bundled in this package (no ini file)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        # Config values go through configparser interpolation; a literal '%' must be doubled.
+        cfg.set_main_option("sqlalchemy.url", normalise_database_url(url).replace("%", "%%"))
+    return cfg
+
+
+def _upgrade_on(connection: Connection, cfg: Config, revision: str) -> None:
+    # env.py runs the migrations on this connection instead of opening its own.
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, revision)
+
+
+# Alembic keeps its migration context in module globals, so two upgrades interleaving on one
+# event loop (even on different databases) would trample each other: serialise them per loop.
+_loop_migration_locks: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = WeakKeyDictionary()
+
+
+def _loop_migration_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _loop_migration_locks.get(loop)
+    if lock is None:
+        lock = _loop_migration_locks[loop] = asyncio.Lock()
+    return lock
+
+
+async def _migrate_with(engine: AsyncEngine, revision: str) -> None:
+    async with _loop_migration_lock(), write_transaction(engine) as conn:
+        if engine.dialect.name == "postgresql":
+            # Held until commit: a second process blocks here, then finds the schema at head.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        await conn.run_sync(_upgrade_on, alembic_config(), revision)
+
+
+async def migrate(url: str, revision: str = "head") -> None:
+    """Upgrade the schema at ``url`` to ``revision``.
+
+    Safe to call every start-up: at head it is a no-op. The whole upgrade runs in one transaction
+    holding an exclusive lock (PostgreSQL advisory lock, SQLite ``BEGIN IMMEDIATE``), so processes
+    starting together migrate one after the other and the later ones find nothing to do.
+    """
+    engine = build_engine(url, for_migrations=True)
+    try:
+        await _migrate_with(engine, revision)
+    finally:
+        await engine.dispose()
+
+
+def _is_sqlite_memory(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and (
+        not parsed.database or ":memory:" in parsed.database or parsed.query.get("mode") == "memory"
+    )
+
+
+# --------------------------------------------------------------------------- Database
+
+
+class Database:
+    """An open database: the engine, a session factory and the (password-masked) URL."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            engine, expire_on_commit=False
+        )
+
+    @property
+    def url(self) -> URL:
+        """The engine URL; ``str()``/``repr()`` of it hide the password."""
+        return self.engine.url
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """``async with db.transaction() as conn``: one write transaction (see ``write_transaction``)."""
+        return write_transaction(self.engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Database(url={mask_url(self.url)!r})"
+
+    __str__ = __repr__
+
+
+async def open_database(
+    url: str | None = None, *, migrate_schema: bool = True, **engine_kwargs: Any
+) -> Database:
+    """Open the database at ``url`` (see ``resolve_database_url``), migrated to head by default.
+
+    Extra keyword arguments go to ``create_async_engine`` (pool sizes, ``echo``...).
+    """
+    resolved = resolve_database_url(url)
+    if migrate_schema and not _is_sqlite_memory(resolved):
+        await migrate(resolved)
+    db = Database(build_engine(resolved, **engine_kwargs))
+    if migrate_schema and _is_sqlite_memory(resolved):
+        # A private in-memory database only exists on the engine's own connection.
+        try:
+            await _migrate_with(db.engine, "head")
+        except BaseException:
+            await db.close()
+            raise
+    return db

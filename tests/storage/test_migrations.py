@@ -1,0 +1,138 @@
+"""The bundled Alembic migrations: they build the schema, match the models and re-run harmlessly."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, text
+from tests.storage.conftest import sqlite_url
+from tests.storage.factories import make_run
+
+from jax_assistant.storage import Repository, open_database
+from jax_assistant.storage.db import MIGRATIONS_DIR, alembic_config, build_engine, migrate
+from jax_assistant.storage.tables import ALL_TABLES, Base
+
+
+def _schema(conn: Connection) -> dict[str, Any]:
+    insp = inspect(conn)
+    return {
+        name: (
+            [c["name"] for c in insp.get_columns(name)],
+            sorted(i["name"] or "" for i in insp.get_indexes(name)),
+            sorted(u["name"] or "" for u in insp.get_unique_constraints(name)),
+        )
+        for name in insp.get_table_names()
+    }
+
+
+def _version(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _diff(conn: Connection) -> list[Any]:
+    ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+    return list(compare_metadata(ctx, Base.metadata))
+
+
+async def _inspect(url: str, fn: Any) -> Any:
+    engine = build_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(fn)
+    finally:
+        await engine.dispose()
+
+
+def test_migrations_ship_inside_the_package() -> None:
+    assert MIGRATIONS_DIR.parent == Path(__import__("jax_assistant.storage").storage.__file__).parent
+    assert (MIGRATIONS_DIR / "env.py").is_file()
+    assert (MIGRATIONS_DIR / "script.py.mako").is_file()
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    assert heads == ["0001_initial"]
+
+
+async def test_upgrade_creates_every_table(database_url: str) -> None:
+    await migrate(database_url)
+    schema = await _inspect(database_url, _schema)
+    assert set(ALL_TABLES) | {"alembic_version"} == set(schema)
+    assert await _inspect(database_url, _version) == "0001_initial"
+
+
+async def test_migrated_schema_matches_the_models(database_url: str) -> None:
+    await migrate(database_url)
+    assert await _inspect(database_url, _diff) == []
+
+
+async def test_rerunning_upgrade_is_a_no_op(database_url: str) -> None:
+    db = await open_database(database_url)
+    await Repository(db).create_run(make_run())
+    await db.close()
+    before = await _inspect(database_url, _schema)
+
+    await migrate(database_url)
+    db = await open_database(database_url)  # open_database migrates again
+    try:
+        assert await Repository(db).get_run("run-1") == make_run()
+    finally:
+        await db.close()
+    assert await _inspect(database_url, _schema) == before
+    assert await _inspect(database_url, _version) == "0001_initial"
+
+
+async def test_concurrent_upgrades_in_one_process(database_url: str, tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    other = sqlite_url(tmp_path / "other")
+    # Same database several times plus a second database: Alembic's global context must not mix.
+    await asyncio.gather(*(migrate(database_url) for _ in range(4)), migrate(other))
+    for url in (database_url, other):
+        assert await _inspect(url, _version) == "0001_initial"
+        assert await _inspect(url, _diff) == []
+
+
+# Imports first, then every process sleeps until the same instant so the upgrades truly overlap.
+_MIGRATE_AT = """
+import asyncio, sys, time
+from jax_assistant.storage.db import migrate
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+asyncio.run(migrate(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+async def test_processes_starting_together_migrate_once(database_url: str) -> None:
+    start_at = str(time.time() + 2.0)
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _MIGRATE_AT,
+            database_url,
+            start_at,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    outputs = await asyncio.gather(*(p.communicate() for p in procs))
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err.decode()
+    assert await _inspect(database_url, _version) == "0001_initial"
+    assert await _inspect(database_url, _diff) == []
+
+
+async def test_migrations_can_run_without_a_shared_connection(database_url: str) -> None:
+    # The path the alembic command line takes: env.py opens its own engine from sqlalchemy.url.
+    from alembic import command
+
+    await asyncio.to_thread(command.upgrade, alembic_config(database_url), "head")
+    assert await _inspect(database_url, _version) == "0001_initial"
+    rows = await _inspect(database_url, lambda c: c.execute(text("SELECT count(*) FROM runs")).scalar())
+    assert rows == 0
