@@ -1,0 +1,289 @@
+"""Code strategies: indicator signals computed over the bars themselves (no event needed).
+
+A signal on session ``t`` uses bars ``<= t`` only and is traded at that session's close:
+entry = close, stop = entry -/+ ``stop_atr`` * ATR14, targets = entry +/- m * ATR14.
+Confidence starts at the strategy's base and gets small additive boosts, capped at 1:
++0.05 when the long-term trend agrees (price on the trade's side of SMA200 *and* SMA200 sloping
+that way) and +0.05 when volume is above its 20-session average (the previous 20 sessions).
+Setups carry ``eventId = None``: they come from indicators, not from a detected event.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from jax_assistant.analysis.detectors import volume_ratio
+from jax_assistant.analysis.indicators import atr, macd, rsi, sma
+from jax_assistant.domain import Direction, Event, TradeSetup, session_time
+from jax_assistant.strategies.rules import session_window, setup_id
+
+if TYPE_CHECKING:
+    from jax_assistant.marketdata.base import BarSeries
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+ATR_PERIOD = 14
+TREND_BOOST = 0.05
+VOLUME_BOOST = 0.05
+# Two averages closer than this fraction of the price are "level": rounding noise around equality
+# must not read as a string of crossovers.
+CROSS_TOLERANCE = 1e-9
+
+
+@dataclass
+class _Bars:
+    """Indicators shared by the code strategies, computed lazily once per call."""
+
+    series: BarSeries
+    _cache: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+
+    @cached_property
+    def atr(self) -> FloatArray:
+        s = self.series
+        return atr(s.high, s.low, s.close, ATR_PERIOD)
+
+    @cached_property
+    def sma20(self) -> FloatArray:
+        return sma(self.series.close, 20)
+
+    @cached_property
+    def sma50(self) -> FloatArray:
+        return sma(self.series.close, 50)
+
+    @cached_property
+    def sma200(self) -> FloatArray:
+        return sma(self.series.close, 200)
+
+    @cached_property
+    def volume_ratio(self) -> FloatArray:
+        return volume_ratio(self.series.volume, 20)[0]
+
+
+def _prev(x: FloatArray) -> FloatArray:
+    out = np.empty_like(x)
+    out[0] = np.nan
+    out[1:] = x[:-1]
+    return out
+
+
+def crossings(diff: FloatArray, price: FloatArray) -> tuple[BoolArray, BoolArray]:
+    """Sessions where ``diff`` (fast minus slow) crosses above / below zero.
+
+    A session crosses up when it is clearly above (beyond a dead band of ``CROSS_TOLERANCE`` x
+    price) and the last session that was clearly on a side was below, or the two were level since
+    the warm-up ended. A line that touches and turns back does not cross again, identical averages
+    never cross, and the first session after the warm-up is not a cross (nothing came before it).
+    """
+    n = diff.shape[0]
+    band = CROSS_TOLERANCE * np.abs(price)
+    side = np.zeros(n, dtype=np.int8)
+    side[diff > band] = 1  # NaN compares False: warm-up sessions stay 0
+    side[diff < -band] = -1
+    pos = np.where(side != 0, np.arange(n), -1)
+    np.maximum.accumulate(pos, out=pos)
+    last = np.where(pos >= 0, side[np.maximum(pos, 0)], 0)
+    before = np.zeros(n, dtype=np.int8)
+    before[1:] = last[:-1]
+    had_value = np.zeros(n, dtype=np.bool_)
+    had_value[1:] = ~np.isnan(diff[:-1])
+    return (side == 1) & (before != 1) & had_value, (side == -1) & (before != -1) & had_value
+
+
+class IndicatorStrategy(ABC):
+    """Base of the code strategies: subclasses supply the signal masks and the reason text."""
+
+    kind: ClassVar[str] = "code"
+    id: ClassVar[str]
+    name: ClassVar[str]
+    base_confidence: ClassVar[float]
+    stop_atr: ClassVar[float] = 2.0
+    target_atr: ClassVar[tuple[float, ...]]
+    max_risk_percent: float | None = None  # no own cap: risk uses its configured percent
+
+    @abstractmethod
+    def _signals(self, bars: _Bars) -> tuple[BoolArray, BoolArray]:
+        """(long, short) masks over the whole series."""
+
+    @abstractmethod
+    def _reason(self, bars: _Bars, i: int, direction: Direction) -> str:
+        """A sentence stating the signal values on session ``i``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.id!r})"
+
+    def generate(
+        self,
+        series: BarSeries,
+        events: Iterable[Event] = (),
+        *,
+        as_of: date | None = None,
+        lookback: int = 1,
+    ) -> list[TradeSetup]:
+        """Setups for the signals of the last ``lookback`` sessions ending at ``as_of``."""
+        s, start = session_window(series, as_of, lookback)
+        if len(s) < 2 or start >= len(s):
+            return []
+        bars = _Bars(s)
+        long, short = self._signals(bars)
+        setups: list[TradeSetup] = []
+        for i in np.flatnonzero(long[start:] | short[start:]).tolist():
+            i += start
+            setup = self._setup(bars, i, Direction.LONG if long[i] else Direction.SHORT)
+            if setup is not None:
+                setups.append(setup)
+        return setups
+
+    def confidence(self, bars: _Bars, i: int, direction: Direction) -> float:
+        c, trend = float(bars.series.close[i]), bars.sma200
+        conf = self.base_confidence
+        if i > 0 and np.isfinite(trend[i - 1]):
+            up = c > trend[i] and trend[i] > trend[i - 1]
+            down = c < trend[i] and trend[i] < trend[i - 1]
+            if up if direction is Direction.LONG else down:
+                conf += TREND_BOOST
+        if bars.volume_ratio[i] > 1.0:
+            conf += VOLUME_BOOST
+        return round(min(1.0, conf), 4)
+
+    def _setup(self, bars: _Bars, i: int, direction: Direction) -> TradeSetup | None:
+        s = bars.series
+        a = float(bars.atr[i])
+        entry = float(s.close[i])
+        if not np.isfinite(a) or a <= 0:
+            return None  # no volatility yardstick yet (warm-up) or a dead-flat history
+        sign = 1.0 if direction is Direction.LONG else -1.0
+        stop = entry - sign * self.stop_atr * a
+        if stop <= 0:
+            return None  # an ATR larger than half the price: no meaningful long stop
+        targets = [entry + sign * m * a for m in self.target_atr]
+        session = s.date_at(i)
+        notes = (
+            f"entry {entry:.2f} = session close; stop {stop:.2f} = {self.stop_atr:g}xATR14 ({a:.2f}); "
+            "targets "
+            + ", ".join(f"{t:.2f} ({m:g}xATR)" for t, m in zip(targets, self.target_atr, strict=True))
+        )
+        return TradeSetup(
+            id=setup_id(self.id, s.symbol, session),
+            symbol=s.symbol,
+            direction=direction,
+            entry=entry,
+            stop=stop,
+            targets=targets,
+            event_id=None,
+            strategy_id=self.id,
+            notes=notes,
+            confidence=self.confidence(bars, i, direction),
+            reason=self._reason(bars, i, direction),
+            time=session_time(session),
+        )
+
+
+class RsiMomentum(IndicatorStrategy):
+    """RSI14 crossing up through 30 (long) or down through 70 (short)."""
+
+    id = "rsi_momentum_v1"
+    name = "RSI Momentum V1"
+    base_confidence = 0.6
+    target_atr = (2.0, 3.0)
+    oversold = 30.0
+    overbought = 70.0
+
+    def _rsi(self, bars: _Bars) -> FloatArray:
+        return bars._cache.setdefault("rsi", rsi(bars.series.close, 14))
+
+    def _signals(self, bars: _Bars) -> tuple[BoolArray, BoolArray]:
+        r = self._rsi(bars)
+        prev = _prev(r)
+        return (prev < self.oversold) & (r >= self.oversold), (prev > self.overbought) & (
+            r <= self.overbought
+        )
+
+    def _reason(self, bars: _Bars, i: int, direction: Direction) -> str:
+        r = self._rsi(bars)
+        level, way = (self.oversold, "up") if direction is Direction.LONG else (self.overbought, "down")
+        return (
+            f"RSI14 crossed {way} through {level:g} ({r[i - 1]:.1f} -> {r[i]:.1f}); ATR14 {bars.atr[i]:.2f}"
+        )
+
+
+class MacdCrossover(IndicatorStrategy):
+    """MACD(12,26,9) line crossing its signal line."""
+
+    id = "macd_crossover_v1"
+    name = "MACD Crossover V1"
+    base_confidence = 0.6
+    target_atr = (2.5, 4.0)
+
+    def _macd(self, bars: _Bars) -> tuple[FloatArray, FloatArray]:
+        if "macd" not in bars._cache:
+            line, sig, _ = macd(bars.series.close)
+            bars._cache["macd"], bars._cache["macd_signal"] = line, sig
+        return bars._cache["macd"], bars._cache["macd_signal"]
+
+    def _signals(self, bars: _Bars) -> tuple[BoolArray, BoolArray]:
+        line, sig = self._macd(bars)
+        return crossings(line - sig, bars.series.close)
+
+    def _reason(self, bars: _Bars, i: int, direction: Direction) -> str:
+        line, sig = self._macd(bars)
+        way = "above" if direction is Direction.LONG else "below"
+        return (
+            f"MACD line crossed {way} its signal (line {line[i]:.3f}, signal {sig[i]:.3f}, "
+            f"histogram {line[i] - sig[i]:+.3f}); ATR14 {bars.atr[i]:.2f}"
+        )
+
+
+class MaCrossover(IndicatorStrategy):
+    """SMA20/SMA50 golden (long) and death (short) crosses, plus a pullback to SMA20 in an uptrend.
+
+    Pullback: SMA50 > SMA200 (uptrend), the previous close was above SMA20, and today's low reached
+    SMA20 while the close held above it.
+    """
+
+    id = "ma_crossover_v1"
+    name = "MA Crossover V1"
+    base_confidence = 0.65
+    target_atr = (2.0, 3.0)
+
+    def _masks(self, bars: _Bars) -> tuple[BoolArray, BoolArray, BoolArray]:
+        if "golden" in bars._cache:
+            return bars._cache["golden"], bars._cache["death"], bars._cache["pullback"]
+        s = bars.series
+        fast, slow, trend = bars.sma20, bars.sma50, bars.sma200
+        golden, death = crossings(fast - slow, s.close)
+        pullback = (
+            (slow > trend) & (_prev(s.close) > _prev(fast)) & (s.low <= fast) & (s.close > fast) & ~golden
+        )
+        bars._cache.update(golden=golden, death=death, pullback=pullback)
+        return golden, death, pullback
+
+    def _signals(self, bars: _Bars) -> tuple[BoolArray, BoolArray]:
+        golden, death, pullback = self._masks(bars)
+        return golden | pullback, death
+
+    def _reason(self, bars: _Bars, i: int, direction: Direction) -> str:
+        golden = self._masks(bars)[0]
+        f, sl, t = bars.sma20[i], bars.sma50[i], bars.sma200[i]
+        c, lo = bars.series.close[i], bars.series.low[i]
+        if direction is Direction.SHORT:
+            return f"death cross: SMA20 {f:.2f} fell below SMA50 {sl:.2f}; ATR14 {bars.atr[i]:.2f}"
+        if golden[i]:
+            return f"golden cross: SMA20 {f:.2f} rose above SMA50 {sl:.2f}; ATR14 {bars.atr[i]:.2f}"
+        return (
+            f"pullback to SMA20 {f:.2f} in an uptrend (SMA50 {sl:.2f} > SMA200 {t:.2f}): low {lo:.2f}, "
+            f"close {c:.2f} held above; ATR14 {bars.atr[i]:.2f}"
+        )
+
+
+CODE_STRATEGIES: dict[str, type[IndicatorStrategy]] = {
+    cls.id: cls for cls in (RsiMomentum, MacdCrossover, MaCrossover)
+}
