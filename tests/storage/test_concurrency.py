@@ -24,7 +24,9 @@ async def test_fifty_concurrent_checkpoint_writers(db: Database, repo: Repositor
 
     async def write(i: int) -> None:
         symbol = f"SYM{i:02d}"
-        await repo.save_checkpoint("run-1", symbol, 0, make_stage_result("detect_events"), make_item(symbol=symbol))
+        await repo.save_checkpoint(
+            "run-1", symbol, 0, make_stage_result("detect_events"), make_item(symbol=symbol)
+        )
 
     await asyncio.gather(*(write(i) for i in range(WRITERS)))
     assert await count_rows(db, StageCheckpointRow) == WRITERS

@@ -30,7 +30,7 @@ class TransientError(Exception):
         self.retry_after = retry_after
 
 
-class StageSkipped(Exception):  # noqa: N818 - a signal, not an error
+class StageSkipped(Exception):
     """Raised by a stage that has nothing to do for this item (recorded as ``skipped``)."""
 
 

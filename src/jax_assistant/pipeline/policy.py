@@ -23,7 +23,9 @@ class RetryPolicy(_Strict):
     multiplier: float = Field(default=2.0, ge=1)
     max_backoff_s: float = Field(default=10.0, ge=0)
     jitter: float = Field(default=0.2, ge=0, le=1, description="fraction of the delay randomised (+/-)")
-    max_elapsed_s: float | None = Field(default=None, gt=0, description="give up once this much time has passed")
+    max_elapsed_s: float | None = Field(
+        default=None, gt=0, description="give up once this much time has passed"
+    )
     # Exception class names (MRO match) that are worth retrying. Validation and programming errors are not.
     retry_on: list[str] = Field(
         default_factory=lambda: ["TransientError", "TimeoutError", "ConnectionError", "OSError", "HTTPError"]
@@ -39,7 +41,9 @@ class StagePolicy(_Strict):
     required: bool = Field(default=True, description="failure fails the symbol (else it only degrades it)")
     breaker: str | None = Field(default=None, description="circuit-breaker key (a dependency, e.g. 'memory')")
     rate_limit: str | None = Field(default=None, description="rate-limiter key (a dependency)")
-    bulkhead: str | None = Field(default=None, description="bulkhead key: max concurrent calls per dependency")
+    bulkhead: str | None = Field(
+        default=None, description="bulkhead key: max concurrent calls per dependency"
+    )
     concurrency: int | None = Field(default=None, ge=1, description="max symbols inside this stage at once")
     after: list[str] = Field(default_factory=list, description="stages that must run before this one")
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
 from datetime import date
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from jax_assistant.domain import Adjustment, Direction, TradeSetup, Violation
+from jax_assistant.domain import Adjustment, Direction, TradeRecord, TradeSetup, Violation
 from jax_assistant.risk.constraints import RiskConstraints, load_model_file
 from jax_assistant.risk.protections import ViolationCode, check_protections, violation
 from jax_assistant.risk.sizing import PositionSizing, fraction_of, max_units
@@ -226,6 +227,30 @@ class PortfolioBook:
                 )
             )
             return decision.model_copy(update={"reserved": True})
+
+    def restore(self, trades: Iterable[TradeRecord], *, sector_of: Callable[[str], str | None]) -> int:
+        """Re-book positions a run already reserved before it was interrupted (called before it resumes,
+        so no symbol task is running yet). Setups already in the book are not added twice."""
+        known = {p.setup_id for p in self._state.open_positions if p.setup_id}
+        added = 0
+        for t in trades:
+            if not t.risk.allowed or t.risk.position_size <= 0 or t.setup.id in known:
+                continue
+            self._state.open_positions.append(
+                Position(
+                    symbol=t.setup.symbol,
+                    sector=sector_of(t.setup.symbol),
+                    direction=t.setup.direction,
+                    entry=t.setup.entry,
+                    stop=t.setup.stop,
+                    size=t.risk.position_size,
+                    opened_on=(t.setup.time or t.created_at).date(),
+                    setup_id=t.setup.id,
+                )
+            )
+            known.add(t.setup.id)
+            added += 1
+        return added
 
     async def release(self, setup_id: str) -> bool:
         """Drop a reservation (e.g. the symbol's run failed after sizing). True if one was removed."""

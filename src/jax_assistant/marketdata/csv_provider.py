@@ -1,0 +1,294 @@
+"""Daily bars from CSV files: one long-format file, or a folder of per-symbol files.
+
+The whole source is read once with polars at construction (every column as text, so one bad cell
+costs one reported row instead of the load); each symbol is cleaned by :func:`clean_series` only on
+its first ``bars()`` call and cached, so opening the 1.5 M-row sp500 file and asking for three symbols
+does not pay for cleaning 505.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+from time import perf_counter
+from typing import Protocol, TypeVar
+
+import polars as pl
+
+from jax_assistant.marketdata.base import BarSeries, DataIssue, DataSourceError, UnknownSymbolError
+from jax_assistant.marketdata.calendar import (
+    PLAUSIBLE_DATES,
+    clean_symbol,
+    is_ticker,
+    load_earnings_calendar,
+    load_sectors,
+    parse_date,
+    read_header,
+    scan_strings,
+    symbol_from_filename,
+)
+from jax_assistant.marketdata.validation import BadSymbolError, clean_series
+
+__all__ = ["CsvProvider"]
+
+VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
+BAR_COLUMNS = ("date", *VALUE_COLUMNS)
+DATA_SUFFIXES = (".csv", ".csv.gz", ".txt")
+EARNINGS_FILE = "earnings_dates.csv"
+SECTORS_FILE = "sectors.csv"
+_T = TypeVar("_T")
+# Side files that may sit next to the price files but are not price files themselves.
+METADATA_FILES = frozenset({EARNINGS_FILE, SECTORS_FILE, "earnings_details.csv", "anomalies.csv"})
+
+
+class CsvProvider:
+    """Real (or user-supplied) daily bars from CSV. ``simulated`` is False.
+
+    ``path``: a long-format file (``symbol,date,open,high,low,close,volume``; plain or ``.gz``; any
+    column order; extra columns ignored) or a folder of ``*.csv`` / ``*.csv.gz`` / ``*.txt`` files,
+    one symbol each (from a ``symbol`` column, else the file name before the first dot, upper-cased:
+    ``aapl.us.txt`` -> ``AAPL``). ``symbols`` limits what is loaded. ``earnings_dates.csv`` and
+    ``sectors.csv`` next to the data (beside the file, or inside the folder) are used unless paths
+    are given.
+    """
+
+    name = "csv"
+    simulated = False
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        earnings_path: Path | str | None = None,
+        sectors_path: Path | str | None = None,
+        symbols: Iterable[str] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._wanted = None if symbols is None else frozenset(s.strip().upper() for s in symbols)
+        self._lock = threading.Lock()
+        self._cache: dict[str, BarSeries] = {}
+        self._bad: dict[str, BadSymbolError] = {}
+        self._load_issues: list[DataIssue] = []  # problems not tied to one loadable symbol
+        self._row_issues: dict[str, list[DataIssue]] = {}  # unparseable rows, per symbol
+
+        started = perf_counter()
+        self._frames, self._latest = self._load()
+        self._symbols = sorted(set(self._frames) | set(self._row_issues))
+        self.load_seconds = perf_counter() - started
+
+        if self._wanted is not None:
+            for sym in sorted(self._wanted - set(self._symbols)):
+                detail = f"requested but not in {self.path}"
+                self._load_issues.append(DataIssue(sym, None, "unknown_symbol", detail, "symbol skipped"))
+
+        side_dir = self.path if self.path.is_dir() else self.path.parent
+        self._earnings = self._side_file(earnings_path, side_dir / EARNINGS_FILE, load_earnings_calendar)
+        self._sectors = self._side_file(sectors_path, side_dir / SECTORS_FILE, load_sectors)
+
+    # ------------------------------------------------------------------ loading
+
+    def _side_file(self, given: Path | str | None, default: Path, loader: _Loader[_T]) -> dict[str, _T]:
+        if given is not None:  # an explicit path must exist; the default one is optional
+            return loader(Path(given), issues=self._load_issues)
+        if default.is_file():
+            return loader(default, issues=self._load_issues)
+        return {}
+
+    def _sources(self) -> list[pl.LazyFrame]:
+        """One lazy text frame per data file with columns symbol, _file, _line and BAR_COLUMNS."""
+        if not self.path.exists():
+            raise DataSourceError(f"market data path not found: {self.path}")
+        if self.path.is_file():
+            files = [self.path]
+        else:
+            files = sorted(
+                f
+                for f in self.path.iterdir()
+                if f.is_file() and f.name.lower().endswith(DATA_SUFFIXES) and f.name not in METADATA_FILES
+            )
+            if not files:
+                raise DataSourceError(f"no data files (*.csv, *.csv.gz, *.txt) in folder {self.path}")
+        out: list[pl.LazyFrame] = []
+        for f in files:
+            header = read_header(f)
+            if not header and self.path.is_dir():
+                # Per-symbol dumps (the stooq/Kaggle one included) contain empty files: skip, don't abort.
+                sym = symbol_from_filename(f)
+                self._load_issues.append(
+                    DataIssue(sym, None, "empty_file", f"{f} is empty", "symbol skipped")
+                )
+                continue
+            has_symbol = "symbol" in header
+            if not has_symbol and self._wanted is not None and symbol_from_filename(f) not in self._wanted:
+                continue  # filter early: never parse a per-symbol file that was not asked for
+            # Without a symbol column the file is one symbol's bars, named after the file (also when the
+            # path is a single file such as aapl.us.txt).
+            lf = scan_strings(f, BAR_COLUMNS)
+            symbol = pl.col("symbol") if has_symbol else pl.lit(symbol_from_filename(f))
+            out.append(
+                lf.with_row_index("_line", offset=2).select(
+                    symbol.alias("symbol"),
+                    pl.lit(f.name).alias("_file"),
+                    pl.col("_line"),
+                    *(pl.col(c) for c in BAR_COLUMNS),
+                )
+            )
+        return out
+
+    def _load(self) -> tuple[dict[str, pl.DataFrame], date | None]:
+        sources = self._sources()
+        if not sources:
+            return {}, None
+        lf = pl.concat(sources, how="vertical").with_columns(clean_symbol().alias("symbol"))
+        if self._wanted is not None:
+            lf = lf.filter(pl.col("symbol").is_in(list(self._wanted)))
+        # Fast path over all rows: the plain ISO date and number formats of the common case...
+        iso = pl.col("date").str.to_date("%Y-%m-%d", strict=False)
+        df = lf.with_columns(
+            iso.alias("d"), *(pl.col(c).cast(pl.Float64, strict=False).alias(f"_{c}") for c in VALUE_COLUMNS)
+        ).collect()
+        # ...then the lenient parsers (padding, YYYYMMDD, a time part) only on the rows it failed: trying
+        # every format on 1.5 M rows would double the load time for nothing.
+        failed = pl.any_horizontal(_lost(c) for c in BAR_COLUMNS)
+        retry = df.with_row_index("_i").filter(failed)
+        if retry.height:
+            again = retry.select(
+                "_i", parse_date("date").alias("d"), *(_to_float(c).alias(f"_{c}") for c in VALUE_COLUMNS)
+            )
+            df = df.with_columns(df[k].scatter(again["_i"], again[k]) for k in again.columns[1:])
+        df = df.with_columns(pl.when(pl.col("d").is_between(*PLAUSIBLE_DATES)).then(pl.col("d")).alias("d"))
+
+        # A cell is unparseable if it had text that did not convert (_lost); an empty cell is "missing"
+        # and is left to clean_series (rule nan_value).
+        bad_cols = [f"_bad_{c}" for c in BAR_COLUMNS]
+        df = df.with_columns(_lost(c).alias(f"_bad_{c}") for c in BAR_COLUMNS)
+        # Checking the few distinct symbols beats a regex over every row.
+        bad_symbols = [s for s in df["symbol"].unique().to_list() if s is None or not is_ticker(s)]
+        ok_symbol = pl.col("symbol").is_not_null() & ~pl.col("symbol").is_in(bad_symbols)
+        any_bad = pl.any_horizontal(bad_cols)
+        self._report_rows(df.filter(~ok_symbol), bad_cols, per_symbol=False)
+        self._report_rows(df.filter(ok_symbol & any_bad), bad_cols, per_symbol=True)
+
+        good = df.filter(ok_symbol & ~any_bad).select(
+            "symbol", "d", *(pl.col(f"_{c}").alias(c) for c in VALUE_COLUMNS)
+        )
+        latest = good["d"].max()
+        frames = {str(k[0]): v for k, v in good.partition_by("symbol", as_dict=True).items()}
+        return frames, latest if isinstance(latest, date) else None
+
+    def _report_rows(self, rows: pl.DataFrame, bad_cols: list[str], *, per_symbol: bool) -> None:
+        for r in rows.iter_rows(named=True):
+            where = f"{r['_file']} line {r['_line']}"
+            if not per_symbol:
+                raw = str(r["symbol"] or "?")[:20]
+                self._load_issues.append(
+                    DataIssue(raw, None, "unparseable", f"{where}: symbol is not a ticker")
+                )
+                continue
+            fields = [c for c, b in zip(BAR_COLUMNS, bad_cols, strict=True) if r[b]]
+            what = ", ".join(f"{c}={r[c]!r} is not a {'date' if c == 'date' else 'number'}" for c in fields)
+            issue = DataIssue(r["symbol"], r["d"], "unparseable", f"{where}: {what}")
+            self._row_issues.setdefault(r["symbol"], []).append(issue)
+
+    # ------------------------------------------------------------------ MarketDataProvider
+
+    def symbols(self) -> list[str]:
+        """Every symbol in the source (one whose data is unusable still raises BadSymbolError in bars())."""
+        return list(self._symbols)
+
+    def latest_date(self) -> date:
+        if self._latest is None:
+            raise DataSourceError(f"no usable bars in {self.path}")
+        return self._latest
+
+    def bars(self, symbol: str, as_of: date | None = None) -> BarSeries:
+        series = self._series(symbol.strip().upper())
+        return series if as_of is None else series.upto(as_of)
+
+    def earnings_dates(self, symbol: str) -> list[date]:
+        return list(self._earnings.get(symbol.strip().upper(), ()))
+
+    def sector(self, symbol: str) -> str | None:
+        return self._sectors.get(symbol.strip().upper())
+
+    def issues(self, symbol: str | None = None) -> list[DataIssue]:
+        """Issues of one symbol, or of the whole source (this cleans every symbol once)."""
+        if symbol is None:
+            out = list(self._load_issues)
+            for sym in self._symbols:
+                out.extend(self._symbol_issues(sym))
+            return out
+        key = symbol.strip().upper()
+        loaded = [i for i in self._load_issues if i.symbol == key]
+        if key not in self._symbols:
+            if loaded:
+                return loaded
+            raise self._unknown(key)
+        return loaded + self._symbol_issues(key)
+
+    # ------------------------------------------------------------------ internals
+
+    def _symbol_issues(self, key: str) -> list[DataIssue]:
+        try:
+            return list(self._series(key).issues)
+        except BadSymbolError as e:
+            return list(e.issues)
+
+    def _series(self, key: str) -> BarSeries:
+        with self._lock:  # the orchestrator may ask for the same symbol from several threads
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+            if key in self._bad:
+                err = self._bad[key]
+                raise BadSymbolError(err.symbol, err.issues)
+            if key not in self._symbols:
+                raise self._unknown(key)
+            frame = self._frames.get(key)
+            prior = self._row_issues.get(key, [])
+            try:
+                if frame is None:  # every row of the symbol was unparseable
+                    series = clean_series(key, [], [], [], [], [], [], prior_issues=prior)
+                else:
+                    series = clean_series(
+                        key,
+                        frame["d"].to_numpy(),
+                        *(frame[c].to_numpy() for c in VALUE_COLUMNS),
+                        prior_issues=prior,
+                    )
+            except BadSymbolError as e:
+                self._bad[key] = e
+                raise
+            self._cache[key] = series
+            self._frames.pop(key, None)  # the raw text-parsed rows are no longer needed
+            return series
+
+    def _unknown(self, key: str) -> UnknownSymbolError:
+        close = difflib.get_close_matches(key, self._symbols, n=5, cutoff=0.5)
+        if close:
+            hint = f"did you mean {', '.join(close)}?"
+        elif self._wanted is not None:
+            hint = f"only {len(self._symbols)} symbol(s) were loaded from {self.path} (symbols= filter)"
+        else:
+            hint = f"not among the {len(self._symbols)} symbols of {self.path}"
+        return UnknownSymbolError(key, hint)
+
+    def __repr__(self) -> str:
+        return f"CsvProvider({str(self.path)!r}, symbols={len(self._symbols)}, latest={self._latest})"
+
+
+def _lost(col: str) -> pl.Expr:
+    """The cell had text but its parsed column (``d`` for the date, ``_<col>`` otherwise) is null."""
+    parsed = "d" if col == "date" else f"_{col}"
+    return pl.col(col).is_not_null() & pl.col(parsed).is_null()
+
+
+def _to_float(col: str) -> pl.Expr:
+    return pl.col(col).str.strip_chars().cast(pl.Float64, strict=False)
+
+
+class _Loader(Protocol[_T]):
+    def __call__(self, path: Path, *, issues: list[DataIssue] | None = None) -> dict[str, _T]: ...

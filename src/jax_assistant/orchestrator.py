@@ -1,0 +1,337 @@
+"""The composition root: builds providers, services, storage and the engine from Settings, and runs,
+resumes or retries runs. The CLI (and later the HTTP API) are thin shells over this.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from jax_assistant.config import Settings
+from jax_assistant.domain import Run, RunStatus, SymbolResult, SymbolStatus, TradeRecord, utc_now
+from jax_assistant.engines.local import LocalEngine, ProgressSink, StartPoint, fresh_starts
+from jax_assistant.marketdata import create_provider
+from jax_assistant.marketdata.base import MarketDataProvider
+from jax_assistant.observability.correlation import new_correlation_id
+from jax_assistant.observability.metrics import MetricsSink, NullMetrics, PipelineMetrics
+from jax_assistant.pipeline.base import Stage, WorkItem
+from jax_assistant.pipeline.plugins import build_pipeline
+from jax_assistant.pipeline.resilience import Clock, ResilienceRegistry
+from jax_assistant.pipeline.services import Services
+from jax_assistant.risk import RiskManager, load_risk_constraints
+from jax_assistant.risk.portfolio import PortfolioBook, PortfolioState
+from jax_assistant.storage import Database, Repository, open_database
+from jax_assistant.strategies.registry import StrategyRegistry
+
+
+class RunError(Exception):
+    """The run could not start (bad input, unknown run, unreadable data). Message is user-facing."""
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or utc_now()
+    return f"run_{now:%Y%m%dT%H%M%S}_{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunRequest:
+    symbols: Sequence[str] = ()
+    as_of: date | None = None
+    lookback: int | None = None
+    correlation_id: str | None = None
+    stage_overrides: dict[str, dict[str, Any]] | None = None
+
+
+@dataclass
+class RunOutcome:
+    run: Run
+    results: list[SymbolResult]
+    unknown_symbols: list[str]
+
+
+class Orchestrator:
+    """Owns the storage connection and the per-run engines. Use ``async with Orchestrator(settings)``."""
+
+    def __init__(
+        self, settings: Settings, *, metrics: MetricsSink | None = None, clock: Clock | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics: MetricsSink = metrics or (
+            PipelineMetrics() if settings.metrics_enabled else NullMetrics()
+        )
+        self.clock = clock
+        self.db: Database | None = None
+        self.repository: Repository | None = None
+        # Breakers and limiters outlive a single run: a dependency that is down stays known to be down.
+        self.resilience = ResilienceRegistry(settings.resilience, clock)
+        self._providers: dict[tuple[str, str | None], MarketDataProvider] = {}
+        self.engine: LocalEngine | None = None
+
+    async def __aenter__(self) -> Orchestrator:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self.db is None:
+            self.db = await open_database(self.settings.database_url)
+            self.repository = Repository(self.db)
+
+    async def close(self) -> None:
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+            self.repository = None
+
+    # ------------------------------------------------------------------ building blocks
+
+    def provider(self, kind: str | None = None, data_path: str | None = None) -> MarketDataProvider:
+        kind = kind or self.settings.provider
+        path = data_path or (str(self.settings.data_path) if self.settings.data_path else None)
+        key = (kind, path)
+        if key not in self._providers:
+            self._providers[key] = create_provider(
+                kind,
+                Path(path) if path else None,
+                earnings_path=self.settings.earnings_path,
+                sectors_path=self.settings.sectors_path,
+            )
+        return self._providers[key]
+
+    def stages(
+        self, overrides: dict[str, dict[str, Any]] | None = None, names: Sequence[str] | None = None
+    ) -> list[Stage]:
+        merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in self.settings.stages.items()}
+        for name, over in (overrides or {}).items():
+            merged[name] = {**merged.get(name, {}), **over}
+        return build_pipeline(list(names or self.settings.pipeline), overrides=merged)
+
+    def services(self, provider: MarketDataProvider, run: Run) -> Services:
+        params = run.params
+        state = (
+            PortfolioState.load(self.settings.portfolio_path)
+            if self.settings.portfolio_path
+            else PortfolioState(account_size=params["accountSize"], equity=params["accountSize"])
+        )
+        book = PortfolioBook(state)
+        risk = RiskManager(
+            load_risk_constraints(self.settings.risk_constraints_path),
+            book,
+            account_size=params["accountSize"],
+            risk_percent=params["riskPercent"],
+        )
+        strategies = StrategyRegistry.default(self.settings.strategies_dir, self.settings.strategies)
+        return Services(
+            provider=provider,
+            detectors=self.settings.detectors,
+            strategies=strategies,
+            risk=risk,
+            repository=self.repository,
+        )
+
+    def _engine(self, stages: list[Stage], services: Services) -> LocalEngine:
+        eng = self.settings.engine
+        self.engine = LocalEngine(
+            stages,
+            services,
+            repository=self.repository,
+            resilience=self.resilience,
+            metrics=self.metrics,
+            concurrency=eng.concurrency,
+            queue_size=eng.queue_size,
+            drain_timeout_s=eng.drain_timeout_s,
+            clock=self.clock,
+        )
+        return self.engine
+
+    # ------------------------------------------------------------------ resolving input
+
+    def resolve_symbols(
+        self, provider: MarketDataProvider, requested: Sequence[str]
+    ) -> tuple[list[str], list[str]]:
+        """(known symbols in request order, unknown ones). Empty request = watchlist, else every symbol."""
+        available = provider.symbols()
+        if not requested:
+            requested = self.settings.watchlist or available
+        known_set = set(available)
+        seen: set[str] = set()
+        known: list[str] = []
+        unknown: list[str] = []
+        for raw in requested:
+            sym = raw.strip().upper()
+            if not sym or sym in seen:
+                continue
+            seen.add(sym)
+            (known if sym in known_set else unknown).append(sym)
+        return known, unknown
+
+    @staticmethod
+    def resolve_as_of(provider: MarketDataProvider, as_of: date | None) -> date:
+        latest = provider.latest_date()
+        if as_of is None:
+            return latest
+        if as_of > latest:
+            raise RunError(
+                f"--as-of {as_of.isoformat()} is after the last session in the data ({latest.isoformat()})"
+            )
+        return as_of
+
+    # ------------------------------------------------------------------ runs
+
+    async def start_run(self, request: RunRequest, *, progress: ProgressSink | None = None) -> RunOutcome:
+        await self.open()
+        assert self.repository is not None
+        provider = self.provider()
+        symbols, unknown = self.resolve_symbols(provider, request.symbols)
+        if not symbols:
+            raise RunError(_unknown_message(unknown, provider) if unknown else "no symbols to run")
+        as_of = self.resolve_as_of(provider, request.as_of)
+        lookback = request.lookback or self.settings.lookback
+        stages = self.stages(request.stage_overrides)
+        run = Run(
+            id=new_run_id(),
+            correlation_id=request.correlation_id or new_correlation_id(),
+            as_of=as_of,
+            provider=provider.name,
+            simulated=provider.simulated,
+            symbols=symbols,
+            pipeline=[s.name for s in stages],
+            params={
+                "accountSize": self.settings.account_size,
+                "riskPercent": self.settings.risk_percent,
+                "lookback": lookback,
+                "provider": provider.name,
+                "dataPath": str(self.settings.data_path) if self.settings.data_path else None,
+                "stageOverrides": request.stage_overrides or {},
+                "unknownSymbols": unknown,
+            },
+        )
+        await self.repository.create_run(run)
+        engine = self._engine(stages, self.services(provider, run))
+        run, results = await engine.run(run, fresh_starts(run, symbols, as_of, lookback), progress=progress)
+        return RunOutcome(run, results, unknown)
+
+    async def resume_run(self, run_id: str, *, progress: ProgressSink | None = None) -> RunOutcome:
+        """Continue a run from the last completed stage of each unfinished symbol."""
+        await self.open()
+        assert self.repository is not None
+        run = await self.repository.get_run(run_id)
+        if run is None:
+            raise RunError(f"no run {run_id!r} (see `jax runs list`)")
+        if run.status is RunStatus.COMPLETED:
+            return RunOutcome(run, await self.repository.get_symbol_results(run_id), [])
+        provider = self.provider(run.params.get("provider"), run.params.get("dataPath"))
+        stages = self.stages(run.params.get("stageOverrides"), run.pipeline)
+        done_results = {
+            r.symbol: r
+            for r in await self.repository.get_symbol_results(run_id)
+            if r.status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED, SymbolStatus.FAILED)
+        }
+        checkpoints = await self.repository.load_checkpoints(run_id)
+        assert run.as_of is not None
+        starts: list[StartPoint] = []
+        booked: list[TradeRecord] = [t for r in done_results.values() for t in r.trades]
+        for symbol in run.symbols:
+            if symbol in done_results:
+                continue
+            start = StartPoint(
+                item=WorkItem(
+                    run_id=run.id,
+                    symbol=symbol,
+                    as_of=run.as_of,
+                    lookback=int(run.params.get("lookback", 1)),
+                    correlation_id=run.correlation_id,
+                )
+            )
+            completed = [
+                row
+                for row in checkpoints.get(symbol, [])
+                if row.stage in row.item.get("completed_stages", [])
+            ]
+            if completed:
+                last = completed[-1]
+                item = WorkItem.model_validate(last.item)
+                start = StartPoint(
+                    item=item, next_stage=last.seq + 1, stages=[row.result for row in completed]
+                )
+                booked.extend(item.trades)
+            starts.append(start)
+        run.status = RunStatus.RUNNING
+        run.finished_at = None
+        await self.repository.update_run(run)
+        services = self.services(provider, run)
+        # The book must see what this run already reserved, or a resumed run could over-allocate.
+        services.risk.book.restore([t for t in booked if t.risk.allowed], sector_of=provider.sector)
+        engine = self._engine(stages, services)
+        run, results = await engine.run(run, starts, progress=progress, finished=done_results)
+        return RunOutcome(run, results, [])
+
+    async def retry_dead_letters(
+        self, ids: Sequence[int] = (), *, run_id: str | None = None, progress: ProgressSink | None = None
+    ) -> RunOutcome:
+        """Re-run dead-lettered symbols in a new run, each from the stage that failed."""
+        await self.open()
+        assert self.repository is not None
+        letters = [d for i in ids if (d := await self.repository.get_dead_letter(i)) is not None]
+        missing = [i for i in ids if i not in {d.id for d in letters}]
+        if missing:
+            raise RunError(f"no dead letter(s) {', '.join(map(str, missing))} (see `jax dlq list`)")
+        if run_id is not None:
+            letters.extend(await self.repository.list_dead_letters(run_id=run_id, status="open"))
+        letters = [d for d in letters if d.status == "open"]
+        if not letters:
+            raise RunError("no open dead letters to retry")
+        origin = await self.repository.get_run(letters[0].run_id)
+        if origin is None:
+            raise RunError(f"the run {letters[0].run_id!r} of the dead letter is gone")
+        if any(d.run_id != origin.id for d in letters):
+            raise RunError("retry dead letters of one run at a time (use --run RUN_ID)")
+        provider = self.provider(origin.params.get("provider"), origin.params.get("dataPath"))
+        stages = self.stages(origin.params.get("stageOverrides"), origin.pipeline)
+        names = [s.name for s in stages]
+        run = Run(
+            id=new_run_id(),
+            correlation_id=origin.correlation_id,
+            as_of=origin.as_of,
+            provider=origin.provider,
+            simulated=origin.simulated,
+            symbols=[d.symbol for d in letters],
+            pipeline=names,
+            params={**origin.params, "retryOf": origin.id, "deadLetters": [d.id for d in letters]},
+        )
+        await self.repository.create_run(run)
+        starts = []
+        for d in letters:
+            item = WorkItem.model_validate(d.item).model_copy(update={"run_id": run.id})
+            next_stage = names.index(d.stage) if d.stage in names else len(item.completed_stages)
+            starts.append(StartPoint(item=item, next_stage=next_stage))
+        engine = self._engine(stages, self.services(provider, run))
+        run, results = await engine.run(run, starts, progress=progress)
+        by_symbol = {r.symbol: r for r in results}
+        for d in letters:
+            ok = by_symbol[d.symbol].status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED)
+            await self.repository.mark_dead_letter(
+                d.id, "resolved" if ok else "retried", retried_by_run_id=run.id
+            )
+        return RunOutcome(run, results, [])
+
+
+def _unknown_message(unknown: Sequence[str], provider: MarketDataProvider) -> str:
+    import difflib
+
+    available = provider.symbols()
+    parts = []
+    for sym in unknown:
+        close = difflib.get_close_matches(sym, available, n=3)
+        parts.append(f"{sym}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    return f"unknown symbol(s) for the {provider.name} provider: {'; '.join(parts)}"
+
+
+def unknown_symbols_message(unknown: Sequence[str], provider: MarketDataProvider) -> str:
+    return _unknown_message(unknown, provider)

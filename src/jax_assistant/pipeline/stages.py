@@ -1,0 +1,130 @@
+"""The built-in stages: detect_events -> generate_trades -> calculate_risk -> persist.
+
+Each is plain domain code over the shared services; timeouts, retries, breakers, metrics and audit
+are the engine's job. They are registered through the same ``jax_assistant.stages`` entry-point group
+as third-party stages.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from jax_assistant.analysis.detectors import detect_events
+from jax_assistant.domain import TradeRecord
+from jax_assistant.marketdata.base import BarSeries
+from jax_assistant.pipeline.base import BaseStage, StageContext, StageOutput, WorkItem
+from jax_assistant.pipeline.policy import RetryPolicy, StagePolicy
+
+# Data issues older than this many sessions before the scanned window are summarised, not listed:
+# a 12-year series can carry dozens of handled bad ticks that say nothing about today's scan.
+_ISSUE_HORIZON_SESSIONS = 250
+
+
+def _session_series(ctx: StageContext, item: WorkItem) -> tuple[BarSeries, str | None]:
+    """The symbol's bars up to the run's as-of date, and why it cannot be scanned (or None)."""
+    series = ctx.services.provider.bars(item.symbol, item.as_of)
+    if len(series) == 0:
+        return series, f"no bars on or before {item.as_of.isoformat()}"
+    if series.last_date != item.as_of:
+        last = series.last_date.isoformat() if series.last_date else "none"
+        return series, f"no bar for {item.as_of.isoformat()} (last bar {last}); nothing to scan"
+    return series, None
+
+
+class DetectEventsStage(BaseStage):
+    name = "detect_events"
+    default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=30.0)
+
+    async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
+        series, stale = _session_series(ctx, item)
+        issues = _relevant_issues(series, item.lookback)
+        if stale:
+            return StageOutput(
+                item=item.model_copy(update={"data_issues": [*issues, stale]}), status="skipped", reason=stale
+            )
+        earnings = ctx.services.provider.earnings_dates(item.symbol)
+        events = detect_events(
+            series, earnings, ctx.services.detectors, lookback=item.lookback, as_of=item.as_of
+        )
+        return StageOutput(item=item.model_copy(update={"events": events, "data_issues": issues}))
+
+
+def _relevant_issues(series: BarSeries, lookback: int) -> list[str]:
+    if not series.issues:
+        return []
+    horizon = max(0, len(series) - lookback - _ISSUE_HORIZON_SESSIONS)
+    cutoff = series.date_at(horizon) if len(series) else None
+    recent = [str(i) for i in series.issues if i.date is None or cutoff is None or i.date >= cutoff]
+    older = len(series.issues) - len(recent)
+    if older:
+        recent.append(f"{series.symbol}: {older} older data issue(s) handled (see `jax data check`)")
+    return recent
+
+
+class GenerateTradesStage(BaseStage):
+    name = "generate_trades"
+    default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=30.0, after=["detect_events"])
+
+    async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
+        series, stale = _session_series(ctx, item)
+        if stale:
+            return StageOutput(item=item, status="skipped", reason=stale)
+        setups = ctx.services.strategies.generate(
+            series, item.events, as_of=item.as_of, lookback=item.lookback
+        )
+        return StageOutput(item=item.model_copy(update={"setups": setups}))
+
+
+class CalculateRiskStage(BaseStage):
+    name = "calculate_risk"
+    # Risk reserves room in the run's shared portfolio book, so a blind retry could double-book it.
+    default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=30.0, after=["generate_trades"])
+
+    async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
+        if not item.setups:
+            return StageOutput(item=item, status="skipped", reason="no setups to size")
+        events = {e.id: e for e in item.events}
+        sector = ctx.services.provider.sector(item.symbol)
+        trades: list[TradeRecord] = []
+        # Highest confidence first: within a symbol the best setup gets first claim on portfolio room.
+        for setup in sorted(item.setups, key=lambda s: (-s.confidence, s.strategy_id)):
+            strategy = ctx.services.strategies.get(setup.strategy_id)
+            risk = await ctx.services.risk.assess(
+                setup,
+                sector=sector,
+                as_of=item.as_of,
+                strategy_max_risk_percent=getattr(strategy, "max_risk_percent", None),
+            )
+            trades.append(
+                TradeRecord(
+                    setup=setup, risk=risk, event=events.get(setup.event_id) if setup.event_id else None
+                )
+            )
+        return StageOutput(item=item.model_copy(update={"trades": trades}))
+
+
+class PersistStage(BaseStage):
+    name = "persist"
+    default_policy: ClassVar[StagePolicy] = StagePolicy(
+        timeout_s=30.0,
+        after=["calculate_risk"],
+        retry=RetryPolicy(
+            attempts=3, initial_backoff_s=0.1, retry_on=["OperationalError", "InterfaceError", "OSError"]
+        ),
+    )
+
+    async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
+        repo = ctx.services.repository
+        if repo is None:
+            return StageOutput(item=item, status="skipped", reason="no storage configured")
+        simulated = ctx.services.simulated
+        # Both writes are idempotent (keyed by event and setup ids), so a retry or a resumed run
+        # never stores anything twice.
+        await repo.save_events(item.events, run_id=item.run_id, simulated=simulated)
+        await repo.save_trades(item.trades, run_id=item.run_id, simulated=simulated)
+        return StageOutput(item=item)
+
+
+BUILTIN_STAGES: dict[str, type[BaseStage]] = {
+    s.name: s for s in (DetectEventsStage, GenerateTradesStage, CalculateRiskStage, PersistStage)
+}
