@@ -565,12 +565,23 @@ def data_check(
             except MarketDataError as exc:
                 bad.append(f"{sym}: {exc}")
             issues.extend(provider.issues(sym))
-    table = Table(title=f"Data issues ({len(issues)} found in {len(wanted)} symbols)")
-    for col in ("symbol", "date", "rule", "detail", "action"):
-        table.add_column(col)
-    for i in issues[:limit]:
-        table.add_row(i.symbol, str(i.date or "-"), i.rule, i.detail, i.action)
-    out.print(table)
+    summary: dict[tuple[str, str, str], int] = {}
+    for i in issues:
+        key = (i.symbol, i.rule, i.action)
+        summary[key] = summary.get(key, 0) + 1
+    overview = Table(title=f"Data issues: {len(issues)} found in {len(wanted)} symbols")
+    for col in ("symbol", "rule", "count", "action"):
+        overview.add_column(col, justify="right" if col == "count" else "left")
+    for (sym, rule, action), n in sorted(summary.items()):
+        overview.add_row(sym, rule, str(n), action)
+    out.print(overview)
+    if issues and limit > 0:
+        details = Table(title=f"First {min(limit, len(issues))} issues")
+        for col in ("symbol", "date", "rule", "detail", "action"):
+            details.add_column(col)
+        for i in issues[:limit]:
+            details.add_row(i.symbol, str(i.date or "-"), i.rule, i.detail, i.action)
+        out.print(details)
     for line in bad:
         out.print(f"[red]unusable:[/] {line}")
 

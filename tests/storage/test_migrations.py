@@ -20,6 +20,8 @@ from jax_assistant.storage import Repository, open_database
 from jax_assistant.storage.db import MIGRATIONS_DIR, alembic_config, build_engine, migrate
 from jax_assistant.storage.tables import ALL_TABLES, Base
 
+HEAD = "0002_symbol_extras"
+
 
 def _schema(conn: Connection) -> dict[str, Any]:
     insp = inspect(conn)
@@ -56,14 +58,14 @@ def test_migrations_ship_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
-    assert heads == ["0001_initial"]
+    assert heads == [HEAD]
 
 
 async def test_upgrade_creates_every_table(database_url: str) -> None:
     await migrate(database_url)
     schema = await _inspect(database_url, _schema)
     assert set(ALL_TABLES) | {"alembic_version"} == set(schema)
-    assert await _inspect(database_url, _version) == "0001_initial"
+    assert await _inspect(database_url, _version) == HEAD
 
 
 async def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -84,7 +86,7 @@ async def test_rerunning_upgrade_is_a_no_op(database_url: str) -> None:
     finally:
         await db.close()
     assert await _inspect(database_url, _schema) == before
-    assert await _inspect(database_url, _version) == "0001_initial"
+    assert await _inspect(database_url, _version) == HEAD
 
 
 async def test_concurrent_upgrades_in_one_process(database_url: str, tmp_path: Path) -> None:
@@ -93,7 +95,7 @@ async def test_concurrent_upgrades_in_one_process(database_url: str, tmp_path: P
     # Same database several times plus a second database: Alembic's global context must not mix.
     await asyncio.gather(*(migrate(database_url) for _ in range(4)), migrate(other))
     for url in (database_url, other):
-        assert await _inspect(url, _version) == "0001_initial"
+        assert await _inspect(url, _version) == HEAD
         assert await _inspect(url, _diff) == []
 
 
@@ -124,7 +126,7 @@ async def test_processes_starting_together_migrate_once(database_url: str) -> No
     outputs = await asyncio.gather(*(p.communicate() for p in procs))
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err.decode()
-    assert await _inspect(database_url, _version) == "0001_initial"
+    assert await _inspect(database_url, _version) == HEAD
     assert await _inspect(database_url, _diff) == []
 
 
@@ -133,6 +135,37 @@ async def test_migrations_can_run_without_a_shared_connection(database_url: str)
     from alembic import command
 
     await asyncio.to_thread(command.upgrade, alembic_config(database_url), "head")
-    assert await _inspect(database_url, _version) == "0001_initial"
+    assert await _inspect(database_url, _version) == HEAD
     rows = await _inspect(database_url, lambda c: c.execute(text("SELECT count(*) FROM runs")).scalar())
     assert rows == 0
+
+
+async def test_upgrade_from_0001_keeps_existing_symbol_results(database_url: str) -> None:
+    """Rows written under the first schema survive the upgrade and read back with empty extras."""
+    await migrate(database_url, "0001_initial")
+    engine = build_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "insert into runs (id, status, correlation_id, started_at, provider, simulated, symbols,"
+                    " pipeline, params, counts) values ('r1', 'completed', 'c', CURRENT_TIMESTAMP, 'csv',"
+                    " false, '[]', '[]', '{}', '{}')"
+                )
+            )
+            await conn.execute(
+                text(
+                    "insert into symbol_results (run_id, symbol, status, data_issues, stages, event_ids,"
+                    " trade_ids, updated_at) values ('r1', 'AAPL', 'succeeded', '[]', '[]', '[]', '[]',"
+                    " CURRENT_TIMESTAMP)"
+                )
+            )
+    finally:
+        await engine.dispose()
+    db = await open_database(database_url)
+    try:
+        [result] = await Repository(db).get_symbol_results("r1")
+        assert result.symbol == "AAPL" and result.extras == {}
+    finally:
+        await db.close()
+    assert await _inspect(database_url, _version) == HEAD

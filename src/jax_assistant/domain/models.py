@@ -270,6 +270,7 @@ class SymbolResult(CamelModel):
     trades: list[TradeRecord] = Field(default_factory=list)
     error: str | None = None
     data_issues: list[str] = Field(default_factory=list)
+    extras: dict[str, Any] = Field(default_factory=dict, description="plugin stage outputs by stage name")
 
 
 class Run(CamelModel):

@@ -448,6 +448,7 @@ class LocalEngine:
             trades=item.trades,
             error=error,
             data_issues=item.data_issues,
+            extras=item.extras,
         )
         self.status.done[status.value] = self.status.done.get(status.value, 0) + 1
         self.metrics.symbol_finished(status.value)

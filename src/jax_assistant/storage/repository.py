@@ -353,7 +353,7 @@ class Repository:
                 TradeRow,
                 _unique_by_id(_trade_values(t, result.run_id, simulated) for t in result.trades),
             )
-            data = result.model_dump(mode="json", include={"stages", "data_issues"})
+            data = result.model_dump(mode="json", include={"stages", "data_issues", "extras"})
             values = {
                 "run_id": result.run_id,
                 "symbol": result.symbol,
@@ -363,6 +363,7 @@ class Repository:
                 "stages": data["stages"],
                 "event_ids": [e.id for e in result.events],
                 "trade_ids": [t.setup.id for t in result.trades],
+                "extras": data["extras"],
                 "updated_at": utc_now(),
             }
             await self._upsert(conn, SymbolResultRow, values, ["run_id", "symbol"])
@@ -398,6 +399,7 @@ class Repository:
                     "trades": [trades[i] for i in row.trade_ids if i in trades],
                     "error": row.error,
                     "data_issues": row.data_issues,
+                    "extras": row.extras,
                 }
             )
             for row in rows

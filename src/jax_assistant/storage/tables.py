@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -108,6 +109,7 @@ class SymbolResultRow(Base):
     stages: Mapped[list[Any]]
     event_ids: Mapped[list[Any]]
     trade_ids: Mapped[list[Any]]
+    extras: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'"))
     updated_at: Mapped[datetime]
 
 
