@@ -18,14 +18,19 @@ duplicate_date         a date seen before (the first valid copy is kept)        
 bad_tick               one price >= 80 % away from the same price of both          row skipped
                        neighbouring bars and back the next day (isolated glitch)
 zero_volume            volume == 0 (e.g. 2010-04-26 in the stooq data)             reported
-missing_days           more than ``max_gap_weekdays`` weekdays between two bars    reported
+missing_days           two bars more than ``max_gap_weekdays`` weekdays apart      reported
 =====================  ==========================================================  ============
+
+``bad_tick`` needs the next bar to see the price come back, so the last bar of a series is never
+judged by it, and a replay that stops on a glitch day (``BarSeries.upto``) does not see the glitch
+either: the cleaning is done once on the whole history. That is the one place where a later bar
+matters, and only to throw a corrupt price away, never to change one.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from typing import Any
 
@@ -132,7 +137,9 @@ def clean_series(
     issues: list[DataIssue] = list(prior_issues)
     bad = np.zeros(n, dtype=bool)
 
-    def flag(mask: npt.NDArray[np.bool_], rule: str, describe: Any, action: str = SKIPPED) -> None:
+    def flag(
+        mask: npt.NDArray[np.bool_], rule: str, describe: Callable[[int], str], action: str = SKIPPED
+    ) -> None:
         """Report rows in ``mask`` not already dropped; mark them bad unless only reported."""
         nonlocal bad
         new = mask & ~bad

@@ -1,0 +1,155 @@
+"""CsvProvider on small generated files: folder mode, gz, formats, errors, side files."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jax_assistant.marketdata import CsvProvider, DataSourceError, UnknownSymbolError
+
+
+def _days(n: int, start: date = date(2021, 3, 1)) -> list[date]:
+    out, d = [], start
+    while len(out) < n:
+        if d.weekday() < 5:
+            out.append(d)
+        d += timedelta(days=1)
+    return out
+
+
+def _rows(n: int, base: float) -> list[tuple[date, float, float, float, float, int]]:
+    return [
+        (d, base + i, base + i + 1, base + i - 1, base + i + 0.5, 1000 + i) for i, d in enumerate(_days(n))
+    ]
+
+
+def _long_csv(symbols: dict[str, float], n: int = 30) -> str:
+    lines = ["symbol,date,open,high,low,close,volume"]
+    for sym, base in symbols.items():
+        lines += [f"{sym},{d},{o},{h},{lo},{c},{v}" for d, o, h, lo, c, v in _rows(n, base)]
+    return "\n".join(lines) + "\n"
+
+
+def _stooq_txt(base: float, n: int = 30, compact_dates: bool = False) -> str:
+    lines = ["Date,Open,High,Low,Close,Volume,OpenInt"]
+    for d, o, h, lo, c, v in _rows(n, base):
+        day = d.strftime("%Y%m%d") if compact_dates else d.isoformat()
+        lines.append(f"{day},{o},{h},{lo},{c},{v},0")
+    return "\n".join(lines) + "\n"
+
+
+def test_long_file_plain_and_gz_give_the_same_bars(tmp_path: Path) -> None:
+    text = _long_csv({"AAA": 10.0, "BBB": 50.0})
+    (tmp_path / "a.csv").write_text(text)
+    (tmp_path / "b.csv.gz").write_bytes(gzip.compress(text.encode()))
+    plain, packed = CsvProvider(tmp_path / "a.csv"), CsvProvider(tmp_path / "b.csv.gz")
+    assert plain.symbols() == packed.symbols() == ["AAA", "BBB"]
+    for sym in ("AAA", "BBB"):
+        a, b = plain.bars(sym), packed.bars(sym)
+        for field in ("dates", "open", "high", "low", "close", "volume"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert plain.bars("BBB").close[0] == 50.5
+    assert plain.latest_date() == _days(30)[-1]
+    assert plain.issues() == []
+
+
+def test_folder_of_per_symbol_files(tmp_path: Path) -> None:
+    (tmp_path / "aapl.us.txt").write_text(_stooq_txt(100.0))
+    (tmp_path / "msft.csv.gz").write_bytes(gzip.compress(_stooq_txt(200.0, n=20).encode()))
+    (tmp_path / "ibm.csv").write_text(_stooq_txt(150.0, compact_dates=True))  # YYYYMMDD dates
+    (tmp_path / "mixed.csv").write_text(_long_csv({"XXX": 5.0, "YYY": 7.0}))  # has a symbol column
+    (tmp_path / "empty.us.txt").write_text("")  # the stooq dump has empty files
+    (tmp_path / "notes.md").write_text("not data")
+    (tmp_path / "earnings_dates.csv").write_text("symbol,date\nAAPL,2021-03-15\nAAPL,2021-03-10\n")
+    (tmp_path / "sectors.csv").write_text("symbol,sector\nAAPL,Information Technology\n")
+    p = CsvProvider(tmp_path)
+    assert p.symbols() == ["AAPL", "IBM", "MSFT", "XXX", "YYY"]
+    assert len(p.bars("MSFT")) == 20
+    assert p.bars("IBM").date_at(0) == date(2021, 3, 1)
+    assert p.bars("YYY").close[0] == 7.5
+    assert p.earnings_dates("AAPL") == [date(2021, 3, 10), date(2021, 3, 15)]
+    assert p.sector("AAPL") == "Information Technology"
+    (empty,) = p.issues("EMPTY")
+    assert (empty.rule, empty.action) == ("empty_file", "symbol skipped")
+    with pytest.raises(UnknownSymbolError):
+        p.bars("EMPTY")
+
+
+def test_folder_symbols_filter_never_reads_other_files(tmp_path: Path) -> None:
+    (tmp_path / "aapl.us.txt").write_text(_stooq_txt(100.0))
+    (tmp_path / "broken.us.txt").write_text("nothing,useful\n1,2\n")  # would fail if it were read
+    p = CsvProvider(tmp_path, symbols=["aapl"])
+    assert p.symbols() == ["AAPL"]
+    with pytest.raises(DataSourceError, match=r"broken\.us\.txt"):
+        CsvProvider(tmp_path)
+
+
+def test_single_symbol_file_without_symbol_column(tmp_path: Path) -> None:
+    f = tmp_path / "nvda.us.txt"
+    f.write_text(_stooq_txt(30.0))
+    assert CsvProvider(f).symbols() == ["NVDA"]
+
+
+def test_explicit_side_files_win(tmp_path: Path) -> None:
+    (tmp_path / "prices.csv").write_text(_long_csv({"AAA": 10.0}))
+    (tmp_path / "earnings_dates.csv").write_text("symbol,date\nAAA,2021-01-01\n")
+    other = tmp_path / "sub"
+    other.mkdir()
+    (other / "e.csv").write_text("symbol,date\nAAA,2021-02-02\n")
+    (other / "s.csv").write_text("symbol,sector\nAAA,Energy\n")
+    p = CsvProvider(tmp_path / "prices.csv", earnings_path=other / "e.csv", sectors_path=other / "s.csv")
+    assert p.earnings_dates("AAA") == [date(2021, 2, 2)]
+    assert p.sector("AAA") == "Energy"
+    auto = CsvProvider(tmp_path / "prices.csv")
+    assert auto.earnings_dates("AAA") == [date(2021, 1, 1)]
+    assert auto.sector("AAA") is None  # no sectors.csv beside it
+    with pytest.raises(DataSourceError, match="missing_earnings"):
+        CsvProvider(tmp_path / "prices.csv", earnings_path=tmp_path / "missing_earnings.csv")
+
+
+def test_missing_path_columns_and_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataSourceError, match=r"nope\.csv"):
+        CsvProvider(tmp_path / "nope.csv")
+    f = tmp_path / "cols.csv"
+    f.write_text("symbol,date,open,high\nAAA,2021-01-04,1,2\n")
+    with pytest.raises(DataSourceError, match=r"cols\.csv.*low, close, volume"):
+        CsvProvider(f)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataSourceError, match="empty"):
+        CsvProvider(empty)
+    folder = tmp_path / "nothing"
+    folder.mkdir()
+    with pytest.raises(DataSourceError, match="no data files"):
+        CsvProvider(folder)
+
+
+def test_padded_and_empty_cells(tmp_path: Path) -> None:
+    f = tmp_path / "p.csv"
+    f.write_text(
+        "symbol,date,open,high,low,close,volume\n"
+        " aaa , 2021-03-01 , 10 , 11 , 9 , 10.5 , 100 \n"  # padding is tolerated (slow path)
+        "AAA,2021-03-02,10,11,9,,100\n"  # empty close: missing -> nan_value, not unparseable
+        "AAA,2021-03-03,10,11,9,10.5,100\n"
+        "AAA,1850-01-01,10,11,9,10.5,100\n"  # implausible date
+    )
+    p = CsvProvider(f)
+    s = p.bars("AAA")
+    assert [s.date_at(i) for i in range(len(s))] == [date(2021, 3, 1), date(2021, 3, 3)]
+    rules = sorted(i.rule for i in p.issues("AAA"))
+    assert rules == ["nan_value", "unparseable"]
+
+
+def test_bars_are_cached_and_read_only(tmp_path: Path) -> None:
+    f = tmp_path / "p.csv"
+    f.write_text(_long_csv({"AAA": 10.0}))
+    p = CsvProvider(f)
+    s = p.bars("AAA")
+    assert p.bars("aaa") is s
+    with pytest.raises(ValueError):
+        s.close[0] = 0.0
+    assert len(p.bars("AAA", as_of=_days(30)[9])) == 10
