@@ -69,7 +69,8 @@ class Orchestrator:
         # Breakers and limiters outlive a single run: a dependency that is down stays known to be down.
         self.resilience = ResilienceRegistry(settings.resilience, clock)
         self._providers: dict[tuple[str, str | None], MarketDataProvider] = {}
-        self.engine: LocalEngine | None = None
+        self.engine: LocalEngine | None = None  # the most recent engine (the CLI's Ctrl-C target)
+        self.active: dict[str, LocalEngine] = {}  # run id -> engine, while the run is in progress
 
     async def __aenter__(self) -> Orchestrator:
         await self.open()
@@ -150,6 +151,41 @@ class Orchestrator:
         )
         return self.engine
 
+    async def _run_engine(
+        self,
+        engine: LocalEngine,
+        run: Run,
+        starts: list[StartPoint],
+        progress: ProgressSink | None,
+        finished: dict[str, SymbolResult] | None = None,
+    ) -> tuple[Run, list[SymbolResult]]:
+        self.active[run.id] = engine
+        try:
+            return await engine.run(run, starts, progress=progress, finished=finished)
+        finally:
+            self.active.pop(run.id, None)
+
+    def status(self) -> dict[str, Any]:
+        """Flow-control and dependency state for /status: queue depth, in-flight, breakers, limiters."""
+        runs = {run_id: e.status.as_dict() for run_id, e in self.active.items()}
+        return {
+            "activeRuns": runs,
+            "queueDepth": sum(r["queueDepth"] for r in runs.values()),
+            "inFlight": sum(r["inFlight"] for r in runs.values()),
+            "resilience": self.resilience.snapshot(),
+        }
+
+    async def resume_interrupted(self, *, limit: int = 1000) -> list[RunOutcome]:
+        """Resume every run left ``running`` by a process that died (called by the service at start-up).
+
+        Assumes one orchestrator process per database: a run another live process is executing would
+        be resumed too (harmless for the data, since every write is idempotent, but wasted work).
+        """
+        await self.open()
+        assert self.repository is not None
+        interrupted = [r for r in await self.repository.list_runs(limit=limit) if r.status is RunStatus.RUNNING]
+        return [await self.resume_run(r.id) for r in reversed(interrupted)]
+
     # ------------------------------------------------------------------ resolving input
 
     def resolve_symbols(
@@ -214,7 +250,7 @@ class Orchestrator:
         )
         await self.repository.create_run(run)
         engine = self._engine(stages, self.services(provider, run))
-        run, results = await engine.run(run, fresh_starts(run, symbols, as_of, lookback), progress=progress)
+        run, results = await self._run_engine(engine, run, fresh_starts(run, symbols, as_of, lookback), progress)
         return RunOutcome(run, results, unknown)
 
     async def resume_run(self, run_id: str, *, progress: ProgressSink | None = None) -> RunOutcome:
@@ -269,7 +305,7 @@ class Orchestrator:
         # The book must see what this run already reserved, or a resumed run could over-allocate.
         services.risk.book.restore([t for t in booked if t.risk.allowed], sector_of=provider.sector)
         engine = self._engine(stages, services)
-        run, results = await engine.run(run, starts, progress=progress, finished=done_results)
+        run, results = await self._run_engine(engine, run, starts, progress, finished=done_results)
         return RunOutcome(run, results, [])
 
     async def retry_dead_letters(
@@ -312,7 +348,7 @@ class Orchestrator:
             next_stage = names.index(d.stage) if d.stage in names else len(item.completed_stages)
             starts.append(StartPoint(item=item, next_stage=next_stage))
         engine = self._engine(stages, self.services(provider, run))
-        run, results = await engine.run(run, starts, progress=progress)
+        run, results = await self._run_engine(engine, run, starts, progress)
         by_symbol = {r.symbol: r for r in results}
         for d in letters:
             ok = by_symbol[d.symbol].status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED)
