@@ -44,6 +44,7 @@ class RunRequest:
     lookback: int | None = None
     correlation_id: str | None = None
     stage_overrides: dict[str, dict[str, Any]] | None = None
+    run_id: str | None = None  # lets a caller (the HTTP API) hand out the id before the run starts
 
 
 @dataclass
@@ -231,7 +232,7 @@ class Orchestrator:
         lookback = request.lookback or self.settings.lookback
         stages = self.stages(request.stage_overrides)
         run = Run(
-            id=new_run_id(),
+            id=request.run_id or new_run_id(),
             correlation_id=request.correlation_id or new_correlation_id(),
             as_of=as_of,
             provider=provider.name,
