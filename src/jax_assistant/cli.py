@@ -92,6 +92,10 @@ def _errors() -> Iterator[None]:
         yield
     except (RunError, MarketDataError, PipelineConfigError) as exc:
         raise _fail(str(exc)) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise _fail(f"invalid {exc.title} {where}: {first['msg']}") from None
     except FileNotFoundError as exc:
         raise _fail(f"file not found: {exc.filename or exc}") from None
     except OSError as exc:
@@ -294,6 +298,14 @@ def run(
     account_size: Annotated[float | None, typer.Option(help="account size in USD")] = None,
     risk_percent: Annotated[float | None, typer.Option(help="risk per trade in percent")] = None,
     db: Annotated[str | None, typer.Option(help="database URL (default: SQLite file)")] = None,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            help="override a stage policy for this run: STAGE.FIELD=VALUE, e.g. persist.timeout_s=5, "
+            "detect_events.retry.attempts=3, research.required=false (repeatable)",
+        ),
+    ] = None,
 ) -> None:
     """Scan symbols, detect events, generate setups, size them and store everything."""
     if provider is not None and provider not in ("sample", "csv"):
@@ -318,8 +330,29 @@ def run(
     if resume:
         _execute(orch, settings, json_out, lambda p: orch.resume_run(resume, progress=p))
         return
-    request = RunRequest(symbols=requested, as_of=as_of_date, lookback=lookback)
+    request = RunRequest(
+        symbols=requested, as_of=as_of_date, lookback=lookback, stage_overrides=_parse_policies(policy or [])
+    )
     _execute(orch, settings, json_out, lambda p: orch.start_run(request, progress=p))
+
+
+def _parse_policies(specs: Sequence[str]) -> dict[str, dict[str, Any]] | None:
+    """``["persist.timeout_s=5", "persist.retry.attempts=3"]`` -> a nested per-stage override dict."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        path, sep, raw = spec.partition("=")
+        parts = path.strip().split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise _fail(f"--policy {spec!r}: expected STAGE.FIELD=VALUE, e.g. persist.timeout_s=5")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare string such as a breaker key
+        node = overrides.setdefault(parts[0], {})
+        for key in parts[1:-1]:
+            node = node.setdefault(key, {})
+        node[parts[-1]] = value
+    return overrides or None
 
 
 # ---------------------------------------------------------------------------- runs / trades

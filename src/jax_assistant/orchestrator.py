@@ -184,7 +184,9 @@ class Orchestrator:
         """
         await self.open()
         assert self.repository is not None
-        interrupted = [r for r in await self.repository.list_runs(limit=limit) if r.status is RunStatus.RUNNING]
+        interrupted = [
+            r for r in await self.repository.list_runs(limit=limit) if r.status is RunStatus.RUNNING
+        ]
         return [await self.resume_run(r.id) for r in reversed(interrupted)]
 
     # ------------------------------------------------------------------ resolving input
@@ -251,7 +253,9 @@ class Orchestrator:
         )
         await self.repository.create_run(run)
         engine = self._engine(stages, self.services(provider, run))
-        run, results = await self._run_engine(engine, run, fresh_starts(run, symbols, as_of, lookback), progress)
+        run, results = await self._run_engine(
+            engine, run, fresh_starts(run, symbols, as_of, lookback), progress
+        )
         return RunOutcome(run, results, unknown)
 
     async def resume_run(self, run_id: str, *, progress: ProgressSink | None = None) -> RunOutcome:

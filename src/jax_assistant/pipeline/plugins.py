@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
+from pydantic import ValidationError
+
 from jax_assistant.pipeline.base import Stage
 from jax_assistant.pipeline.policy import StagePolicy
 
@@ -61,8 +63,11 @@ def instantiate(name: str, factory: StageFactory, policy_override: dict[str, Any
     if policy_override:
         try:
             stage.policy = stage.policy.merged(policy_override)
-        except ValueError as exc:
-            raise PipelineConfigError(f"bad policy for stage {name!r}: {exc}") from exc
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'policy'}: {e['msg']}" for e in exc.errors()
+            )
+            raise PipelineConfigError(f"bad policy for stage {name!r}: {problems}") from exc
     return stage
 
 

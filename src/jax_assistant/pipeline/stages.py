@@ -7,6 +7,7 @@ as third-party stages.
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 from jax_assistant.analysis.detectors import detect_events
@@ -43,8 +44,10 @@ class DetectEventsStage(BaseStage):
                 item=item.model_copy(update={"data_issues": [*issues, stale]}), status="skipped", reason=stale
             )
         earnings = ctx.services.provider.earnings_dates(item.symbol)
-        events = detect_events(
-            series, earnings, ctx.services.detectors, lookback=item.lookback, as_of=item.as_of
+        # CPU work runs on a thread: asyncio.timeout can only interrupt at an await point, so a
+        # pathological series would otherwise overrun the stage timeout unnoticed.
+        events = await asyncio.to_thread(
+            detect_events, series, earnings, ctx.services.detectors, lookback=item.lookback, as_of=item.as_of
         )
         return StageOutput(item=item.model_copy(update={"events": events, "data_issues": issues}))
 
@@ -69,8 +72,8 @@ class GenerateTradesStage(BaseStage):
         series, stale = _session_series(ctx, item)
         if stale:
             return StageOutput(item=item, status="skipped", reason=stale)
-        setups = ctx.services.strategies.generate(
-            series, item.events, as_of=item.as_of, lookback=item.lookback
+        setups = await asyncio.to_thread(
+            ctx.services.strategies.generate, series, item.events, as_of=item.as_of, lookback=item.lookback
         )
         return StageOutput(item=item.model_copy(update={"setups": setups}))
 
