@@ -7,7 +7,6 @@ shape is snake_case (ResearchBundle, the portfolio-constraint result) say so exp
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -50,6 +49,8 @@ def unix_seconds(d: date) -> int:
 class Bar(CamelModel):
     """One daily OHLCV bar. Validation enforces the sanity rules bad data is checked against."""
 
+    model_config = ConfigDict(**{**CamelModel.model_config, "allow_inf_nan": False})
+
     symbol: str = Field(min_length=1)
     date: date
     open: float = Field(gt=0)
@@ -60,9 +61,6 @@ class Bar(CamelModel):
 
     @model_validator(mode="after")
     def _check_ohlc(self) -> Bar:
-        for name in ("open", "high", "low", "close", "volume"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number")
         if self.high < self.low:
             raise ValueError("high must be >= low")
         return self
