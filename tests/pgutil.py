@@ -47,7 +47,7 @@ async def _admin_connection() -> asyncpg.Connection:
         ) from exc
 
 
-async def _create_database(name: str) -> None:
+async def create_database(name: str) -> None:
     conn = await _admin_connection()
     try:
         for attempt in range(5):
@@ -75,7 +75,7 @@ async def drop_database(name: str) -> None:
 async def throwaway_postgres_url(prefix: str = "jax_test") -> AsyncIterator[str]:
     """A new empty database for the duration of the block; yields its async SQLAlchemy URL."""
     name = f"{prefix}_{secrets.token_hex(6)}"
-    await _create_database(name)
+    await create_database(name)
     url = make_url(admin_url()).set(drivername="postgresql+asyncpg", database=name)
     try:
         yield url.render_as_string(hide_password=False)
