@@ -111,7 +111,11 @@ class Orchestrator:
     ) -> list[Stage]:
         merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in self.settings.stages.items()}
         for name, over in (overrides or {}).items():
-            merged[name] = {**merged.get(name, {}), **over}
+            base = merged.get(name, {})
+            merged[name] = {**base, **over}
+            if isinstance(base.get("retry"), dict) and isinstance(over.get("retry"), dict):
+                # As StagePolicy.merged does: a run's partial retry policy keeps the configured rest.
+                merged[name]["retry"] = {**base["retry"], **over["retry"]}
         return build_pipeline(list(names or self.settings.pipeline), overrides=merged)
 
     def services(self, provider: MarketDataProvider, run: Run) -> Services:
@@ -325,7 +329,8 @@ class Orchestrator:
             raise RunError(f"no dead letter(s) {', '.join(map(str, missing))} (see `jax dlq list`)")
         if run_id is not None:
             letters.extend(await self.repository.list_dead_letters(run_id=run_id, status="open"))
-        letters = [d for d in letters if d.status == "open"]
+        # One start per letter, even when it is named by id and again through its run.
+        letters = list({d.id: d for d in letters if d.status == "open"}.values())
         if not letters:
             raise RunError("no open dead letters to retry")
         origin = await self.repository.get_run(letters[0].run_id)

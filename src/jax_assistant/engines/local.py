@@ -170,7 +170,9 @@ class LocalEngine:
         async def work() -> None:
             me = asyncio.current_task()
             assert me is not None
-            while True:
+            # Once cancelling, a worker that finished its symbol stops instead of waiting for more work:
+            # the producer is gone, so an empty queue would keep the drain waiting its whole timeout.
+            while not self._cancel.is_set():
                 sp = await queue.get()
                 self._set_queue_depth(queue.qsize())
                 if sp is None or self._cancel.is_set():
@@ -260,7 +262,8 @@ class LocalEngine:
         self._set_in_flight(+1)
         try:
             with bind_correlation_id(run.correlation_id), symbol_span(item.symbol, run_id=run.id):
-                degraded = any(r.status is StageStatus.DEGRADED for r in stage_results)
+                # A resumed symbol is already degraded if an earlier optional stage did not end ok/skipped.
+                degraded = any(r.status not in (StageStatus.OK, StageStatus.SKIPPED) for r in stage_results)
                 for seq in range(sp.next_stage, len(self.stages)):
                     if self._cancel.is_set():
                         return await self._finish(
@@ -270,7 +273,9 @@ class LocalEngine:
                     before = item
                     result, item = await self._run_stage(run, stage, item)
                     stage_results.append(result)
-                    if result.status in (StageStatus.OK, StageStatus.SKIPPED):
+                    if result.status in (StageStatus.OK, StageStatus.SKIPPED, StageStatus.DEGRADED):
+                        # A stage that returned `degraded` did its work: keep its output, degrade the symbol.
+                        degraded = degraded or result.status is StageStatus.DEGRADED
                         item = item.model_copy(
                             update={"completed_stages": [*item.completed_stages, stage.name]}
                         )
@@ -327,7 +332,12 @@ class LocalEngine:
             ctx.attempt = attempts
             permit = breaker.acquire() if breaker is not None else None  # raises while open
             if limiter is not None:
-                waited = await limiter.acquire()
+                try:
+                    waited = await limiter.acquire()
+                except BaseException:
+                    if breaker is not None:
+                        breaker.release(permit)  # cancelled while queued: no call made, trial permit back
+                    raise
                 if waited:
                     self.metrics.observe_rate_limit_wait(policy.rate_limit or "", waited)
             call_start = self.clock.monotonic()
@@ -356,35 +366,41 @@ class LocalEngine:
         reason: str | None = None
         out_item = item
         limit = self._stage_limits.get(stage.name)
-        self.status.stage_in_flight[stage.name] = self.status.stage_in_flight.get(stage.name, 0) + 1
-        try:
-            with stage_span(stage.name, run_id=run.id, symbol=item.symbol) as span:
-                async with _maybe(limit):
-                    try:
-                        out, attempts = await call_with_retry(
-                            attempt, policy.retry, clock=self.clock, rng=self.rng
-                        )
-                        out_item = out.item
-                        status = {
-                            "ok": StageStatus.OK,
-                            "skipped": StageStatus.SKIPPED,
-                            "degraded": StageStatus.DEGRADED,
-                        }[out.status]
-                        reason = out.reason
-                    except StageSkipped as exc:
-                        status, reason = StageStatus.SKIPPED, str(exc) or "skipped"
-                    except CallNotPermittedError as exc:
-                        status, reason = StageStatus.SHORT_CIRCUITED, f"circuit breaker {exc} is open"
-                    except TimeoutError as exc:
-                        status = StageStatus.TIMED_OUT
-                        error = str(exc) or f"exceeded its {policy.timeout_s:g}s timeout"
-                        reason = f"timed out after {policy.timeout_s:g}s"
-                    except Exception as exc:
-                        status, error = StageStatus.FAILED, f"{type(exc).__name__}: {exc}"
-                    attempts = max(attempts, 1)
-                set_span_status(span, status.value)
-        finally:
-            self.status.stage_in_flight[stage.name] -= 1
+        with stage_span(stage.name, run_id=run.id, symbol=item.symbol) as span:
+            async with _maybe(limit):
+                # Counted once it holds the stage's slot: symbols queued for the slot are not in the stage.
+                self.status.stage_in_flight[stage.name] = self.status.stage_in_flight.get(stage.name, 0) + 1
+                try:
+                    out, attempts = await call_with_retry(
+                        attempt, policy.retry, clock=self.clock, rng=self.rng
+                    )
+                    out_item = out.item
+                    status = {
+                        "ok": StageStatus.OK,
+                        "skipped": StageStatus.SKIPPED,
+                        "degraded": StageStatus.DEGRADED,
+                    }[out.status]
+                    reason = out.reason
+                except StageSkipped as exc:
+                    status, reason = StageStatus.SKIPPED, str(exc) or "skipped"
+                except CallNotPermittedError as exc:
+                    status, reason = StageStatus.SHORT_CIRCUITED, str(exc)
+                except TimeoutError as exc:
+                    status = StageStatus.TIMED_OUT
+                    error = str(exc) or f"exceeded its {policy.timeout_s:g}s timeout"
+                    reason = f"timed out after {policy.timeout_s:g}s"
+                except asyncio.CancelledError:
+                    if (task := asyncio.current_task()) is not None and task.cancelling():
+                        raise  # the engine is cancelling this symbol (drain timeout or abort)
+                    # Raised inside the stage (it awaited something another task cancelled): a failure of
+                    # this symbol, not a cancellation of the run.
+                    status, error = StageStatus.FAILED, "CancelledError: cancelled inside the stage"
+                except Exception as exc:
+                    status, error = StageStatus.FAILED, f"{type(exc).__name__}: {exc}"
+                finally:
+                    self.status.stage_in_flight[stage.name] -= 1
+                attempts = max(attempts, 1)
+            set_span_status(span, status.value)
         duration = time.perf_counter() - t0
         self.metrics.observe_stage(stage.name, status.value, duration)
         result = StageResult(
@@ -460,7 +476,7 @@ class LocalEngine:
                 if self.audit:
                     await self.repository.record_audit(
                         AuditEvent(
-                            id=f"au_{run.id}_{item.symbol}_done",
+                            id=f"au_{run.id}_{item.symbol}_done_{status.value}",
                             correlation_id=run.correlation_id,
                             action="symbol.finished",
                             outcome="success"
@@ -475,7 +491,8 @@ class LocalEngine:
                             },
                             error=error,
                         ),
-                        idempotency_key=f"{run.id}/{item.symbol}/finished",
+                        # Keyed by outcome too: a symbol cancelled and later resumed records both.
+                        idempotency_key=f"{run.id}/{item.symbol}/finished/{status.value}",
                         run_id=run.id,
                         symbol=item.symbol,
                     )
