@@ -7,7 +7,7 @@ for a required stage, in the dead-letter table); the other symbols carry on.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Sequence
 
 import pytest
 from tests.engines.helpers import FnStage, make_engine, policy, run_symbols, stage_of
@@ -16,6 +16,7 @@ from jax_assistant.domain import RunStatus, StageStatus, SymbolStatus
 from jax_assistant.pipeline.base import StageContext, StageOutput, TransientError, WorkItem
 from jax_assistant.pipeline.resilience import FakeClock
 from jax_assistant.storage import Repository
+from jax_assistant.storage.repository import CheckpointWrite, WriteOp
 
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD"]
 
@@ -270,10 +271,12 @@ class CheckpointFails(Repository):
         super().__init__(inner._db)
         self.symbol = symbol
 
-    async def save_checkpoint(self, run_id: str, symbol: str, *args: Any, **kw: Any) -> None:
-        if symbol == self.symbol:
+    async def write_batch(self, ops: Sequence[WriteOp]) -> None:
+        # Fails any batch holding this symbol's checkpoint: the engine's group commit must then
+        # isolate the fault so only this symbol fails, not the neighbours sharing its batch.
+        if any(isinstance(op, CheckpointWrite) and op.symbol == self.symbol for op in ops):
             raise OSError("disk I/O error")
-        await super().save_checkpoint(run_id, symbol, *args, **kw)
+        await super().write_batch(ops)
 
 
 async def test_a_storage_fault_fails_only_the_symbol_it_hit(repository: Repository, clock: FakeClock) -> None:

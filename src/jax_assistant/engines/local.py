@@ -31,6 +31,7 @@ from jax_assistant.domain import (
     SymbolStatus,
     utc_now,
 )
+from jax_assistant.engines.writer import GroupCommitWriter
 from jax_assistant.observability.correlation import bind_correlation_id
 from jax_assistant.observability.metrics import MetricsSink, NullMetrics
 from jax_assistant.observability.tracing import set_span_status, stage_span, symbol_span
@@ -43,7 +44,14 @@ from jax_assistant.pipeline.resilience import (
     call_with_retry,
 )
 from jax_assistant.pipeline.services import Services
-from jax_assistant.storage.repository import Repository
+from jax_assistant.storage.repository import (
+    AuditWrite,
+    CheckpointWrite,
+    DeadLetterWrite,
+    Repository,
+    SymbolResultWrite,
+    WriteOp,
+)
 
 _AUDIT_OUTCOME: dict[StageStatus, AuditOutcome] = {
     StageStatus.OK: "success",
@@ -53,6 +61,9 @@ _AUDIT_OUTCOME: dict[StageStatus, AuditOutcome] = {
     StageStatus.TIMED_OUT: "error",
     StageStatus.SHORT_CIRCUITED: "rejected",
 }
+
+
+_NOT_STARTED = "run cancelled before it started"
 
 
 class ProgressSink(Protocol):
@@ -117,6 +128,7 @@ class LocalEngine:
         self.clock = clock or SystemClock()
         self.rng = random.Random(seed)
         self.audit = audit and repository is not None
+        self._writer = GroupCommitWriter(repository) if repository is not None else None
         self.status = EngineStatus()
         self._cancel = asyncio.Event()
         self._stage_limits: dict[str, asyncio.Semaphore] = {
@@ -195,19 +207,27 @@ class LocalEngine:
                 t.cancel()
             await asyncio.gather(producer, *workers, return_exceptions=True)
 
-        # Whatever never started (cancelled before a worker took it) ends `cancelled` too.
-        for sp in starts:
-            if sp.item.symbol not in results:
-                results[sp.item.symbol] = await self._finish(
+        # Whatever never started (cancelled before a worker took it) ends `cancelled` too; finished
+        # together so their writes share commits.
+        never_started = [sp for sp in starts if sp.item.symbol not in results]
+        for r in await asyncio.gather(
+            *(
+                self._finish(
                     run, sp.item, list(sp.stages), SymbolStatus.CANCELLED, "run cancelled before it started"
                 )
-                if progress:
-                    progress.symbol_done(results[sp.item.symbol])
+                for sp in never_started
+            )
+        ):
+            results[r.symbol] = r
+            if progress:
+                progress.symbol_done(r)
 
         ordered = [results[s] for s in run.symbols if s in results]
         run.counts = _count(ordered)
         run.finished_at = utc_now()
         run.status = RunStatus.CANCELLED if self._cancel.is_set() else RunStatus.COMPLETED
+        if self._writer is not None:
+            await self._writer.aclose()
         if self.repository is not None:
             await self.repository.update_run(run)
         await self._audit_run(run, "success" if run.status is RunStatus.COMPLETED else "skipped")
@@ -417,33 +437,37 @@ class LocalEngine:
     # ------------------------------------------------------------------ persistence
 
     async def _checkpoint(self, run: Run, item: WorkItem, seq: int, result: StageResult) -> None:
-        if self.repository is None:
+        if self._writer is None:
             return
-        await self.repository.save_checkpoint(run.id, item.symbol, seq, result, item)
+        ops: list[WriteOp] = [CheckpointWrite(run.id, item.symbol, seq, result, item)]
         if self.audit:
-            await self.repository.record_audit(
-                AuditEvent(
-                    id=f"au_{run.id}_{item.symbol}_{result.stage}",
-                    correlation_id=run.correlation_id,
-                    action=f"stage.{result.stage}",
-                    outcome=_AUDIT_OUTCOME[result.status],
-                    payload={
-                        "symbol": item.symbol,
-                        "status": result.status.value,
-                        "attempts": result.attempts,
-                        "durationMs": round(result.duration_ms, 3),
-                        "reason": result.reason,
-                    },
-                    error=result.error,
-                ),
-                idempotency_key=f"{run.id}/{item.symbol}/stage/{result.stage}",
-                run_id=run.id,
-                symbol=item.symbol,
+            ops.append(
+                AuditWrite(
+                    AuditEvent(
+                        id=f"au_{run.id}_{item.symbol}_{result.stage}",
+                        correlation_id=run.correlation_id,
+                        action=f"stage.{result.stage}",
+                        outcome=_AUDIT_OUTCOME[result.status],
+                        payload={
+                            "symbol": item.symbol,
+                            "status": result.status.value,
+                            "attempts": result.attempts,
+                            "durationMs": round(result.duration_ms, 3),
+                            "reason": result.reason,
+                        },
+                        error=result.error,
+                    ),
+                    idempotency_key=f"{run.id}/{item.symbol}/stage/{result.stage}",
+                    run_id=run.id,
+                    symbol=item.symbol,
+                )
             )
+        # The checkpoint and its audit row commit together: a crash cannot keep one and lose the other.
+        await self._writer.write(*ops)
 
     async def _dead_letter(self, run: Run, item: WorkItem, stage: str, error: str, attempts: int) -> None:
-        if self.repository is not None:
-            await self.repository.add_dead_letter(run.id, item.symbol, stage, error, attempts, item)
+        if self._writer is not None:
+            await self._writer.write(DeadLetterWrite(run.id, item.symbol, stage, error, attempts, item))
 
     async def _finish(
         self,
@@ -468,13 +492,11 @@ class LocalEngine:
         )
         self.status.done[status.value] = self.status.done.get(status.value, 0) + 1
         self.metrics.symbol_finished(status.value)
-        if persist and self.repository is not None:
-            with (
-                contextlib.suppress(Exception) if status is SymbolStatus.FAILED else contextlib.nullcontext()
-            ):
-                await self.repository.save_symbol_result(result)
-                if self.audit:
-                    await self.repository.record_audit(
+        if persist and self._writer is not None:
+            ops: list[WriteOp] = [SymbolResultWrite(result)]
+            if self.audit:
+                ops.append(
+                    AuditWrite(
                         AuditEvent(
                             id=f"au_{run.id}_{item.symbol}_done_{status.value}",
                             correlation_id=run.correlation_id,
@@ -496,6 +518,12 @@ class LocalEngine:
                         run_id=run.id,
                         symbol=item.symbol,
                     )
+                )
+            # A failed symbol's bookkeeping is best effort: it already has its dead letter.
+            with (
+                contextlib.suppress(Exception) if status is SymbolStatus.FAILED else contextlib.nullcontext()
+            ):
+                await self._writer.write(*ops)
         return result
 
     async def _audit_run(self, run: Run, outcome: AuditOutcome) -> None:

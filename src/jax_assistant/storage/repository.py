@@ -13,6 +13,7 @@ them; the first write wins (``first_run_id`` records which run that was).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal, TypeVar, get_args
 
@@ -52,6 +53,8 @@ _DEAD_LETTER_STATUSES: Final = frozenset(get_args(DeadLetterStatus))
 _CHUNK: Final = 500
 
 _T = TypeVar("_T")
+_CHECKPOINT_KEY: Final = ("run_id", "symbol", "stage")
+_SYMBOL_RESULT_KEY: Final = ("run_id", "symbol")
 _Insert = postgresql.Insert | sqlite.Insert
 
 
@@ -215,6 +218,110 @@ def _dead_letter_from_row(row: DeadLetterRow) -> DeadLetter:
     )
 
 
+# --------------------------------------------------------------------------- batched writes
+
+
+@dataclass(frozen=True)
+class CheckpointWrite:
+    run_id: str
+    symbol: str
+    seq: int
+    result: StageResult
+    item: BaseModel | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditWrite:
+    event: AuditEvent
+    idempotency_key: str
+    run_id: str | None = None
+    symbol: str | None = None
+
+
+@dataclass(frozen=True)
+class SymbolResultWrite:
+    result: SymbolResult
+
+
+@dataclass(frozen=True)
+class DeadLetterWrite:
+    run_id: str
+    symbol: str
+    stage: str
+    error: str
+    attempts: int
+    item: BaseModel | Mapping[str, Any]
+
+
+WriteOp = CheckpointWrite | AuditWrite | SymbolResultWrite | DeadLetterWrite
+
+
+def _checkpoint_values(op: CheckpointWrite) -> dict[str, Any]:
+    return {
+        "run_id": op.run_id,
+        "symbol": op.symbol,
+        "stage": op.result.stage,
+        "seq": op.seq,
+        "status": op.result.status.value,
+        "result": op.result.model_dump(mode="json"),
+        "item": _as_json(op.item),
+        "created_at": utc_now(),
+    }
+
+
+def _audit_values(op: AuditWrite) -> dict[str, Any]:
+    event = op.event
+    return {
+        "id": event.id,
+        "idempotency_key": op.idempotency_key,
+        "correlation_id": event.correlation_id,
+        "run_id": op.run_id,
+        "symbol": op.symbol,
+        "action": event.action,
+        "outcome": event.outcome,
+        "timestamp": event.timestamp,
+        "payload": event.model_dump(mode="json")["payload"],
+        "error": event.error,
+    }
+
+
+def _dead_letter_values(op: DeadLetterWrite) -> dict[str, Any]:
+    return {
+        "run_id": op.run_id,
+        "symbol": op.symbol,
+        "stage": op.stage,
+        "error": op.error,
+        "attempts": op.attempts,
+        "input": _as_json(op.item),
+        "status": "open",
+        "created_at": utc_now(),
+    }
+
+
+def _symbol_result_values(result: SymbolResult) -> dict[str, Any]:
+    data = result.model_dump(mode="json", include={"stages", "data_issues", "extras"})
+    return {
+        "run_id": result.run_id,
+        "symbol": result.symbol,
+        "status": result.status.value,
+        "error": result.error,
+        "data_issues": data["data_issues"],
+        "stages": data["stages"],
+        "event_ids": [e.id for e in result.events],
+        "trade_ids": [t.setup.id for t in result.trades],
+        "extras": data["extras"],
+        "updated_at": utc_now(),
+    }
+
+
+def _last_by(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per key, the last one offered (one multi-row upsert may not touch a row twice)."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        out[tuple(row[k] for k in keys)] = row
+    return [out[k] for k in sorted(out)]
+
+
 # --------------------------------------------------------------------------- repository
 
 
@@ -248,15 +355,66 @@ class Repository:
         self,
         conn: AsyncConnection,
         entity: type[Base],
-        values: dict[str, Any],
+        values: dict[str, Any] | Sequence[dict[str, Any]],
         keys: Sequence[str],
     ) -> None:
-        stmt = self._insert(entity).values(values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={name: stmt.excluded[name] for name in values if name not in keys},
+        rows = [values] if isinstance(values, dict) else list(values)
+        if not rows:
+            return
+        for chunk in _chunks(rows):
+            stmt = self._insert(entity).values(list(chunk))
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={name: stmt.excluded[name] for name in rows[0] if name not in keys},
+            )
+            await conn.execute(stmt)
+
+    async def write_batch(self, ops: Sequence[WriteOp]) -> None:
+        """Apply many writes in ONE transaction with multi-row statements (group commit).
+
+        The engine funnels the checkpoints, audit rows, symbol results and dead letters of every
+        symbol in flight through here: one commit per batch instead of one per write is what keeps
+        storage from dominating a run. Each kind keeps the idempotency of its single-write method.
+        """
+        if not ops:
+            return
+        checkpoints = [_checkpoint_values(op) for op in ops if isinstance(op, CheckpointWrite)]
+        audits = [_audit_values(op) for op in ops if isinstance(op, AuditWrite)]
+        letters = [_dead_letter_values(op) for op in ops if isinstance(op, DeadLetterWrite)]
+        results = [op.result for op in ops if isinstance(op, SymbolResultWrite)]
+        async with self._db.transaction() as conn:
+            if letters:
+                await self._insert_ignore(conn, DeadLetterRow, letters)
+            if checkpoints:
+                await self._upsert(
+                    conn, StageCheckpointRow, _last_by(checkpoints, _CHECKPOINT_KEY), _CHECKPOINT_KEY
+                )
+            if audits:
+                await self._insert_ignore(conn, AuditEventRow, audits)
+            if results:
+                await self._write_symbol_results(conn, results)
+
+    async def _write_symbol_results(self, conn: AsyncConnection, results: Sequence[SymbolResult]) -> None:
+        run_ids = sorted({r.run_id for r in results})
+        flags = dict(
+            (await conn.execute(select(RunRow.id, RunRow.simulated).where(RunRow.id.in_(run_ids)))).all()
         )
-        await conn.execute(stmt)
+        missing = [r for r in run_ids if r not in flags]
+        if missing:
+            raise LookupError(f"run {missing[0]!r} does not exist")
+        # Events and trades first, so the ids each result references always resolve.
+        await self._insert_ignore(
+            conn,
+            EventRow,
+            _unique_by_id(_event_values(e, r.run_id, flags[r.run_id]) for r in results for e in r.events),
+        )
+        await self._insert_ignore(
+            conn,
+            TradeRow,
+            _unique_by_id(_trade_values(t, r.run_id, flags[r.run_id]) for r in results for t in r.trades),
+        )
+        rows = _last_by((_symbol_result_values(r) for r in results), _SYMBOL_RESULT_KEY)
+        await self._upsert(conn, SymbolResultRow, rows, _SYMBOL_RESULT_KEY)
 
     # ------------------------------------------------------------------ runs
 
@@ -297,18 +455,7 @@ class Repository:
         stage whose earlier attempt failed must replace that failure, or a second resume would skip
         the stage.
         """
-        values = {
-            "run_id": run_id,
-            "symbol": symbol,
-            "stage": result.stage,
-            "seq": seq,
-            "status": result.status.value,
-            "result": result.model_dump(mode="json"),
-            "item": _as_json(item),
-            "created_at": utc_now(),
-        }
-        async with self._db.transaction() as conn:
-            await self._upsert(conn, StageCheckpointRow, values, ["run_id", "symbol", "stage"])
+        await self.write_batch([CheckpointWrite(run_id, symbol, seq, result, item)])
 
     async def load_checkpoints(self, run_id: str) -> dict[str, list[CheckpointRow]]:
         """All checkpoints of a run by symbol, each list in stage order (``seq``)."""
@@ -339,34 +486,7 @@ class Repository:
         Its events and trades are stored too (idempotently, flagged simulated like the run), in
         the same transaction, so the ids the row references always resolve.
         """
-        async with self._db.transaction() as conn:
-            simulated = await conn.scalar(select(RunRow.simulated).where(RunRow.id == result.run_id))
-            if simulated is None:
-                raise LookupError(f"run {result.run_id!r} does not exist")
-            await self._insert_ignore(
-                conn,
-                EventRow,
-                _unique_by_id(_event_values(e, result.run_id, simulated) for e in result.events),
-            )
-            await self._insert_ignore(
-                conn,
-                TradeRow,
-                _unique_by_id(_trade_values(t, result.run_id, simulated) for t in result.trades),
-            )
-            data = result.model_dump(mode="json", include={"stages", "data_issues", "extras"})
-            values = {
-                "run_id": result.run_id,
-                "symbol": result.symbol,
-                "status": result.status.value,
-                "error": result.error,
-                "data_issues": data["data_issues"],
-                "stages": data["stages"],
-                "event_ids": [e.id for e in result.events],
-                "trade_ids": [t.setup.id for t in result.trades],
-                "extras": data["extras"],
-                "updated_at": utc_now(),
-            }
-            await self._upsert(conn, SymbolResultRow, values, ["run_id", "symbol"])
+        await self.write_batch([SymbolResultWrite(result)])
 
     async def get_symbol_results(self, run_id: str) -> list[SymbolResult]:
         """The run's symbol results (by symbol), events and trades re-read from their tables."""
@@ -451,18 +571,7 @@ class Repository:
         symbol: str | None = None,
     ) -> bool:
         """Append an audit record unless its id or ``idempotency_key`` is already recorded."""
-        values = {
-            "id": event.id,
-            "idempotency_key": idempotency_key,
-            "correlation_id": event.correlation_id,
-            "run_id": run_id,
-            "symbol": symbol,
-            "action": event.action,
-            "outcome": event.outcome,
-            "timestamp": event.timestamp,
-            "payload": event.model_dump(mode="json")["payload"],
-            "error": event.error,
-        }
+        values = _audit_values(AuditWrite(event, idempotency_key, run_id, symbol))
         async with self._db.transaction() as conn:
             return await self._insert_ignore(conn, AuditEventRow, [values]) == 1
 
@@ -490,16 +599,7 @@ class Repository:
         item: BaseModel | Mapping[str, Any],
     ) -> int:
         """Park a failed symbol; one per (run, symbol). Returns its id (the existing one on replay)."""
-        values = {
-            "run_id": run_id,
-            "symbol": symbol,
-            "stage": stage,
-            "error": error,
-            "attempts": attempts,
-            "input": _as_json(item),
-            "status": "open",
-            "created_at": utc_now(),
-        }
+        values = _dead_letter_values(DeadLetterWrite(run_id, symbol, stage, error, attempts, item))
         async with self._db.transaction() as conn:
             await self._insert_ignore(conn, DeadLetterRow, [values])
             dead_letter_id = await conn.scalar(
