@@ -317,6 +317,24 @@ class Orchestrator:
         run, results = await self._run_engine(engine, run, starts, progress, finished=done_results)
         return RunOutcome(run, results, [])
 
+    async def _booked_trades(self, run: Run) -> list[TradeRecord]:
+        """Allowed trades of ``run`` and of every run it retried, following the ``retryOf`` chain."""
+        assert self.repository is not None
+        booked: list[TradeRecord] = []
+        seen: set[str] = set()
+        current: Run | None = run
+        while current is not None and current.id not in seen:
+            seen.add(current.id)
+            booked.extend(_allowed(await self.repository.get_symbol_results(current.id)))
+            parent = current.params.get("retryOf")
+            current = await self.repository.get_run(parent) if parent else None
+        # Retry runs of the same origin are found from the origin's letters' retried_by links.
+        for letter in await self.repository.list_dead_letters(run_id=run.id, status=None):
+            if letter.retried_by_run_id and letter.retried_by_run_id not in seen:
+                seen.add(letter.retried_by_run_id)
+                booked.extend(_allowed(await self.repository.get_symbol_results(letter.retried_by_run_id)))
+        return booked
+
     async def retry_dead_letters(
         self, ids: Sequence[int] = (), *, run_id: str | None = None, progress: ProgressSink | None = None
     ) -> RunOutcome:
@@ -357,7 +375,11 @@ class Orchestrator:
             item = WorkItem.model_validate(d.item).model_copy(update={"run_id": run.id})
             next_stage = names.index(d.stage) if d.stage in names else len(item.completed_stages)
             starts.append(StartPoint(item=item, next_stage=next_stage))
-        engine = self._engine(stages, self.services(provider, run))
+        services = self.services(provider, run)
+        # The retry shares the original run's portfolio: what that run (and earlier retries of it)
+        # already allowed still takes room, or retried symbols could exceed the portfolio limits.
+        services.risk.book.restore(await self._booked_trades(origin), sector_of=provider.sector)
+        engine = self._engine(stages, services)
         run, results = await self._run_engine(engine, run, starts, progress)
         by_symbol = {r.symbol: r for r in results}
         for d in letters:
@@ -366,6 +388,10 @@ class Orchestrator:
                 d.id, "resolved" if ok else "retried", retried_by_run_id=run.id
             )
         return RunOutcome(run, results, [])
+
+
+def _allowed(results: Sequence[SymbolResult]) -> list[TradeRecord]:
+    return [t for r in results for t in r.trades if t.risk.allowed]
 
 
 def _unknown_message(unknown: Sequence[str], provider: MarketDataProvider) -> str:

@@ -193,3 +193,49 @@ async def test_retry_by_id_and_run_processes_each_letter_once(
         assert sorted(outcome.run.symbols) == ["B1", "B2"]
         assert flow.calls["flaky", "B1"] == 2 and flow.calls["flaky", "B2"] == 2
         assert flow.calls["finalize", "B1"] == 1 and flow.calls["finalize", "B2"] == 1
+
+
+# ----------------------------------------------------------------------------- retry shares the portfolio
+
+
+async def test_dead_letter_retry_respects_the_original_runs_portfolio(
+    tmp_path: Path, register_stages: Callable[..., None]
+) -> None:
+    """With room for one position, a symbol retried from the DLQ must see the position the original
+    run already took, not a fresh book."""
+    import json
+    from importlib import resources
+
+    from jax_assistant.config import EngineConfig, Settings
+    from jax_assistant.orchestrator import Orchestrator, RunRequest
+
+    data = json.loads(resources.files("jax_assistant.defaults").joinpath("risk-constraints.json").read_text())
+    data["portfolio_constraints"]["max_positions"] = 1
+    constraints = tmp_path / "one-position.json"
+    constraints.write_text(json.dumps(data))
+    broken = {"on": True}
+
+    async def flaky(ctx: StageContext, item: WorkItem) -> None:
+        if broken["on"] and item.symbol == "VOLT.SIM":
+            raise RuntimeError("feed down")
+
+    register_stages(feed=lambda: FnStage("feed", flaky))
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'jax.db'}",
+        pipeline=["feed", "detect_events", "generate_trades", "calculate_risk", "persist"],
+        risk_constraints_path=constraints,
+        engine=EngineConfig(concurrency=1),
+        metrics_enabled=False,
+    )
+    async with Orchestrator(settings) as orch:
+        first = await orch.start_run(RunRequest(symbols=["VOLT.SIM", "MINT.SIM"]))
+        by = {r.symbol: r for r in first.results}
+        assert by["VOLT.SIM"].status.value == "failed"
+        assert sum(t.risk.allowed for t in by["MINT.SIM"].trades) == 1  # MINT took the only slot
+        broken["on"] = False
+        retry = await orch.retry_dead_letters(run_id=first.run.id)
+        (volt,) = retry.results
+        assert volt.status.value == "succeeded" and volt.trades
+        assert not any(t.risk.allowed for t in volt.trades)
+        codes = {v.code for t in volt.trades for v in t.risk.constraints.violations}
+        assert "TOO_MANY_OPEN_POSITIONS" in codes

@@ -98,8 +98,11 @@ def broken_plugin(root: Path, error: str = "raise ImportError('needs libfoo, whi
 
 def test_a_plugin_that_fails_to_import_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(broken_plugin(tmp_path / "plugin")))
+    factories = discover_stage_factories()  # discovery alone does not import plugins
+    assert "broken" in factories
+    build_pipeline(["detect_events", "generate_trades"], factories=factories)  # unused: harmless
     with pytest.raises(PipelineConfigError) as caught:
-        discover_stage_factories()
+        build_pipeline(["detect_events", "broken"], factories=factories)
     message = str(caught.value)
     assert "stage plugin 'broken' (brokenplugin:BrokenStage) failed to load" in message
     assert "needs libfoo" in message
@@ -119,7 +122,7 @@ def test_a_plugin_clashing_with_a_built_in_is_rejected(
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: impostor\nVersion: 0.1\n", encoding="utf-8")
     (info / "entry_points.txt").write_text("[jax_assistant.stages]\npersist = impostor:Persist\n", "utf-8")
     monkeypatch.syspath_prepend(str(root))
-    with pytest.raises(PipelineConfigError, match="stage name 'persist' from impostor:Persist clashes"):
+    with pytest.raises(PipelineConfigError, match="stage name 'persist' from impostor:Persist clashes with"):
         discover_stage_factories()
 
 
@@ -159,6 +162,16 @@ def test_jax_run_with_a_broken_plugin_exits_2_naming_it(tmp_path: Path) -> None:
         JAX_DATA_DIR=str(tmp_path / "data"),
         COLUMNS="400",
     )
+    unused = subprocess.run(
+        [sys.executable, "-m", "jax_assistant.cli", "run", "ACME.SIM", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert unused.returncode == 0, unused.stderr  # installed but not in the pipeline: not imported
+    env["JAX_PIPELINE"] = '["detect_events", "broken"]'
     proc = subprocess.run(
         [sys.executable, "-m", "jax_assistant.cli", "run", "--json"],
         env=env,

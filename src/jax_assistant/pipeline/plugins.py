@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import graphlib
 from collections.abc import Callable, Mapping, Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,6 +26,26 @@ class PipelineConfigError(ValueError):
     """The configured pipeline cannot run (unknown stage, missing dependency, cycle, bad plugin)."""
 
 
+class _EntryPointFactory:
+    """A plugin stage, imported only when a pipeline asks for it.
+
+    Loading lazily means a broken plugin that no pipeline uses cannot stop every run; one that is
+    used fails at start-up with its name and the import error.
+    """
+
+    def __init__(self, ep: EntryPoint) -> None:
+        self.ep = ep
+
+    def __call__(self) -> Any:
+        try:
+            factory = self.ep.load()
+        except Exception as exc:
+            raise PipelineConfigError(
+                f"stage plugin {self.ep.name!r} ({self.ep.value}) failed to load: {exc}"
+            ) from exc
+        return factory()
+
+
 def discover_stage_factories() -> dict[str, StageFactory]:
     """Stage factories by name: built-ins first, then every installed plugin.
 
@@ -35,19 +55,15 @@ def discover_stage_factories() -> dict[str, StageFactory]:
     from jax_assistant.pipeline.stages import BUILTIN_STAGES
 
     factories: dict[str, StageFactory] = dict(BUILTIN_STAGES)
-    origins: dict[str, str] = {name: "built-in" for name in factories}
+    origins = {name: f"{cls.__module__}:{cls.__qualname__}" for name, cls in BUILTIN_STAGES.items()}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as exc:  # a broken plugin must name itself, not crash with a bare traceback
-            raise PipelineConfigError(f"stage plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-        if ep.name in factories:
-            if factories[ep.name] is obj:
+        if ep.name in origins:
+            if origins[ep.name] == ep.value:
                 continue  # our own built-ins are also declared as entry points
             raise PipelineConfigError(
-                f"stage name {ep.name!r} from {ep.value} clashes with the {origins[ep.name]} stage"
+                f"stage name {ep.name!r} from {ep.value} clashes with the stage from {origins[ep.name]}"
             )
-        factories[ep.name] = obj
+        factories[ep.name] = _EntryPointFactory(ep)
         origins[ep.name] = ep.value
     return factories
 
