@@ -69,6 +69,9 @@ class Orchestrator:
         self.repository: Repository | None = None
         # Breakers and limiters outlive a single run: a dependency that is down stays known to be down.
         self.resilience = ResilienceRegistry(settings.resilience, clock)
+        self.resilience.on_breaker_state_change.append(
+            lambda name, _old, new: self.metrics.set_breaker_state(name, new.value)
+        )
         self._providers: dict[tuple[str, str | None], MarketDataProvider] = {}
         self.engine: LocalEngine | None = None  # the most recent engine (the CLI's Ctrl-C target)
         self.active: dict[str, LocalEngine] = {}  # run id -> engine, while the run is in progress

@@ -111,6 +111,10 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
             # busy_timeout first: switching to WAL needs a lock another process may hold.
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL still survives a process crash or SIGKILL (committed pages are in the
+            # WAL file); only an OS crash or power loss can drop the last commits. It cuts a commit
+            # from ~0.4 ms to ~0.03 ms, and every write here is idempotent and replayable on resume.
+            cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         finally:
             cursor.close()
