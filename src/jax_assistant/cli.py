@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import sys
@@ -39,6 +40,17 @@ runs_app = typer.Typer(help="Inspect stored runs.", no_args_is_help=True)
 trades_app = typer.Typer(help="Inspect stored trade setups with their risk decision.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-lettered symbols: list and retry.", no_args_is_help=True)
 data_app = typer.Typer(help="Market data checks.", no_args_is_help=True)
+
+
+@app.callback()
+def _process_setup() -> None:
+    """jax-assistant: scan markets, detect events, size trades, keep running."""
+    # A run keeps every symbol's result alive, so the default GC thresholds trigger ever-longer full
+    # collections as it grows: measured as the engine's p99 stage overhead going 36 -> 83 µs and
+    # throughput dropping 40 % at 20 000 symbols (bench/engine.py --no-gc). Rarer collections fix it.
+    gc.set_threshold(20_000, 20, 20)
+
+
 app.add_typer(runs_app, name="runs")
 app.add_typer(trades_app, name="trades")
 app.add_typer(dlq_app, name="dlq")
@@ -617,6 +629,39 @@ def data_check(
         out.print(details)
     for line in bad:
         out.print(f"[red]unusable:[/] {line}")
+
+
+# ---------------------------------------------------------------------------- the HTTP service
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind (0.0.0.0 for every interface)")] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option(
+            min=1, max=65535, envvar=["JAX_PORT", "PORT"], help="TCP port (env JAX_PORT, then PORT)"
+        ),
+    ] = 8091,
+    no_resume: Annotated[
+        bool, typer.Option("--no-resume", help="do not resume runs a stopped service left running")
+    ] = False,
+    db: Annotated[str | None, typer.Option(help="database URL (default: SQLite file)")] = None,
+) -> None:
+    """Run the orchestrator's HTTP API (see docs/api.md)."""
+    import uvicorn
+
+    from jax_assistant.api import create_app
+
+    settings = _settings(database_url=db)
+    if "log_level" not in settings.model_fields_set:
+        # The CLI default (WARNING) keeps run output clean; a service should log what it does.
+        configure_logging("INFO", json=settings.log_json, stream=sys.stderr)
+    with _errors():
+        application = create_app(settings, resume_on_startup=not no_resume)
+    err.print(f"jax-orchestrator listening on http://{host}:{port}")
+    # log_config=None: uvicorn's loggers go through our structlog setup instead of its own handlers.
+    uvicorn.run(application, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
 
 
 def main() -> None:  # pragma: no cover - console-script convenience

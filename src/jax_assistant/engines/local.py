@@ -204,7 +204,11 @@ class LocalEngine:
             await self._wait_or_drain(producer, workers, busy)
         finally:
             for t in (producer, *workers):
-                t.cancel()
+                # Never cancel a task twice: a second cancel lands while the first is still unwinding
+                # (e.g. inside SQLAlchemy's shielded connection close) and can leave that close
+                # waiting forever on a stopped driver thread, hanging the process at exit.
+                if not t.done() and not t.cancelling():
+                    t.cancel()
             await asyncio.gather(producer, *workers, return_exceptions=True)
 
         # Whatever never started (cancelled before a worker took it) ends `cancelled` too; finished

@@ -1,0 +1,88 @@
+"""Every error the API returns is JSON ``{"error": message}`` (plus ``details`` for validation errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jax_assistant.api.runs import InvalidOverrideError
+from jax_assistant.marketdata.base import MarketDataError
+from jax_assistant.orchestrator import RunError
+from jax_assistant.pipeline.plugins import PipelineConfigError
+
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
+
+
+def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, **extra})
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in _LOCATIONS:
+        where, parts = parts[0], parts[1:]
+        if not parts:
+            return "body" if where == "body" else where
+    return ".".join(parts)
+
+
+def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "field": _field(tuple(e.get("loc", ()))),
+            "in": str(e["loc"][0]) if e.get("loc") and e["loc"][0] in _LOCATIONS else "body",
+            "message": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in errors
+    ]
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = validation_details([dict(e) for e in exc.errors()])
+    for d in details:
+        if d["field"] == "body" and d["type"] != "json_invalid":
+            # FastAPI parses JSON only under a JSON content type; anything else arrives as a non-object.
+            d["message"] += " (send a JSON object with Content-Type: application/json)"
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
+    return error_response(422, summary, details=details)
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        status_code=exc.status_code, content={"error": str(exc.detail)}, headers=dict(exc.headers or {})
+    )
+
+
+async def _run_error(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(400, str(exc))
+
+
+async def _invalid_override(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(
+        422, str(exc), details=[{"field": "stageOverrides", "in": "body", "message": str(exc)}]
+    )
+
+
+async def _market_data(_: Request, exc: Exception) -> JSONResponse:
+    # The request was fine; the configured data source is not (missing file, unreadable csv).
+    return error_response(503, f"market data unavailable: {exc}")
+
+
+async def _pipeline_config(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(500, f"pipeline configuration: {exc}")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(RunError, _run_error)
+    app.add_exception_handler(InvalidOverrideError, _invalid_override)
+    app.add_exception_handler(MarketDataError, _market_data)
+    app.add_exception_handler(PipelineConfigError, _pipeline_config)

@@ -1,0 +1,416 @@
+"""Runs started by the HTTP service: validation up front, execution in background tasks, live progress.
+
+The request handler validates everything a run can be refused for (symbols, date, stage overrides),
+fixes the run id and correlation id, hands the run to a background task and answers once the run row is
+written. While the run executes, a :class:`RunChannel` (its ProgressSink) fans progress out to
+Server-Sent-Event clients; once it ends, the stored results are the source of truth and the channel is
+dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from jax_assistant.domain import Run, RunStatus, SymbolResult, utc_now
+from jax_assistant.observability.correlation import (
+    bind_correlation_id,
+    get_correlation_id,
+    new_audit_event,
+    new_correlation_id,
+)
+from jax_assistant.observability.logging import get_logger
+from jax_assistant.observability.tracing import run_span
+from jax_assistant.orchestrator import (
+    Orchestrator,
+    RunError,
+    RunOutcome,
+    RunRequest,
+    new_run_id,
+    unknown_symbols_message,
+)
+from jax_assistant.pipeline.base import Stage
+from jax_assistant.pipeline.plugins import PipelineConfigError
+from jax_assistant.storage import Repository
+
+log = get_logger("jax_assistant.api.runs")
+
+SseMessage = tuple[str, dict[str, Any]]  # (event name, JSON data)
+
+# Runs left `running` are looked for among this many most recent runs (as Orchestrator.resume_interrupted).
+RESUME_SCAN_LIMIT = 1_000
+
+
+class InvalidOverrideError(ValueError):
+    """``stageOverrides`` names a stage outside the pipeline or sets an invalid policy (a 422)."""
+
+
+def symbol_event(result: SymbolResult) -> dict[str, Any]:
+    """The SSE ``symbol`` payload: the symbol's terminal state and what it produced, not the whole result."""
+    return {
+        "runId": result.run_id,
+        "symbol": result.symbol,
+        "status": result.status.value,
+        "error": result.error,
+        "counts": {
+            "events": len(result.events),
+            "setups": len(result.trades),
+            "allowed": sum(1 for t in result.trades if t.risk.allowed),
+        },
+    }
+
+
+def run_event(run: Run, error: str | None = None) -> dict[str, Any]:
+    payload = run.to_contract()
+    if error is not None:
+        payload["error"] = error
+    return payload
+
+
+def format_sse(message: SseMessage) -> bytes:
+    event, data = message
+    # json.dumps never emits a raw newline, so the payload is always a single `data:` line.
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+SSE_KEEPALIVE = b": keep-alive\n\n"
+
+
+class RunChannel:
+    """Live progress of one run executing in this process, fanned out to any number of SSE clients.
+
+    It is the run's ProgressSink. A subscriber gets a snapshot of what already happened plus a queue of
+    what follows, taken with no await in between, so nothing is missed or sent twice.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.total: int | None = None
+        self.done = False
+        # Set by the engine's started() call, which comes after the run row is written.
+        self.recorded = asyncio.Event()
+        # What ended the run before it was recorded (re-raised to the request that is waiting).
+        self.failure: BaseException | None = None
+        self._history: list[SseMessage] = []
+        self._subscribers: set[asyncio.Queue[SseMessage | None]] = set()
+
+    # ProgressSink
+    def started(self, total: int) -> None:
+        self.total = total
+        self.recorded.set()
+
+    def symbol_done(self, result: SymbolResult) -> None:
+        self._publish(("symbol", symbol_event(result)))
+
+    def close(self, final: dict[str, Any] | None) -> None:
+        """End the stream: with the ``run`` event, or without one (service shutting down)."""
+        if self.done:
+            return
+        if final is not None:
+            self._publish(("run", final))
+        self.done = True
+        for q in self._subscribers:
+            q.put_nowait(None)
+        self._subscribers.clear()
+
+    def subscribe(self) -> tuple[list[SseMessage], asyncio.Queue[SseMessage | None]]:
+        queue: asyncio.Queue[SseMessage | None] = asyncio.Queue()
+        if self.done:
+            queue.put_nowait(None)
+        else:
+            self._subscribers.add(queue)
+        return list(self._history), queue
+
+    def unsubscribe(self, queue: asyncio.Queue[SseMessage | None]) -> None:
+        self._subscribers.discard(queue)
+
+    def _publish(self, message: SseMessage) -> None:
+        self._history.append(message)
+        for q in self._subscribers:
+            q.put_nowait(message)  # unbounded: at most one message per symbol plus one
+
+
+class RunManager:
+    """Starts, resumes and tracks the runs of this service process."""
+
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+        self._channels: dict[str, RunChannel] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.resume_state: dict[str, Any] = {"state": "disabled", "runIds": [], "finished": []}
+
+    @property
+    def repository(self) -> Repository:
+        repo = self.orchestrator.repository
+        if repo is None:
+            raise RuntimeError("the orchestrator is not open (the app's lifespan did not run)")
+        return repo
+
+    # ------------------------------------------------------------------ starting runs
+
+    def prepare(self, request: RunRequest) -> tuple[RunRequest, Run]:
+        """Validate ``request`` as start_run would, without starting anything.
+
+        Returns the request with its run id and correlation id fixed, and the run as it will be created.
+        Raises RunError (bad input: a 400) or InvalidOverrideError (a 422). Stricter than the CLI on
+        purpose: an unknown symbol refuses the whole request instead of being skipped, because an HTTP
+        caller has no terminal to read a "skipped" warning on.
+        """
+        orch = self.orchestrator
+        provider = orch.provider()
+        symbols, unknown = orch.resolve_symbols(provider, request.symbols)
+        if unknown:
+            raise RunError(unknown_symbols_message(unknown, provider))
+        if not symbols:
+            raise RunError("no symbols to run")
+        latest = provider.latest_date()
+        if request.as_of is not None and request.as_of > latest:
+            raise RunError(
+                f"asOf {request.as_of.isoformat()} is after the last session in the data "
+                f"({latest.isoformat()})"
+            )
+        stages = self._stages(request.stage_overrides)
+        run_id = request.run_id or new_run_id()
+        cid = request.correlation_id or get_correlation_id() or new_correlation_id()
+        fixed = dataclasses.replace(request, run_id=run_id, correlation_id=cid)
+        run = Run(
+            id=run_id,
+            correlation_id=cid,
+            as_of=request.as_of or latest,
+            provider=provider.name,
+            simulated=provider.simulated,
+            symbols=symbols,
+            pipeline=[s.name for s in stages],
+        )
+        return fixed, run
+
+    def _stages(self, overrides: dict[str, dict[str, Any]] | None) -> list[Stage]:
+        orch = self.orchestrator
+        pipeline = list(orch.settings.pipeline)
+        foreign = sorted(set(overrides or {}) - set(pipeline))
+        if foreign:
+            raise InvalidOverrideError(
+                f"stageOverrides.{foreign[0]}: not a stage of the pipeline ({', '.join(pipeline)})"
+            )
+        try:
+            return orch.stages(overrides)
+        except PipelineConfigError as exc:
+            if not overrides:
+                raise  # the configured pipeline itself is broken: a server problem, not the request's
+            orch.stages(None)  # re-raises if the configuration alone is broken
+            raise InvalidOverrideError(f"stageOverrides: {exc}") from exc
+
+    async def submit(self, request: RunRequest, run: Run) -> None:
+        """Start a prepared run in a background task; return once its row is written.
+
+        Waiting for the row (a few milliseconds) is what makes the 202 mean something: the id resolves
+        at once on GET /runs/{id}, and a shutdown or crash right after the answer still leaves a row the
+        next start-up resumes. Orchestrator.start_run has no "record, then execute" split, so the wait
+        is on the engine's started() call, which follows the insert. Whatever ends the run before that
+        is raised here, to the request, instead of being lost in the background.
+        """
+        channel = RunChannel(run.id)
+        self._channels[run.id] = channel
+        orch = self.orchestrator
+        task = self._spawn(
+            self._execute(run, lambda: orch.start_run(request, progress=channel), channel),
+            name=f"jax-run-{run.id}",
+        )
+        recorded = asyncio.ensure_future(channel.recorded.wait())
+        try:
+            await asyncio.wait([recorded, task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            recorded.cancel()
+        if not channel.recorded.is_set():
+            raise channel.failure or RuntimeError(f"run {run.id} ended before it was recorded")
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)  # a strong reference, or the loop may garbage-collect a running task
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _execute(
+        self, run: Run, start: Callable[[], Awaitable[RunOutcome]], channel: RunChannel
+    ) -> None:
+        final: dict[str, Any] | None = None
+        # A resumed run has no request context: bind its own id so its logs and spans carry it.
+        with bind_correlation_id(run.correlation_id), run_span(run.id, correlation_id=run.correlation_id):
+            try:
+                outcome = await start()
+            except asyncio.CancelledError:
+                # Service shutting down: the run stays `running` in the database, checkpointed per stage,
+                # and the next start-up resumes it. That beats ending it `cancelled` on every redeploy.
+                log.info("run interrupted by shutdown", run_id=run.id)
+                raise
+            except Exception as exc:
+                log.exception("run failed", run_id=run.id)
+                if not channel.recorded.is_set():
+                    channel.failure = exc
+                final = await self._record_failure(run, exc)
+            else:
+                final = run_event(outcome.run)
+                log.info(
+                    "run finished", run_id=run.id, status=outcome.run.status.value, counts=outcome.run.counts
+                )
+            finally:
+                self._channels.pop(run.id, None)
+                channel.close(final)
+
+    async def _record_failure(self, run: Run, exc: Exception) -> dict[str, Any]:
+        """Mark a run that raised as failed (and audit why), so it neither shows `running` forever nor
+        gets resumed by the next start-up."""
+        message = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
+        stored: Run | None = None
+        try:
+            stored = await self.repository.get_run(run.id)
+            if stored is not None and stored.status is RunStatus.RUNNING:
+                stored.status = RunStatus.FAILED
+                stored.finished_at = utc_now()
+                await self.repository.update_run(stored)
+                await self.repository.record_audit(
+                    new_audit_event(
+                        "run.failed",
+                        "error",
+                        payload={"runId": run.id},
+                        error=message,
+                        correlation_id=run.correlation_id,
+                    ),
+                    idempotency_key=f"{run.id}/run/failed",
+                    run_id=run.id,
+                )
+        except Exception:  # storage down: the row (if any) stays `running` and is resumed on restart
+            log.exception("could not record the run's failure", run_id=run.id)
+        failed = stored or run.model_copy(update={"status": RunStatus.FAILED, "finished_at": utc_now()})
+        return run_event(failed, message)
+
+    # ------------------------------------------------------------------ resuming at start-up
+
+    async def resume_interrupted(self) -> list[str]:
+        """Find runs left ``running`` by a process that died and resume them, oldest first, in the background.
+
+        The scan is awaited (by the lifespan, before the server accepts requests) and only the execution
+        is in the background: a run accepted by this process moments later is then never mistaken for an
+        interrupted one and executed twice. Each resumed run gets a channel, so its SSE stream is live.
+        """
+        runs = [
+            r
+            for r in await self.repository.list_runs(limit=RESUME_SCAN_LIMIT)
+            if r.status is RunStatus.RUNNING and r.id not in self._channels
+        ]
+        runs.reverse()  # list_runs is newest first; resume in the order they were started
+        channels = {r.id: RunChannel(r.id) for r in runs}
+        self._channels.update(channels)
+        ids = [r.id for r in runs]
+        self.resume_state = {"state": "running" if runs else "done", "runIds": ids, "finished": []}
+        if runs:
+            log.warning("resuming interrupted runs", count=len(runs), run_ids=ids)
+            self._spawn(self._resume_all(runs, channels), name="jax-resume-interrupted")
+        else:
+            log.info("no interrupted runs to resume")
+        return ids
+
+    async def _resume_all(self, runs: list[Run], channels: dict[str, RunChannel]) -> None:
+        orch = self.orchestrator
+        try:
+            for run in runs:  # one after another, like Orchestrator.resume_interrupted
+                channel = channels[run.id]
+                await self._execute(
+                    run, functools.partial(orch.resume_run, run.id, progress=channel), channel
+                )
+                self.resume_state["finished"].append(run.id)
+                log.info("resumed interrupted run", run_id=run.id)
+        finally:
+            for channel in channels.values():
+                if not channel.done:  # cancelled before its turn: end the waiting SSE clients' streams
+                    self._channels.pop(channel.run_id, None)
+                    channel.close(None)
+            self.resume_state["state"] = "done"
+
+    # ------------------------------------------------------------------ queries
+
+    def channel(self, run_id: str) -> RunChannel | None:
+        return self._channels.get(run_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "executing": sorted(self._channels),
+            "tasks": len(self._tasks),
+            "startupResume": dict(self.resume_state),
+        }
+
+    async def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Cancel every run task (they stay resumable) and wait for them to unwind."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            if pending:
+                log.warning("run tasks still unwinding at shutdown", count=len(pending))
+
+    # ------------------------------------------------------------------ SSE
+
+    async def stream(
+        self, run_id: str, *, poll_interval_s: float = 0.5, keepalive_s: float = 15.0
+    ) -> AsyncIterator[bytes] | None:
+        """The SSE byte stream of a run, or None when the run is unknown (a 404).
+
+        Decided before the response starts so an unknown id can still get a proper status code.
+        """
+        channel = self._channels.get(run_id)
+        if channel is not None:
+            return self._from_channel(channel, keepalive_s)
+        if await self.repository.get_run(run_id) is None:
+            return None
+        return self._from_database(run_id, poll_interval_s, keepalive_s)
+
+    async def _from_channel(self, channel: RunChannel, keepalive_s: float) -> AsyncIterator[bytes]:
+        history, queue = channel.subscribe()
+        try:
+            for past in history:
+                yield format_sse(past)
+            while True:
+                try:
+                    message = await asyncio.wait_for(queue.get(), keepalive_s)
+                except TimeoutError:
+                    yield SSE_KEEPALIVE  # proxies drop connections that stay silent too long
+                    continue
+                if message is None:
+                    return
+                yield format_sse(message)
+        finally:
+            channel.unsubscribe(queue)
+
+    async def _from_database(
+        self, run_id: str, poll_interval_s: float, keepalive_s: float
+    ) -> AsyncIterator[bytes]:
+        """Stored results, then the run event; polls while the run is executing elsewhere (or not at all).
+
+        The run row is read before the results: the engine stores every result before it marks the
+        run finished, so seeing it finished guarantees the results read next are complete.
+        """
+        sent: set[str] = set()
+        quiet_since = time.monotonic()
+        while True:
+            run = await self.repository.get_run(run_id)
+            if run is None:
+                return
+            for result in await self.repository.get_symbol_results(run_id):
+                if result.status.terminal and result.symbol not in sent:
+                    sent.add(result.symbol)
+                    quiet_since = time.monotonic()
+                    yield format_sse(("symbol", symbol_event(result)))
+            if run.status is not RunStatus.RUNNING:
+                yield format_sse(("run", run_event(run)))
+                return
+            if time.monotonic() - quiet_since >= keepalive_s:
+                quiet_since = time.monotonic()
+                yield SSE_KEEPALIVE
+            await asyncio.sleep(poll_interval_s)

@@ -1,0 +1,156 @@
+"""Start-up resume: runs a stopped or crashed service left ``running`` are finished by the next one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.api.helpers import SIM_SYMBOLS, GateStage, read_sse, serve, wait_for_run
+
+from jax_assistant.api import create_app
+from jax_assistant.config import Settings
+from jax_assistant.domain import Run, RunStatus, SymbolResult
+from jax_assistant.orchestrator import Orchestrator, RunRequest, new_run_id
+
+
+async def interrupted_run_without_results(settings: Settings) -> Run:
+    """A run row left ``running`` with no symbol results: the process died right after creating it."""
+    async with Orchestrator(settings) as orch:
+        assert orch.repository is not None
+        provider = orch.provider()
+        run = Run(
+            id=new_run_id(),
+            correlation_id="flow-interrupted-1",
+            as_of=provider.latest_date(),
+            provider=provider.name,
+            simulated=provider.simulated,
+            symbols=list(SIM_SYMBOLS),
+            pipeline=list(settings.pipeline),
+            params={
+                "accountSize": settings.account_size,
+                "riskPercent": settings.risk_percent,
+                "lookback": 1,
+                "provider": provider.name,
+                "dataPath": None,
+                "stageOverrides": {},
+                "unknownSymbols": [],
+            },
+        )
+        assert await orch.repository.create_run(run)
+        assert await orch.repository.get_symbol_results(run.id) == []
+    return run
+
+
+async def test_startup_resumes_a_run_left_running(settings: Settings) -> None:
+    run = await interrupted_run_without_results(settings)
+    async with serve(create_app(settings)) as svc:
+        done = await wait_for_run(svc.client, run.id)
+        assert done["run"]["status"] == "completed"
+        assert done["run"]["counts"]["symbols"] == len(SIM_SYMBOLS)
+        assert sorted(r["symbol"] for r in done["symbols"]) == sorted(SIM_SYMBOLS)
+        assert all(r["status"] == "succeeded" for r in done["symbols"])
+        # The resumed work is audited under the run's own correlation id.
+        audit = (await svc.client.get("/audit", params={"correlation_id": "flow-interrupted-1"})).json()
+        assert "run.finished" in [e["action"] for e in audit]
+        deadline = time.monotonic() + 10
+        while (resume := (await svc.client.get("/status")).json()["runs"]["startupResume"])[
+            "state"
+        ] != "done":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert resume["runIds"] == [run.id] and resume["finished"] == [run.id]
+
+
+async def test_startup_resumes_a_run_killed_mid_flight(settings: Settings) -> None:
+    """A run cancelled hard after its first symbol: finished symbols are kept, the rest resume."""
+    async with Orchestrator(settings) as orch:
+        finished: list[SymbolResult] = []
+        task: asyncio.Task[object]
+
+        class KillAfterFirst:
+            def started(self, total: int) -> None:
+                pass
+
+            def symbol_done(self, result: SymbolResult) -> None:
+                finished.append(result)
+                task.cancel()
+
+        request = RunRequest(symbols=list(SIM_SYMBOLS), run_id=new_run_id(), correlation_id="flow-killed")
+        task = asyncio.create_task(orch.start_run(request, progress=KillAfterFirst()))
+        await asyncio.gather(task, return_exceptions=True)
+        assert finished
+        assert orch.repository is not None
+        assert request.run_id is not None
+        stored = await orch.repository.get_run(request.run_id)
+        assert stored is not None and stored.status is RunStatus.RUNNING
+        kept = {
+            r.symbol for r in await orch.repository.get_symbol_results(request.run_id) if r.status.terminal
+        }
+        assert 0 < len(kept) < len(SIM_SYMBOLS)
+
+    async with serve(create_app(settings)) as svc:
+        events = await read_sse(svc.client, f"/runs/{request.run_id}/events")
+        assert [n for n, _ in events] == ["symbol"] * len(SIM_SYMBOLS) + ["run"]
+        assert events[-1][1]["status"] == "completed"
+        done = await wait_for_run(svc.client, request.run_id)
+        assert done["run"]["counts"]["symbols"] == len(SIM_SYMBOLS)
+        assert {r["symbol"] for r in done["symbols"]} == set(SIM_SYMBOLS)
+
+
+async def test_no_resume_leaves_the_run_alone(settings: Settings) -> None:
+    run = await interrupted_run_without_results(settings)
+    async with serve(create_app(settings, resume_on_startup=False)) as svc:
+        await asyncio.sleep(0.3)
+        body = (await svc.client.get(f"/runs/{run.id}")).json()
+        assert body["run"]["status"] == "running" and body["symbols"] == []
+        status = (await svc.client.get("/status")).json()
+        assert status["runs"]["startupResume"]["state"] == "disabled"
+        assert status["activeRuns"] == {}
+
+
+async def test_a_run_cut_by_shutdown_is_finished_by_the_next_start(gated_settings: Settings) -> None:
+    """Stopping the service mid-run leaves the run resumable (not cancelled); the next start ends it."""
+    async with serve(create_app(gated_settings)) as svc:
+        resp = await svc.client.post(
+            "/process", json={"symbols": list(SIM_SYMBOLS)}, headers={"X-Flow-ID": "f-1"}
+        )
+        run_id = resp.json()["runId"]
+        await GateStage.wait_entered(len(SIM_SYMBOLS))
+    # Server stopped with every symbol still at the gate.
+    async with Orchestrator(gated_settings) as orch:
+        assert orch.repository is not None
+        stored = await orch.repository.get_run(run_id)
+        assert stored is not None and stored.status is RunStatus.RUNNING
+
+    GateStage.opened.set()
+    async with serve(create_app(gated_settings)) as svc:
+        done = await wait_for_run(svc.client, run_id)
+        assert done["run"]["status"] == "completed"
+        assert done["run"]["correlationId"] == "f-1"
+        assert done["run"]["counts"]["succeeded"] == len(SIM_SYMBOLS)
+
+
+async def test_shutdown_in_the_middle_of_database_writes_does_not_hang(settings: Settings) -> None:
+    """Stopping while symbols are being written must leave no task that blocks the loop from closing."""
+    async with serve(create_app(settings)) as svc:
+        posts = [await svc.client.post("/process", json={}) for _ in range(3)]
+        run_ids = [p.json()["runId"] for p in posts]
+        # Stop as soon as results are being stored: the cancel then lands inside SQLite writes.
+        async with asyncio.timeout(20):
+            while True:
+                if (await svc.client.get(f"/runs/{run_ids[0]}")).json()["symbols"]:
+                    break
+                await asyncio.sleep(0.005)
+    stuck = [
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and getattr(t.get_coro(), "__qualname__", "").endswith("_terminate_graceful_close")
+    ]
+    assert stuck == []
+
+    # And the runs it cut short are finished by the next start.
+    async with serve(create_app(settings)) as svc:
+        for run_id in run_ids:
+            done = await wait_for_run(svc.client, run_id)
+            assert done["run"]["status"] == "completed"
+            assert done["run"]["counts"]["symbols"] == 20
