@@ -61,7 +61,7 @@ from rich.table import Table
 
 from jax_assistant.analysis.detectors import DetectorConfig
 from jax_assistant.domain import Run, StageStatus, SymbolResult, SymbolStatus
-from jax_assistant.engines.local import LocalEngine, StartPoint
+from jax_assistant.engines.local import LocalEngine, StartPoint, tune_gc_for_runs
 from jax_assistant.marketdata import SampleProvider
 from jax_assistant.observability.metrics import MetricsSink, NullMetrics, PipelineMetrics
 from jax_assistant.observability.tracing import configure_tracing, shutdown_tracing
@@ -385,6 +385,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.no_gc:
         gc.disable()  # gc.collect() between runs still happens, so the heap stays bounded
+    elif not args.default_gc:
+        tune_gc_for_runs()  # as the CLI and `jax serve` do: measure what ships
     try:
         for _ in range(args.warmup):
             await one_round(record=False)
@@ -591,6 +593,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="diagnostic: disable the cyclic GC while measuring (shows how much of p99 is GC pauses)",
     )
+    ap.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep Python's default GC thresholds instead of the product's tune_gc_for_runs()",
+    )
     ap.add_argument("--profile", choices=sorted(SCENARIOS), help="cProfile one round of this scenario")
     ap.add_argument("--profile-top", type=int, default=30)
     ap.add_argument("--profile-out", type=Path, help="write the cProfile stats here (pstats format)")
@@ -624,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sqlite_symbols",
                 "scenarios",
                 "no_gc",
+                "default_gc",
             )
         },
         "target_us": TARGET_US,

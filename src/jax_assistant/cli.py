@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import signal
 import sys
@@ -28,6 +27,7 @@ from rich.table import Table
 
 from jax_assistant.config import Settings, load_settings
 from jax_assistant.domain import Run, SymbolResult
+from jax_assistant.engines.local import tune_gc_for_runs
 from jax_assistant.marketdata.base import MarketDataError
 from jax_assistant.observability.logging import configure_logging
 from jax_assistant.orchestrator import Orchestrator, RunError, RunOutcome, RunRequest
@@ -45,10 +45,7 @@ data_app = typer.Typer(help="Market data checks.", no_args_is_help=True)
 @app.callback()
 def _process_setup() -> None:
     """jax-assistant: scan markets, detect events, size trades, keep running."""
-    # A run keeps every symbol's result alive, so the default GC thresholds trigger ever-longer full
-    # collections as it grows: measured as the engine's p99 stage overhead going 36 -> 83 µs and
-    # throughput dropping 40 % at 20 000 symbols (bench/engine.py --no-gc). Rarer collections fix it.
-    gc.set_threshold(20_000, 20, 20)
+    tune_gc_for_runs()
 
 
 app.add_typer(runs_app, name="runs")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -586,6 +587,16 @@ def _maybe(cm: Any) -> Any:
     return _NULL if cm is None else cm
 
 
+def tune_gc_for_runs() -> None:
+    """Process-wide GC thresholds for a process that runs the engine (the CLI and `jax serve`).
+
+    A run keeps every symbol's result alive, so the default thresholds trigger ever-longer full
+    collections as it grows: measured as the engine's p99 stage overhead going 36 -> 83 µs and
+    throughput dropping 40 % at 20 000 symbols (bench/engine.py --default-gc). Rarer collections fix it.
+    """
+    gc.set_threshold(20_000, 20, 20)
+
+
 def fresh_starts(run: Run, symbols: Sequence[str], as_of: date, lookback: int) -> list[StartPoint]:
     return [
         StartPoint(
@@ -597,4 +608,4 @@ def fresh_starts(run: Run, symbols: Sequence[str], as_of: date, lookback: int) -
     ]
 
 
-__all__ = ["EngineStatus", "LocalEngine", "ProgressSink", "StartPoint", "fresh_starts"]
+__all__ = ["EngineStatus", "LocalEngine", "ProgressSink", "StartPoint", "fresh_starts", "tune_gc_for_runs"]
