@@ -45,7 +45,6 @@ import os
 import platform
 import pstats
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -55,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import git_revision  # bench/ is sys.path[0] when run as a script
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rich.console import Console
 from rich.table import Table
@@ -89,23 +89,6 @@ DEP = "bench.dep"  # the dependency key every stage names in the full-policy sce
 
 # Wide enough that the tables do not wrap when stdout is a pipe or a file.
 console = Console(width=max(170, Console().width))
-
-
-def git_revision() -> dict[str, Any]:
-    """The commit measured and whether src/ had uncommitted changes (figures depend on both)."""
-
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *a], cwd=REPO, capture_output=True, text=True, check=True, timeout=10
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "src_dirty": bool(git("status", "--porcelain", "src")),
-    }
 
 
 # --------------------------------------------------------------------------- the no-op pipeline

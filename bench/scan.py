@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _common import git_revision  # bench/ is sys.path[0] when run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -46,23 +47,6 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "daily_ohlcv_stooq_sp500.csv.gz
 
 # Wide enough that the tables do not wrap when stdout is a pipe or a file.
 console = Console(width=max(110, Console().width))
-
-
-def git_revision() -> dict[str, Any]:
-    """The commit measured and whether src/ had uncommitted changes (figures depend on both)."""
-
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *a], cwd=REPO, capture_output=True, text=True, check=True, timeout=10
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "src_dirty": bool(git("status", "--porcelain", "src")),
-    }
 
 
 def best_of(fn: Callable[[], object], repeats: int, *, warmup: bool = True) -> tuple[float, list[float]]:

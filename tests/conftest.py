@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures shared across folders live in plain modules loaded here (root conftest only may do this).
+pytest_plugins = ["tests.bars"]
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

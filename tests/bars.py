@@ -1,4 +1,4 @@
-"""Helpers for the analysis tests: hand-built bar series and a small slice of the real data."""
+"""Bar-series fixtures for the analysis and strategy tests: hand-built series, a slice of real data."""
 
 from __future__ import annotations
 
