@@ -48,6 +48,16 @@ class RunRequest:
 
 
 @dataclass
+class PreparedRun:
+    """A validated run, not yet recorded or started (see Orchestrator.prepare_run)."""
+
+    run: Run
+    provider: MarketDataProvider
+    stages: list[Stage]
+    unknown: list[str]
+
+
+@dataclass
 class RunOutcome:
     run: Run
     results: list[SymbolResult]
@@ -230,9 +240,11 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ runs
 
-    async def start_run(self, request: RunRequest, *, progress: ProgressSink | None = None) -> RunOutcome:
-        await self.open()
-        assert self.repository is not None
+    def prepare_run(self, request: RunRequest) -> PreparedRun:
+        """Validate ``request`` and build its Run, without touching storage or starting anything.
+
+        Raises RunError (unknown symbols only, bad date) or PipelineConfigError (bad stage overrides).
+        """
         provider = self.provider()
         symbols, unknown = self.resolve_symbols(provider, request.symbols)
         if not symbols:
@@ -258,12 +270,29 @@ class Orchestrator:
                 "unknownSymbols": unknown,
             },
         )
-        await self.repository.create_run(run)
-        engine = self._engine(stages, self.services(provider, run))
-        run, results = await self._run_engine(
-            engine, run, fresh_starts(run, symbols, as_of, lookback), progress
-        )
-        return RunOutcome(run, results, unknown)
+        return PreparedRun(run=run, provider=provider, stages=stages, unknown=unknown)
+
+    async def record_run(self, prepared: PreparedRun) -> None:
+        """Write the run's row: from here on a crash leaves a run that start-up resumes."""
+        await self.open()
+        assert self.repository is not None
+        await self.repository.create_run(prepared.run)
+
+    async def execute(
+        self, prepared: PreparedRun, *, progress: ProgressSink | None = None, record: bool = True
+    ) -> RunOutcome:
+        """Run a prepared run (recording it first unless the caller already did)."""
+        if record:
+            await self.record_run(prepared)
+        run = prepared.run
+        assert run.as_of is not None
+        engine = self._engine(prepared.stages, self.services(prepared.provider, run))
+        starts = fresh_starts(run, run.symbols, run.as_of, int(run.params["lookback"]))
+        run, results = await self._run_engine(engine, run, starts, progress)
+        return RunOutcome(run, results, prepared.unknown)
+
+    async def start_run(self, request: RunRequest, *, progress: ProgressSink | None = None) -> RunOutcome:
+        return await self.execute(self.prepare_run(request), progress=progress)
 
     async def resume_run(self, run_id: str, *, progress: ProgressSink | None = None) -> RunOutcome:
         """Continue a run from the last completed stage of each unfinished symbol."""

@@ -19,9 +19,8 @@ from tests.api.helpers import (
 
 from jax_assistant.api import create_app
 from jax_assistant.config import Settings
-from jax_assistant.domain import Run
 from jax_assistant.engines.local import ProgressSink
-from jax_assistant.orchestrator import Orchestrator, RunOutcome, RunRequest
+from jax_assistant.orchestrator import Orchestrator, PreparedRun, RunOutcome
 
 COUNT_KEYS = {"succeeded", "degraded", "failed", "cancelled", "symbols", "events", "setups", "allowed"}
 
@@ -295,59 +294,48 @@ async def test_trades_in_the_old_v1_shape(service: Service) -> None:
 
 
 class ExplodingOrchestrator(Orchestrator):
-    """start_run raises in the background task: before writing the run row, after writing it, or
-    after the engine reported the start (the point from which POST /process has answered 202)."""
+    """Storage refuses the run row ("record"), or the run blows up after it was recorded and the
+    request answered ("execute", held until ``release`` so a test can attach to the live run)."""
 
     def __init__(self, settings: Settings, *, stage: str) -> None:
         super().__init__(settings)
         self.stage = stage
         self.release = asyncio.Event()
 
-    async def start_run(self, request: RunRequest, *, progress: ProgressSink | None = None) -> RunOutcome:
-        if self.stage != "before-row":
-            assert self.repository is not None and request.run_id and request.correlation_id
-            run = Run(
-                id=request.run_id,
-                correlation_id=request.correlation_id,
-                provider="sample",
-                simulated=True,
-                symbols=list(request.symbols),
-            )
-            await self.repository.create_run(run)
-            if self.stage == "after-start" and progress is not None:
-                progress.started(len(run.symbols))
-                await self.release.wait()
+    async def record_run(self, prepared: PreparedRun) -> None:
+        if self.stage == "record":
+            raise RuntimeError("database refused the run")
+        await super().record_run(prepared)
+
+    async def execute(
+        self, prepared: PreparedRun, *, progress: ProgressSink | None = None, record: bool = True
+    ) -> RunOutcome:
+        if progress is not None:
+            progress.started(len(prepared.run.symbols))
+        await self.release.wait()
         raise RuntimeError("engine exploded")
 
 
-@pytest.mark.parametrize("stage", ["before-row", "after-row"])
-async def test_a_run_that_fails_before_it_is_recorded_fails_the_request(
-    settings: Settings, stage: str
-) -> None:
-    orch = ExplodingOrchestrator(settings, stage=stage)
+async def test_a_run_that_cannot_be_recorded_fails_the_request(settings: Settings) -> None:
+    orch = ExplodingOrchestrator(settings, stage="record")
     try:
         async with serve(create_app(orchestrator=orch)) as svc:
             client = svc.client
             resp = await client.post("/process", json={"symbols": ["ACME.SIM"]}, headers={"X-Flow-ID": "f-x"})
             assert resp.status_code == 500
             assert resp.json() == {"error": "internal server error", "correlationId": "f-x"}
-            listed = (await client.get("/runs")).json()
+            assert (await client.get("/runs")).json() == []
             audit = (await client.get("/audit", params={"correlation_id": "f-x"})).json()
             outcomes = [(e["action"], e["outcome"]) for e in audit]
             assert outcomes[:1] == [("api.process", "started")]
             assert ("api.process", "error") in outcomes
-            if stage == "before-row":
-                assert listed == []
-            else:  # the row exists: marked failed so a restart does not resume it
-                assert [r["status"] for r in listed] == ["failed"]
-                assert ("run.failed", "error") in outcomes
             assert svc.app.state.runs.snapshot()["executing"] == []
     finally:
         await orch.close()
 
 
 async def test_a_run_that_fails_after_the_202_ends_failed_with_the_error(settings: Settings) -> None:
-    orch = ExplodingOrchestrator(settings, stage="after-start")
+    orch = ExplodingOrchestrator(settings, stage="execute")
     try:
         async with serve(create_app(orchestrator=orch)) as svc:
             client = svc.client

@@ -130,7 +130,8 @@ def create_app(
     async def accept(request: RunRequest, action: str, payload: dict[str, Any]) -> Run:
         """Validate, audit and start a run; the audit row records who asked for what, accepted or not."""
         try:
-            prepared, run = runs.prepare(request)
+            prepared = runs.prepare(request)
+            run = prepared.run
         except (RunError, ValueError) as exc:
             await repo().record_audit(
                 new_audit_event(action, "rejected", payload=payload, error=str(exc)),
@@ -140,7 +141,7 @@ def create_app(
         event = new_audit_event(action, "started", payload={**payload, "runId": run.id})
         await repo().record_audit(event, idempotency_key=f"api/{event.id}", run_id=run.id)
         try:
-            await runs.submit(prepared, run)
+            await runs.submit(prepared)
         except Exception as exc:
             await repo().record_audit(
                 new_audit_event(action, "error", payload={"runId": run.id}, error=str(exc)),

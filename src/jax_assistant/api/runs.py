@@ -28,13 +28,12 @@ from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.tracing import run_span
 from jax_assistant.orchestrator import (
     Orchestrator,
+    PreparedRun,
     RunError,
     RunOutcome,
     RunRequest,
-    new_run_id,
     unknown_symbols_message,
 )
-from jax_assistant.pipeline.base import Stage
 from jax_assistant.pipeline.plugins import PipelineConfigError
 from jax_assistant.storage import Repository
 
@@ -92,17 +91,12 @@ class RunChannel:
         self.run_id = run_id
         self.total: int | None = None
         self.done = False
-        # Set by the engine's started() call, which comes after the run row is written.
-        self.recorded = asyncio.Event()
-        # What ended the run before it was recorded (re-raised to the request that is waiting).
-        self.failure: BaseException | None = None
         self._history: list[SseMessage] = []
         self._subscribers: set[asyncio.Queue[SseMessage | None]] = set()
 
     # ProgressSink
     def started(self, total: int) -> None:
         self.total = total
-        self.recorded.set()
 
     def symbol_done(self, result: SymbolResult) -> None:
         self._publish(("symbol", symbol_event(result)))
@@ -153,81 +147,55 @@ class RunManager:
 
     # ------------------------------------------------------------------ starting runs
 
-    def prepare(self, request: RunRequest) -> tuple[RunRequest, Run]:
-        """Validate ``request`` as start_run would, without starting anything.
+    def prepare(self, request: RunRequest) -> PreparedRun:
+        """Validate ``request`` as the orchestrator does, without recording or starting anything.
 
-        Returns the request with its run id and correlation id fixed, and the run as it will be created.
         Raises RunError (bad input: a 400) or InvalidOverrideError (a 422). Stricter than the CLI on
         purpose: an unknown symbol refuses the whole request instead of being skipped, because an HTTP
         caller has no terminal to read a "skipped" warning on.
         """
         orch = self.orchestrator
         provider = orch.provider()
-        symbols, unknown = orch.resolve_symbols(provider, request.symbols)
+        _, unknown = orch.resolve_symbols(provider, request.symbols)
         if unknown:
             raise RunError(unknown_symbols_message(unknown, provider))
-        if not symbols:
-            raise RunError("no symbols to run")
         latest = provider.latest_date()
         if request.as_of is not None and request.as_of > latest:
             raise RunError(
                 f"asOf {request.as_of.isoformat()} is after the last session in the data "
                 f"({latest.isoformat()})"
             )
-        stages = self._stages(request.stage_overrides)
-        run_id = request.run_id or new_run_id()
-        cid = request.correlation_id or get_correlation_id() or new_correlation_id()
-        fixed = dataclasses.replace(request, run_id=run_id, correlation_id=cid)
-        run = Run(
-            id=run_id,
-            correlation_id=cid,
-            as_of=request.as_of or latest,
-            provider=provider.name,
-            simulated=provider.simulated,
-            symbols=symbols,
-            pipeline=[s.name for s in stages],
-        )
-        return fixed, run
-
-    def _stages(self, overrides: dict[str, dict[str, Any]] | None) -> list[Stage]:
-        orch = self.orchestrator
         pipeline = list(orch.settings.pipeline)
-        foreign = sorted(set(overrides or {}) - set(pipeline))
+        foreign = sorted(set(request.stage_overrides or {}) - set(pipeline))
         if foreign:
             raise InvalidOverrideError(
                 f"stageOverrides.{foreign[0]}: not a stage of the pipeline ({', '.join(pipeline)})"
             )
+        cid = request.correlation_id or get_correlation_id() or new_correlation_id()
         try:
-            return orch.stages(overrides)
+            return orch.prepare_run(dataclasses.replace(request, correlation_id=cid))
         except PipelineConfigError as exc:
-            if not overrides:
+            if not request.stage_overrides:
                 raise  # the configured pipeline itself is broken: a server problem, not the request's
             orch.stages(None)  # re-raises if the configuration alone is broken
             raise InvalidOverrideError(f"stageOverrides: {exc}") from exc
 
-    async def submit(self, request: RunRequest, run: Run) -> None:
-        """Start a prepared run in a background task; return once its row is written.
+    async def submit(self, prepared: PreparedRun) -> None:
+        """Record a prepared run, then execute it in a background task.
 
-        Waiting for the row (a few milliseconds) is what makes the 202 mean something: the id resolves
-        at once on GET /runs/{id}, and a shutdown or crash right after the answer still leaves a row the
-        next start-up resumes. Orchestrator.start_run has no "record, then execute" split, so the wait
-        is on the engine's started() call, which follows the insert. Whatever ends the run before that
-        is raised here, to the request, instead of being lost in the background.
+        The row is written before this returns, so the 202 means something: the id resolves at once
+        on GET /runs/{id}, and a shutdown or crash right after the answer still leaves a row the next
+        start-up resumes. A failure to record is raised here, to the request.
         """
+        run = prepared.run
+        orch = self.orchestrator
+        await orch.record_run(prepared)
         channel = RunChannel(run.id)
         self._channels[run.id] = channel
-        orch = self.orchestrator
-        task = self._spawn(
-            self._execute(run, lambda: orch.start_run(request, progress=channel), channel),
+        self._spawn(
+            self._execute(run, lambda: orch.execute(prepared, progress=channel, record=False), channel),
             name=f"jax-run-{run.id}",
         )
-        recorded = asyncio.ensure_future(channel.recorded.wait())
-        try:
-            await asyncio.wait([recorded, task], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            recorded.cancel()
-        if not channel.recorded.is_set():
-            raise channel.failure or RuntimeError(f"run {run.id} ended before it was recorded")
 
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -251,8 +219,6 @@ class RunManager:
                 raise
             except Exception as exc:
                 log.exception("run failed", run_id=run.id)
-                if not channel.recorded.is_set():
-                    channel.failure = exc
                 final = await self._record_failure(run, exc)
             else:
                 final = run_event(outcome.run)
