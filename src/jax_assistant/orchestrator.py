@@ -199,12 +199,14 @@ class Orchestrator:
         Assumes one orchestrator process per database: a run another live process is executing would
         be resumed too (harmless for the data, since every write is idempotent, but wasted work).
         """
+        return [await self.resume_run(r.id) for r in await self.interrupted_runs(limit=limit)]
+
+    async def interrupted_runs(self, *, limit: int = 1000) -> list[Run]:
+        """Runs left ``running`` (by a process that died), oldest first, among the ``limit`` latest."""
         await self.open()
         assert self.repository is not None
-        interrupted = [
-            r for r in await self.repository.list_runs(limit=limit) if r.status is RunStatus.RUNNING
-        ]
-        return [await self.resume_run(r.id) for r in reversed(interrupted)]
+        runs = await self.repository.list_runs(limit=limit)  # newest first
+        return [r for r in reversed(runs) if r.status is RunStatus.RUNNING]
 
     # ------------------------------------------------------------------ resolving input
 

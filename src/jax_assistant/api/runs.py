@@ -41,9 +41,6 @@ log = get_logger("jax_assistant.api.runs")
 
 SseMessage = tuple[str, dict[str, Any]]  # (event name, JSON data)
 
-# Runs left `running` are looked for among this many most recent runs (as Orchestrator.resume_interrupted).
-RESUME_SCAN_LIMIT = 1_000
-
 
 class InvalidOverrideError(ValueError):
     """``stageOverrides`` names a stage outside the pipeline or sets an invalid policy (a 422)."""
@@ -265,12 +262,7 @@ class RunManager:
         is in the background: a run accepted by this process moments later is then never mistaken for an
         interrupted one and executed twice. Each resumed run gets a channel, so its SSE stream is live.
         """
-        runs = [
-            r
-            for r in await self.repository.list_runs(limit=RESUME_SCAN_LIMIT)
-            if r.status is RunStatus.RUNNING and r.id not in self._channels
-        ]
-        runs.reverse()  # list_runs is newest first; resume in the order they were started
+        runs = [r for r in await self.orchestrator.interrupted_runs() if r.id not in self._channels]
         channels = {r.id: RunChannel(r.id) for r in runs}
         self._channels.update(channels)
         ids = [r.id for r in runs]
