@@ -16,7 +16,7 @@ from jax_assistant.domain import RunStatus, StageStatus, SymbolStatus
 from jax_assistant.pipeline.base import StageContext, StageOutput, TransientError, WorkItem
 from jax_assistant.pipeline.resilience import FakeClock
 from jax_assistant.storage import Repository
-from jax_assistant.storage.repository import CheckpointWrite, WriteOp
+from jax_assistant.storage.repository import CheckpointWrite, DeadLetterWrite, SymbolResultWrite, WriteOp
 
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD"]
 
@@ -294,3 +294,39 @@ async def test_a_storage_fault_fails_only_the_symbol_it_hit(repository: Reposito
     assert (letter.symbol, letter.stage) == ("CCC", "engine")
     # The item in the dead letter knows which stage finished, so a retry continues after it.
     assert WorkItem.model_validate(letter.item).completed_stages == ["first"]
+
+
+class BatchRecorder(Repository):
+    """Real storage that remembers which ops each committed batch held."""
+
+    def __init__(self, inner: Repository) -> None:
+        super().__init__(inner._db)
+        self.batches: list[list[WriteOp]] = []
+
+    async def write_batch(self, ops: Sequence[WriteOp]) -> None:
+        await super().write_batch(ops)
+        self.batches.append(list(ops))
+
+
+async def test_a_required_failure_is_stored_in_one_commit(repository: Repository, clock: FakeClock) -> None:
+    """Checkpoint, dead letter and final result of a failed symbol commit together, so a crash can never
+    keep the dead letter of a symbol whose failure was not recorded (a resume would then complete it)."""
+
+    async def boom(ctx: StageContext, item: WorkItem) -> None:
+        if item.symbol == "BBB":
+            raise RuntimeError("boom")
+
+    recorder = BatchRecorder(repository)
+    engine = make_engine([FnStage("first"), FnStage("second", boom)], repository=recorder, clock=clock)
+    run, results = await run_symbols(engine, SYMBOLS)
+    assert results["BBB"].status is SymbolStatus.FAILED
+    with_letter = [b for b in recorder.batches if any(isinstance(op, DeadLetterWrite) for op in b)]
+    assert len(with_letter) == 1
+
+    def symbol_of(op: WriteOp) -> str | None:
+        return op.result.symbol if isinstance(op, SymbolResultWrite) else getattr(op, "symbol", None)
+
+    kinds = {type(op) for op in with_letter[0] if symbol_of(op) == "BBB"}
+    assert {CheckpointWrite, DeadLetterWrite, SymbolResultWrite} <= kinds
+    (letter,) = await repository.list_dead_letters(run_id=run.id)
+    assert (letter.symbol, letter.stage) == ("BBB", "second")

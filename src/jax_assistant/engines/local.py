@@ -308,10 +308,18 @@ class LocalEngine:
                         continue
                     # failed / timed_out / short_circuited
                     if stage.policy.required:
-                        await self._checkpoint(run, before, seq, result)
                         error = f"{stage.name}: {result.error or result.reason or result.status.value}"
-                        await self._dead_letter(run, before, stage.name, error, result.attempts)
-                        return await self._finish(run, before, stage_results, SymbolStatus.FAILED, error)
+                        # Checkpoint, dead letter and final result commit together: a crash between them
+                        # would leave a dead letter for a symbol that a resume then completes.
+                        failure_ops: list[WriteOp] = [
+                            *self._checkpoint_ops(run, before, seq, result),
+                            DeadLetterWrite(
+                                run.id, before.symbol, stage.name, error, result.attempts, before
+                            ),
+                        ]
+                        return await self._finish(
+                            run, before, stage_results, SymbolStatus.FAILED, error, extra_ops=failure_ops
+                        )
                     # Optional stage: record it as degraded and go on with the item unchanged.
                     degraded = True
                     result = result.model_copy(
@@ -447,8 +455,11 @@ class LocalEngine:
     # ------------------------------------------------------------------ persistence
 
     async def _checkpoint(self, run: Run, item: WorkItem, seq: int, result: StageResult) -> None:
-        if self._writer is None:
-            return
+        if self._writer is not None:
+            # The checkpoint and its audit row commit together: a crash cannot keep one and lose the other.
+            await self._writer.write(*self._checkpoint_ops(run, item, seq, result))
+
+    def _checkpoint_ops(self, run: Run, item: WorkItem, seq: int, result: StageResult) -> list[WriteOp]:
         ops: list[WriteOp] = [CheckpointWrite(run.id, item.symbol, seq, result, item)]
         if self.audit:
             ops.append(
@@ -472,8 +483,7 @@ class LocalEngine:
                     symbol=item.symbol,
                 )
             )
-        # The checkpoint and its audit row commit together: a crash cannot keep one and lose the other.
-        await self._writer.write(*ops)
+        return ops
 
     async def _dead_letter(self, run: Run, item: WorkItem, stage: str, error: str, attempts: int) -> None:
         if self._writer is not None:
@@ -488,6 +498,7 @@ class LocalEngine:
         error: str | None,
         *,
         persist: bool = True,
+        extra_ops: Sequence[WriteOp] = (),
     ) -> SymbolResult:
         result = SymbolResult(
             run_id=run.id,
@@ -503,7 +514,7 @@ class LocalEngine:
         self.status.done[status.value] = self.status.done.get(status.value, 0) + 1
         self.metrics.symbol_finished(status.value)
         if persist and self._writer is not None:
-            ops: list[WriteOp] = [SymbolResultWrite(result)]
+            ops: list[WriteOp] = [*extra_ops, SymbolResultWrite(result)]
             if self.audit:
                 ops.append(
                     AuditWrite(
@@ -529,10 +540,10 @@ class LocalEngine:
                         symbol=item.symbol,
                     )
                 )
-            # A failed symbol's bookkeeping is best effort: it already has its dead letter.
-            with (
-                contextlib.suppress(Exception) if status is SymbolStatus.FAILED else contextlib.nullcontext()
-            ):
+            # A failed symbol's final bookkeeping is best effort once its dead letter is stored; when the
+            # dead letter rides in this write, a failure must surface (the caller then parks it alone).
+            best_effort = status is SymbolStatus.FAILED and not extra_ops
+            with contextlib.suppress(Exception) if best_effort else contextlib.nullcontext():
                 await self._writer.write(*ops)
         return result
 
