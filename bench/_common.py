@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,3 +25,12 @@ def git_revision() -> dict[str, Any]:
         "commit": git("rev-parse", "--short", "HEAD"),
         "src_dirty": bool(git("status", "--porcelain", "src")),
     }
+
+
+def write_results(results: dict[str, Any], out: Path | None, console: Any) -> None:
+    """Save the figures as JSON when ``--out`` was given."""
+    if out is None:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"[dim]wrote {out}[/]")

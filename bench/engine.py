@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import git_revision  # bench/ is sys.path[0] when run as a script
+from _common import git_revision, write_results  # bench/ is sys.path[0] when run as a script
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rich.console import Console
 from rich.table import Table
@@ -630,10 +630,7 @@ def main(argv: list[str] | None = None) -> int:
             "p99": r["in_engine_p99_us"] <= TARGET_US,
         }
     print_table(res, args)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(res, indent=2) + "\n")
-        console.print(f"[dim]wrote {args.out}[/]")
+    write_results(res, args.out, console)
     return 0
 
 

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import git_revision  # bench/ is sys.path[0] when run as a script
+from _common import git_revision, write_results  # bench/ is sys.path[0] when run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -280,10 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[dim]jax run over {len(provider.symbols())} symbols ({args.run_repeats}x)...[/]")
         res["run"] = bench_run(args.data, args.run_repeats)
     print_tables(res)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(res, indent=2) + "\n")
-        console.print(f"[dim]wrote {args.out}[/]")
+    write_results(res, args.out, console)
     return 0
 
 

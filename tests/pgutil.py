@@ -16,8 +16,10 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
+import pytest
 from sqlalchemy import make_url
 
 ADMIN_URL_ENV = "JAX_TEST_PG_ADMIN_URL"
@@ -81,3 +83,23 @@ async def throwaway_postgres_url(prefix: str = "jax_test") -> AsyncIterator[str]
         yield url.render_as_string(hide_password=False)
     finally:
         await drop_database(name)
+
+
+def sqlite_url(directory: Path, name: str = "jax.db") -> str:
+    return f"sqlite+aiosqlite:///{directory / name}"
+
+
+@asynccontextmanager
+async def backend_url(backend: str, tmp_path: Path, prefix: str = "jax_test") -> AsyncIterator[str]:
+    """An empty database of ``backend`` ("sqlite" file in tmp_path, or a throwaway PostgreSQL one).
+
+    PostgreSQL being unreachable FAILS the test (never skips): CI requires both backends.
+    """
+    if backend == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    try:
+        async with throwaway_postgres_url(prefix) as url:
+            yield url
+    except PostgresUnavailableError as exc:
+        pytest.fail(str(exc), pytrace=False)

@@ -13,16 +13,12 @@ from typing import Any
 
 import pytest
 from tests.engines.helpers import BACKENDS
-from tests.pgutil import PostgresUnavailableError, throwaway_postgres_url
+from tests.pgutil import backend_url, sqlite_url
 
 from jax_assistant.pipeline import plugins
 from jax_assistant.pipeline.resilience import FakeClock
 from jax_assistant.pipeline.stages import BUILTIN_STAGES
 from jax_assistant.storage import Repository, open_database
-
-
-def sqlite_url(directory: Path, name: str = "jax.db") -> str:
-    return f"sqlite+aiosqlite:///{directory / name}"
 
 
 @pytest.fixture
@@ -43,14 +39,8 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(params=BACKENDS)
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """An empty database of each backend (migrated when opened)."""
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-        return
-    try:
-        async with throwaway_postgres_url("jax_engine_test") as url:
-            yield url
-    except PostgresUnavailableError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    async with backend_url(request.param, tmp_path, "jax_engine_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.pgutil import PostgresUnavailableError, throwaway_postgres_url
+from tests.pgutil import backend_url
 
 from jax_assistant.storage import Database, Repository, open_database
 
@@ -19,21 +19,11 @@ BACKENDS = [
 ]
 
 
-def sqlite_url(directory: Path) -> str:
-    return f"sqlite+aiosqlite:///{directory / 'jax.db'}"
-
-
 @pytest.fixture(params=BACKENDS)
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """An empty, unmigrated database of each backend."""
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-        return
-    try:
-        async with throwaway_postgres_url() as url:
-            yield url
-    except PostgresUnavailableError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    async with backend_url(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
-from tests.storage.conftest import sqlite_url
+from tests.pgutil import sqlite_url
 from tests.storage.factories import make_run
 
 from jax_assistant.storage import Repository, open_database
