@@ -1,5 +1,6 @@
-"""Domain models (pydantic v2). Imports nothing else of ours."""
+"""Domain models (pydantic v2) and the error tree. Imports nothing else of ours."""
 
+from jax_assistant.domain.errors import ConfigError, DataError, InputError, JaxError, UnavailableError
 from jax_assistant.domain.models import (
     Adjustment,
     AuditEvent,
@@ -32,10 +33,14 @@ __all__ = [
     "AuditOutcome",
     "Bar",
     "CamelModel",
+    "ConfigError",
     "ConstraintResult",
+    "DataError",
     "Direction",
     "Event",
     "EventType",
+    "InputError",
+    "JaxError",
     "ResearchBundle",
     "RiskResult",
     "Run",
@@ -46,6 +51,7 @@ __all__ = [
     "SymbolStatus",
     "TradeRecord",
     "TradeSetup",
+    "UnavailableError",
     "Violation",
     "session_time",
     "unix_seconds",

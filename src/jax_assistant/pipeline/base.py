@@ -9,6 +9,7 @@ in-process or as a remote activity.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -81,6 +82,45 @@ class Stage(Protocol):
     async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput: ...
 
 
+class RunStageOutput(BaseModel):
+    """What a run-level stage returns: every item it was given (same symbols, any order), updated.
+
+    ``failed`` maps a symbol to the reason this stage fails it (the engine then treats that symbol
+    as if a per-symbol stage had failed: required stage -> symbol failed + dead letter, optional ->
+    degraded). ``status``/``reason`` apply to every other symbol.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[WorkItem]
+    status: Literal["ok", "skipped", "degraded"] = "ok"
+    reason: str | None = None
+    failed: dict[str, str] = Field(default_factory=dict)
+
+
+@runtime_checkable
+class RunStage(Protocol):
+    """A barrier: runs once per run, after every live symbol has finished the stages before it.
+
+    It sees the items of every symbol that reached it (failed and cancelled symbols excluded), in the
+    run's symbol order, and returns them updated. Per-symbol stages after it start only once it is
+    done. This is how a decision that needs the whole watchlist (portfolio allocation) is made once,
+    deterministically, instead of first come first served. On a distributed engine it maps onto a
+    workflow step after the per-symbol children. ``scope`` tells the engine which kind a stage is.
+    """
+
+    name: str
+    policy: StagePolicy
+    scope: Literal["run"]
+
+    async def run_all(self, ctx: StageContext, items: Sequence[WorkItem]) -> RunStageOutput: ...
+
+
+def is_run_stage(stage: object) -> bool:
+    """True for a run-level (barrier) stage, False for an ordinary per-symbol stage."""
+    return getattr(stage, "scope", "symbol") == "run"
+
+
 class BaseStage:
     """Convenience base: subclasses set ``name``/``default_policy`` and implement ``run``."""
 
@@ -91,4 +131,20 @@ class BaseStage:
         self.policy = policy or self.default_policy.model_copy(deep=True)
 
     async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class BaseRunStage:
+    """Convenience base for run-level stages: set ``name``/``default_policy``, implement ``run_all``."""
+
+    name: ClassVar[str] = ""
+    scope: ClassVar[Literal["run"]] = "run"
+    default_policy: ClassVar[StagePolicy] = StagePolicy()
+
+    def __init__(self, policy: StagePolicy | None = None) -> None:
+        self.policy = policy or self.default_policy.model_copy(deep=True)
+
+    async def run_all(
+        self, ctx: StageContext, items: Sequence[WorkItem]
+    ) -> RunStageOutput:  # pragma: no cover - abstract
         raise NotImplementedError
