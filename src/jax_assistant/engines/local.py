@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import gc
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from jax_assistant.domain import (
     AuditEvent,
@@ -36,7 +37,16 @@ from jax_assistant.engines.writer import GroupCommitWriter
 from jax_assistant.observability.correlation import bind_correlation_id
 from jax_assistant.observability.metrics import MetricsSink, NullMetrics
 from jax_assistant.observability.tracing import set_span_status, stage_span, symbol_span
-from jax_assistant.pipeline.base import Stage, StageContext, StageOutput, StageSkipped, WorkItem
+from jax_assistant.pipeline.base import (
+    RunStage,
+    RunStageOutput,
+    Stage,
+    StageContext,
+    StageOutput,
+    StageSkipped,
+    WorkItem,
+    is_run_stage,
+)
 from jax_assistant.pipeline.resilience import (
     CallNotPermittedError,
     Clock,
@@ -65,6 +75,27 @@ _AUDIT_OUTCOME: dict[StageStatus, AuditOutcome] = {
 
 
 _NOT_STARTED = "run cancelled before it started"
+_STATUS: dict[str, StageStatus] = {
+    "ok": StageStatus.OK,
+    "skipped": StageStatus.SKIPPED,
+    "degraded": StageStatus.DEGRADED,
+}
+_PASSED = frozenset(_STATUS.values())
+
+
+class _BadOutput(Exception):
+    """A stage returned something that is not a valid output for the item(s) it was given."""
+
+
+class _StageCrashed(Exception):
+    """A ``BaseException`` raised by stage code (SystemExit, KeyboardInterrupt, ...), contained.
+
+    Stage code is not where a run or a process ends: only the engine's ``cancel()`` (from a real
+    signal handler) does that, so such an exception is just this stage failing.
+    """
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(f"{type(exc).__name__}: {exc}")
 
 
 class ProgressSink(Protocol):
@@ -80,6 +111,55 @@ class StartPoint:
     item: WorkItem
     next_stage: int = 0
     stages: list[StageResult] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Live:
+    """A symbol still moving: its item, that item's JSON snapshot, and where it goes next.
+
+    ``snap`` is taken when a stage's output is accepted (the checkpoint needs it anyway). It is what
+    checkpoints, dead letters and retries use, so a stage that mutates the item it was handed cannot
+    change the engine's record of what it received.
+    """
+
+    item: WorkItem
+    snap: dict[str, Any]
+    next_stage: int
+    stages: list[StageResult]
+    degraded: bool
+    started: bool = False
+
+    @classmethod
+    def of(cls, sp: StartPoint) -> _Live:
+        # A resumed symbol is already degraded if an earlier optional stage did not end ok/skipped.
+        degraded = any(r.status not in (StageStatus.OK, StageStatus.SKIPPED) for r in sp.stages)
+        return cls(sp.item, _snapshot(sp.item), sp.next_stage, list(sp.stages), degraded)
+
+
+def _snapshot(item: WorkItem) -> dict[str, Any]:
+    """``item`` as plain JSON values (fresh containers); fails if it holds anything JSON cannot."""
+    try:
+        return item.model_dump(mode="json", warnings="error")
+    except Exception as exc:  # PydanticSerializationError: an object, or a field of the wrong type
+        raise _BadOutput(f"item of {item.symbol!r} is not JSON-serialisable: {exc}") from exc
+
+
+def _restore(snap: dict[str, Any]) -> WorkItem:
+    """A fresh item from a snapshot (deep-copied: the snapshot may sit in a queued write)."""
+    return WorkItem.model_validate(copy.deepcopy(snap))
+
+
+def _completed(item: WorkItem, stage: str) -> WorkItem:
+    return item.model_copy(update={"completed_stages": [*item.completed_stages, stage]})
+
+
+def _as_optional(result: StageResult) -> StageResult:
+    reason = f"optional stage {result.status.value}: {result.error or result.reason}"
+    return result.model_copy(update={"reason": reason})
+
+
+def _kind(obj: object) -> str:
+    return "None" if obj is None else f"a {type(obj).__name__}"
 
 
 @dataclass
@@ -157,7 +237,9 @@ class LocalEngine:
         """Run (or resume) ``run``: every start point ends in one terminal state.
 
         ``finished`` holds symbols that already ended in an earlier attempt of this run (resume); they
-        are counted, not re-run.
+        are counted, not re-run. The pipeline is cut into segments at run stages (barriers): each
+        segment runs per symbol on the worker pool, then its barrier runs once for every symbol that
+        reached it, in ``run.symbols`` order.
         """
         results: dict[str, SymbolResult] = dict(finished or {})
         self.status = EngineStatus(run_id=run.id, total=len(starts) + len(results))
@@ -167,60 +249,22 @@ class LocalEngine:
             for r in results.values():
                 progress.symbol_done(r)
         await self._audit_run(run, "started")
-        queue: asyncio.Queue[StartPoint | None] = asyncio.Queue(maxsize=self.queue_size)
+        lives: dict[str, _Live] = {}
 
-        async def produce() -> None:
+        def pulled() -> Iterator[_Live]:
+            # Start points are taken lazily, as the bounded queue admits them (backpressure).
             for sp in starts:
-                if self._cancel.is_set():
-                    break
-                await queue.put(sp)  # blocks while the queue is full: backpressure
-                self._set_queue_depth(queue.qsize())
-            for _ in range(self.concurrency):
-                await queue.put(None)
+                lv = lives[sp.item.symbol] = _Live.of(sp)
+                yield lv
 
-        busy: set[asyncio.Task[None]] = set()
-
-        async def work() -> None:
-            me = asyncio.current_task()
-            assert me is not None
-            # Once cancelling, a worker that finished its symbol stops instead of waiting for more work:
-            # the producer is gone, so an empty queue would keep the drain waiting its whole timeout.
-            while not self._cancel.is_set():
-                sp = await queue.get()
-                self._set_queue_depth(queue.qsize())
-                if sp is None or self._cancel.is_set():
-                    return
-                busy.add(me)  # no await between get() and here: a worker is idle or busy, never between
-                try:
-                    result = await self._process_symbol(run, sp)
-                finally:
-                    busy.discard(me)
-                results[result.symbol] = result
-                if progress:
-                    progress.symbol_done(result)
-
-        workers = [asyncio.create_task(work(), name=f"jax-worker-{i}") for i in range(self.concurrency)]
-        producer = asyncio.create_task(produce(), name="jax-producer")
-        try:
-            await self._wait_or_drain(producer, workers, busy)
-        finally:
-            for t in (producer, *workers):
-                # Never cancel a task twice: a second cancel lands while the first is still unwinding
-                # (e.g. inside SQLAlchemy's shielded connection close) and can leave that close
-                # waiting forever on a stopped driver thread, hanging the process at exit.
-                if not t.done() and not t.cancelling():
-                    t.cancel()
-            await asyncio.gather(producer, *workers, return_exceptions=True)
-
-        # Whatever never started (cancelled before a worker took it) ends `cancelled` too; finished
-        # together so their writes share commits.
-        never_started = [sp for sp in starts if sp.item.symbol not in results]
+        await self._run_segments(run, pulled(), lives, results, progress)
+        # Whatever did not end (cancelled before a worker took it, or waiting between segments) ends
+        # `cancelled`; finished together so their writes share commits.
+        rest = [lives.get(sp.item.symbol) or _Live.of(sp) for sp in starts if sp.item.symbol not in results]
         for r in await asyncio.gather(
             *(
-                self._finish(
-                    run, sp.item, list(sp.stages), SymbolStatus.CANCELLED, "run cancelled before it started"
-                )
-                for sp in never_started
+                self._finish(run, lv, SymbolStatus.CANCELLED, "run cancelled" if lv.started else _NOT_STARTED)
+                for lv in rest
             )
         ):
             results[r.symbol] = r
@@ -242,7 +286,91 @@ class LocalEngine:
             self.metrics.run_failed()
         return run, ordered
 
+    async def _run_segments(
+        self,
+        run: Run,
+        source: Iterator[_Live],
+        lives: dict[str, _Live],
+        results: dict[str, SymbolResult],
+        progress: ProgressSink | None,
+    ) -> None:
+        barriers = [i for i, s in enumerate(self.stages) if is_run_stage(s)]
+        order = {s: i for i, s in enumerate(run.symbols)}
+        for k, end in enumerate([*barriers, len(self.stages)]):
+            if self._cancel.is_set():
+                return
+            # A resumed symbol may already be past this segment (or this barrier): it just waits.
+            todo: Iterable[_Live] = (
+                (lv for lv in source if lv.next_stage < end)
+                if k == 0
+                else [lv for lv in lives.values() if lv.item.symbol not in results and lv.next_stage < end]
+            )
+            await self._run_pool(run, todo, end, results, progress)
+            if end == len(self.stages) or self._cancel.is_set():
+                return
+            arrived = sorted(
+                (lv for lv in lives.values() if lv.item.symbol not in results and lv.next_stage == end),
+                key=lambda lv: order.get(lv.item.symbol, len(order)),
+            )
+            if arrived:
+                await self._run_barrier(run, end, arrived, results, progress)
+
     # ------------------------------------------------------------------ flow control
+
+    async def _run_pool(
+        self,
+        run: Run,
+        todo: Iterable[_Live],
+        end: int,
+        results: dict[str, SymbolResult],
+        progress: ProgressSink | None,
+    ) -> None:
+        """Take ``todo`` through stages ``[next_stage, end)`` on the worker pool (one segment)."""
+        queue: asyncio.Queue[_Live | None] = asyncio.Queue(maxsize=self.queue_size)
+
+        async def produce() -> None:
+            for lv in todo:
+                if self._cancel.is_set():
+                    break
+                await queue.put(lv)  # blocks while the queue is full: backpressure
+                self._set_queue_depth(queue.qsize())
+            for _ in range(self.concurrency):
+                await queue.put(None)
+
+        busy: set[asyncio.Task[None]] = set()
+
+        async def work() -> None:
+            me = asyncio.current_task()
+            assert me is not None
+            # Once cancelling, a worker that finished its symbol stops instead of waiting for more work:
+            # the producer is gone, so an empty queue would keep the drain waiting its whole timeout.
+            while not self._cancel.is_set():
+                lv = await queue.get()
+                self._set_queue_depth(queue.qsize())
+                if lv is None or self._cancel.is_set():
+                    return
+                busy.add(me)  # no await between get() and here: a worker is idle or busy, never between
+                try:
+                    result = await self._process_symbol(run, lv, end)
+                finally:
+                    busy.discard(me)
+                if result is not None:
+                    results[result.symbol] = result
+                    if progress:
+                        progress.symbol_done(result)
+
+        workers = [asyncio.create_task(work(), name=f"jax-worker-{i}") for i in range(self.concurrency)]
+        producer = asyncio.create_task(produce(), name="jax-producer")
+        try:
+            await self._wait_or_drain(producer, workers, busy)
+        finally:
+            for t in (producer, *workers):
+                # Never cancel a task twice: a second cancel lands while the first is still unwinding
+                # (e.g. inside SQLAlchemy's shielded connection close) and can leave that close
+                # waiting forever on a stopped driver thread, hanging the process at exit.
+                if not t.done() and not t.cancelling():
+                    t.cancel()
+            await asyncio.gather(producer, *workers, return_exceptions=True)
 
     async def _wait_or_drain(
         self, producer: asyncio.Task[None], workers: list[asyncio.Task[None]], busy: set[asyncio.Task[None]]
@@ -281,71 +409,71 @@ class LocalEngine:
 
     # ------------------------------------------------------------------ one symbol
 
-    async def _process_symbol(self, run: Run, sp: StartPoint) -> SymbolResult:
-        item = sp.item
-        stage_results = list(sp.stages)
+    async def _process_symbol(self, run: Run, lv: _Live, end: int) -> SymbolResult | None:
+        """Run ``lv`` up to stage ``end``: its final result, or None when it reached a barrier."""
+        lv.started = True
         self._set_in_flight(+1)
         try:
-            with bind_correlation_id(run.correlation_id), symbol_span(item.symbol, run_id=run.id):
-                # A resumed symbol is already degraded if an earlier optional stage did not end ok/skipped.
-                degraded = any(r.status not in (StageStatus.OK, StageStatus.SKIPPED) for r in stage_results)
-                for seq in range(sp.next_stage, len(self.stages)):
+            with bind_correlation_id(run.correlation_id), symbol_span(lv.item.symbol, run_id=run.id):
+                for seq in range(lv.next_stage, end):
                     if self._cancel.is_set():
-                        return await self._finish(
-                            run, item, stage_results, SymbolStatus.CANCELLED, "run cancelled"
-                        )
-                    stage = self.stages[seq]
-                    before = item
-                    result, item = await self._run_stage(run, stage, item)
-                    stage_results.append(result)
-                    if result.status in (StageStatus.OK, StageStatus.SKIPPED, StageStatus.DEGRADED):
+                        return await self._finish(run, lv, SymbolStatus.CANCELLED, "run cancelled")
+                    stage: Stage = self.stages[seq]
+                    result, out, snap = await self._run_stage(run, stage, lv.item, lv.snap)
+                    lv.stages.append(result)
+                    if out is not None and snap is not None:
                         # A stage that returned `degraded` did its work: keep its output, degrade the symbol.
-                        degraded = degraded or result.status is StageStatus.DEGRADED
-                        item = item.model_copy(
-                            update={"completed_stages": [*item.completed_stages, stage.name]}
-                        )
-                        await self._checkpoint(run, item, seq, result)
+                        lv.degraded = lv.degraded or result.status is StageStatus.DEGRADED
+                        await self._advance(run, lv, seq, result, out, snap)
                         continue
                     # failed / timed_out / short_circuited
                     if stage.policy.required:
                         error = f"{stage.name}: {result.error or result.reason or result.status.value}"
                         # Checkpoint, dead letter and final result commit together: a crash between them
                         # would leave a dead letter for a symbol that a resume then completes.
-                        failure_ops: list[WriteOp] = [
-                            *self._checkpoint_ops(run, before, seq, result),
-                            DeadLetterWrite(
-                                run.id, before.symbol, stage.name, error, result.attempts, before
-                            ),
-                        ]
                         return await self._finish(
-                            run, before, stage_results, SymbolStatus.FAILED, error, extra_ops=failure_ops
+                            run,
+                            lv,
+                            SymbolStatus.FAILED,
+                            error,
+                            extra_ops=self._failure_ops(run, lv, seq, result),
                         )
-                    # Optional stage: record it as degraded and go on with the item unchanged.
-                    degraded = True
-                    result = result.model_copy(
-                        update={
-                            "reason": f"optional stage {result.status.value}: {result.error or result.reason}"
-                        }
-                    )
-                    stage_results[-1] = result
-                    item = before.model_copy(
-                        update={"completed_stages": [*before.completed_stages, stage.name]}
-                    )
-                    await self._checkpoint(run, item, seq, result)
-                status = SymbolStatus.DEGRADED if degraded else SymbolStatus.SUCCEEDED
-                return await self._finish(run, item, stage_results, status, None)
+                    # Optional stage: record it as degraded and go on with the item as it was before it.
+                    lv.stages[-1] = result = _as_optional(result)
+                    lv.degraded = True
+                    await self._advance(run, lv, seq, result, _restore(lv.snap), lv.snap)
+                if end == len(self.stages):
+                    status = SymbolStatus.DEGRADED if lv.degraded else SymbolStatus.SUCCEEDED
+                    return await self._finish(run, lv, status, None)
+                return None
         except Exception as exc:  # an engine-side failure (e.g. storage down) still ends the symbol
             error = f"engine: {type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
-                await self._dead_letter(run, item, "engine", error, 1)
-            return await self._finish(run, item, stage_results, SymbolStatus.FAILED, error, persist=False)
+                await self._dead_letter(run, lv, "engine", error, 1)
+            return await self._finish(run, lv, SymbolStatus.FAILED, error, persist=False)
         finally:
             self._set_in_flight(-1)
 
-    async def _run_stage(self, run: Run, stage: Stage, item: WorkItem) -> tuple[StageResult, WorkItem]:
-        policy = stage.policy
-        started_at = utc_now()
-        t0 = time.perf_counter()
+    async def _advance(
+        self, run: Run, lv: _Live, seq: int, result: StageResult, item: WorkItem, snap: dict[str, Any]
+    ) -> None:
+        """``lv`` passed stage ``seq`` with ``item`` (its JSON snapshot ``snap``): checkpoint and move on."""
+        lv.item = _completed(item, result.stage)
+        lv.snap = {**snap, "completed_stages": list(lv.item.completed_stages)}
+        lv.next_stage = seq + 1
+        await self._checkpoint(run, lv.item.symbol, lv.snap, seq, result)
+
+    def _failure_ops(self, run: Run, lv: _Live, seq: int, result: StageResult) -> list[WriteOp]:
+        error = f"{result.stage}: {result.error or result.reason or result.status.value}"
+        return [
+            *self._checkpoint_ops(run, lv.item.symbol, lv.snap, seq, result),
+            DeadLetterWrite(run.id, lv.item.symbol, result.stage, error, result.attempts, lv.snap),
+        ]
+
+    async def _run_stage(
+        self, run: Run, stage: Stage, item: WorkItem, snap: dict[str, Any]
+    ) -> tuple[StageResult, WorkItem | None, dict[str, Any] | None]:
+        """One per-symbol stage under its policies: (result, output item and its snapshot if it passed)."""
         ctx = StageContext(
             run_id=run.id,
             correlation_id=run.correlation_id,
@@ -354,12 +482,59 @@ class LocalEngine:
             params=run.params,
             stage=stage.name,
         )
+        calls = 0
+
+        def call() -> Awaitable[Any]:
+            nonlocal calls
+            calls += 1
+            # A retry gets the item as it was before the stage, not what a failed attempt left of it.
+            return stage.run(ctx, item if calls == 1 else _restore(snap))
+
+        def check(out: Any) -> tuple[StageStatus, str | None, Any]:
+            if not isinstance(out, StageOutput):
+                raise _BadOutput(f"returned {_kind(out)}, not a StageOutput")
+            given = out.item
+            if not isinstance(given, WorkItem):
+                raise _BadOutput(f"returned an item that is {_kind(given)}, not a WorkItem")
+            if given.symbol != item.symbol or given.run_id != item.run_id:
+                raise _BadOutput(
+                    f"returned the item of {given.symbol!r} in run {given.run_id!r}, "
+                    f"not {item.symbol!r} in {item.run_id!r}"
+                )
+            return _STATUS[out.status], out.reason, (given, _snapshot(given))
+
+        result, payload = await self._call(run, stage, ctx, call, check, symbol=item.symbol)
+        if payload is None:
+            return result, None, None
+        out_item, out_snap = payload
+        return result, out_item, out_snap
+
+    async def _call(
+        self,
+        run: Run,
+        stage: Stage | RunStage,
+        ctx: StageContext,
+        call: Callable[[], Awaitable[Any]],
+        check: Callable[[Any], tuple[StageStatus, str | None, Any]],
+        *,
+        symbol: str | None,
+    ) -> tuple[StageResult, Any]:
+        """Call a stage with its policies applied; (result, ``check``'s payload or None on failure).
+
+        Around the call, outermost first: per-stage concurrency, then per attempt: circuit breaker,
+        rate limiter, bulkhead, timeout; retries with backoff around the attempts. Whatever the stage
+        raises — any ``BaseException`` — becomes this stage's result; only the engine's own
+        cancellation of the task passes through.
+        """
+        policy = stage.policy
+        started_at = utc_now()
+        t0 = time.perf_counter()
         breaker = self.resilience.breaker(policy.breaker) if policy.breaker else None
         limiter = self.resilience.limiter(policy.rate_limit) if policy.rate_limit else None
         bulkhead = self.resilience.bulkhead(policy.bulkhead) if policy.bulkhead else None
         attempts = 0
 
-        async def attempt() -> StageOutput:
+        async def attempt() -> Any:
             nonlocal attempts
             attempts += 1
             ctx.attempt = attempts
@@ -376,11 +551,19 @@ class LocalEngine:
             call_start = self.clock.monotonic()
             try:
                 async with _maybe(bulkhead):
-                    if policy.timeout_s is None:
-                        out = await stage.run(ctx, item)
-                    else:
-                        async with asyncio.timeout(policy.timeout_s):
-                            out = await stage.run(ctx, item)
+                    # The slow-call timer starts here: waiting for a bulkhead slot (or the rate limiter)
+                    # is not the dependency being slow.
+                    call_start = self.clock.monotonic()
+                    try:
+                        if policy.timeout_s is None:
+                            out = await call()
+                        else:
+                            async with asyncio.timeout(policy.timeout_s):
+                                out = await call()
+                    except (Exception, asyncio.CancelledError):
+                        raise
+                    except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, custom
+                        raise _StageCrashed(exc) from exc
             except StageSkipped:
                 if breaker is not None:
                     breaker.on_success(self.clock.monotonic() - call_start, permit)
@@ -400,9 +583,9 @@ class LocalEngine:
         status: StageStatus
         error: str | None = None
         reason: str | None = None
-        out_item = item
+        payload: Any = None
         limit = self._stage_limits.get(stage.name)
-        with stage_span(stage.name, run_id=run.id, symbol=item.symbol) as span:
+        with stage_span(stage.name, run_id=run.id, symbol=symbol) as span:
             async with _maybe(limit):
                 # Counted once it holds the stage's slot: symbols queued for the slot are not in the stage.
                 self.status.stage_in_flight[stage.name] = self.status.stage_in_flight.get(stage.name, 0) + 1
@@ -410,13 +593,9 @@ class LocalEngine:
                     out, attempts = await call_with_retry(
                         attempt, policy.retry, clock=self.clock, rng=self.rng
                     )
-                    out_item = out.item
-                    status = {
-                        "ok": StageStatus.OK,
-                        "skipped": StageStatus.SKIPPED,
-                        "degraded": StageStatus.DEGRADED,
-                    }[out.status]
-                    reason = out.reason
+                    status, reason, payload = check(out)
+                except _BadOutput as exc:
+                    status, error = StageStatus.FAILED, f"bad output: {exc}"
                 except StageSkipped as exc:
                     status, reason = StageStatus.SKIPPED, str(exc) or "skipped"
                 except CallNotPermittedError as exc:
@@ -431,6 +610,8 @@ class LocalEngine:
                     # Raised inside the stage (it awaited something another task cancelled): a failure of
                     # this symbol, not a cancellation of the run.
                     status, error = StageStatus.FAILED, "CancelledError: cancelled inside the stage"
+                except _StageCrashed as exc:
+                    status, error = StageStatus.FAILED, str(exc)
                 except Exception as exc:
                     status, error = StageStatus.FAILED, f"{type(exc).__name__}: {exc}"
                 finally:
@@ -450,27 +631,138 @@ class LocalEngine:
             error=error,
             reason=reason,
         )
-        return result, out_item
+        return result, (payload if status in _PASSED else None)
+
+    # ------------------------------------------------------------------ run stages (barriers)
+
+    async def _run_barrier(
+        self,
+        run: Run,
+        seq: int,
+        arrived: list[_Live],
+        results: dict[str, SymbolResult],
+        progress: ProgressSink | None,
+    ) -> None:
+        """Run the run stage ``seq`` once over ``arrived`` (in run order) and apply its outcome.
+
+        Every symbol's checkpoint, audit row and (for those it fails) dead letter and result go out
+        in ONE write: after a crash either every symbol passed the barrier or none did.
+        """
+        stage = cast(RunStage, self.stages[seq])
+        symbols = [lv.item.symbol for lv in arrived]
+        given = set(symbols)
+        ctx = StageContext(
+            run_id=run.id,
+            correlation_id=run.correlation_id,
+            as_of=run.as_of or arrived[0].item.as_of,
+            services=self.services,
+            params=run.params,
+            stage=stage.name,
+        )
+        calls = 0
+
+        def call() -> Awaitable[Any]:
+            nonlocal calls
+            calls += 1
+            items = [lv.item if calls == 1 else _restore(lv.snap) for lv in arrived]
+            return stage.run_all(ctx, items)
+
+        def check(out: Any) -> tuple[StageStatus, str | None, Any]:
+            if not isinstance(out, RunStageOutput):
+                raise _BadOutput(f"returned {_kind(out)}, not a RunStageOutput")
+            by_symbol: dict[str, tuple[WorkItem, dict[str, Any]]] = {}
+            for it in out.items:
+                if not isinstance(it, WorkItem):
+                    raise _BadOutput(f"returned an item that is {_kind(it)}, not a WorkItem")
+                if it.symbol not in given:
+                    raise _BadOutput(f"returned an item for {it.symbol!r}, which it was not given")
+                if it.symbol in by_symbol:
+                    raise _BadOutput(f"returned {it.symbol!r} twice")
+                if it.run_id != run.id:
+                    raise _BadOutput(f"returned {it.symbol!r} of run {it.run_id!r}, not {run.id!r}")
+                by_symbol[it.symbol] = (it, _snapshot(it))
+            unknown = sorted(set(out.failed) - given)
+            if unknown:
+                raise _BadOutput(f"failed symbol(s) it was not given: {', '.join(unknown)}")
+            missing = [s for s in symbols if s not in by_symbol and s not in out.failed]
+            if missing:
+                raise _BadOutput(f"returned no item for {', '.join(missing)}")
+            return _STATUS[out.status], out.reason, (by_symbol, dict(out.failed))
+
+        with bind_correlation_id(run.correlation_id):
+            result, payload = await self._call(run, stage, ctx, call, check, symbol=None)
+        outputs: dict[str, tuple[WorkItem, dict[str, Any]]] = payload[0] if payload is not None else {}
+        failed: dict[str, str] = payload[1] if payload is not None else {}
+        ops: list[WriteOp] = []
+        ended: list[tuple[_Live, SymbolResult]] = []
+        for lv in arrived:
+            sym = lv.item.symbol
+            res = result
+            if payload is not None and sym not in failed:
+                out_item, out_snap = outputs[sym]
+                lv.degraded = lv.degraded or res.status is StageStatus.DEGRADED
+                lv.item = _completed(out_item, stage.name)
+                lv.snap = {**out_snap, "completed_stages": list(lv.item.completed_stages)}
+            else:
+                if payload is not None:  # the stage ran but failed this one symbol
+                    res = res.model_copy(update={"status": StageStatus.FAILED, "error": failed[sym]})
+                if stage.policy.required:
+                    lv.stages.append(res)
+                    error = f"{stage.name}: {res.error or res.reason or res.status.value}"
+                    sr = self._symbol_result(run, lv, SymbolStatus.FAILED, error)
+                    ops += [*self._failure_ops(run, lv, seq, res), *self._finish_ops(run, lv, sr)]
+                    ended.append((lv, sr))
+                    continue
+                res = _as_optional(res)
+                lv.degraded = True
+                lv.item = _completed(_restore(lv.snap), stage.name)
+                lv.snap = {**lv.snap, "completed_stages": list(lv.item.completed_stages)}
+            lv.stages.append(res)
+            lv.next_stage = seq + 1
+            ops += self._checkpoint_ops(run, sym, lv.snap, seq, res)
+        try:
+            if self._writer is not None:
+                await self._writer.write(*ops)
+        except Exception as exc:  # storage failed: nobody passed the barrier
+            error = f"engine: {type(exc).__name__}: {exc}"
+            for lv in arrived:
+                with contextlib.suppress(Exception):
+                    await self._dead_letter(run, lv, "engine", error, 1)
+                r = await self._finish(run, lv, SymbolStatus.FAILED, error, persist=False)
+                results[r.symbol] = r
+                if progress:
+                    progress.symbol_done(r)
+            return
+        for _, sr in ended:
+            self._count_done(sr)
+            results[sr.symbol] = sr
+            if progress:
+                progress.symbol_done(sr)
 
     # ------------------------------------------------------------------ persistence
 
-    async def _checkpoint(self, run: Run, item: WorkItem, seq: int, result: StageResult) -> None:
+    async def _checkpoint(
+        self, run: Run, symbol: str, snap: dict[str, Any], seq: int, result: StageResult
+    ) -> None:
         if self._writer is not None:
             # The checkpoint and its audit row commit together: a crash cannot keep one and lose the other.
-            await self._writer.write(*self._checkpoint_ops(run, item, seq, result))
+            await self._writer.write(*self._checkpoint_ops(run, symbol, snap, seq, result))
 
-    def _checkpoint_ops(self, run: Run, item: WorkItem, seq: int, result: StageResult) -> list[WriteOp]:
-        ops: list[WriteOp] = [CheckpointWrite(run.id, item.symbol, seq, result, item)]
+    def _checkpoint_ops(
+        self, run: Run, symbol: str, snap: dict[str, Any], seq: int, result: StageResult
+    ) -> list[WriteOp]:
+        # ``snap`` is the item's JSON snapshot: nothing a stage does later can change a queued write.
+        ops: list[WriteOp] = [CheckpointWrite(run.id, symbol, seq, result, snap)]
         if self.audit:
             ops.append(
                 AuditWrite(
                     AuditEvent(
-                        id=f"au_{run.id}_{item.symbol}_{result.stage}",
+                        id=f"au_{run.id}_{symbol}_{result.stage}",
                         correlation_id=run.correlation_id,
                         action=f"stage.{result.stage}",
                         outcome=_AUDIT_OUTCOME[result.status],
                         payload={
-                            "symbol": item.symbol,
+                            "symbol": symbol,
                             "status": result.status.value,
                             "attempts": result.attempts,
                             "durationMs": round(result.duration_ms, 3),
@@ -478,73 +770,90 @@ class LocalEngine:
                         },
                         error=result.error,
                     ),
-                    idempotency_key=f"{run.id}/{item.symbol}/stage/{result.stage}",
+                    idempotency_key=f"{run.id}/{symbol}/stage/{result.stage}",
+                    run_id=run.id,
+                    symbol=symbol,
+                )
+            )
+        return ops
+
+    async def _dead_letter(self, run: Run, lv: _Live, stage: str, error: str, attempts: int) -> None:
+        if self._writer is not None:
+            await self._writer.write(DeadLetterWrite(run.id, lv.item.symbol, stage, error, attempts, lv.snap))
+
+    def _symbol_result(self, run: Run, lv: _Live, status: SymbolStatus, error: str | None) -> SymbolResult:
+        item = lv.item
+        return SymbolResult(
+            run_id=run.id,
+            symbol=item.symbol,
+            status=status,
+            stages=lv.stages,
+            events=item.events,
+            trades=item.trades,
+            error=error,
+            data_issues=item.data_issues,
+            # From the snapshot: JSON values only (a set is a list, NaN is null), as stored.
+            extras=lv.snap.get("extras", {}),
+        )
+
+    def _finish_ops(self, run: Run, lv: _Live, result: SymbolResult) -> list[WriteOp]:
+        item, status = lv.item, result.status
+        ops: list[WriteOp] = [SymbolResultWrite(result)]
+        if self.audit:
+            ops.append(
+                AuditWrite(
+                    AuditEvent(
+                        id=f"au_{run.id}_{item.symbol}_done_{status.value}",
+                        correlation_id=run.correlation_id,
+                        action="symbol.finished",
+                        outcome="success"
+                        if status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED)
+                        else ("skipped" if status is SymbolStatus.CANCELLED else "error"),
+                        payload={
+                            "symbol": item.symbol,
+                            "status": status.value,
+                            "events": len(item.events),
+                            "trades": len(item.trades),
+                            "allowed": sum(1 for t in item.trades if t.risk.allowed),
+                        },
+                        error=result.error,
+                    ),
+                    # Keyed by outcome too: a symbol cancelled and later resumed records both.
+                    idempotency_key=f"{run.id}/{item.symbol}/finished/{status.value}",
                     run_id=run.id,
                     symbol=item.symbol,
                 )
             )
         return ops
 
-    async def _dead_letter(self, run: Run, item: WorkItem, stage: str, error: str, attempts: int) -> None:
-        if self._writer is not None:
-            await self._writer.write(DeadLetterWrite(run.id, item.symbol, stage, error, attempts, item))
+    def _count_done(self, result: SymbolResult) -> None:
+        self.status.done[result.status.value] = self.status.done.get(result.status.value, 0) + 1
+        self.metrics.symbol_finished(result.status.value)
 
     async def _finish(
         self,
         run: Run,
-        item: WorkItem,
-        stages: list[StageResult],
+        lv: _Live,
         status: SymbolStatus,
         error: str | None,
         *,
         persist: bool = True,
         extra_ops: Sequence[WriteOp] = (),
     ) -> SymbolResult:
-        result = SymbolResult(
-            run_id=run.id,
-            symbol=item.symbol,
-            status=status,
-            stages=stages,
-            events=item.events,
-            trades=item.trades,
-            error=error,
-            data_issues=item.data_issues,
-            extras=item.extras,
-        )
-        self.status.done[status.value] = self.status.done.get(status.value, 0) + 1
-        self.metrics.symbol_finished(status.value)
+        result = self._symbol_result(run, lv, status, error)
         if persist and self._writer is not None:
-            ops: list[WriteOp] = [*extra_ops, SymbolResultWrite(result)]
-            if self.audit:
-                ops.append(
-                    AuditWrite(
-                        AuditEvent(
-                            id=f"au_{run.id}_{item.symbol}_done_{status.value}",
-                            correlation_id=run.correlation_id,
-                            action="symbol.finished",
-                            outcome="success"
-                            if status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED)
-                            else ("skipped" if status is SymbolStatus.CANCELLED else "error"),
-                            payload={
-                                "symbol": item.symbol,
-                                "status": status.value,
-                                "events": len(item.events),
-                                "trades": len(item.trades),
-                                "allowed": sum(1 for t in item.trades if t.risk.allowed),
-                            },
-                            error=error,
-                        ),
-                        # Keyed by outcome too: a symbol cancelled and later resumed records both.
-                        idempotency_key=f"{run.id}/{item.symbol}/finished/{status.value}",
-                        run_id=run.id,
-                        symbol=item.symbol,
-                    )
-                )
-            # A failed symbol's final bookkeeping is best effort once its dead letter is stored; when the
-            # dead letter rides in this write, a failure must surface (the caller then parks it alone).
-            best_effort = status is SymbolStatus.FAILED and not extra_ops
-            with contextlib.suppress(Exception) if best_effort else contextlib.nullcontext():
+            ops = [*extra_ops, *self._finish_ops(run, lv, result)]
+            try:
                 await self._writer.write(*ops)
+            except Exception:
+                # A failed symbol's final bookkeeping is best effort once its dead letter is stored; when
+                # the dead letter rides in this write, the failure must surface (the caller then parks it
+                # alone and finishes the symbol once more, without persisting).
+                if status is not SymbolStatus.FAILED or extra_ops:
+                    raise
+        # Counted only once the symbol really ended here: a write that raised above is finished (and
+        # counted) by the caller, so no symbol is counted twice.
+        self._count_done(result)
         return result
 
     async def _audit_run(self, run: Run, outcome: AuditOutcome) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import graphlib
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
-from jax_assistant.pipeline.base import Stage
+from jax_assistant.pipeline.base import RunStage, Stage, is_run_stage
 from jax_assistant.pipeline.policy import StagePolicy
 
 ENTRY_POINT_GROUP = "jax_assistant.stages"
@@ -69,8 +69,19 @@ def discover_stage_factories() -> dict[str, StageFactory]:
 
 
 def instantiate(name: str, factory: StageFactory, policy_override: dict[str, Any] | None) -> Stage:
-    stage = factory()
-    if not isinstance(stage, Stage):
+    made = factory()
+    if is_run_stage(made):
+        if not isinstance(made, RunStage):
+            raise PipelineConfigError(
+                f"run stage {name!r} does not implement the RunStage protocol "
+                "(needs name, policy, scope = 'run' and async run_all)"
+            )
+        # The pipeline stays typed as a list of Stage for its callers; the engine tells run stages
+        # apart with is_run_stage() and calls their run_all instead of run.
+        stage = cast(Stage, made)
+    elif isinstance(made, Stage):
+        stage = made
+    else:
         raise PipelineConfigError(
             f"stage {name!r} does not implement the Stage protocol (needs name, policy and async run)"
         )
@@ -139,6 +150,11 @@ def describe(stages: Sequence[Stage]) -> list[dict[str, Any]]:
     for s in stages:
         policy: StagePolicy = s.policy
         out.append(
-            {"name": s.name, **policy.model_dump(exclude={"retry"}), "attempts": policy.retry.attempts}
+            {
+                "name": s.name,
+                "scope": "run" if is_run_stage(s) else "symbol",
+                **policy.model_dump(exclude={"retry"}),
+                "attempts": policy.retry.attempts,
+            }
         )
     return out
