@@ -421,7 +421,9 @@ async def test_the_slow_call_timer_excludes_the_bulkhead_wait(clock: FakeClock) 
 
     async def query(ctx: StageContext, item: WorkItem) -> None:
         if item.symbol == "AAA":
-            await clock.sleep(5.0)  # slow, holding the only slot while BBB waits for it
+            for _ in range(20):  # let BBB start its call and queue for the only slot, which AAA holds
+                await asyncio.sleep(0)
+            clock.advance(5.0)  # AAA is slow; BBB spends those 5 s waiting for the slot
 
     stage = FnStage("db", query, policy(breaker="db", bulkhead="db"))
     engine = make_engine([stage], clock=clock, resilience=registry, concurrency=2)
