@@ -124,7 +124,7 @@ class _RichProgress:
 
 
 def _run_async(coro_factory: Any, orch: Orchestrator) -> RunOutcome:
-    """Run with Ctrl-C handling: first press drains in-flight stages, second aborts."""
+    """Run with Ctrl-C/SIGTERM handling: the first drains in-flight stages (exit 130), a second aborts."""
 
     async def main() -> RunOutcome:
         loop = asyncio.get_running_loop()
@@ -140,14 +140,17 @@ def _run_async(coro_factory: Any, orch: Orchestrator) -> RunOutcome:
             elif task is not None:
                 task.cancel()
 
+        # engine: SIGTERM (a service manager stopping us) drains like the first Ctrl-C; a second one aborts.
         with contextlib.suppress(NotImplementedError, RuntimeError):  # non-Unix loops have no signal handlers
             loop.add_signal_handler(signal.SIGINT, on_sigint)
+            loop.add_signal_handler(signal.SIGTERM, on_sigint)
         try:
             async with orch:
                 result: RunOutcome = await coro_factory()
                 return result
         finally:
             loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
 
     try:
         return asyncio.run(main())

@@ -32,8 +32,20 @@ from jax_assistant.storage import Repository
 SERVICE_NAME = "jax-orchestrator"
 # How long shutdown waits for cancelled run tasks to unwind before closing the database.
 SHUTDOWN_TIMEOUT_S = 10.0
+# engine: how long shutdown lets in-flight stages finish (drain) before cancelling what is left.
+SHUTDOWN_DRAIN_S = 5.0
 
 log = get_logger("jax_assistant.api")
+
+
+async def _drain_active_runs(orch: Orchestrator, timeout_s: float) -> None:
+    """Interrupt every active run (a drain that leaves it resumable) and wait up to ``timeout_s``."""
+    for engine in list(orch.active.values()):
+        engine.interrupt()
+    deadline = time.monotonic() + timeout_s
+    # Polled: a run leaves `active` once its engine has finished, and nothing signals that.
+    while orch.active and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
 
 
 def create_app(
@@ -45,8 +57,9 @@ def create_app(
     """The service. Pass ``orchestrator`` to share one (the caller then owns closing it).
 
     The lifespan opens storage (running migrations), warms the market-data provider and, with
-    ``resume_on_startup``, resumes runs a dead process left ``running``. Shutdown cancels runs still
-    executing; they stay ``running``, checkpointed, and the next start-up resumes them.
+    ``resume_on_startup``, resumes runs a dead process left ``running``. Shutdown drains runs still
+    executing (in-flight stages finish, up to SHUTDOWN_DRAIN_S) then cancels what is left; they stay
+    ``running``, checkpointed, and the next start-up resumes them.
     """
     owns_orchestrator = orchestrator is None
     orch = orchestrator or Orchestrator(settings or Settings())
@@ -67,6 +80,10 @@ def create_app(
                 await runs.resume_interrupted()
             yield
         finally:
+            # engine: drain first (SIGTERM / shutdown): active runs stop taking symbols and let their
+            # in-flight stages finish; they stay `running` for the next start-up to resume. Only then
+            # cancel what is left.
+            await _drain_active_runs(orch, SHUTDOWN_DRAIN_S)
             await runs.shutdown(SHUTDOWN_TIMEOUT_S)
             if owns_orchestrator:
                 await orch.close()

@@ -212,6 +212,7 @@ class LocalEngine:
         self._writer = GroupCommitWriter(repository) if repository is not None else None
         self.status = EngineStatus()
         self._cancel = asyncio.Event()
+        self._interrupted = False
         self._stage_limits: dict[str, asyncio.Semaphore] = {
             s.name: asyncio.Semaphore(s.policy.concurrency) for s in self.stages if s.policy.concurrency
         }
@@ -220,6 +221,12 @@ class LocalEngine:
 
     def cancel(self) -> None:
         """Stop taking new symbols; in-flight stages finish (drain) and the rest end ``cancelled``."""
+        self._cancel.set()
+
+    def interrupt(self) -> None:
+        """Drain like :meth:`cancel`, but leave the run ``running``: the process is stopping (a service
+        shut down), not the user cancelling, so the next start-up resumes the run."""
+        self._interrupted = True
         self._cancel.set()
 
     @property
@@ -275,6 +282,8 @@ class LocalEngine:
         run.counts = _count(ordered)
         run.finished_at = utc_now()
         run.status = RunStatus.CANCELLED if self._cancel.is_set() else RunStatus.COMPLETED
+        if self._interrupted and run.status is RunStatus.CANCELLED:
+            run.status, run.finished_at = RunStatus.RUNNING, None  # resumable by the next start-up
         if self._writer is not None:
             await self._writer.aclose()
         if self.repository is not None:
