@@ -7,6 +7,12 @@ per-stage concurrency, then per attempt: circuit breaker, rate limiter, bulkhead
 with backoff around the attempts. Every outcome becomes a StageResult, is checkpointed with the work
 item (so a killed run resumes from the last completed stage) and is audited under the run's
 correlation id. Every symbol ends in exactly one terminal state.
+
+Run stages (barriers, ``is_run_stage``) cut the pipeline into segments: each segment runs per symbol
+on the pool, then its barrier runs once over every symbol that reached it, in ``run.symbols`` order,
+and its checkpoints commit in one write. Stage code is contained: whatever it raises (any
+``BaseException``) or returns is that stage's result, and the engine keeps its own JSON snapshot of
+each item, so a stage mutating what it was handed cannot change checkpoints, dead letters or retries.
 """
 
 from __future__ import annotations
@@ -438,6 +444,7 @@ class LocalEngine:
                     # failed / timed_out / short_circuited
                     if stage.policy.required:
                         error = f"{stage.name}: {result.error or result.reason or result.status.value}"
+                        lv.item = _restore(lv.snap)  # the result reports the item as it was, not as mangled
                         # Checkpoint, dead letter and final result commit together: a crash between them
                         # would leave a dead letter for a symbol that a resume then completes.
                         return await self._finish(
@@ -716,6 +723,7 @@ class LocalEngine:
                 if payload is not None:  # the stage ran but failed this one symbol
                     res = res.model_copy(update={"status": StageStatus.FAILED, "error": failed[sym]})
                 if stage.policy.required:
+                    lv.item = _restore(lv.snap)
                     lv.stages.append(res)
                     error = f"{stage.name}: {res.error or res.reason or res.status.value}"
                     sr = self._symbol_result(run, lv, SymbolStatus.FAILED, error)
