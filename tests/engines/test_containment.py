@@ -12,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.engines.helpers import FnStage, make_engine, policy, run_symbols, stage_of, start
 
+from jax_assistant.config import Settings
 from jax_assistant.domain import Event, RunStatus, StageStatus, SymbolResult, SymbolStatus
 from jax_assistant.observability.metrics import NullMetrics
+from jax_assistant.orchestrator import Orchestrator
 from jax_assistant.pipeline.base import StageContext, StageOutput, WorkItem
 from jax_assistant.pipeline.policy import BreakerConfig, BulkheadConfig, ResilienceConfig
 from jax_assistant.pipeline.resilience import BreakerState, FakeClock, ResilienceRegistry
@@ -432,3 +435,47 @@ async def test_the_slow_call_timer_excludes_the_bulkhead_wait(clock: FakeClock) 
     # make 2/2 calls slow and open the breaker, short-circuiting CCC.
     assert registry.breaker("db").state is BreakerState.CLOSED
     assert all(r.status is SymbolStatus.SUCCEEDED for r in results.values())
+
+
+async def test_a_retried_letter_of_a_scribbling_stage_succeeds_with_the_real_item(
+    register_stages: Callable[..., None], tmp_path: Path
+) -> None:
+    """The stage clears the item it is handed and fails; the retry must start from the item as it was."""
+    healed = {"on": False}
+
+    async def compute(ctx: StageContext, item: WorkItem) -> StageOutput:
+        return StageOutput(item=item.model_copy(update={"extras": {"value": sum(map(ord, item.symbol))}}))
+
+    async def scribble(ctx: StageContext, item: WorkItem) -> None:
+        if not healed["on"]:
+            item.extras.clear()
+            item.completed_stages.clear()
+            raise RuntimeError("dependency refused")
+
+    async def finalize(ctx: StageContext, item: WorkItem) -> StageOutput:
+        return StageOutput(
+            item=item.model_copy(update={"extras": {**item.extras, "double": 2 * item.extras["value"]}})
+        )
+
+    register_stages(
+        compute=lambda: FnStage("compute", compute),
+        scribble=lambda: FnStage("scribble", scribble),
+        finalize=lambda: FnStage("finalize", finalize),
+    )
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'retry.db'}",
+        pipeline=["compute", "scribble", "finalize"],
+        metrics_enabled=False,
+    )
+    async with Orchestrator(settings) as orch:
+        assert orch.repository is not None
+        engine = make_engine(orch.stages(), repository=orch.repository)
+        run, results = await run_symbols(engine, ["AAA", "BBB"])
+        assert {r.status for r in results.values()} == {SymbolStatus.FAILED}
+        healed["on"] = True
+        retry = await orch.retry_dead_letters(run_id=run.id)
+    got = {r.symbol: r for r in retry.results}
+    for sym in ("AAA", "BBB"):
+        assert got[sym].status is SymbolStatus.SUCCEEDED, got[sym].error
+        assert got[sym].extras["double"] == 2 * sum(map(ord, sym))
+        assert [s.stage for s in got[sym].stages] == ["scribble", "finalize"]
