@@ -1,9 +1,10 @@
 """The ``jax`` command line (Typer + rich).
 
 Progress and tables go to stderr/stdout for people; ``--json`` prints only the machine-readable result
-on stdout. Exit codes: 0 the run ran (symbols may still have failed: see the table), 2 bad input (unknown
-symbols, bad dates, unreadable files, bad config), 1 the run could not start for another reason, 130
-cancelled with Ctrl-C.
+on stdout. Exit codes: 0 the run ran (symbols may still have failed: see the table), 2 bad input (any
+``ConfigError``, ``InputError`` or ``DataError``: unknown symbols, bad dates, unreadable files, bad
+config), 1 the run could not start for another reason (``UnavailableError``: the database or a service
+cannot be reached), 130 cancelled with Ctrl-C. Every error is one line on stderr starting ``error:``.
 """
 
 from __future__ import annotations
@@ -22,16 +23,29 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from jax_assistant.config import Settings, load_settings
 from jax_assistant.domain import Run, SymbolResult
+from jax_assistant.domain.errors import JaxError, UnavailableError
 from jax_assistant.engines.local import tune_gc_for_runs
 from jax_assistant.marketdata.base import MarketDataError
 from jax_assistant.observability.logging import configure_logging
-from jax_assistant.orchestrator import Orchestrator, RunError, RunOutcome, RunRequest
-from jax_assistant.pipeline.plugins import PipelineConfigError, describe, discover_stage_factories
+from jax_assistant.orchestrator import Orchestrator, RunOutcome, RunRequest
+from jax_assistant.pipeline.plugins import describe, discover_stage_factories
 
 app = typer.Typer(
     help="jax-assistant: scan markets, detect events, size trades, keep running.", no_args_is_help=True
@@ -68,7 +82,10 @@ SIMULATED_BANNER = "SIMULATED market data (bundled sample provider) - not real p
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    # One line whatever the terminal: soft_wrap stops rich folding at 80 columns on a pipe, and the
+    # message is escaped so a symbol or file name in [brackets] is printed, not read as markup.
+    line = " ".join(str(message).split())
+    err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -81,14 +98,20 @@ def _parse_date(value: str | None, option: str = "--as-of") -> date | None:
         raise _fail(f"{option} {value!r} is not a date: use YYYY-MM-DD, e.g. 2017-11-10") from None
 
 
+# How a bad value given on the command line is named in its error line.
+OPTION_NAMES = {
+    "provider": "--provider",
+    "data_path": "--data",
+    "account_size": "--account-size",
+    "risk_percent": "--risk-percent",
+    "database_url": "--db",
+}
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
-        settings = load_settings(**overrides)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise _fail(f"bad setting {where}: {first['msg']}") from None
-    except FileNotFoundError as exc:
+        settings = load_settings(labels=OPTION_NAMES, **overrides)
+    except JaxError as exc:
         raise _fail(str(exc)) from None
     configure_logging(settings.log_level, json=settings.log_json, stream=sys.stderr)
     return settings
@@ -99,7 +122,9 @@ def _errors() -> Iterator[None]:
     """Turn expected failures into one clear line and the documented exit code."""
     try:
         yield
-    except (RunError, MarketDataError, PipelineConfigError) as exc:
+    except UnavailableError as exc:
+        raise _fail(str(exc), 1) from None  # may work when retried: not the caller's input
+    except JaxError as exc:  # every config, input and data family: the message names what is wrong
         raise _fail(str(exc)) from None
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -111,16 +136,69 @@ def _errors() -> Iterator[None]:
         raise _fail(f"{exc}", 1) from None
 
 
+class _RateColumn(ProgressColumn):
+    """Symbols per second once the engine is going (rich's own speed column counts bytes)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.1f}/s" if task.speed else "", style="progress.data.speed")
+
+
+class _OutcomeColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        failed, degraded = task.fields.get("failed", 0), task.fields.get("degraded", 0)
+        text = Text()
+        if failed:
+            text.append(f"{failed} failed ", style="red")
+        if degraded:
+            text.append(f"{degraded} degraded", style="yellow")
+        return text
+
+
+def _progress(disable: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        _OutcomeColumn(),
+        console=err,
+        transient=True,
+        # A live bar on a pipe or a log file is noise; only a terminal gets one.
+        disable=disable or not err.is_terminal,
+    )
+
+
 class _RichProgress:
-    def __init__(self, progress: Progress) -> None:
+    """The engine's ProgressSink: a "loading data" phase until the engine starts, then per symbol."""
+
+    def __init__(self, progress: Progress, banner: str | None = None) -> None:
         self.progress = progress
-        self.task = progress.add_task("symbols", total=None)
+        self.banner = banner
+        self.failed = 0
+        self.degraded = 0
+        self.task = progress.add_task("loading data", total=None, failed=0, degraded=0)
 
     def started(self, total: int) -> None:
-        self.progress.update(self.task, total=total)
+        # Printed once the run has started, so a request that cannot start shows only its error line.
+        if self.banner:
+            err.print(f"[bold yellow]{escape(self.banner)}[/]", soft_wrap=True)
+        self.progress.reset(self.task, total=total, description="symbols", failed=0, degraded=0)
 
     def symbol_done(self, result: SymbolResult) -> None:
-        self.progress.update(self.task, advance=1, description=f"{result.symbol:<10} {result.status.value}")
+        status = result.status.value
+        self.failed += status == "failed"
+        self.degraded += status == "degraded"
+        self.progress.update(
+            self.task,
+            advance=1,
+            description=f"{result.symbol:<10.10} {status}",
+            failed=self.failed,
+            degraded=self.degraded,
+        )
 
 
 def _run_async(coro_factory: Any, orch: Orchestrator) -> RunOutcome:
@@ -156,22 +234,13 @@ def _run_async(coro_factory: Any, orch: Orchestrator) -> RunOutcome:
 
 
 def _execute(orch: Orchestrator, settings: Settings, json_out: bool, coro: Any) -> None:
-    provider_simulated = settings.provider == "sample"
-    if provider_simulated and not json_out:
-        err.print(f"[bold yellow]{SIMULATED_BANNER}[/]")
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=json_out,
-    )
+    banner = SIMULATED_BANNER if settings.provider == "sample" and not json_out else None
+    progress = _progress(disable=json_out)
     with _errors(), progress:
-        outcome = _run_async(lambda: coro(_RichProgress(progress)), orch)
+        outcome = _run_async(lambda: coro(_RichProgress(progress, banner)), orch)
     _report(outcome, json_out)
     if outcome.run.status.value == "cancelled":
+        err.print(f"resume with: jax run --resume {outcome.run.id}", soft_wrap=True, highlight=False)
         raise typer.Exit(130)
 
 
@@ -302,7 +371,13 @@ def run(
         int | None, typer.Option(min=1, help="sessions to scan for events (default 1)")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the run as JSON")] = False,
-    resume: Annotated[str | None, typer.Option(help="resume an interrupted run by id")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(help="resume an interrupted run by id (with its own inputs: no other run options)"),
+    ] = None,
+    skip_unknown: Annotated[
+        bool, typer.Option("--skip-unknown", help="run the known symbols when some are unknown")
+    ] = False,
     concurrency: Annotated[int | None, typer.Option(min=1, help="symbols in flight at once")] = None,
     account_size: Annotated[float | None, typer.Option(help="account size in USD")] = None,
     risk_percent: Annotated[float | None, typer.Option(help="risk per trade in percent")] = None,
@@ -317,6 +392,25 @@ def run(
     ] = None,
 ) -> None:
     """Scan symbols, detect events, generate setups, size them and store everything."""
+    if resume:
+        # A resumed run replays its stored inputs; silently ignoring new ones would mislead.
+        given = {
+            "SYMBOLS": bool(symbols),
+            "--watchlist": watchlist is not None,
+            "--data": data is not None,
+            "--provider": provider is not None,
+            "--as-of": as_of is not None,
+            "--lookback": lookback is not None,
+            "--account-size": account_size is not None,
+            "--risk-percent": risk_percent is not None,
+            "--policy": bool(policy),
+            "--skip-unknown": skip_unknown,
+        }
+        clash = [name for name, present in given.items() if present]
+        if clash:
+            raise _fail(
+                f"--resume {resume} runs with the inputs it was started with; drop {', '.join(clash)}"
+            )
     if provider is not None and provider not in ("sample", "csv"):
         raise _fail(f"--provider must be 'sample' or 'csv', not {provider!r}")
     overrides: dict[str, Any] = {
@@ -340,7 +434,11 @@ def run(
         _execute(orch, settings, json_out, lambda p: orch.resume_run(resume, progress=p))
         return
     request = RunRequest(
-        symbols=requested, as_of=as_of_date, lookback=lookback, stage_overrides=_parse_policies(policy or [])
+        symbols=requested,
+        as_of=as_of_date,
+        lookback=lookback,
+        stage_overrides=_parse_policies(policy or []),
+        skip_unknown=skip_unknown,
     )
     _execute(orch, settings, json_out, lambda p: orch.start_run(request, progress=p))
 
