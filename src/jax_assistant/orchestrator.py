@@ -118,12 +118,15 @@ class Orchestrator:
         path = data_path or (str(self.settings.data_path) if self.settings.data_path else None)
         key = (kind, path)
         if key not in self._providers:
-            self._providers[key] = create_provider(
-                kind,
-                Path(path) if path else None,
-                earnings_path=self.settings.earnings_path,
-                sectors_path=self.settings.sectors_path,
-            )
+            with _reading_data(path or kind):
+                provider = create_provider(
+                    kind,
+                    Path(path) if path else None,
+                    earnings_path=self.settings.earnings_path,
+                    sectors_path=self.settings.sectors_path,
+                )
+                provider.symbols()  # loads the data: a source that cannot be read fails here, by name
+            self._providers[key] = provider
         return self._providers[key]
 
     def stages(
@@ -280,14 +283,13 @@ class Orchestrator:
         portfolio files. Raises a JaxError family: InputError (RunError: unknown symbols unless
         ``skip_unknown``, bad date, bad overrides), ConfigError (files, settings, pipeline), DataError.
         """
-        with _reading_data(self.settings):
-            provider = self.provider()
-            symbols, unknown = self.resolve_symbols(provider, request.symbols)
-            if unknown and (not symbols or not request.skip_unknown):
-                raise RunError(_unknown_message(unknown, provider), field="symbols", rule="known_symbol")
-            if not symbols:
-                raise RunError("no symbols to run", field="symbols")
-            as_of = self.resolve_as_of(provider, request.as_of)
+        provider = self.provider()
+        symbols, unknown = self.resolve_symbols(provider, request.symbols)
+        if unknown and (not symbols or not request.skip_unknown):
+            raise RunError(_unknown_message(unknown, provider), field="symbols", rule="known_symbol")
+        if not symbols:
+            raise RunError("no symbols to run", field="symbols")
+        as_of = self.resolve_as_of(provider, request.as_of)
         lookback = request.lookback or self.settings.lookback
         if not 1 <= lookback <= 10_000:
             raise InputError(f"lookback {lookback}: must be between 1 and 10000", field="lookback")
@@ -466,13 +468,12 @@ class Orchestrator:
 
 
 @contextmanager
-def _reading_data(settings: Settings) -> Iterator[None]:
+def _reading_data(source: str) -> Iterator[None]:
     """Low-level read failures of the data source (a truncated gzip, a file that vanished) become one
     DataSourceError naming the file, instead of a bare "unexpected end of file"."""
     try:
         yield
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        source = str(settings.data_path) if settings.data_path else settings.provider
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise DataSourceError(f"cannot read market data {source}: {detail}") from exc
 
