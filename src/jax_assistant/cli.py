@@ -14,7 +14,7 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -38,6 +38,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from jax_assistant.cli_report import Report
 from jax_assistant.config import Settings, load_settings
 from jax_assistant.domain import Run, SymbolResult
 from jax_assistant.domain.errors import JaxError, UnavailableError
@@ -233,18 +234,28 @@ def _run_async(coro_factory: Any, orch: Orchestrator) -> RunOutcome:
         raise _fail("aborted", 130) from None
 
 
-def _execute(orch: Orchestrator, settings: Settings, json_out: bool, coro: Any) -> None:
+def _execute(
+    orch: Orchestrator, settings: Settings, json_out: bool, coro: Any, *, show_all: bool = False
+) -> None:
     banner = SIMULATED_BANNER if settings.provider == "sample" and not json_out else None
     progress = _progress(disable=json_out)
     with _errors(), progress:
         outcome = _run_async(lambda: coro(_RichProgress(progress, banner)), orch)
-    _report(outcome, json_out)
+        # The run's provider is cached by now: its sectors cost nothing.
+        provider = orch.provider(outcome.run.params.get("provider"), outcome.run.params.get("dataPath"))
+    _report(outcome, json_out, show_all=show_all, sector_of=provider.sector)
     if outcome.run.status.value == "cancelled":
         err.print(f"resume with: jax run --resume {outcome.run.id}", soft_wrap=True, highlight=False)
         raise typer.Exit(130)
 
 
-def _report(outcome: RunOutcome, json_out: bool) -> None:
+def _report(
+    outcome: RunOutcome,
+    json_out: bool,
+    *,
+    show_all: bool = False,
+    sector_of: Callable[[str], str | None] | None = None,
+) -> None:
     run = outcome.run
     if json_out:
         payload = {
@@ -255,86 +266,20 @@ def _report(outcome: RunOutcome, json_out: bool) -> None:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     if outcome.unknown_symbols:
-        err.print(f"[yellow]skipped unknown symbol(s):[/] {', '.join(outcome.unknown_symbols)}")
-    out.print(_symbols_table(run, outcome.results))
-    _print_counts(run)
-
-
-def _symbols_table(run: Run, results: Sequence[SymbolResult]) -> Table:
-    """One row per trade setup (a symbol with none gets one row), the way a trader scans a blotter."""
-    title = f"Run {run.id} - as of {run.as_of} - {run.provider}"
-    if run.simulated:
-        title += " [bold yellow](SIMULATED DATA)[/]"
-    table = Table(title=title, title_justify="left")
-    table.add_column("symbol", no_wrap=True)
-    table.add_column("events")
-    table.add_column("setup")
-    table.add_column("entry/stop", justify="right", no_wrap=True)
-    table.add_column("size", justify="right")
-    table.add_column("risk $", justify="right")
-    table.add_column("decision", overflow="fold")
-    table.add_column("status", no_wrap=True)
-    for r in results:
-        events = ", ".join(EVENT_ABBREV.get(t, t) for t in sorted({e.type for e in r.events})) or "-"
-        status = f"[{STATUS_STYLE.get(r.status.value, 'white')}]{r.status.value}[/]"
-        if not r.trades:
-            note = f"[dim]{r.error}[/]" if r.error else "-"
-            table.add_row(r.symbol, events, note, "", "", "", "", status)
-            continue
-        for i, t in enumerate(r.trades):
-            s = t.setup
-            table.add_row(
-                r.symbol if i == 0 else "",
-                events if i == 0 else "",
-                f"{s.strategy_id} {s.direction.value}",
-                f"{s.entry:,.2f}/{s.stop:,.2f}",
-                str(t.risk.position_size),
-                f"{t.risk.total_risk:,.0f}",
-                _decision(t.risk),
-                status if i == 0 else "",
-            )
-    return table
-
-
-EVENT_ABBREV = {
-    "earnings_surprise": "earnings",
-    "gap_open": "gap",
-    "volume_spike": "volume",
-    "volatility_spike": "volatility",
-}
+        err.print(
+            f"[yellow]skipped unknown symbol(s):[/] {escape(', '.join(outcome.unknown_symbols))}",
+            soft_wrap=True,
+        )
+    out.print(Report(run, outcome.results, show_all=show_all, sector_of=sector_of).renderable())
 
 
 def _decision(risk: Any) -> str:
     c = risk.constraints
     if c.allowed:
         if c.adjustments:
-            return (
-                "[green]allowed[/] [dim]clamped "
-                + ",".join(_short_rule(a.rule) for a in c.adjustments)
-                + "[/]"
-            )
+            return "[green]allowed[/] [dim]clamped " + ",".join(escape(a.rule) for a in c.adjustments) + "[/]"
         return "[green]allowed[/]"
-    return "[red]rejected[/] " + ",".join(v.code for v in c.violations)
-
-
-def _short_rule(rule: str) -> str:
-    return rule.removeprefix("max_").replace("_per_trade", "").replace("_exposure", "")
-
-
-def _print_counts(run: Run) -> None:
-    c = run.counts
-    parts = [
-        f"{c.get('symbols', 0)} symbols",
-        f"[green]{c.get('succeeded', 0)} succeeded[/]",
-        f"[yellow]{c.get('degraded', 0)} degraded[/]",
-        f"[red]{c.get('failed', 0)} failed[/]",
-        f"[magenta]{c.get('cancelled', 0)} cancelled[/]",
-        f"{c.get('events', 0)} events",
-        f"{c.get('setups', 0)} setups ({c.get('allowed', 0)} allowed)",
-    ]
-    out.print(" | ".join(parts))
-    if c.get("failed"):
-        out.print("[dim]failed symbols are in the dead-letter queue: `jax dlq list`[/]")
+    return "[red]rejected[/] " + ",".join(escape(v.code) for v in c.violations)
 
 
 def _read_watchlist(path: Path) -> list[str]:
@@ -371,6 +316,9 @@ def run(
         int | None, typer.Option(min=1, help="sessions to scan for events (default 1)")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the run as JSON")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="a row for every symbol, not only those with something to read")
+    ] = False,
     resume: Annotated[
         str | None,
         typer.Option(help="resume an interrupted run by id (with its own inputs: no other run options)"),
@@ -431,7 +379,7 @@ def run(
     as_of_date = _parse_date(as_of)
     orch = Orchestrator(settings)
     if resume:
-        _execute(orch, settings, json_out, lambda p: orch.resume_run(resume, progress=p))
+        _execute(orch, settings, json_out, lambda p: orch.resume_run(resume, progress=p), show_all=show_all)
         return
     request = RunRequest(
         symbols=requested,
@@ -440,7 +388,7 @@ def run(
         stage_overrides=_parse_policies(policy or []),
         skip_unknown=skip_unknown,
     )
-    _execute(orch, settings, json_out, lambda p: orch.start_run(request, progress=p))
+    _execute(orch, settings, json_out, lambda p: orch.start_run(request, progress=p), show_all=show_all)
 
 
 def _parse_policies(specs: Sequence[str]) -> dict[str, dict[str, Any]] | None:
@@ -523,6 +471,7 @@ def runs_list(
 def runs_show(
     run_id: str,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="a row for every symbol")] = False,
     db: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """One run with its per-symbol results."""
@@ -539,11 +488,10 @@ def runs_show(
     if json_out:
         _report(outcome, True)
         return
-    out.print(_symbols_table(found, results))
-    _print_counts(found)
+    _report(outcome, False, show_all=show_all)
     for r in results:
         for issue in r.data_issues:
-            out.print(f"[dim]data: {issue}[/]")
+            out.print(f"[dim]data: {escape(r.symbol)}: {escape(issue)}[/]", soft_wrap=True)
 
 
 @trades_app.command("list")
