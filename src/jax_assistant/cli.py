@@ -14,6 +14,7 @@ import contextlib
 import json
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -631,47 +632,102 @@ def stages(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     out.print(f"available stages: {', '.join(available)}")
 
 
+ACTION_SEVERITY = {"symbol skipped": 0, "row skipped": 1}
+
+
 @data_app.command("check")
 def data_check(
     data: Annotated[
         Path | None, typer.Option(help="csv file or folder (default: configured provider)")
     ] = None,
     symbols: Annotated[list[str] | None, typer.Argument()] = None,
-    limit: Annotated[int, typer.Option(help="rows to show")] = 50,
+    rule: Annotated[str | None, typer.Option(help="only this rule, e.g. duplicate_date")] = None,
+    limit: Annotated[int, typer.Option(min=0, help="detail rows to show")] = 50,
+    json_out: Annotated[bool, typer.Option("--json", help="print the totals and issues as JSON")] = False,
 ) -> None:
-    """Report the data problems found (and skipped) per symbol."""
+    """Report the data problems found (and skipped): totals per rule, worst first, then per symbol."""
     settings = _settings(provider="csv" if data else None, data_path=data)
     orch = Orchestrator(settings)
     with _errors():
         provider = orch.provider()
         wanted = [s.upper() for s in symbols] if symbols else provider.symbols()
         issues = []
-        bad: list[str] = []
+        bad: dict[str, str] = {}
         for sym in wanted:
             try:
                 provider.bars(sym)
             except MarketDataError as exc:
-                bad.append(f"{sym}: {exc}")
+                bad[sym] = str(exc)
             issues.extend(provider.issues(sym))
-    summary: dict[tuple[str, str, str], int] = {}
+    found_rules = sorted({i.rule for i in issues})
+    if rule is not None:
+        issues = [i for i in issues if i.rule == rule]
+    per_rule: dict[str, dict[str, Any]] = {}
+    per_symbol: Counter[tuple[str, str, str]] = Counter()
     for i in issues:
-        key = (i.symbol, i.rule, i.action)
-        summary[key] = summary.get(key, 0) + 1
-    overview = Table(title=f"Data issues: {len(issues)} found in {len(wanted)} symbols")
-    for col in ("symbol", "rule", "count", "action"):
-        overview.add_column(col, justify="right" if col == "count" else "left")
-    for (sym, rule, action), n in sorted(summary.items()):
-        overview.add_row(sym, rule, str(n), action)
+        entry = per_rule.setdefault(i.rule, {"rule": i.rule, "count": 0, "symbols": set(), "actions": set()})
+        entry["count"] += 1
+        entry["symbols"].add(i.symbol)
+        entry["actions"].add(i.action)
+        per_symbol[(i.symbol, i.rule, i.action)] += 1
+    # Worst first: rules that drop data (symbols, then rows) before those only reported; then by count.
+    totals = sorted(
+        per_rule.values(),
+        key=lambda e: (min(ACTION_SEVERITY.get(a, 2) for a in e["actions"]), -e["count"], e["rule"]),
+    )
+    if json_out:
+        payload = {
+            "symbols": len(wanted),
+            "issues": len(issues),
+            "rule": rule,
+            "rules": [{**e, "symbols": len(e["symbols"]), "actions": sorted(e["actions"])} for e in totals],
+            "unusable": [{"symbol": s, "error": m} for s, m in bad.items()],
+            "details": [
+                {
+                    "symbol": i.symbol,
+                    "date": i.date.isoformat() if i.date else None,
+                    "rule": i.rule,
+                    "detail": i.detail,
+                    "action": i.action,
+                }
+                for i in issues
+            ],
+        }
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    scope = f" for rule {escape(rule)}" if rule else ""
+    overview = Table(
+        title=f"Data issues{scope}: {len(issues)} found in {len(wanted)} symbols", title_justify="left"
+    )
+    for col in ("rule", "issues", "symbols", "action"):
+        overview.add_column(col, justify="right" if col in ("issues", "symbols") else "left", no_wrap=True)
+    for e in totals:
+        overview.add_row(
+            escape(e["rule"]), str(e["count"]), str(len(e["symbols"])), ", ".join(sorted(e["actions"]))
+        )
     out.print(overview)
-    if issues and limit > 0:
-        details = Table(title=f"First {min(limit, len(issues))} issues")
+    if rule is not None and not issues:
+        out.print(
+            f"no issue breaks rule {escape(rule)!r}; rules found: {escape(', '.join(found_rules)) or 'none'}"
+        )
+    if per_symbol and limit > 0:
+        worst = per_symbol.most_common(limit)
+        by_symbol = Table(title=f"Worst {len(worst)} symbol/rule pairs", title_justify="left")
+        for col in ("symbol", "rule", "issues", "action"):
+            by_symbol.add_column(col, justify="right" if col == "issues" else "left", no_wrap=True)
+        for (sym, r, action), n in worst:
+            by_symbol.add_row(escape(sym), escape(r), str(n), escape(action))
+        out.print(by_symbol)
+        details = Table(title=f"First {min(limit, len(issues))} issues", title_justify="left")
         for col in ("symbol", "date", "rule", "detail", "action"):
-            details.add_column(col)
+            details.add_column(col, overflow="fold" if col == "detail" else "ellipsis")
         for i in issues[:limit]:
-            details.add_row(i.symbol, str(i.date or "-"), i.rule, i.detail, i.action)
+            details.add_row(
+                escape(i.symbol), str(i.date or "-"), escape(i.rule), escape(i.detail), escape(i.action)
+            )
         out.print(details)
-    for line in bad:
-        out.print(f"[red]unusable:[/] {line}")
+    for sym, message in bad.items():
+        out.print(f"[red]unusable:[/] {escape(sym)}: {escape(message)}")
 
 
 # ---------------------------------------------------------------------------- the HTTP service
