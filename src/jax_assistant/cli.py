@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -39,15 +38,13 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from jax_assistant.cli_report import Report
-from jax_assistant.config import Settings, load_settings
-from jax_assistant.domain import Run, SymbolResult
-from jax_assistant.domain.errors import JaxError, UnavailableError
-from jax_assistant.engines.local import tune_gc_for_runs
-from jax_assistant.marketdata.base import MarketDataError
-from jax_assistant.observability.logging import configure_logging
-from jax_assistant.orchestrator import Orchestrator, RunOutcome, RunRequest
-from jax_assistant.pipeline.plugins import describe, discover_stage_factories
+# Everything of ours is imported by the command that uses it: `jax --help` should not pay for storage,
+# migrations, polars and the pipeline (measured in the report of this change), and `jax run` never
+# loads FastAPI or uvicorn.
+if TYPE_CHECKING:
+    from jax_assistant.config import Settings
+    from jax_assistant.domain import Run, SymbolResult
+    from jax_assistant.orchestrator import Orchestrator, RunOutcome
 
 app = typer.Typer(
     help="jax-assistant: scan markets, detect events, size trades, keep running.", no_args_is_help=True
@@ -61,7 +58,10 @@ data_app = typer.Typer(help="Market data checks.", no_args_is_help=True)
 @app.callback()
 def _process_setup() -> None:
     """jax-assistant: scan markets, detect events, size trades, keep running."""
-    tune_gc_for_runs()
+    if "--help" not in sys.argv[1:]:
+        from jax_assistant.engines.local import tune_gc_for_runs
+
+        tune_gc_for_runs()
 
 
 app.add_typer(runs_app, name="runs")
@@ -111,6 +111,10 @@ OPTION_NAMES = {
 
 
 def _settings(**overrides: Any) -> Settings:
+    from jax_assistant.config import load_settings
+    from jax_assistant.domain.errors import JaxError
+    from jax_assistant.observability.logging import configure_logging
+
     try:
         settings = load_settings(labels=OPTION_NAMES, **overrides)
     except JaxError as exc:
@@ -122,20 +126,26 @@ def _settings(**overrides: Any) -> Settings:
 @contextmanager
 def _errors() -> Iterator[None]:
     """Turn expected failures into one clear line and the documented exit code."""
+    from jax_assistant.domain.errors import JaxError, UnavailableError
+
     try:
         yield
     except UnavailableError as exc:
         raise _fail(str(exc), 1) from None  # may work when retried: not the caller's input
     except JaxError as exc:  # every config, input and data family: the message names what is wrong
         raise _fail(str(exc)) from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise _fail(f"invalid {exc.title} {where}: {first['msg']}") from None
     except FileNotFoundError as exc:
         raise _fail(f"file not found: {exc.filename or exc}") from None
     except OSError as exc:
         raise _fail(f"{exc}", 1) from None
+    except Exception as exc:
+        from pydantic import ValidationError
+
+        if not isinstance(exc, ValidationError):
+            raise
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise _fail(f"invalid {exc.title} {where}: {first['msg']}") from None
 
 
 class _RateColumn(ProgressColumn):
@@ -271,6 +281,8 @@ def _report(
             f"[yellow]skipped unknown symbol(s):[/] {escape(', '.join(outcome.unknown_symbols))}",
             soft_wrap=True,
         )
+    from jax_assistant.cli_report import Report
+
     out.print(Report(run, outcome.results, show_all=show_all, sector_of=sector_of).renderable())
 
 
@@ -378,6 +390,8 @@ def run(
     if watchlist is not None:
         requested.extend(_read_watchlist(watchlist))
     as_of_date = _parse_date(as_of)
+    from jax_assistant.orchestrator import Orchestrator, RunRequest
+
     orch = Orchestrator(settings)
     if resume:
         _execute(orch, settings, json_out, lambda p: orch.resume_run(resume, progress=p), show_all=show_all)
@@ -416,6 +430,7 @@ def _parse_policies(specs: Sequence[str]) -> dict[str, dict[str, Any]] | None:
 
 def _with_orch(db: str | None, fn: Any) -> Any:
     settings = _settings(database_url=db)
+    from jax_assistant.orchestrator import Orchestrator
 
     async def main() -> Any:
         async with Orchestrator(settings) as orch:
@@ -485,6 +500,8 @@ def runs_show(
     found, results = _with_orch(db, fetch)
     if found is None:
         raise _fail(f"no run {run_id!r} (see `jax runs list`)")
+    from jax_assistant.orchestrator import RunOutcome
+
     outcome = RunOutcome(found, results, [])
     if json_out:
         _report(outcome, True)
@@ -583,6 +600,8 @@ def dlq_retry(
     if not ids and not run_id:
         raise _fail("give dead-letter ids or --run RUN_ID")
     settings = _settings(database_url=db)
+    from jax_assistant.orchestrator import Orchestrator
+
     orch = Orchestrator(settings)
     _execute(
         orch, settings, json_out, lambda p: orch.retry_dead_letters(ids or [], run_id=run_id, progress=p)
@@ -595,6 +614,9 @@ def dlq_retry(
 @app.command()
 def stages(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The configured pipeline and every stage available (built-in and plugins)."""
+    from jax_assistant.orchestrator import Orchestrator
+    from jax_assistant.pipeline.plugins import describe, discover_stage_factories
+
     settings = _settings()
     with _errors():
         pipeline = Orchestrator(settings).stages()
@@ -647,6 +669,9 @@ def data_check(
 ) -> None:
     """Report the data problems found (and skipped): totals per rule, worst first, then per symbol."""
     settings = _settings(provider="csv" if data else None, data_path=data)
+    from jax_assistant.marketdata.base import MarketDataError
+    from jax_assistant.orchestrator import Orchestrator
+
     orch = Orchestrator(settings)
     with _errors():
         provider = orch.provider()
@@ -751,6 +776,7 @@ def serve(
     import uvicorn
 
     from jax_assistant.api import create_app
+    from jax_assistant.observability.logging import configure_logging
 
     settings = _settings(database_url=db)
     if "log_level" not in settings.model_fields_set:

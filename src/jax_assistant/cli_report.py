@@ -88,7 +88,7 @@ class Report:
     show_all: bool = False
     sector_of: Callable[[str], str | None] | None = None
     strategies: Legend = field(default_factory=lambda: Legend(_initials))
-    codes: Legend = field(default_factory=lambda: Legend(lambda code: _initials(code, skip=FILLER)))
+    codes: Legend = field(default_factory=lambda: Legend(lambda code: _initials(code, skip=FILLER)[:3]))
 
     @property
     def lookback(self) -> int:
@@ -183,7 +183,9 @@ class Report:
     def _decision(self, t: TradeRecord) -> str:
         c = t.risk.constraints
         if not c.allowed:
-            return "[red]no[/] " + ",".join(self.codes(v.code) for v in c.violations)
+            # The first (deciding) code only, "+" when there are more: the summary tallies them all.
+            codes = [self.codes(v.code) for v in c.violations]
+            return "[red]no[/] " + (codes[0] + ("+" if len(codes) > 1 else "") if codes else "?")
         return "[green]ok*[/]" if c.adjustments else "[green]ok[/]"
 
     def notes(self) -> list[str]:

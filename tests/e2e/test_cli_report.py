@@ -81,23 +81,24 @@ def test_summary_totals_match_the_stored_run(
 ) -> None:
     payload = stored_run(runner, "--lookback", "5")
     text = jax(jax_env, tmp_path, "runs", "show", payload["run"]["id"]).stdout
+    flat = " ".join(text.split())  # summary prose wraps at 80 columns
     trades = [t for s in payload["symbols"] for t in s["trades"]]
     allowed = [t for t in trades if t["risk"]["constraints"]["allowed"]]
     total = sum(t["risk"]["totalRisk"] for t in allowed)
-    assert f"total risk ${total:,.0f} ({total / 10_000 * 100:.2f}%)" in text
+    assert f"total risk ${total:,.0f} ({total / 10_000 * 100:.2f}%)" in flat
     reasons = Counter(v["code"] for t in trades for v in t["risk"]["constraints"]["violations"])
-    assert "rejections: " + ", ".join(f"{k} {n}" for k, n in reasons.most_common()) in text
+    assert "rejections: " + ", ".join(f"{k} {n}" for k, n in reasons.most_common()) in flat
     per_strategy = Counter(t["setup"]["strategyId"] for t in trades)
     for strategy, n in per_strategy.items():
-        assert re.search(rf"{strategy} {n} \(\d+ allowed\)", text)
+        assert re.search(rf"{strategy} {n} \(\d+ allowed\)", flat)
     # lookback > 1: each setup row carries its session date
     header = next(line for line in text.splitlines() if line.startswith("symbol"))
     assert "date" in header.split()
     # every allowed, clamped setup says what was clamped, from -> to
     clamped = [t for t in allowed if t["risk"]["constraints"]["adjustments"]]
-    assert clamped and text.count(" clamped: ") == len(clamped)
+    assert clamped and flat.count(" clamped: ") == len(clamped)
     first = clamped[0]["risk"]["constraints"]["adjustments"][0]
-    assert f"{first['requested']:g}->" in text
+    assert f"{first['requested']:g}->" in flat
 
 
 def test_bracketed_text_is_printed_not_swallowed() -> None:
