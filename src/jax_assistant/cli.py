@@ -451,36 +451,27 @@ def runs_list(
     if json_out:
         sys.stdout.write(json.dumps([r.to_contract() for r in runs], indent=2) + "\n")
         return
-    table = Table(title="Runs")
-    for col in (
-        "run id",
-        "started",
-        "as of",
-        "provider",
-        "symbols",
-        "ok",
-        "degraded",
-        "failed",
-        "cancelled",
-        "status",
-    ):
-        table.add_column(col)
+    table = Table(
+        title="Runs", title_justify="left", box=None, padding=(0, 1, 0, 0), header_style="bold underline"
+    )
+    # Fits 80 columns with the full run id (the argument of `runs show` and `--resume`; it also says
+    # when the run started), never folded.
+    for col in ("run id", "as of", "provider", "syms", "ok/dg/fl/cn", "status"):
+        table.add_column(col, no_wrap=True, justify="right" if col in ("syms", "ok/dg/fl/cn") else "left")
     for r in runs:
         c = r.counts
-        provider = r.provider + (" [yellow](simulated)[/]" if r.simulated else "")
+        outcomes = "/".join(str(c.get(k, 0)) for k in ("succeeded", "degraded", "failed", "cancelled"))
         table.add_row(
             r.id,
-            f"{r.started_at:%Y-%m-%d %H:%M:%S}",
             str(r.as_of),
-            provider,
+            escape(r.provider) + ("[yellow]*[/]" if r.simulated else ""),
             str(len(r.symbols)),
-            str(c.get("succeeded", 0)),
-            str(c.get("degraded", 0)),
-            str(c.get("failed", 0)),
-            str(c.get("cancelled", 0)),
-            f"[{STATUS_STYLE.get(r.status.value, 'white')}]{r.status.value}[/]",
+            outcomes,
+            f"[{STATUS_STYLE.get(r.status.value, 'white')}]{escape(r.status.value)}[/]",
         )
     out.print(table)
+    if any(r.simulated for r in runs):
+        out.print("[yellow]*[/] simulated market data (the bundled sample)")
 
 
 @runs_app.command("show")
@@ -547,9 +538,9 @@ def trades_list(
     for t in trades:
         s = t.setup
         table.add_row(
-            s.id,
-            s.symbol,
-            s.strategy_id,
+            escape(s.id),
+            escape(s.symbol),
+            escape(s.strategy_id),
             s.direction.value,
             f"{s.entry:.2f}",
             f"{s.stop:.2f}",
@@ -583,7 +574,15 @@ def dlq_list(
     for col in ("id", "run", "symbol", "stage", "attempts", "status", "error"):
         table.add_column(col)
     for d in letters:
-        table.add_row(str(d.id), d.run_id, d.symbol, d.stage, str(d.attempts), d.status, d.error[:100])
+        table.add_row(
+            str(d.id),
+            d.run_id,
+            escape(d.symbol),
+            escape(d.stage),
+            str(d.attempts),
+            d.status,
+            escape(d.error[:100]),
+        )
     out.print(table)
 
 
@@ -641,7 +640,7 @@ def stages(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     for i, r in enumerate(rows, 1):
         table.add_row(
             str(i),
-            r["name"],
+            escape(r["name"]),
             "yes" if r["required"] else "optional",
             str(r["timeout_s"]),
             str(r["attempts"]),
@@ -651,7 +650,7 @@ def stages(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
             r["bulkhead"] or "-",
         )
     out.print(table)
-    out.print(f"available stages: {', '.join(available)}")
+    out.print(f"available stages: {escape(', '.join(available))}")
 
 
 ACTION_SEVERITY = {"symbol skipped": 0, "row skipped": 1}

@@ -144,3 +144,13 @@ def test_clamps_name_each_field_once_from_first_request_to_final_value() -> None
         ),
     )
     assert clamps(record) == "size 40->5 (leverage+sector_exposure)"
+
+
+def test_runs_list_shows_full_ids_within_80_columns(
+    runner: CliRunner, jax_env: dict[str, str], tmp_path: Path
+) -> None:
+    ids = [stored_run(runner, "ACME.SIM")["run"]["id"] for _ in range(2)]
+    text = jax(jax_env, tmp_path, "runs", "list").stdout
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    for run_id in ids:
+        assert re.search(rf"^{run_id} 2025-06-27 sample\*\s+1\s+1/0/0/0 completed", text, re.M), text
