@@ -100,7 +100,10 @@ class Orchestrator:
     async def open(self) -> None:
         if self.db is None:
             try:
+                _check_sqlite_folder(self.settings.database_url)
                 self.db = await open_database(self.settings.database_url)
+            except ConfigError:
+                raise
             except Exception as exc:
                 raise _database_error(self.settings.database_url, exc) from exc
             self.repository = Repository(self.db)
@@ -478,6 +481,29 @@ def _reading_data(source: str) -> Iterator[None]:
         raise DataSourceError(f"cannot read market data {source}: {detail}") from exc
 
 
+def _check_sqlite_folder(url: str | None) -> None:
+    """Refuse a SQLite file in a folder that does not exist before the driver tries (and fails in
+    its own thread); the default location is created by the storage layer."""
+    if not url:
+        return
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = parsed.database or ""
+    if (
+        parsed.drivername.startswith("sqlite")
+        and name
+        and name != ":memory:"
+        and not name.startswith("file:")
+    ):
+        folder = Path(name).parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"cannot open the SQLite database {url}: the folder {folder} does not exist",
+                key="database_url",
+            )
+
+
 def _database_error(url: str | None, exc: Exception) -> Exception:
     """A failure to open the database as a JaxError naming the database (never its password)."""
     from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -497,6 +523,13 @@ def _database_error(url: str | None, exc: Exception) -> Exception:
         return ConfigError(
             f"database {name!r} does not exist on {shown}: create it with `createdb {name}` "
             "(same host and user), or `jax db init`",
+            key="database_url",
+        )
+    if isinstance(exc, DBAPIError) and shown.startswith("sqlite"):
+        # A local file that cannot be opened is a wrong path or permission, not an outage.
+        return ConfigError(
+            f"cannot open the SQLite database {shown}: {exc.orig} "
+            "(does its folder exist and is it writable?)",
             key="database_url",
         )
     if isinstance(exc, OSError | DBAPIError | TimeoutError):

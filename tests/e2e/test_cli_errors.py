@@ -87,6 +87,10 @@ CASES: dict[str, tuple[Setup, tuple[str, ...]]] = {
     ),
     "unknown database driver": (_args("--db", "nosuch://x"), ("database URL", "nosuch://x")),
     "not a database URL": (_args("--db", "not a url"), ("database URL",)),
+    "SQLite file in a missing folder": (
+        _args("--db", "sqlite:////no/such/folder/jax.db"),
+        ("cannot open the SQLite database", "/no/such/folder/jax.db"),
+    ),
     "jax.toml is not TOML": (_toml("lookback = \n"), ("jax.toml", "not valid TOML")),
     "jax.toml bad value": (_toml('lookback = "x"\n'), ("jax.toml: lookback", "'x'")),
     "jax.toml unknown key": (_toml("acount_size = 5\n"), ("jax.toml: acount_size", "unknown setting")),
