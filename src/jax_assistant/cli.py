@@ -781,7 +781,16 @@ def serve(
     if "log_level" not in settings.model_fields_set:
         # The CLI default (WARNING) keeps run output clean; a service should log what it does.
         configure_logging("INFO", json=settings.log_json, stream=sys.stderr)
+    from jax_assistant.orchestrator import Orchestrator
+
+    async def preflight() -> None:
+        # The service opens (and migrates) the database in its lifespan, where a failure becomes a
+        # uvicorn traceback; opening it once here first turns it into the usual one-line error.
+        async with Orchestrator(settings):
+            pass
+
     with _errors():
+        asyncio.run(preflight())
         application = create_app(settings, resume_on_startup=not no_resume)
     err.print(f"jax-orchestrator listening on http://{host}:{port}")
     # log_config=None: uvicorn's loggers go through our structlog setup instead of its own handlers.

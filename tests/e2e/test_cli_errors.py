@@ -179,3 +179,14 @@ def test_json_run_that_cannot_start_prints_nothing_and_stores_nothing(
     ok = runner.invoke(app, ["run", "--json", "ACME.SIM"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["run"]["symbols"] == ["ACME.SIM"] and stored_runs(jax_env) == 1
+
+
+def test_serve_with_a_bad_database_is_one_line_not_a_server_traceback(
+    runner: CliRunner, jax_env: dict[str, str]
+) -> None:
+    bad = runner.invoke(app, ["serve", "--port", "1", "--db", "sqlite:////no/such/folder/jax.db"])
+    assert bad.exit_code == 2, bad.output
+    assert_one_error_line(bad.stderr, "/no/such/folder")
+    down = runner.invoke(app, ["serve", "--port", "1", "--db", "postgresql://127.0.0.1:1/jax"])
+    assert down.exit_code == 1, down.output
+    assert_one_error_line(down.stderr, "cannot open the database")
