@@ -1,9 +1,10 @@
 """The ``jax`` command line (Typer + rich).
 
 Progress and tables go to stderr/stdout for people; ``--json`` prints only the machine-readable result
-on stdout. Exit codes: 0 the run ran (symbols may still have failed: see the table), 2 bad input (unknown
-symbols, bad dates, unreadable files, bad config), 1 the run could not start for another reason, 130
-cancelled with Ctrl-C.
+on stdout. Exit codes: 0 the run ran (symbols may still have failed: see the table), 2 bad input (any
+``ConfigError``, ``InputError`` or ``DataError``: unknown symbols, bad dates, unreadable files, bad
+config), 1 the run could not start for another reason (``UnavailableError``: the database or a service
+cannot be reached), 130 cancelled with Ctrl-C. Every error is one line on stderr starting ``error:``.
 """
 
 from __future__ import annotations
@@ -13,25 +14,37 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
-from jax_assistant.config import Settings, load_settings
-from jax_assistant.domain import Run, SymbolResult
-from jax_assistant.engines.local import tune_gc_for_runs
-from jax_assistant.marketdata.base import MarketDataError
-from jax_assistant.observability.logging import configure_logging
-from jax_assistant.orchestrator import Orchestrator, RunError, RunOutcome, RunRequest
-from jax_assistant.pipeline.plugins import PipelineConfigError, describe, discover_stage_factories
+# Everything of ours is imported by the command that uses it: `jax --help` should not pay for storage,
+# migrations, polars and the pipeline (measured in the report of this change), and `jax run` never
+# loads FastAPI or uvicorn.
+if TYPE_CHECKING:
+    from jax_assistant.config import Settings
+    from jax_assistant.domain import Run, SymbolResult
+    from jax_assistant.orchestrator import Orchestrator, RunOutcome
 
 app = typer.Typer(
     help="jax-assistant: scan markets, detect events, size trades, keep running.", no_args_is_help=True
@@ -45,7 +58,10 @@ data_app = typer.Typer(help="Market data checks.", no_args_is_help=True)
 @app.callback()
 def _process_setup() -> None:
     """jax-assistant: scan markets, detect events, size trades, keep running."""
-    tune_gc_for_runs()
+    if "--help" not in sys.argv[1:]:
+        from jax_assistant.engines.local import tune_gc_for_runs
+
+        tune_gc_for_runs()
 
 
 app.add_typer(runs_app, name="runs")
@@ -68,7 +84,10 @@ SIMULATED_BANNER = "SIMULATED market data (bundled sample provider) - not real p
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    # One line whatever the terminal: soft_wrap stops rich folding at 80 columns on a pipe, and the
+    # message is escaped so a symbol or file name in [brackets] is printed, not read as markup.
+    line = " ".join(str(message).split())
+    err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -81,14 +100,24 @@ def _parse_date(value: str | None, option: str = "--as-of") -> date | None:
         raise _fail(f"{option} {value!r} is not a date: use YYYY-MM-DD, e.g. 2017-11-10") from None
 
 
+# How a bad value given on the command line is named in its error line.
+OPTION_NAMES = {
+    "provider": "--provider",
+    "data_path": "--data",
+    "account_size": "--account-size",
+    "risk_percent": "--risk-percent",
+    "database_url": "--db",
+}
+
+
 def _settings(**overrides: Any) -> Settings:
+    from jax_assistant.config import load_settings
+    from jax_assistant.domain.errors import JaxError
+    from jax_assistant.observability.logging import configure_logging
+
     try:
-        settings = load_settings(**overrides)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise _fail(f"bad setting {where}: {first['msg']}") from None
-    except FileNotFoundError as exc:
+        settings = load_settings(labels=OPTION_NAMES, **overrides)
+    except JaxError as exc:
         raise _fail(str(exc)) from None
     configure_logging(settings.log_level, json=settings.log_json, stream=sys.stderr)
     return settings
@@ -97,30 +126,91 @@ def _settings(**overrides: Any) -> Settings:
 @contextmanager
 def _errors() -> Iterator[None]:
     """Turn expected failures into one clear line and the documented exit code."""
+    from jax_assistant.domain.errors import JaxError, UnavailableError
+
     try:
         yield
-    except (RunError, MarketDataError, PipelineConfigError) as exc:
+    except UnavailableError as exc:
+        raise _fail(str(exc), 1) from None  # may work when retried: not the caller's input
+    except JaxError as exc:  # every config, input and data family: the message names what is wrong
         raise _fail(str(exc)) from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise _fail(f"invalid {exc.title} {where}: {first['msg']}") from None
     except FileNotFoundError as exc:
         raise _fail(f"file not found: {exc.filename or exc}") from None
     except OSError as exc:
         raise _fail(f"{exc}", 1) from None
+    except Exception as exc:
+        from pydantic import ValidationError
+
+        if not isinstance(exc, ValidationError):
+            raise
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise _fail(f"invalid {exc.title} {where}: {first['msg']}") from None
+
+
+class _RateColumn(ProgressColumn):
+    """Symbols per second once the engine is going (rich's own speed column counts bytes)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.1f}/s" if task.speed else "", style="progress.data.speed")
+
+
+class _OutcomeColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        failed, degraded = task.fields.get("failed", 0), task.fields.get("degraded", 0)
+        text = Text()
+        if failed:
+            text.append(f"{failed} failed ", style="red")
+        if degraded:
+            text.append(f"{degraded} degraded", style="yellow")
+        return text
+
+
+def _progress(disable: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        _OutcomeColumn(),
+        console=err,
+        transient=True,
+        # A live bar on a pipe or a log file is noise; only a terminal gets one.
+        disable=disable or not err.is_terminal,
+    )
 
 
 class _RichProgress:
-    def __init__(self, progress: Progress) -> None:
+    """The engine's ProgressSink: a "loading data" phase until the engine starts, then per symbol."""
+
+    def __init__(self, progress: Progress, banner: str | None = None) -> None:
         self.progress = progress
-        self.task = progress.add_task("symbols", total=None)
+        self.banner = banner
+        self.failed = 0
+        self.degraded = 0
+        self.task = progress.add_task("loading data", total=None, failed=0, degraded=0)
 
     def started(self, total: int) -> None:
-        self.progress.update(self.task, total=total)
+        # Printed once the run has started, so a request that cannot start shows only its error line.
+        if self.banner:
+            err.print(f"[bold yellow]{escape(self.banner)}[/]", soft_wrap=True)
+        self.progress.reset(self.task, total=total, description="symbols", failed=0, degraded=0)
 
     def symbol_done(self, result: SymbolResult) -> None:
-        self.progress.update(self.task, advance=1, description=f"{result.symbol:<10} {result.status.value}")
+        status = result.status.value
+        self.failed += status == "failed"
+        self.degraded += status == "degraded"
+        self.progress.update(
+            self.task,
+            advance=1,
+            description=f"{result.symbol:<10.10} {status}",
+            failed=self.failed,
+            degraded=self.degraded,
+        )
 
 
 def _run_async(coro_factory: Any, orch: Orchestrator) -> RunOutcome:
@@ -158,27 +248,28 @@ def _run_async(coro_factory: Any, orch: Orchestrator) -> RunOutcome:
         raise _fail("aborted", 130) from None
 
 
-def _execute(orch: Orchestrator, settings: Settings, json_out: bool, coro: Any) -> None:
-    provider_simulated = settings.provider == "sample"
-    if provider_simulated and not json_out:
-        err.print(f"[bold yellow]{SIMULATED_BANNER}[/]")
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=json_out,
-    )
+def _execute(
+    orch: Orchestrator, settings: Settings, json_out: bool, coro: Any, *, show_all: bool = False
+) -> None:
+    banner = SIMULATED_BANNER if settings.provider == "sample" and not json_out else None
+    progress = _progress(disable=json_out)
     with _errors(), progress:
-        outcome = _run_async(lambda: coro(_RichProgress(progress)), orch)
-    _report(outcome, json_out)
+        outcome = _run_async(lambda: coro(_RichProgress(progress, banner)), orch)
+        # The run's provider is cached by now: its sectors cost nothing.
+        provider = orch.provider(outcome.run.params.get("provider"), outcome.run.params.get("dataPath"))
+    _report(outcome, json_out, show_all=show_all, sector_of=provider.sector)
     if outcome.run.status.value == "cancelled":
+        err.print(f"resume with: jax run --resume {outcome.run.id}", soft_wrap=True, highlight=False)
         raise typer.Exit(130)
 
 
-def _report(outcome: RunOutcome, json_out: bool) -> None:
+def _report(
+    outcome: RunOutcome,
+    json_out: bool,
+    *,
+    show_all: bool = False,
+    sector_of: Callable[[str], str | None] | None = None,
+) -> None:
     run = outcome.run
     if json_out:
         payload = {
@@ -189,86 +280,22 @@ def _report(outcome: RunOutcome, json_out: bool) -> None:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     if outcome.unknown_symbols:
-        err.print(f"[yellow]skipped unknown symbol(s):[/] {', '.join(outcome.unknown_symbols)}")
-    out.print(_symbols_table(run, outcome.results))
-    _print_counts(run)
+        err.print(
+            f"[yellow]skipped unknown symbol(s):[/] {escape(', '.join(outcome.unknown_symbols))}",
+            soft_wrap=True,
+        )
+    from jax_assistant.cli_report import Report
 
-
-def _symbols_table(run: Run, results: Sequence[SymbolResult]) -> Table:
-    """One row per trade setup (a symbol with none gets one row), the way a trader scans a blotter."""
-    title = f"Run {run.id} - as of {run.as_of} - {run.provider}"
-    if run.simulated:
-        title += " [bold yellow](SIMULATED DATA)[/]"
-    table = Table(title=title, title_justify="left")
-    table.add_column("symbol", no_wrap=True)
-    table.add_column("events")
-    table.add_column("setup")
-    table.add_column("entry/stop", justify="right", no_wrap=True)
-    table.add_column("size", justify="right")
-    table.add_column("risk $", justify="right")
-    table.add_column("decision", overflow="fold")
-    table.add_column("status", no_wrap=True)
-    for r in results:
-        events = ", ".join(EVENT_ABBREV.get(t, t) for t in sorted({e.type for e in r.events})) or "-"
-        status = f"[{STATUS_STYLE.get(r.status.value, 'white')}]{r.status.value}[/]"
-        if not r.trades:
-            note = f"[dim]{r.error}[/]" if r.error else "-"
-            table.add_row(r.symbol, events, note, "", "", "", "", status)
-            continue
-        for i, t in enumerate(r.trades):
-            s = t.setup
-            table.add_row(
-                r.symbol if i == 0 else "",
-                events if i == 0 else "",
-                f"{s.strategy_id} {s.direction.value}",
-                f"{s.entry:,.2f}/{s.stop:,.2f}",
-                str(t.risk.position_size),
-                f"{t.risk.total_risk:,.0f}",
-                _decision(t.risk),
-                status if i == 0 else "",
-            )
-    return table
-
-
-EVENT_ABBREV = {
-    "earnings_surprise": "earnings",
-    "gap_open": "gap",
-    "volume_spike": "volume",
-    "volatility_spike": "volatility",
-}
+    out.print(Report(run, outcome.results, show_all=show_all, sector_of=sector_of).renderable())
 
 
 def _decision(risk: Any) -> str:
     c = risk.constraints
     if c.allowed:
         if c.adjustments:
-            return (
-                "[green]allowed[/] [dim]clamped "
-                + ",".join(_short_rule(a.rule) for a in c.adjustments)
-                + "[/]"
-            )
+            return "[green]allowed[/] [dim]clamped " + ",".join(escape(a.rule) for a in c.adjustments) + "[/]"
         return "[green]allowed[/]"
-    return "[red]rejected[/] " + ",".join(v.code for v in c.violations)
-
-
-def _short_rule(rule: str) -> str:
-    return rule.removeprefix("max_").replace("_per_trade", "").replace("_exposure", "")
-
-
-def _print_counts(run: Run) -> None:
-    c = run.counts
-    parts = [
-        f"{c.get('symbols', 0)} symbols",
-        f"[green]{c.get('succeeded', 0)} succeeded[/]",
-        f"[yellow]{c.get('degraded', 0)} degraded[/]",
-        f"[red]{c.get('failed', 0)} failed[/]",
-        f"[magenta]{c.get('cancelled', 0)} cancelled[/]",
-        f"{c.get('events', 0)} events",
-        f"{c.get('setups', 0)} setups ({c.get('allowed', 0)} allowed)",
-    ]
-    out.print(" | ".join(parts))
-    if c.get("failed"):
-        out.print("[dim]failed symbols are in the dead-letter queue: `jax dlq list`[/]")
+    return "[red]rejected[/] " + ",".join(escape(v.code) for v in c.violations)
 
 
 def _read_watchlist(path: Path) -> list[str]:
@@ -305,7 +332,16 @@ def run(
         int | None, typer.Option(min=1, help="sessions to scan for events (default 1)")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the run as JSON")] = False,
-    resume: Annotated[str | None, typer.Option(help="resume an interrupted run by id")] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="a row for every symbol, not only those with something to read")
+    ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(help="resume an interrupted run by id (with its own inputs: no other run options)"),
+    ] = None,
+    skip_unknown: Annotated[
+        bool, typer.Option("--skip-unknown", help="run the known symbols when some are unknown")
+    ] = False,
     concurrency: Annotated[int | None, typer.Option(min=1, help="symbols in flight at once")] = None,
     account_size: Annotated[float | None, typer.Option(help="account size in USD")] = None,
     risk_percent: Annotated[float | None, typer.Option(help="risk per trade in percent")] = None,
@@ -320,6 +356,25 @@ def run(
     ] = None,
 ) -> None:
     """Scan symbols, detect events, generate setups, size them and store everything."""
+    if resume:
+        # A resumed run replays its stored inputs; silently ignoring new ones would mislead.
+        given = {
+            "SYMBOLS": bool(symbols),
+            "--watchlist": watchlist is not None,
+            "--data": data is not None,
+            "--provider": provider is not None,
+            "--as-of": as_of is not None,
+            "--lookback": lookback is not None,
+            "--account-size": account_size is not None,
+            "--risk-percent": risk_percent is not None,
+            "--policy": bool(policy),
+            "--skip-unknown": skip_unknown,
+        }
+        clash = [name for name, present in given.items() if present]
+        if clash:
+            raise _fail(
+                f"--resume {resume} runs with the inputs it was started with; drop {', '.join(clash)}"
+            )
     if provider is not None and provider not in ("sample", "csv"):
         raise _fail(f"--provider must be 'sample' or 'csv', not {provider!r}")
     overrides: dict[str, Any] = {
@@ -338,14 +393,20 @@ def run(
     if watchlist is not None:
         requested.extend(_read_watchlist(watchlist))
     as_of_date = _parse_date(as_of)
+    from jax_assistant.orchestrator import Orchestrator, RunRequest
+
     orch = Orchestrator(settings)
     if resume:
-        _execute(orch, settings, json_out, lambda p: orch.resume_run(resume, progress=p))
+        _execute(orch, settings, json_out, lambda p: orch.resume_run(resume, progress=p), show_all=show_all)
         return
     request = RunRequest(
-        symbols=requested, as_of=as_of_date, lookback=lookback, stage_overrides=_parse_policies(policy or [])
+        symbols=requested,
+        as_of=as_of_date,
+        lookback=lookback,
+        stage_overrides=_parse_policies(policy or []),
+        skip_unknown=skip_unknown,
     )
-    _execute(orch, settings, json_out, lambda p: orch.start_run(request, progress=p))
+    _execute(orch, settings, json_out, lambda p: orch.start_run(request, progress=p), show_all=show_all)
 
 
 def _parse_policies(specs: Sequence[str]) -> dict[str, dict[str, Any]] | None:
@@ -372,6 +433,7 @@ def _parse_policies(specs: Sequence[str]) -> dict[str, dict[str, Any]] | None:
 
 def _with_orch(db: str | None, fn: Any) -> Any:
     settings = _settings(database_url=db)
+    from jax_assistant.orchestrator import Orchestrator
 
     async def main() -> Any:
         async with Orchestrator(settings) as orch:
@@ -392,42 +454,34 @@ def runs_list(
     if json_out:
         sys.stdout.write(json.dumps([r.to_contract() for r in runs], indent=2) + "\n")
         return
-    table = Table(title="Runs")
-    for col in (
-        "run id",
-        "started",
-        "as of",
-        "provider",
-        "symbols",
-        "ok",
-        "degraded",
-        "failed",
-        "cancelled",
-        "status",
-    ):
-        table.add_column(col)
+    table = Table(
+        title="Runs", title_justify="left", box=None, padding=(0, 1, 0, 0), header_style="bold underline"
+    )
+    # Fits 80 columns with the full run id (the argument of `runs show` and `--resume`; it also says
+    # when the run started), never folded.
+    for col in ("run id", "as of", "provider", "syms", "ok/dg/fl/cn", "status"):
+        table.add_column(col, no_wrap=True, justify="right" if col in ("syms", "ok/dg/fl/cn") else "left")
     for r in runs:
         c = r.counts
-        provider = r.provider + (" [yellow](simulated)[/]" if r.simulated else "")
+        outcomes = "/".join(str(c.get(k, 0)) for k in ("succeeded", "degraded", "failed", "cancelled"))
         table.add_row(
             r.id,
-            f"{r.started_at:%Y-%m-%d %H:%M:%S}",
             str(r.as_of),
-            provider,
+            escape(r.provider) + ("[yellow]*[/]" if r.simulated else ""),
             str(len(r.symbols)),
-            str(c.get("succeeded", 0)),
-            str(c.get("degraded", 0)),
-            str(c.get("failed", 0)),
-            str(c.get("cancelled", 0)),
-            f"[{STATUS_STYLE.get(r.status.value, 'white')}]{r.status.value}[/]",
+            outcomes,
+            f"[{STATUS_STYLE.get(r.status.value, 'white')}]{escape(r.status.value)}[/]",
         )
     out.print(table)
+    if any(r.simulated for r in runs):
+        out.print("[yellow]*[/] simulated market data (the bundled sample)")
 
 
 @runs_app.command("show")
 def runs_show(
     run_id: str,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="a row for every symbol")] = False,
     db: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """One run with its per-symbol results."""
@@ -440,15 +494,16 @@ def runs_show(
     found, results = _with_orch(db, fetch)
     if found is None:
         raise _fail(f"no run {run_id!r} (see `jax runs list`)")
+    from jax_assistant.orchestrator import RunOutcome
+
     outcome = RunOutcome(found, results, [])
     if json_out:
         _report(outcome, True)
         return
-    out.print(_symbols_table(found, results))
-    _print_counts(found)
+    _report(outcome, False, show_all=show_all)
     for r in results:
         for issue in r.data_issues:
-            out.print(f"[dim]data: {issue}[/]")
+            out.print(f"[dim]data: {escape(r.symbol)}: {escape(issue)}[/]", soft_wrap=True)
 
 
 @trades_app.command("list")
@@ -486,9 +541,9 @@ def trades_list(
     for t in trades:
         s = t.setup
         table.add_row(
-            s.id,
-            s.symbol,
-            s.strategy_id,
+            escape(s.id),
+            escape(s.symbol),
+            escape(s.strategy_id),
             s.direction.value,
             f"{s.entry:.2f}",
             f"{s.stop:.2f}",
@@ -522,7 +577,15 @@ def dlq_list(
     for col in ("id", "run", "symbol", "stage", "attempts", "status", "error"):
         table.add_column(col)
     for d in letters:
-        table.add_row(str(d.id), d.run_id, d.symbol, d.stage, str(d.attempts), d.status, d.error[:100])
+        table.add_row(
+            str(d.id),
+            d.run_id,
+            escape(d.symbol),
+            escape(d.stage),
+            str(d.attempts),
+            d.status,
+            escape(d.error[:100]),
+        )
     out.print(table)
 
 
@@ -539,6 +602,8 @@ def dlq_retry(
     if not ids and not run_id:
         raise _fail("give dead-letter ids or --run RUN_ID")
     settings = _settings(database_url=db)
+    from jax_assistant.orchestrator import Orchestrator
+
     orch = Orchestrator(settings)
     _execute(
         orch, settings, json_out, lambda p: orch.retry_dead_letters(ids or [], run_id=run_id, progress=p)
@@ -551,6 +616,9 @@ def dlq_retry(
 @app.command()
 def stages(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The configured pipeline and every stage available (built-in and plugins)."""
+    from jax_assistant.orchestrator import Orchestrator
+    from jax_assistant.pipeline.plugins import describe, discover_stage_factories
+
     settings = _settings()
     with _errors():
         pipeline = Orchestrator(settings).stages()
@@ -575,7 +643,7 @@ def stages(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     for i, r in enumerate(rows, 1):
         table.add_row(
             str(i),
-            r["name"],
+            escape(r["name"]),
             "yes" if r["required"] else "optional",
             str(r["timeout_s"]),
             str(r["attempts"]),
@@ -585,7 +653,10 @@ def stages(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
             r["bulkhead"] or "-",
         )
     out.print(table)
-    out.print(f"available stages: {', '.join(available)}")
+    out.print(f"available stages: {escape(', '.join(available))}")
+
+
+ACTION_SEVERITY = {"symbol skipped": 0, "row skipped": 1}
 
 
 @data_app.command("check")
@@ -594,41 +665,96 @@ def data_check(
         Path | None, typer.Option(help="csv file or folder (default: configured provider)")
     ] = None,
     symbols: Annotated[list[str] | None, typer.Argument()] = None,
-    limit: Annotated[int, typer.Option(help="rows to show")] = 50,
+    rule: Annotated[str | None, typer.Option(help="only this rule, e.g. duplicate_date")] = None,
+    limit: Annotated[int, typer.Option(min=0, help="detail rows to show")] = 50,
+    json_out: Annotated[bool, typer.Option("--json", help="print the totals and issues as JSON")] = False,
 ) -> None:
-    """Report the data problems found (and skipped) per symbol."""
+    """Report the data problems found (and skipped): totals per rule, worst first, then per symbol."""
     settings = _settings(provider="csv" if data else None, data_path=data)
+    from jax_assistant.marketdata.base import MarketDataError
+    from jax_assistant.orchestrator import Orchestrator
+
     orch = Orchestrator(settings)
     with _errors():
         provider = orch.provider()
         wanted = [s.upper() for s in symbols] if symbols else provider.symbols()
         issues = []
-        bad: list[str] = []
+        bad: dict[str, str] = {}
         for sym in wanted:
             try:
                 provider.bars(sym)
             except MarketDataError as exc:
-                bad.append(f"{sym}: {exc}")
+                bad[sym] = str(exc)
             issues.extend(provider.issues(sym))
-    summary: dict[tuple[str, str, str], int] = {}
+    found_rules = sorted({i.rule for i in issues})
+    if rule is not None:
+        issues = [i for i in issues if i.rule == rule]
+    per_rule: dict[str, dict[str, Any]] = {}
+    per_symbol: Counter[tuple[str, str, str]] = Counter()
     for i in issues:
-        key = (i.symbol, i.rule, i.action)
-        summary[key] = summary.get(key, 0) + 1
-    overview = Table(title=f"Data issues: {len(issues)} found in {len(wanted)} symbols")
-    for col in ("symbol", "rule", "count", "action"):
-        overview.add_column(col, justify="right" if col == "count" else "left")
-    for (sym, rule, action), n in sorted(summary.items()):
-        overview.add_row(sym, rule, str(n), action)
+        entry = per_rule.setdefault(i.rule, {"rule": i.rule, "count": 0, "symbols": set(), "actions": set()})
+        entry["count"] += 1
+        entry["symbols"].add(i.symbol)
+        entry["actions"].add(i.action)
+        per_symbol[(i.symbol, i.rule, i.action)] += 1
+    # Worst first: rules that drop data (symbols, then rows) before those only reported; then by count.
+    totals = sorted(
+        per_rule.values(),
+        key=lambda e: (min(ACTION_SEVERITY.get(a, 2) for a in e["actions"]), -e["count"], e["rule"]),
+    )
+    if json_out:
+        payload = {
+            "symbols": len(wanted),
+            "issues": len(issues),
+            "rule": rule,
+            "rules": [{**e, "symbols": len(e["symbols"]), "actions": sorted(e["actions"])} for e in totals],
+            "unusable": [{"symbol": s, "error": m} for s, m in bad.items()],
+            "details": [
+                {
+                    "symbol": i.symbol,
+                    "date": i.date.isoformat() if i.date else None,
+                    "rule": i.rule,
+                    "detail": i.detail,
+                    "action": i.action,
+                }
+                for i in issues
+            ],
+        }
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    scope = f" for rule {escape(rule)}" if rule else ""
+    overview = Table(
+        title=f"Data issues{scope}: {len(issues)} found in {len(wanted)} symbols", title_justify="left"
+    )
+    for col in ("rule", "issues", "symbols", "action"):
+        overview.add_column(col, justify="right" if col in ("issues", "symbols") else "left", no_wrap=True)
+    for e in totals:
+        overview.add_row(
+            escape(e["rule"]), str(e["count"]), str(len(e["symbols"])), ", ".join(sorted(e["actions"]))
+        )
     out.print(overview)
-    if issues and limit > 0:
-        details = Table(title=f"First {min(limit, len(issues))} issues")
+    if rule is not None and not issues:
+        out.print(
+            f"no issue breaks rule {escape(rule)!r}; rules found: {escape(', '.join(found_rules)) or 'none'}"
+        )
+    if per_symbol and limit > 0:
+        worst = per_symbol.most_common(limit)
+        by_symbol = Table(title=f"Worst {len(worst)} symbol/rule pairs", title_justify="left")
+        for col in ("symbol", "rule", "issues", "action"):
+            by_symbol.add_column(col, justify="right" if col == "issues" else "left", no_wrap=True)
+        for (sym, r, action), n in worst:
+            by_symbol.add_row(escape(sym), escape(r), str(n), escape(action))
+        out.print(by_symbol)
+        details = Table(title=f"First {min(limit, len(issues))} issues", title_justify="left")
         for col in ("symbol", "date", "rule", "detail", "action"):
-            details.add_column(col)
+            details.add_column(col, overflow="fold" if col == "detail" else "ellipsis")
         for i in issues[:limit]:
-            details.add_row(i.symbol, str(i.date or "-"), i.rule, i.detail, i.action)
+            details.add_row(
+                escape(i.symbol), str(i.date or "-"), escape(i.rule), escape(i.detail), escape(i.action)
+            )
         out.print(details)
-    for line in bad:
-        out.print(f"[red]unusable:[/] {line}")
+    for sym, message in bad.items():
+        out.print(f"[red]unusable:[/] {escape(sym)}: {escape(message)}")
 
 
 # ---------------------------------------------------------------------------- the HTTP service
@@ -652,12 +778,22 @@ def serve(
     import uvicorn
 
     from jax_assistant.api import create_app
+    from jax_assistant.observability.logging import configure_logging
 
     settings = _settings(database_url=db)
     if "log_level" not in settings.model_fields_set:
         # The CLI default (WARNING) keeps run output clean; a service should log what it does.
         configure_logging("INFO", json=settings.log_json, stream=sys.stderr)
+    from jax_assistant.orchestrator import Orchestrator
+
+    async def preflight() -> None:
+        # The service opens (and migrates) the database in its lifespan, where a failure becomes a
+        # uvicorn traceback; opening it once here first turns it into the usual one-line error.
+        async with Orchestrator(settings):
+            pass
+
     with _errors():
+        asyncio.run(preflight())
         application = create_app(settings, resume_on_startup=not no_resume)
     err.print(f"jax-orchestrator listening on http://{host}:{port}")
     # log_config=None: uvicorn's loggers go through our structlog setup instead of its own handlers.

@@ -7,19 +7,26 @@ A fresh install needs none of it: sample market, SQLite file, local engine.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from jax_assistant.analysis.detectors import DetectorConfig
+from jax_assistant.domain.errors import ConfigError
 from jax_assistant.pipeline.policy import (
     BreakerConfig,
     BulkheadConfig,
@@ -74,15 +81,19 @@ class Settings(BaseSettings):
     data_path: Path | None = Field(default=None, description="csv file or folder for the csv provider")
     earnings_path: Path | None = None
     sectors_path: Path | None = None
-    watchlist: list[str] = Field(default_factory=list, description="default symbols; empty = all")
+    # NoDecode: JAX_WATCHLIST=AAPL,MSFT is the natural way to write it; a JSON list still works.
+    watchlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="default symbols; empty = all"
+    )
 
     # --- analysis, strategies, risk
     lookback: int = Field(default=1, ge=1, le=10_000)
     detectors: DetectorConfig = Field(default_factory=DetectorConfig)
     strategies_dir: Path | None = None
     strategies: list[str] | None = Field(default=None, description="enabled strategy ids; None = all")
-    account_size: float = Field(default=10_000.0, gt=0)
-    risk_percent: float = Field(default=3.0, gt=0, le=100)
+    # allow_inf_nan=False: `--account-size inf` (or nan) would size every trade to infinity.
+    account_size: float = Field(default=10_000.0, gt=0, le=1e13, allow_inf_nan=False)
+    risk_percent: float = Field(default=3.0, gt=0, le=100, allow_inf_nan=False)
     risk_constraints_path: Path | None = None
     portfolio_path: Path | None = Field(default=None, description="JSON portfolio state (open positions...)")
 
@@ -101,6 +112,19 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     tracing_enabled: bool = False
     otlp_endpoint: str | None = None
+
+    @field_validator("watchlist", mode="before")
+    @classmethod
+    def _split_watchlist(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list of symbols ({exc.msg})") from None
+        return [tok for tok in re.split(r"[\s,]+", text) if tok]
 
     @classmethod
     def settings_customise_sources(
@@ -129,12 +153,74 @@ def config_file_path() -> Path | None:
     if explicit:
         path = Path(explicit)
         if not path.is_file():
-            raise FileNotFoundError(f"JAX_CONFIG points at {path}, which is not a file")
+            raise ConfigError(
+                f"JAX_CONFIG points at {path}, which is not a file", file=str(path), key="JAX_CONFIG"
+            )
         return path
     local = Path("jax.toml")
     return local if local.is_file() else None
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Settings with explicit overrides (e.g. from CLI flags) taking precedence over everything."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+def load_settings(*, labels: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings with explicit overrides (e.g. from CLI flags) taking precedence over everything.
+
+    Raises ConfigError naming the setting and where it came from (the option, the ``JAX_*`` variable or
+    the TOML file), so every front end can report a bad setting in one line. ``labels`` names the
+    overrides as the caller's user knows them, e.g. ``{"database_url": "--db"}``.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    named = {k: (labels or {}).get(k, k) for k in given}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise _validation_config_error(exc, named) from None
+    except SettingsError as exc:
+        # pydantic-settings could not decode a variable (e.g. JAX_ENGINE='{bad json').
+        match = re.search(r'field "([^"]+)"', str(exc))
+        key = match.group(1) if match else None
+        where, file = setting_source((key,) if key else (), named)
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(f"{where}: cannot parse the value{cause}", file=file, key=key) from None
+    except tomllib.TOMLDecodeError as exc:
+        path = config_file_path()
+        raise ConfigError(f"{path}: not valid TOML: {exc}", file=str(path)) from None
+
+
+def setting_source(
+    loc: Sequence[int | str], given: Mapping[str, str] | None = None
+) -> tuple[str, str | None]:
+    """Where the setting at ``loc`` came from: (a label for messages, the config file if it is one).
+
+    Follows the precedence: an explicit override (``given`` maps it to its label), else a ``JAX_*``
+    variable, else the TOML file.
+    """
+    parts = [str(p) for p in loc]
+    dotted = ".".join(parts) or "settings"
+    if parts and parts[0] in (given or {}):
+        return (given or {})[parts[0]], None
+    env = {k.upper(): k for k in os.environ}
+    for depth in range(len(parts), 0, -1):
+        name = "JAX_" + "__".join(parts[:depth]).upper()
+        candidates = [name] + (["DATABASE_URL"] if parts[0] == "database_url" and depth == 1 else [])
+        for candidate in candidates:
+            if candidate in env:
+                return f"{dotted} (environment variable {env[candidate]})", None
+    path = config_file_path()
+    if path is not None:
+        return f"{path}: {dotted}", str(path)
+    return dotted, None
+
+
+def _validation_config_error(exc: ValidationError, given: Mapping[str, str]) -> ConfigError:
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    where, file = setting_source(loc, given)
+    value = first.get("input")
+    shown = "" if isinstance(value, dict | list) or first["type"] == "missing" else f" (got {value!r:.60})"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown setting (see docs/configuration.md)"
+        shown = ""
+    return ConfigError(f"{where}: {message}{shown}{more}", file=file, key=".".join(map(str, loc)))

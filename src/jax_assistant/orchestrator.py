@@ -5,17 +5,20 @@ resumes or retries runs. The CLI (and later the HTTP API) are thin shells over t
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from jax_assistant.config import Settings
+from jax_assistant.config import Settings, setting_source
 from jax_assistant.domain import Run, RunStatus, SymbolResult, SymbolStatus, TradeRecord, utc_now
+from jax_assistant.domain.errors import ConfigError, InputError, UnavailableError
 from jax_assistant.engines.local import LocalEngine, ProgressSink, StartPoint, fresh_starts
 from jax_assistant.marketdata import create_provider
-from jax_assistant.marketdata.base import MarketDataProvider
+from jax_assistant.marketdata.base import DataSourceError, MarketDataProvider
 from jax_assistant.observability.correlation import new_correlation_id
 from jax_assistant.observability.metrics import MetricsSink, NullMetrics, PipelineMetrics
 from jax_assistant.pipeline.base import Stage, WorkItem
@@ -28,7 +31,7 @@ from jax_assistant.storage import Database, Repository, open_database
 from jax_assistant.strategies.registry import StrategyRegistry
 
 
-class RunError(Exception):
+class RunError(InputError):
     """The run could not start (bad input, unknown run, unreadable data). Message is user-facing."""
 
 
@@ -45,6 +48,7 @@ class RunRequest:
     correlation_id: str | None = None
     stage_overrides: dict[str, dict[str, Any]] | None = None
     run_id: str | None = None  # lets a caller (the HTTP API) hand out the id before the run starts
+    skip_unknown: bool = False  # run the known symbols of a request that also names unknown ones
 
 
 @dataclass
@@ -95,7 +99,13 @@ class Orchestrator:
 
     async def open(self) -> None:
         if self.db is None:
-            self.db = await open_database(self.settings.database_url)
+            try:
+                _check_sqlite_folder(self.settings.database_url)
+                self.db = await open_database(self.settings.database_url)
+            except ConfigError:
+                raise
+            except Exception as exc:
+                raise _database_error(self.settings.database_url, exc) from exc
             self.repository = Repository(self.db)
 
     async def close(self) -> None:
@@ -111,17 +121,43 @@ class Orchestrator:
         path = data_path or (str(self.settings.data_path) if self.settings.data_path else None)
         key = (kind, path)
         if key not in self._providers:
-            self._providers[key] = create_provider(
-                kind,
-                Path(path) if path else None,
-                earnings_path=self.settings.earnings_path,
-                sectors_path=self.settings.sectors_path,
-            )
+            with _reading_data(path or kind):
+                provider = create_provider(
+                    kind,
+                    Path(path) if path else None,
+                    earnings_path=self.settings.earnings_path,
+                    sectors_path=self.settings.sectors_path,
+                )
+                provider.symbols()  # loads the data: a source that cannot be read fails here, by name
+            self._providers[key] = provider
         return self._providers[key]
 
     def stages(
         self, overrides: dict[str, dict[str, Any]] | None = None, names: Sequence[str] | None = None
     ) -> list[Stage]:
+        """The pipeline ``names`` (default: the configured one) with config and per-run policy overrides.
+
+        An override naming a stage outside the pipeline is refused, not ignored: a typo such as
+        ``persit.timeout_s`` would otherwise run with the default policy. Raises ConfigError for the
+        config's ``[stages.X]``, InputError for a run's overrides, PipelineConfigError for bad values.
+        """
+        pipeline = list(names or self.settings.pipeline)
+        configurable = set(pipeline) | set(self.settings.pipeline)
+        for name in self.settings.stages:
+            if name not in configurable:
+                where, file = setting_source(("stages", name))
+                raise ConfigError(
+                    f"{where}: not a stage of the pipeline ({', '.join(self.settings.pipeline)})",
+                    file=file,
+                    key=f"stages.{name}",
+                )
+        for name in overrides or {}:
+            if name not in pipeline:
+                raise InputError(
+                    f"stage override {name!r}: not a stage of the pipeline ({', '.join(pipeline)})",
+                    field=f"stageOverrides.{name}",
+                    rule="pipeline_stage",
+                )
         merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in self.settings.stages.items()}
         for name, over in (overrides or {}).items():
             base = merged.get(name, {})
@@ -129,7 +165,7 @@ class Orchestrator:
             if isinstance(base.get("retry"), dict) and isinstance(over.get("retry"), dict):
                 # As StagePolicy.merged does: a run's partial retry policy keeps the configured rest.
                 merged[name]["retry"] = {**base["retry"], **over["retry"]}
-        return build_pipeline(list(names or self.settings.pipeline), overrides=merged)
+        return build_pipeline(pipeline, overrides=merged)
 
     def services(self, provider: MarketDataProvider, run: Run) -> Services:
         params = run.params
@@ -245,14 +281,21 @@ class Orchestrator:
     def prepare_run(self, request: RunRequest) -> PreparedRun:
         """Validate ``request`` and build its Run, without touching storage or starting anything.
 
-        Raises RunError (unknown symbols only, bad date) or PipelineConfigError (bad stage overrides).
+        Everything a run needs is checked here, so a request that cannot start leaves no run row:
+        the data source, symbols, date, numbers, stage overrides, and the strategy, constraints and
+        portfolio files. Raises a JaxError family: InputError (RunError: unknown symbols unless
+        ``skip_unknown``, bad date, bad overrides), ConfigError (files, settings, pipeline), DataError.
         """
         provider = self.provider()
         symbols, unknown = self.resolve_symbols(provider, request.symbols)
+        if unknown and (not symbols or not request.skip_unknown):
+            raise RunError(_unknown_message(unknown, provider), field="symbols", rule="known_symbol")
         if not symbols:
-            raise RunError(_unknown_message(unknown, provider) if unknown else "no symbols to run")
+            raise RunError("no symbols to run", field="symbols")
         as_of = self.resolve_as_of(provider, request.as_of)
         lookback = request.lookback or self.settings.lookback
+        if not 1 <= lookback <= 10_000:
+            raise InputError(f"lookback {lookback}: must be between 1 and 10000", field="lookback")
         stages = self.stages(request.stage_overrides)
         run = Run(
             id=request.run_id or new_run_id(),
@@ -272,6 +315,9 @@ class Orchestrator:
                 "unknownSymbols": unknown,
             },
         )
+        # Built once here only to validate them (strategy, constraints and portfolio files); execute
+        # builds the run's own, bound to the open repository.
+        self.services(provider, run)
         return PreparedRun(run=run, provider=provider, stages=stages, unknown=unknown)
 
     async def record_run(self, prepared: PreparedRun) -> None:
@@ -422,6 +468,74 @@ class Orchestrator:
                 d.id, "resolved" if ok else "retried", retried_by_run_id=run.id
             )
         return RunOutcome(run, results, [])
+
+
+@contextmanager
+def _reading_data(source: str) -> Iterator[None]:
+    """Low-level read failures of the data source (a truncated gzip, a file that vanished) become one
+    DataSourceError naming the file, instead of a bare "unexpected end of file"."""
+    try:
+        yield
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DataSourceError(f"cannot read market data {source}: {detail}") from exc
+
+
+def _check_sqlite_folder(url: str | None) -> None:
+    """Refuse a SQLite file in a folder that does not exist before the driver tries (and fails in
+    its own thread); the default location is created by the storage layer."""
+    if not url:
+        return
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = parsed.database or ""
+    if (
+        parsed.drivername.startswith("sqlite")
+        and name
+        and name != ":memory:"
+        and not name.startswith("file:")
+    ):
+        folder = Path(name).parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"cannot open the SQLite database {url}: the folder {folder} does not exist",
+                key="database_url",
+            )
+
+
+def _database_error(url: str | None, exc: Exception) -> Exception:
+    """A failure to open the database as a JaxError naming the database (never its password)."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    from jax_assistant.storage.db import mask_url, resolve_database_url
+
+    if isinstance(exc, ArgumentError | ValueError):
+        shown = url or "the database URL"
+        return ConfigError(f"database URL {shown!r}: {exc}", key="database_url")
+    try:
+        resolved = resolve_database_url(url)
+        shown = mask_url(resolved)
+        name = resolved.rsplit("/", 1)[-1].split("?", 1)[0]
+    except Exception:
+        shown, name = str(url), ""
+    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == "3D000":
+        return ConfigError(
+            f"database {name!r} does not exist on {shown}: create it with `createdb {name}` "
+            "(same host and user), or `jax db init`",
+            key="database_url",
+        )
+    if isinstance(exc, DBAPIError) and shown.startswith("sqlite"):
+        # A local file that cannot be opened is a wrong path or permission, not an outage.
+        return ConfigError(
+            f"cannot open the SQLite database {shown}: {exc.orig} "
+            "(does its folder exist and is it writable?)",
+            key="database_url",
+        )
+    if isinstance(exc, OSError | DBAPIError | TimeoutError):
+        detail = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+        return UnavailableError(f"cannot open the database {shown}: {detail.splitlines()[0]}")
+    return exc
 
 
 def _allowed(results: Sequence[SymbolResult]) -> list[TradeRecord]:

@@ -131,10 +131,14 @@ def test_bad_input_exits_2_with_a_clear_message(
     assert message in result.output
 
 
-def test_unknown_symbol_suggests_and_others_still_run(runner: CliRunner, jax_env: dict[str, str]) -> None:
+def test_unknown_symbol_suggests_and_skip_unknown_runs_the_others(
+    runner: CliRunner, jax_env: dict[str, str]
+) -> None:
     only_unknown = runner.invoke(app, ["run", "ACME.SMI"])
     assert only_unknown.exit_code == 2 and "did you mean ACME.SIM" in only_unknown.output
-    payload = run_json(runner, "ACME.SIM", "NOPE")
+    mixed = runner.invoke(app, ["run", "ACME.SIM", "NOPE"])
+    assert mixed.exit_code == 2 and "NOPE" in mixed.output  # refused unless asked to skip
+    payload = run_json(runner, "ACME.SIM", "NOPE", "--skip-unknown")
     assert payload["unknownSymbols"] == ["NOPE"]
     assert [s["symbol"] for s in payload["symbols"]] == ["ACME.SIM"]
 

@@ -21,12 +21,13 @@ from jax_assistant.api.runs import RunManager
 from jax_assistant.api.schemas import OrchestrateRequest, ProcessRequest
 from jax_assistant.config import Settings
 from jax_assistant.domain import Run
+from jax_assistant.domain.errors import JaxError
 from jax_assistant.marketdata.base import MarketDataError
 from jax_assistant.observability.correlation import get_correlation_id, new_audit_event
 from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.metrics import NullMetrics
 from jax_assistant.observability.tracing import configure_tracing, shutdown_tracing, tracing_enabled
-from jax_assistant.orchestrator import Orchestrator, RunError, RunRequest
+from jax_assistant.orchestrator import Orchestrator, RunRequest
 from jax_assistant.storage import Repository
 
 SERVICE_NAME = "jax-orchestrator"
@@ -149,7 +150,7 @@ def create_app(
         try:
             prepared = runs.prepare(request)
             run = prepared.run
-        except (RunError, ValueError) as exc:
+        except (JaxError, ValueError) as exc:
             await repo().record_audit(
                 new_audit_event(action, "rejected", payload=payload, error=str(exc)),
                 idempotency_key=f"api/{action}/{get_correlation_id()}/{time.time_ns()}",

@@ -1,4 +1,10 @@
-"""Every error the API returns is JSON ``{"error": message}`` (plus ``details`` for validation errors)."""
+"""Every error the API returns is JSON ``{"error": message}`` (plus ``details`` for validation errors).
+
+Each family of :mod:`jax_assistant.domain.errors` is mapped once, here: ``InputError`` -> 400 (422 for
+invalid stage overrides, with ``details``), ``DataError`` and ``UnavailableError`` -> 503 (the request
+was fine; the data source or a dependency is not), ``ConfigError`` -> 500 (the service's own
+configuration is wrong), any other ``JaxError`` -> 500. A subclass needs no handler of its own.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jax_assistant.api.runs import InvalidOverrideError
-from jax_assistant.marketdata.base import MarketDataError
-from jax_assistant.orchestrator import RunError
-from jax_assistant.pipeline.plugins import PipelineConfigError
+from jax_assistant.domain.errors import ConfigError, DataError, InputError, JaxError, UnavailableError
 
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
 
@@ -60,8 +64,10 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _run_error(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(400, str(exc))
+async def _input_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InputError)
+    extra = {"field": exc.field} if exc.field else {}
+    return error_response(400, str(exc), **extra)
 
 
 async def _invalid_override(_: Request, exc: Exception) -> JSONResponse:
@@ -70,19 +76,31 @@ async def _invalid_override(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _market_data(_: Request, exc: Exception) -> JSONResponse:
+async def _data_error(_: Request, exc: Exception) -> JSONResponse:
     # The request was fine; the configured data source is not (missing file, unreadable csv).
     return error_response(503, f"market data unavailable: {exc}")
 
 
-async def _pipeline_config(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(500, f"pipeline configuration: {exc}")
+async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, f"unavailable: {exc}")
+
+
+async def _config_error(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(500, f"service configuration: {exc}")
+
+
+async def _jax_error(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(500, str(exc))
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Starlette picks the handler of the nearest class in the exception's MRO, so each family (and
+    the one special case, InvalidOverrideError) is registered once and covers every subclass."""
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(RunError, _run_error)
     app.add_exception_handler(InvalidOverrideError, _invalid_override)
-    app.add_exception_handler(MarketDataError, _market_data)
-    app.add_exception_handler(PipelineConfigError, _pipeline_config)
+    app.add_exception_handler(InputError, _input_error)
+    app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(UnavailableError, _unavailable)
+    app.add_exception_handler(ConfigError, _config_error)
+    app.add_exception_handler(JaxError, _jax_error)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from jax_assistant.domain import Run, RunStatus, SymbolResult, utc_now
+from jax_assistant.domain.errors import InputError
 from jax_assistant.observability.correlation import (
     bind_correlation_id,
     get_correlation_id,
@@ -42,7 +43,7 @@ log = get_logger("jax_assistant.api.runs")
 SseMessage = tuple[str, dict[str, Any]]  # (event name, JSON data)
 
 
-class InvalidOverrideError(ValueError):
+class InvalidOverrideError(InputError):
     """``stageOverrides`` names a stage outside the pipeline or sets an invalid policy (a 422)."""
 
 

@@ -15,19 +15,22 @@ import numpy as np
 import numpy.typing as npt
 
 from jax_assistant.domain import Bar
+from jax_assistant.domain.errors import DataError
 
 FloatArray = npt.NDArray[np.float64]
 DateArray = npt.NDArray[np.datetime64]
 
 
-class MarketDataError(Exception):
+class MarketDataError(DataError):
     """Base class of market-data errors (clear, user-facing messages)."""
 
 
 class UnknownSymbolError(MarketDataError, KeyError):
+    symbol: str  # always known here (DataError allows None)
+
     def __init__(self, symbol: str, hint: str = "") -> None:
         self.symbol = symbol
-        super().__init__(f"unknown symbol {symbol!r}" + (f": {hint}" if hint else ""))
+        super().__init__(f"unknown symbol {symbol!r}" + (f": {hint}" if hint else ""), symbol=symbol)
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])

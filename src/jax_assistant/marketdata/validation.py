@@ -63,6 +63,8 @@ REPORTED = "reported"
 class BadSymbolError(MarketDataError):
     """A symbol whose data has fewer than two usable bars after cleaning."""
 
+    symbol: str  # always known here (DataError allows None)
+
     def __init__(self, symbol: str, issues: Sequence[DataIssue], n_rows: int = 0) -> None:
         self.symbol = symbol
         self.issues = tuple(issues)
@@ -72,7 +74,7 @@ class BadSymbolError(MarketDataError):
         msg = f"symbol {symbol!r} has fewer than 2 usable bars out of {n_rows} rows ({summary})"
         if examples:
             msg += f", e.g. {examples}"
-        super().__init__(msg)
+        super().__init__(msg, symbol=symbol)  # DataError would reset .symbol
 
 
 def _to_date(d: np.datetime64) -> date | None:

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
+from jax_assistant.domain.errors import ConfigError
 from jax_assistant.pipeline.base import RunStage, Stage, is_run_stage
 from jax_assistant.pipeline.policy import StagePolicy
 
@@ -22,7 +23,7 @@ ENTRY_POINT_GROUP = "jax_assistant.stages"
 StageFactory = Callable[..., Any]
 
 
-class PipelineConfigError(ValueError):
+class PipelineConfigError(ConfigError, ValueError):
     """The configured pipeline cannot run (unknown stage, missing dependency, cycle, bad plugin)."""
 
 

@@ -10,10 +10,12 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from jax_assistant.domain.errors import ConfigError
+
 BUNDLED_CONSTRAINTS = "risk-constraints.json"
 
 
-class RiskConfigError(ValueError):
+class RiskConfigError(ConfigError, ValueError):
     """A constraints or portfolio file that cannot be read; the message names the file and field."""
 
 

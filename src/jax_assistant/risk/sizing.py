@@ -14,9 +14,10 @@ from decimal import ROUND_FLOOR, Decimal, localcontext
 from pydantic import ConfigDict, Field
 
 from jax_assistant.domain import CamelModel
+from jax_assistant.domain.errors import InputError
 
 
-class RiskInputError(ValueError):
+class RiskInputError(InputError):
     """Invalid sizing input. ``field`` names the offending input (contract name, snake_case)."""
 
     def __init__(self, field: str, message: str) -> None:

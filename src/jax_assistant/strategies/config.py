@@ -18,10 +18,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from jax_assistant.domain.errors import ConfigError
+
 _TARGET_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*[rR]\s*$")
 
 
-class StrategyConfigError(ValueError):
+class StrategyConfigError(ConfigError, ValueError):
     """A strategy file that cannot be used; the message names the file and the problem."""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from jax_assistant.domain import Event, TradeSetup
+from jax_assistant.domain.errors import ConfigError
 from jax_assistant.strategies.code import CODE_STRATEGIES
 from jax_assistant.strategies.config import default_strategies_dir, load_strategy_configs
 from jax_assistant.strategies.rules import ConfigStrategy
@@ -42,7 +43,7 @@ class Strategy(Protocol):
     ) -> list[TradeSetup]: ...
 
 
-class UnknownStrategyError(KeyError):
+class UnknownStrategyError(ConfigError, KeyError):
     def __init__(self, strategy_id: str, known: Iterable[str]) -> None:
         self.strategy_id = strategy_id
         names = ", ".join(sorted(known)) or "none"
