@@ -493,3 +493,14 @@ async def test_resume_of_a_run_cancelled_at_the_barrier_continues_after_it(
     assert resumed.run.status is RunStatus.COMPLETED and calls["n"] == 1
     assert sorted(post.calls) == sorted(SIM)
     assert all(r.status is SymbolStatus.SUCCEEDED for r in resumed.results)
+
+
+async def test_resume_finishes_a_symbol_whose_every_stage_was_checkpointed_but_not_its_result() -> None:
+    # A kill between a symbol's last checkpoint and its result write leaves no stage to run; the resumed
+    # run must still finish it (it once ended such a symbol `cancelled` in a `completed` run).
+    engine = make_engine([FnStage("pre"), Barrier(), FnStage("post")], clock=FakeClock())
+    run, starts = await start(engine, SYMBOLS)
+    done = starts[0]
+    done.next_stage = len(engine.stages)
+    _, results = await engine.run(run, starts)
+    assert {r.symbol: r.status for r in results} == dict.fromkeys(SYMBOLS, SymbolStatus.SUCCEEDED)

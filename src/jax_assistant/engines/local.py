@@ -314,11 +314,18 @@ class LocalEngine:
         for k, end in enumerate([*barriers, len(self.stages)]):
             if self._cancel.is_set():
                 return
-            # A resumed symbol may already be past this segment (or this barrier): it just waits.
+            # A resumed symbol may already be past this segment (or this barrier): it just waits. In the
+            # last segment it still goes through the pool: one killed after its last checkpoint but
+            # before its result was written has no stage left, yet must still be finished.
+            last = end == len(self.stages)
+
+            def due(lv: _Live, end: int = end, last: bool = last) -> bool:
+                return lv.next_stage < end or last
+
             todo: Iterable[_Live] = (
-                (lv for lv in source if lv.next_stage < end)
+                (lv for lv in source if due(lv))
                 if k == 0
-                else [lv for lv in lives.values() if lv.item.symbol not in results and lv.next_stage < end]
+                else [lv for lv in lives.values() if lv.item.symbol not in results and due(lv)]
             )
             await self._run_pool(run, todo, end, results, progress)
             if end == len(self.stages) or self._cancel.is_set():
