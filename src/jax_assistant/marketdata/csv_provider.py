@@ -4,6 +4,10 @@ The whole source is read once with polars at construction (every column as text,
 costs one reported row instead of the load); each symbol is cleaned by :func:`clean_series` only on
 its first ``bars()`` call and cached, so opening the 1.5 M-row sp500 file and asking for three symbols
 does not pay for cleaning 505.
+
+Cleaning is causal: ``bars(symbol, as_of)`` cleans the raw rows dated <= ``as_of`` (cached per
+symbol and cut), never the whole file, so a run as of D gives the same bars and issues whether the
+file ends at D or goes on.
 """
 
 from __future__ import annotations
@@ -11,11 +15,14 @@ from __future__ import annotations
 import difflib
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from time import perf_counter
 from typing import Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from jax_assistant.marketdata.base import BarSeries, DataIssue, DataSourceError, UnknownSymbolError
@@ -40,6 +47,7 @@ DATA_SUFFIXES = (".csv", ".csv.gz", ".txt")
 EARNINGS_FILE = "earnings_dates.csv"
 SECTORS_FILE = "sectors.csv"
 _T = TypeVar("_T")
+_AS_OF_CACHE = 3  # cleaned as-of cuts kept per symbol, besides the whole history
 # Side files that may sit next to the price files but are not price files themselves.
 METADATA_FILES = frozenset({EARNINGS_FILE, SECTORS_FILE, "earnings_details.csv", "anomalies.csv"})
 
@@ -69,8 +77,10 @@ class CsvProvider:
         self.path = Path(path)
         self._wanted = None if symbols is None else frozenset(s.strip().upper() for s in symbols)
         self._lock = threading.Lock()
-        self._cache: dict[str, BarSeries] = {}
-        self._bad: dict[str, BadSymbolError] = {}
+        # Cleaned series per symbol and as-of cut (None = the whole history); see _series.
+        self._cache: dict[str, dict[date | None, BarSeries]] = {}
+        self._raw_cache: dict[str, _RawBars] = {}
+        self._bad: dict[tuple[str, date | None], BadSymbolError] = {}
         self._load_issues: list[DataIssue] = []  # problems not tied to one loadable symbol
         self._row_issues: dict[str, list[DataIssue]] = {}  # unparseable rows, per symbol
 
@@ -205,8 +215,8 @@ class CsvProvider:
         return self._latest
 
     def bars(self, symbol: str, as_of: date | None = None) -> BarSeries:
-        series = self._series(symbol.strip().upper())
-        return series if as_of is None else series.upto(as_of)
+        """Bars up to ``as_of``, cleaned from the rows up to ``as_of`` only (see validation.py)."""
+        return self._series(symbol.strip().upper(), as_of)
 
     def earnings_dates(self, symbol: str) -> list[date]:
         return list(self._earnings.get(symbol.strip().upper(), ()))
@@ -237,33 +247,66 @@ class CsvProvider:
         except BadSymbolError as e:
             return list(e.issues)
 
-    def _series(self, key: str) -> BarSeries:
+    def _raw(self, key: str) -> _RawBars | None:
+        """The symbol's parsed rows as numpy columns, in file order (None when none parsed)."""
+        raw = self._raw_cache.get(key)
+        if raw is None:
+            frame = self._frames.pop(key, None)  # the polars frame is no longer needed once converted
+            if frame is None:
+                return None
+            cols = tuple(frame[c].to_numpy() for c in VALUE_COLUMNS)
+            dates = frame["d"].to_numpy()
+            known = dates[~np.isnat(dates)]
+            raw = _RawBars(dates, cols, known.max() if known.size else None)
+            self._raw_cache[key] = raw
+        return raw
+
+    def _series(self, key: str, as_of: date | None = None) -> BarSeries:
+        """Clean bars of ``key`` from the raw rows dated <= ``as_of`` only (causal cleaning)."""
         with self._lock:  # the orchestrator may ask for the same symbol from several threads
-            cached = self._cache.get(key)
-            if cached is not None:
-                return cached
-            if key in self._bad:
-                err = self._bad[key]
-                raise BadSymbolError(err.symbol, err.issues)
             if key not in self._symbols:
                 raise self._unknown(key)
-            frame = self._frames.get(key)
+            raw = self._raw(key)
+            cut: np.datetime64 | None = None
+            if raw is not None and as_of is not None and raw.last is not None:
+                # Key the cache by the last row on or before as_of: a weekend as-of and the Friday
+                # give the same cleaning, and an as-of at or past the end is the whole history.
+                day = np.datetime64(as_of, "D")
+                if day < raw.last:
+                    on_or_before = raw.dates[raw.dates <= day]
+                    if on_or_before.size == 0:
+                        return _empty(key)
+                    cut = on_or_before.max()
+            per_symbol = self._cache.setdefault(key, {})
+            cache_key: date | None = None if cut is None else _day(cut)
+            cached = per_symbol.get(cache_key)
+            if cached is not None:
+                return cached
+            bad = self._bad.get((key, cache_key))
+            if bad is not None:
+                raise BadSymbolError(bad.symbol, bad.issues, bad.n_rows)
             prior = self._row_issues.get(key, [])
+            if cut is not None:
+                cut_day = _day(cut)
+                prior = [i for i in prior if i.date is None or i.date <= cut_day]
             try:
-                if frame is None:  # every row of the symbol was unparseable
+                if raw is None:  # every row of the symbol was unparseable
                     series = clean_series(key, [], [], [], [], [], [], prior_issues=prior)
                 else:
-                    series = clean_series(
-                        key,
-                        frame["d"].to_numpy(),
-                        *(frame[c].to_numpy() for c in VALUE_COLUMNS),
-                        prior_issues=prior,
-                    )
+                    dates, cols = raw.dates, raw.cols
+                    if cut is not None:
+                        # Rows without a date are not "after" anything: every as-of sees them.
+                        keep = (dates <= cut) | np.isnat(dates)
+                        dates, cols = dates[keep], tuple(c[keep] for c in cols)
+                    series = clean_series(key, dates, *cols, prior_issues=prior)
             except BadSymbolError as e:
-                self._bad[key] = e
+                self._bad[(key, cache_key)] = e
                 raise
-            self._cache[key] = series
-            self._frames.pop(key, None)  # the raw text-parsed rows are no longer needed
+            if cache_key is not None and len(per_symbol) >= _AS_OF_CACHE:
+                # Keep the whole history and the latest as-of dates: replays usually move forward.
+                oldest = next(k for k in per_symbol if k is not None)
+                del per_symbol[oldest]
+            per_symbol[cache_key] = series
             return series
 
     def _unknown(self, key: str) -> UnknownSymbolError:
@@ -288,6 +331,24 @@ def _lost(col: str) -> pl.Expr:
 
 def _to_float(col: str) -> pl.Expr:
     return pl.col(col).str.strip_chars().cast(pl.Float64, strict=False)
+
+
+@dataclass(frozen=True)
+class _RawBars:
+    dates: npt.NDArray[np.datetime64]  # file order; NaT where the date was missing
+    cols: tuple[npt.NDArray[np.float64], ...]  # VALUE_COLUMNS
+    last: np.datetime64 | None  # the latest known date
+
+
+def _day(x: np.datetime64) -> date:
+    out: date = np.asarray(x, dtype="datetime64[D]").item()
+    return out
+
+
+def _empty(symbol: str) -> BarSeries:
+    no_dates: npt.NDArray[np.datetime64] = np.array([], dtype="datetime64[D]")
+    empty = np.array([], dtype=np.float64)
+    return BarSeries(symbol, no_dates, empty, empty, empty, empty, empty)
 
 
 class _Loader(Protocol[_T]):
