@@ -25,6 +25,8 @@ __all__ = [
     "is_session",
     "next_session",
     "nth_session_after",
+    "reaction_session",
+    "reaction_sessions",
     "session_on_or_after",
     "sessions_between",
     "sessions_between_arrays",
@@ -98,3 +100,26 @@ def session_on_or_after(day: date | npt.NDArray[Any]) -> Any:
         arr = day.astype("datetime64[D]")
         return np.busday_offset(arr, 0, roll="forward", busdaycal=exchange_calendar())
     return _out(np.busday_offset(_d(day), 0, roll="forward", busdaycal=exchange_calendar()))
+
+
+def reaction_sessions(report_dates: npt.NDArray[Any], after_close: npt.NDArray[np.bool_]) -> npt.NDArray[Any]:
+    """The session that first trades on each earnings report (element-wise, ``datetime64[D]``).
+
+    A report before the open (or of unknown time) reacts on its own date when that is a session,
+    else on the next one (a Saturday report on Monday); a report after the close reacts on the
+    next session after its date.
+    """
+    d = np.asarray(report_dates, dtype="datetime64[D]")
+    cal = exchange_calendar()
+    same_day = np.busday_offset(d, 0, roll="forward", busdaycal=cal)
+    # Rolling back first makes "the session after a Saturday" the Monday, not the Tuesday.
+    next_day = np.busday_offset(d, 1, roll="backward", busdaycal=cal)
+    return np.where(np.asarray(after_close, dtype=np.bool_), next_day, same_day)
+
+
+def reaction_session(report_date: date, release_time: str | None) -> date:
+    """:func:`reaction_sessions` for one report (``release_time`` ``"pre"``, ``"post"`` or None)."""
+    out = reaction_sessions(
+        np.array([report_date], dtype="datetime64[D]"), np.array([release_time == "post"])
+    )
+    return _out(out[0])

@@ -25,12 +25,18 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from jax_assistant.marketdata.base import BarSeries, DataIssue, DataSourceError, UnknownSymbolError
+from jax_assistant.marketdata.base import (
+    BarSeries,
+    DataIssue,
+    DataSourceError,
+    EarningsReport,
+    UnknownSymbolError,
+)
 from jax_assistant.marketdata.calendar import (
     PLAUSIBLE_DATES,
     clean_symbol,
     is_ticker,
-    load_earnings_calendar,
+    load_earnings_reports,
     load_sectors,
     parse_date,
     read_header,
@@ -45,11 +51,12 @@ VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
 BAR_COLUMNS = ("date", *VALUE_COLUMNS)
 DATA_SUFFIXES = (".csv", ".csv.gz", ".txt")
 EARNINGS_FILE = "earnings_dates.csv"
+EARNINGS_DETAILS_FILE = "earnings_details.csv"  # the same dates plus release_time; preferred
 SECTORS_FILE = "sectors.csv"
 _T = TypeVar("_T")
 _AS_OF_CACHE = 3  # cleaned as-of cuts kept per symbol, besides the whole history
 # Side files that may sit next to the price files but are not price files themselves.
-METADATA_FILES = frozenset({EARNINGS_FILE, SECTORS_FILE, "earnings_details.csv", "anomalies.csv"})
+METADATA_FILES = frozenset({EARNINGS_FILE, SECTORS_FILE, EARNINGS_DETAILS_FILE, "anomalies.csv"})
 
 
 class CsvProvider:
@@ -58,9 +65,9 @@ class CsvProvider:
     ``path``: a long-format file (``symbol,date,open,high,low,close,volume``; plain or ``.gz``; any
     column order; extra columns ignored) or a folder of ``*.csv`` / ``*.csv.gz`` / ``*.txt`` files,
     one symbol each (from a ``symbol`` column, else the file name before the first dot, upper-cased:
-    ``aapl.us.txt`` -> ``AAPL``). ``symbols`` limits what is loaded. ``earnings_dates.csv`` and
-    ``sectors.csv`` next to the data (beside the file, or inside the folder) are used unless paths
-    are given.
+    ``aapl.us.txt`` -> ``AAPL``). ``symbols`` limits what is loaded. ``earnings_details.csv`` (with
+    release times; else ``earnings_dates.csv``) and ``sectors.csv`` next to the data (beside the
+    file, or inside the folder) are used unless paths are given.
     """
 
     name = "csv"
@@ -95,7 +102,9 @@ class CsvProvider:
                 self._load_issues.append(DataIssue(sym, None, "unknown_symbol", detail, "symbol skipped"))
 
         side_dir = self.path if self.path.is_dir() else self.path.parent
-        self._earnings = self._side_file(earnings_path, side_dir / EARNINGS_FILE, load_earnings_calendar)
+        details = side_dir / EARNINGS_DETAILS_FILE
+        default_earnings = details if details.is_file() else side_dir / EARNINGS_FILE
+        self._earnings = self._side_file(earnings_path, default_earnings, load_earnings_reports)
         self._sectors = self._side_file(sectors_path, side_dir / SECTORS_FILE, load_sectors)
 
     # ------------------------------------------------------------------ loading
@@ -219,6 +228,9 @@ class CsvProvider:
         return self._series(symbol.strip().upper(), as_of)
 
     def earnings_dates(self, symbol: str) -> list[date]:
+        return [r.date for r in self._earnings.get(symbol.strip().upper(), ())]
+
+    def earnings_reports(self, symbol: str) -> list[EarningsReport]:
         return list(self._earnings.get(symbol.strip().upper(), ()))
 
     def sector(self, symbol: str) -> str | None:

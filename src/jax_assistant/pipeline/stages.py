@@ -43,7 +43,7 @@ class DetectEventsStage(BaseStage):
             return StageOutput(
                 item=item.model_copy(update={"data_issues": [*issues, stale]}), status="skipped", reason=stale
             )
-        earnings = ctx.services.provider.earnings_dates(item.symbol)
+        earnings = ctx.services.provider.earnings_reports(item.symbol)  # with release times
         # CPU work runs on a thread: asyncio.timeout can only interrupt at an await point, so a
         # pathological series would otherwise overrun the stage timeout unnoticed.
         events = await asyncio.to_thread(
