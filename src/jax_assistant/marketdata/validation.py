@@ -239,7 +239,8 @@ def clean_series(
     flag(keep & (v == 0), "zero_volume", lambda i: "volume=0", action=REPORTED)
 
     # A hole is a session with no row at all; a row dropped above is already reported under its rule.
-    seen = np.unique(d[~nat])
+    dated = d[~nat]  # sorted (NaT sorted last), so distinct dates are where the value changes
+    seen = dated[np.concatenate(([True], dated[1:] != dated[:-1]))] if dated.size else dated
     if seen.size > 1:
         # Sessions in (prev, cur] minus the current row itself: 0 for consecutive sessions.
         missing = sessions_between_arrays(seen[:-1], seen[1:]) - 1
