@@ -142,6 +142,7 @@ def test_whole_file(shared_data: Path) -> None:
     started = time.perf_counter()
     p = CsvProvider(shared_data / SP500)
     elapsed = time.perf_counter() - started
+    assert p.load_mode == "typed"  # every cell of the real file parses typed: the fast path
     assert len(p.symbols()) == 505
     assert p.latest_date() == date(2017, 11, 10)
     assert elapsed < 15, f"loading the sp500 file took {elapsed:.1f}s"
@@ -218,6 +219,7 @@ def test_corrupted_copy_plain_and_gz(tmp_path: Path, aapl_rows: pl.DataFrame) ->
 
     for path in (plain, packed):
         p = CsvProvider(path)
+        assert p.load_mode == "text"  # the typed fast path gave up on the bad cells, the load did not
         assert p.symbols() == ["AAPL", "ZZZZ"]
         s = p.bars("AAPL")
         assert len(s) == 300 - 6  # six injected bad rows; the duplicate adds one row and loses one

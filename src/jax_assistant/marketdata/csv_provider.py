@@ -54,6 +54,8 @@ EARNINGS_FILE = "earnings_dates.csv"
 EARNINGS_DETAILS_FILE = "earnings_details.csv"  # the same dates plus release_time; preferred
 SECTORS_FILE = "sectors.csv"
 _T = TypeVar("_T")
+# The typed fast path of the loader: a file whose cells all parse as these is read in one go.
+_TYPES: dict[str, pl.DataType] = {"date": pl.Date(), **{c: pl.Float64() for c in VALUE_COLUMNS}}
 _AS_OF_CACHE = 3  # cleaned as-of cuts kept per symbol, besides the whole history
 # Side files that may sit next to the price files but are not price files themselves.
 METADATA_FILES = frozenset({EARNINGS_FILE, SECTORS_FILE, EARNINGS_DETAILS_FILE, "anomalies.csv"})
@@ -90,6 +92,7 @@ class CsvProvider:
         self._bad: dict[tuple[str, date | None], BadSymbolError] = {}
         self._load_issues: list[DataIssue] = []  # problems not tied to one loadable symbol
         self._row_issues: dict[str, list[DataIssue]] = {}  # unparseable rows, per symbol
+        self.load_mode = "none"  # "typed" (fast path), "text" (a cell did not parse typed) or "none"
 
         started = perf_counter()
         self._frames, self._latest = self._load()
@@ -116,8 +119,8 @@ class CsvProvider:
             return loader(default, issues=self._load_issues)
         return {}
 
-    def _sources(self) -> list[pl.LazyFrame]:
-        """One lazy text frame per data file with columns symbol, _file, _line and BAR_COLUMNS."""
+    def _files(self) -> list[tuple[Path, bool]]:
+        """The data files to read and whether each has a symbol column (empty files are reported)."""
         if not self.path.exists():
             raise DataSourceError(f"market data path not found: {self.path}")
         if self.path.is_file():
@@ -130,7 +133,7 @@ class CsvProvider:
             )
             if not files:
                 raise DataSourceError(f"no data files (*.csv, *.csv.gz, *.txt) in folder {self.path}")
-        out: list[pl.LazyFrame] = []
+        out: list[tuple[Path, bool]] = []
         for f in files:
             header = read_header(f)
             if not header and self.path.is_dir():
@@ -143,9 +146,21 @@ class CsvProvider:
             has_symbol = "symbol" in header
             if not has_symbol and self._wanted is not None and symbol_from_filename(f) not in self._wanted:
                 continue  # filter early: never parse a per-symbol file that was not asked for
+            if not header:
+                scan_strings(f, BAR_COLUMNS)  # raises the "empty file" error for a single file
+            out.append((f, has_symbol))
+        return out
+
+    def _sources(self, files: list[tuple[Path, bool]], *, typed: bool = False) -> list[pl.LazyFrame]:
+        """One lazy frame per data file with columns symbol, _file, _line and BAR_COLUMNS.
+
+        Text columns by default; ``typed`` reads the date and numbers typed (see :meth:`_load`).
+        """
+        out: list[pl.LazyFrame] = []
+        for f, has_symbol in files:
             # Without a symbol column the file is one symbol's bars, named after the file (also when the
             # path is a single file such as aapl.us.txt).
-            lf = scan_strings(f, BAR_COLUMNS)
+            lf = scan_strings(f, BAR_COLUMNS, types=_TYPES if typed else None)
             symbol = pl.col("symbol") if has_symbol else pl.lit(symbol_from_filename(f))
             out.append(
                 lf.with_row_index("_line", offset=2).select(
@@ -157,11 +172,42 @@ class CsvProvider:
             )
         return out
 
+    def _load_typed(self, files: list[tuple[Path, bool]]) -> pl.DataFrame | None:
+        """The fast path: the parsed rows if every cell parsed typed and every symbol and date is
+        plausible, else None (the text path then finds and reports the bad rows one by one)."""
+        try:
+            lf = pl.concat(self._sources(files, typed=True), how="vertical")
+            lf = lf.with_columns(clean_symbol().alias("symbol"))
+            if self._wanted is not None:
+                lf = lf.filter(pl.col("symbol").is_in(list(self._wanted)))
+            df = lf.select("symbol", pl.col("date").alias("d"), *VALUE_COLUMNS).collect()
+        except (pl.exceptions.PolarsError, ValueError):
+            return None
+        symbols = df["symbol"].unique().to_list()
+        if any(s is None or not is_ticker(s) for s in symbols):
+            return None
+        dates = df["d"].drop_nulls()
+        lo, hi = PLAUSIBLE_DATES
+        if dates.len() and not (lo <= dates.min() <= hi and lo <= dates.max() <= hi):  # type: ignore[operator]
+            return None
+        return df
+
     def _load(self) -> tuple[dict[str, pl.DataFrame], date | None]:
-        sources = self._sources()
-        if not sources:
+        files = self._files()
+        if not files:
             return {}, None
-        lf = pl.concat(sources, how="vertical").with_columns(clean_symbol().alias("symbol"))
+        good = self._load_typed(files)
+        self.load_mode = "typed"
+        if good is None:
+            good = self._load_text(files)
+            self.load_mode = "text"
+        latest = good["d"].max()
+        frames = {str(k[0]): v for k, v in good.partition_by("symbol", as_dict=True).items()}
+        return frames, latest if isinstance(latest, date) else None
+
+    def _load_text(self, files: list[tuple[Path, bool]]) -> pl.DataFrame:
+        """Every cell as text, then parsed leniently: a bad cell costs its row (reported), not the load."""
+        lf = pl.concat(self._sources(files), how="vertical").with_columns(clean_symbol().alias("symbol"))
         if self._wanted is not None:
             lf = lf.filter(pl.col("symbol").is_in(list(self._wanted)))
         # Fast path over all rows: the plain ISO date and number formats of the common case...
@@ -191,12 +237,9 @@ class CsvProvider:
         self._report_rows(df.filter(~ok_symbol), bad_cols, per_symbol=False)
         self._report_rows(df.filter(ok_symbol & any_bad), bad_cols, per_symbol=True)
 
-        good = df.filter(ok_symbol & ~any_bad).select(
+        return df.filter(ok_symbol & ~any_bad).select(
             "symbol", "d", *(pl.col(f"_{c}").alias(c) for c in VALUE_COLUMNS)
         )
-        latest = good["d"].max()
-        frames = {str(k[0]): v for k, v in good.partition_by("symbol", as_dict=True).items()}
-        return frames, latest if isinstance(latest, date) else None
 
     def _report_rows(self, rows: pl.DataFrame, bad_cols: list[str], *, per_symbol: bool) -> None:
         for r in rows.iter_rows(named=True):

@@ -37,7 +37,8 @@ class DetectEventsStage(BaseStage):
     default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=30.0)
 
     async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
-        series, stale = _session_series(ctx, item)
+        # The first bars() of a symbol and as-of parses and cleans it: off the event loop.
+        series, stale = await asyncio.to_thread(_session_series, ctx, item)
         issues = _relevant_issues(series, item.lookback)
         if stale:
             return StageOutput(
