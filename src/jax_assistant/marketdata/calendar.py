@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
@@ -33,7 +33,8 @@ def normalize_column(name: str) -> str:
     return COLUMN_ALIASES.get(key, key)
 
 
-def _raw_header(path: Path) -> list[str]:
+def raw_header(path: Path) -> list[str]:
+    """The column names of a (possibly gzipped) CSV as written, reading only its first line."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
@@ -45,19 +46,15 @@ def _raw_header(path: Path) -> list[str]:
 
 def read_header(path: Path) -> list[str]:
     """The normalised column names of a (possibly gzipped) CSV, reading only its first line."""
-    return [normalize_column(c) for c in _raw_header(path)]
+    return [normalize_column(c) for c in raw_header(path)]
 
 
-def scan_strings(
-    path: Path, required: Iterable[str], *, types: Mapping[str, pl.DataType] | None = None
-) -> pl.LazyFrame:
+def scan_strings(path: Path, required: Iterable[str]) -> pl.LazyFrame:
     """A lazy scan of ``path`` with every column as text and normalised names.
 
     Everything is read as text so that one bad cell becomes one reported row later instead of a
-    failed type inference for the whole file. ``types`` (by normalised name) reads those columns
-    typed instead: faster, but collecting then fails on the first cell that does not parse, so
-    callers keep the text scan as their fallback. Raises DataSourceError for a missing or empty
-    file or missing columns (naming the path and the columns).
+    failed type inference for the whole file. Raises DataSourceError for a missing or empty file or
+    missing columns (naming the path and the columns).
     """
     if not path.is_file():
         raise DataSourceError(f"data file not found: {path}")
@@ -69,19 +66,7 @@ def scan_strings(
         raise DataSourceError(
             f"{path} is missing required column(s) {', '.join(missing)}; found: {', '.join(header) or 'none'}"
         )
-    overrides = None
-    if types:
-        raw_header = _raw_header(path)
-        overrides = {
-            raw: types[normalize_column(raw)] for raw in raw_header if normalize_column(raw) in types
-        }
-    lf = pl.scan_csv(
-        path,
-        infer_schema=False,
-        schema_overrides=overrides,
-        truncate_ragged_lines=True,
-        encoding="utf8-lossy",
-    )
+    lf = pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=True, encoding="utf8-lossy")
     raw_names = lf.collect_schema().names()
     renames: dict[str, str] = {}
     for raw in raw_names:

@@ -242,8 +242,11 @@ def clean_series(
     dated = d[~nat]  # sorted (NaT sorted last), so distinct dates are where the value changes
     seen = dated[np.concatenate(([True], dated[1:] != dated[:-1]))] if dated.size else dated
     if seen.size > 1:
-        # Sessions in (prev, cur] minus the current row itself: 0 for consecutive sessions.
-        missing = sessions_between_arrays(seen[:-1], seen[1:]) - 1
+        # Sessions in (prev, cur] minus the current row itself: 0 for consecutive sessions. Only
+        # pairs more than a calendar day apart can hide one (the calendar lookup is the costly part).
+        missing = np.zeros(seen.size - 1, dtype=np.int64)
+        wide = np.flatnonzero((seen[1:] - seen[:-1]) > np.timedelta64(1, "D"))
+        missing[wide] = sessions_between_arrays(seen[:-1][wide], seen[1:][wide]) - 1
         for j in np.flatnonzero(missing > max_missing_sessions):
             issues.append(
                 DataIssue(
