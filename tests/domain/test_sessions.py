@@ -13,6 +13,7 @@ from jax_assistant.domain.sessions import (
     exchange_calendar,
     is_session,
     next_session,
+    reaction_session,
     nth_session_after,
     session_on_or_after,
     sessions_between,
@@ -72,3 +73,20 @@ def test_sessions_are_exactly_the_dates_of_the_real_data(shared_data: Path) -> N
     per_year = {int(y): int((years == y).sum()) for y in range(2006, 2017)}
     assert min(per_year.values()) == 250 == per_year[2012]  # README: 250-253, 2012 has Sandy
     assert max(per_year.values()) == 253
+
+
+@pytest.mark.parametrize(
+    ("report", "release", "reacts"),
+    [
+        (date(2017, 11, 2), "pre", date(2017, 11, 2)),
+        (date(2017, 11, 2), "post", date(2017, 11, 3)),
+        (date(2017, 11, 2), None, date(2017, 11, 2)),  # unknown: like pre
+        (date(2024, 3, 28), "post", date(2024, 4, 1)),  # Thursday before Good Friday
+        (date(2018, 5, 5), "pre", date(2018, 5, 7)),  # BRK.B reports on Saturdays
+        (date(2018, 5, 5), "post", date(2018, 5, 7)),  # "after the close" of a Saturday: still Monday
+        (date(2012, 10, 26), "post", date(2012, 10, 31)),  # Friday before Sandy
+        (date(2012, 10, 29), "pre", date(2012, 10, 31)),  # during the closure
+    ],
+)
+def test_reaction_session(report: date, release: str | None, reacts: date) -> None:
+    assert reaction_session(report, release) == reacts

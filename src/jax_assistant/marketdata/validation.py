@@ -17,7 +17,7 @@ price_outside_range    open or close outside [low, high] (decimal-shift glitches
 duplicate_date         a date seen before (the first valid copy is kept)           row skipped
 bad_tick               one price >= 80 % away from the same price of both          row skipped
                        neighbouring bars and back the next day (isolated glitch)
-bad_tick (unconfirmed) the last bar, with a price >= 80 % away from the previous   row skipped
+bad_tick (unconfirmed) the last bar, with a price >= 80 % away from the last good  row skipped
                        bar and no next bar yet to show whether it comes back
 zero_volume            volume == 0 (e.g. 2010-04-26 in the stooq data)             reported
 missing_days           NYSE sessions with no row between two consecutive rows      reported
@@ -26,7 +26,7 @@ missing_days           NYSE sessions with no row between two consecutive rows   
 Cleaning is causal: the result for a series cut at a date D depends only on the rows up to D, so
 providers clean ``raw[<= as_of]`` (not the whole file) for a run as of D. The one rule that wants a
 later bar is ``bad_tick``: an interior bar is judged with its next bar (which is <= D), and the last
-bar -- no next bar yet -- is judged with what D knows: a >= 80 % jump from the previous bar is
+bar -- no next bar yet -- is judged with what D knows: a >= 80 % jump from the last good bar is
 dropped as an *unconfirmed* bad tick. A later as-of that sees the price stay there accepts the bar
 (it is then an interior bar that did not come back). ``missing_days`` counts exchange sessions
 (``domain.sessions``), so weekends, holidays and closures such as Sandy are not holes, while a single
