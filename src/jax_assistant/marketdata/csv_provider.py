@@ -58,7 +58,7 @@ SECTORS_FILE = "sectors.csv"
 _T = TypeVar("_T")
 # The typed fast path of the loader: a file whose cells all parse as these is read in one go.
 _TYPES: dict[str, pl.DataType] = {"date": pl.Date(), **{c: pl.Float64() for c in VALUE_COLUMNS}}
-_AS_OF_CACHE = 3  # cleaned as-of cuts kept per symbol, besides the whole history
+_AS_OF_CACHE = 2  # cleaned as-of cuts kept per symbol, besides the whole history (a run needs one)
 # Side files that may sit next to the price files but are not price files themselves.
 METADATA_FILES = frozenset({EARNINGS_FILE, SECTORS_FILE, EARNINGS_DETAILS_FILE, "anomalies.csv"})
 
