@@ -4,7 +4,8 @@ For many dates D (2005-2017: the 2015-08-24 crash, the data's glitch days from a
 sessions around them, holidays and holes) and ALL 505 symbols, the price file is cut at D with
 polars and loaded by a second provider. Bars (with their data issues), events and setups for the
 run as of D must be identical between the cut file and the full file. On a few dates the whole
-``jax run`` is compared too: events, setups, risk decisions and stored trades.
+``jax run`` is compared too (2015-08-24 with all 505 symbols, the issue's repro, and 2010-09-16 with the
+glitchy ones): events, setups, risk decisions, data issues and stored trades.
 """
 
 from __future__ import annotations
@@ -124,8 +125,9 @@ def test_glitch_on_the_as_of_bar_is_judged_with_what_that_day_knows(full: CsvPro
 
 # --------------------------------------------------------------------------- the whole command
 
-RUN_DATES = [date(2010, 9, 16), date(2015, 8, 24)]
-RUN_SYMBOLS = ["AAPL", "AVB", "EIX", "XL", "HST", "PXD", "CHTR", "GOOG", "GOOGL", "JPM", "NFLX", "TMO"]
+GLITCHY = ["AAPL", "AVB", "EIX", "XL", "HST", "PXD", "CHTR", "GOOG", "GOOGL", "JPM", "NFLX", "TMO"]
+# (as-of date, symbols; None = every symbol of the file: the issue's repro, 505 symbols, lookback 5)
+RUNS = [(date(2010, 9, 16), GLITCHY), (date(2015, 8, 24), None)]
 VOLATILE = {"createdAt", "runId", "startedAt", "finishedAt", "durationMs", "correlationId", "attempts"}
 
 
@@ -137,11 +139,13 @@ def _stable(x: Any) -> Any:
     return x
 
 
-def _run(monkeypatch: pytest.MonkeyPatch, data: Path, store: Path, day: date) -> tuple[Any, Any]:
+def _run(
+    monkeypatch: pytest.MonkeyPatch, data: Path, store: Path, day: date, symbols: list[str] | None
+) -> tuple[Any, Any]:
     monkeypatch.setenv("JAX_DATA_DIR", str(store))  # a fresh database: no earlier positions booked
     # One symbol at a time: the risk book fills in completion order, which concurrency makes random
     # (portfolio_risk of a decision depends on which symbols were decided before it).
-    args = ["run", *RUN_SYMBOLS, "--data", str(data), "--as-of", day.isoformat(), "--concurrency", "1"]
+    args = ["run", *(symbols or []), "--data", str(data), "--as-of", day.isoformat(), "--concurrency", "1"]
     result = CliRunner().invoke(app, [*args, "--lookback", str(LOOKBACK), "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
@@ -156,29 +160,36 @@ def _run(monkeypatch: pytest.MonkeyPatch, data: Path, store: Path, day: date) ->
     return symbols, stored
 
 
-@pytest.mark.parametrize("day", RUN_DATES)
+@pytest.mark.parametrize(
+    ("day", "symbols"), RUNS, ids=[f"{d}-{'all' if s is None else len(s)}" for d, s in RUNS]
+)
 def test_jax_run_stores_the_same_decisions_cut_or_full(
     day: date,
+    symbols: list[str] | None,
     frame: pl.DataFrame,
     shared_data: Path,
     tmp_path: Path,
     jax_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cut_file = _cut(frame.filter(pl.col("symbol").is_in(RUN_SYMBOLS)), shared_data, tmp_path / "cut", day)
-    full_file = tmp_path / "full" / "bars.csv"
-    full_file.parent.mkdir()
-    frame.filter(pl.col("symbol").is_in(RUN_SYMBOLS)).write_csv(full_file)
-    for name in ("earnings_details.csv", "sectors.csv"):
-        (full_file.parent / name).write_bytes((shared_data / name).read_bytes())
-    got = _run(monkeypatch, cut_file, tmp_path / "db-cut", day)
-    want = _run(monkeypatch, full_file, tmp_path / "db-full", day)
+    rows = frame if symbols is None else frame.filter(pl.col("symbol").is_in(symbols))
+    cut_file = _cut(rows, shared_data, tmp_path / "cut", day)
+    if symbols is None:
+        full_file = shared_data / SP500  # the real file itself, earnings_details.csv beside it
+    else:
+        full_file = tmp_path / "full" / "bars.csv"
+        full_file.parent.mkdir()
+        rows.write_csv(full_file)
+        for name in ("earnings_details.csv", "sectors.csv"):
+            (full_file.parent / name).write_bytes((shared_data / name).read_bytes())
+    got = _run(monkeypatch, cut_file, tmp_path / "db-cut", day, symbols)
+    want = _run(monkeypatch, full_file, tmp_path / "db-full", day, symbols)
     for sym, result in want[0].items():
         if sym in got[0]:
             assert got[0][sym] == result, sym
         else:  # not listed yet on that day (GOOG before 2014): the full file has nothing for it either
             assert result["events"] == [] and result["trades"] == [], sym
     assert got[1] == want[1]
-    symbols, stored = want
-    assert sum(len(s["events"]) for s in symbols.values()) > 0
+    results, stored = want
+    assert sum(len(s["events"]) for s in results.values()) > 0
     assert stored  # setups were decided and stored
