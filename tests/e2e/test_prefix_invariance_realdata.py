@@ -3,7 +3,7 @@
 For many dates D (2005-2017: the 2015-08-24 crash, the data's glitch days from anomalies.csv and the
 sessions around them, holidays and holes) and ALL 505 symbols, the price file is cut at D with
 polars and loaded by a second provider. Bars (with their data issues), events and setups for the
-run as of D must be identical between the cut file and the full file. On a few dates the whole
+run as of D must be identical between the cut file and the full file. On two dates the whole
 ``jax run`` is compared too (2015-08-24 with all 505 symbols, the issue's repro, and 2010-09-16 with the
 glitchy ones): events, setups, risk decisions, data issues and stored trades.
 """
