@@ -104,7 +104,7 @@ def bench_load(data: Path, repeats: int) -> tuple[MarketDataProvider, dict[str, 
 def bench_scan(provider: MarketDataProvider, repeats: int) -> dict[str, Any]:
     symbols = provider.symbols()
     series: list[tuple[BarSeries, list[Any]]] = [
-        (provider.bars(s), provider.earnings_dates(s)) for s in symbols
+        (provider.bars(s), provider.earnings_reports(s)) for s in symbols
     ]
     total_bars = sum(len(s) for s, _ in series)
 

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from jax_assistant.marketdata.base import BarSeries
+from jax_assistant.marketdata.base import BarSeries, EarningsReport
 
 REAL_SYMBOLS = ("AAPL", "MSFT", "NVDA", "WFC", "JPM", "AJG")
 
@@ -62,6 +62,16 @@ def real_bars(shared_data: Path) -> dict[str, BarSeries]:
             np.array(g["date"].to_list(), dtype="datetime64[D]"),
             *(g[c].cast(pl.Float64).to_numpy().copy() for c in ("open", "high", "low", "close", "volume")),
         )
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_reports(shared_data: Path) -> dict[str, list[EarningsReport]]:
+    """The real earnings reports with release times, from earnings_details.csv (not via marketdata)."""
+    df = pl.read_csv(shared_data / "earnings_details.csv").filter(pl.col("symbol").is_in(REAL_SYMBOLS))
+    out: dict[str, list[EarningsReport]] = {s: [] for s in REAL_SYMBOLS}
+    for sym, d, release in df.select("symbol", "date", "release_time").iter_rows():
+        out[sym].append(EarningsReport(date=date.fromisoformat(d), release_time=release))
     return out
 
 

@@ -19,6 +19,7 @@ from jax_assistant.analysis import (
     volume_spike,
 )
 from jax_assistant.domain import session_time, unix_seconds
+from jax_assistant.marketdata import BarSeries, EarningsReport
 
 
 def only(*names: str, **kw: float) -> DetectorConfig:
@@ -188,20 +189,48 @@ def test_earnings_on_the_date_by_gap(make_series) -> None:
     assert ev.id == f"ev_earnings_surprise_TEST_{unix_seconds(s.date_at(22))}"
     assert ev.payload == {
         "earningsDate": s.date_at(22).isoformat(),
+        "releaseTime": "unknown",
         "gapPct": pytest.approx(2.5),
         "volumeRatio": 1.0,
         "direction": "up",
     }
 
 
-def test_earnings_next_session_by_volume_then_window_ends(make_series) -> None:
-    # reaction the day after by volume (1.5x), and a big gap two sessions after is outside the window
-    s = earnings_case(make_series, gaps={24: -4.0}, volumes={23: 1500.0})
-    det = earnings_surprise(s, [s.date_at(22)])
-    assert np.flatnonzero(det.mask).tolist() == [23]
-    assert str(det.metrics["earningsDate"][23]) == s.date_at(22).isoformat()
-    wider = earnings_surprise(s, [s.date_at(22)], DetectorConfig(earnings_reaction_sessions=2))
-    assert np.flatnonzero(wider.mask).tolist() == [23, 24]
+def test_one_event_per_report_on_its_reaction_session(make_series) -> None:
+    # Strong on both the report date (gap) and the next session (volume): one event either way.
+    s = earnings_case(make_series, gaps={22: 3.0}, volumes={23: 2000.0})
+    d = s.date_at(22)
+    pre = earnings_surprise(s, [EarningsReport(date=d, release_time="pre")])
+    assert np.flatnonzero(pre.mask).tolist() == [22]
+    post = earnings_surprise(s, [EarningsReport(date=d, release_time="post")])
+    assert np.flatnonzero(post.mask).tolist() == [23]  # after the close: the next session trades it
+    assert str(post.metrics["earningsDate"][23]) == d.isoformat()
+    (ev,) = detect_events(
+        s, [EarningsReport(date=d, release_time="post")], only("earnings_surprise"), lookback=10
+    )
+    assert (ev.payload["earningsDate"], ev.payload["releaseTime"]) == (d.isoformat(), "post")
+    # A plain date (release time unknown) is taken as before the open.
+    assert np.flatnonzero(earnings_surprise(s, [d]).mask).tolist() == [22]
+
+
+def test_a_weak_reaction_session_is_no_event_even_if_the_next_one_is_strong(make_series) -> None:
+    s = earnings_case(make_series, gaps={24: -4.0}, volumes={})
+    d = s.date_at(22)
+    assert not earnings_surprise(s, [EarningsReport(date=d, release_time="pre")]).mask.any()
+    assert not earnings_surprise(s, [EarningsReport(date=d, release_time="post")]).mask.any()
+
+
+def test_missing_reaction_bar_uses_the_grace_sessions(make_series) -> None:
+    s = earnings_case(make_series, gaps={22: 3.0}, volumes={})
+    # A report whose reaction session (bar 21) is missing from the data; bar 22 gaps.
+    kept = np.concatenate([s.dates[:21], s.dates[22:]])
+    cols = [np.concatenate([a[:21], a[22:]]) for a in (s.open, s.high, s.low, s.close, s.volume)]
+    holed = BarSeries("TEST", kept, *cols)
+    missing = s.date_at(21)  # the bar that is not there
+    report = [EarningsReport(date=missing, release_time="pre")]
+    assert not earnings_surprise(holed, report).mask.any()
+    grace = earnings_surprise(holed, report, DetectorConfig(earnings_reaction_sessions=1))
+    assert [holed.date_at(i) for i in np.flatnonzero(grace.mask)] == [s.date_at(22)]
 
 
 def test_earnings_thresholds_edges(make_series) -> None:
@@ -218,14 +247,14 @@ def test_earnings_quiet_reaction_or_no_dates_is_no_event(make_series) -> None:
     assert not earnings_surprise(s, [s.date_at(10)]).mask.any()  # a quiet earnings day long before
 
 
-def test_earnings_date_on_a_weekend_reacts_next_session(make_series) -> None:
+@pytest.mark.parametrize("release", ["pre", "post", None])
+def test_earnings_date_on_a_weekend_reacts_next_session(make_series, release: str | None) -> None:
     s = earnings_case(make_series, gaps={25: 3.0}, volumes={})
     monday = s.date_at(25)
     assert monday.weekday() == 0  # 2024-01-01 + 25 sessions is a Monday
     saturday = date.fromordinal(monday.toordinal() - 2)
-    assert earnings_surprise(s, [saturday]).mask[25]
-    # with 0 reaction sessions only the date itself counts, and it was not a session
-    assert not earnings_surprise(s, [saturday], DetectorConfig(earnings_reaction_sessions=0)).mask.any()
+    report = [EarningsReport(date=saturday, release_time=release)]  # type: ignore[arg-type]
+    assert np.flatnonzero(earnings_surprise(s, report).mask).tolist() == [25]
 
 
 def test_earnings_warmup_and_zero_volume_history(make_series) -> None:

@@ -12,7 +12,7 @@ from datetime import date
 import pytest
 
 from jax_assistant.analysis import DetectorConfig, detect_events
-from jax_assistant.marketdata.base import BarSeries
+from jax_assistant.marketdata.base import BarSeries, EarningsReport
 
 pytestmark = pytest.mark.realdata
 
@@ -30,7 +30,7 @@ def rows(s: BarSeries) -> tuple[list[date], list[float], list[float], list[float
     )
 
 
-def reference_events(s: BarSeries, earnings: list[date]) -> dict[str, dict[date, dict[str, float]]]:
+def reference_events(s: BarSeries, earnings: list[EarningsReport]) -> dict[str, dict[date, dict[str, float]]]:
     dates, o, h, lo, c, v = rows(s)
     n = len(dates)
     out: dict[str, dict[date, dict[str, float]]] = defaultdict(dict)
@@ -65,15 +65,13 @@ def reference_events(s: BarSeries, earnings: list[date]) -> dict[str, dict[date,
         if prev > 0 and tr[t] / prev >= 2.0 - TOL:
             out["volatility_spike"][dates[t]] = {"trRatio": tr[t] / prev}
 
-    index = {d: k for k, d in enumerate(dates)}
-    for e in sorted(set(earnings)):
-        if e in index:
-            window = [index[e], index[e] + 1]  # the report day and one session after
-        else:
-            after = [k for k, d in enumerate(dates) if d > e]
-            window = after[:1]  # report on a non-session: the next session is the one after
-        for t in window:
-            if t >= n or t < 20:
+    # One reaction bar per report: the first bar on/after the date (before the open), or the first
+    # bar after it (after the close). These symbols have no holes in 2012-2017, so that is the session.
+    for rep in sorted(earnings, key=lambda r: r.date):
+        e = rep.date
+        after = [k for k, d in enumerate(dates) if (d > e if rep.release_time == "post" else d >= e)]
+        for t in after[:1]:
+            if t < 20:
                 continue
             g, r = gap[t], ratio[t]
             assert g is not None
@@ -83,9 +81,9 @@ def reference_events(s: BarSeries, earnings: list[date]) -> dict[str, dict[date,
 
 
 @pytest.mark.parametrize("symbol", ["AAPL", "MSFT", "NVDA", "WFC", "JPM", "AJG"])
-def test_detect_events_matches_independent_computation(real_bars, real_earnings, symbol: str) -> None:
+def test_detect_events_matches_independent_computation(real_bars, real_reports, symbol: str) -> None:
     s = real_bars[symbol]
-    earnings = real_earnings[symbol]
+    earnings = real_reports[symbol]
     want = reference_events(s, earnings)
     got: dict[str, dict[date, dict[str, object]]] = defaultdict(dict)
     for ev in detect_events(s, earnings, DetectorConfig(), lookback=len(s)):
@@ -124,27 +122,31 @@ def test_aapl_gaps_over_3pct_found_session_by_session(real_bars) -> None:
     assert detect_events(s, [], cfg, as_of=quiet) == []
 
 
-def test_aapl_known_earnings_reaction(real_bars, real_earnings) -> None:
+def test_aapl_known_earnings_reaction(real_bars, real_reports) -> None:
     """AAPL reported after the close on 2017-11-02; the 2017-11-03 open gapped up ~3.5 %."""
     s = real_bars["AAPL"]
-    assert date(2017, 11, 2) in real_earnings["AAPL"]
-    events = detect_events(s, real_earnings["AAPL"], as_of=date(2017, 11, 3))
+    assert EarningsReport(date=date(2017, 11, 2), release_time="post") in real_reports["AAPL"]
+    # The report day itself is not the reaction: the numbers came out after its close.
+    on_report_day = detect_events(s, real_reports["AAPL"], as_of=date(2017, 11, 2))
+    assert "earnings_surprise" not in {e.type for e in on_report_day}
+    events = detect_events(s, real_reports["AAPL"], as_of=date(2017, 11, 3))
     by_type = {e.type: e for e in events}
     assert {"gap_open", "earnings_surprise"} <= set(by_type)
     assert by_type["earnings_surprise"].payload["earningsDate"] == "2017-11-02"
+    assert by_type["earnings_surprise"].payload["releaseTime"] == "post"
     assert by_type["earnings_surprise"].payload["direction"] == "up"
     assert by_type["gap_open"].payload["gapPct"] == pytest.approx(3.504, abs=1e-3)
     assert by_type["gap_open"].payload["prevClose"] == 167.51
 
 
-def test_weekend_earnings_date_maps_to_next_session(real_bars, real_earnings) -> None:
+def test_weekend_earnings_date_maps_to_next_session(real_bars, real_reports) -> None:
     """AJG's 2014-04-06 earnings date is a Sunday: Monday 2014-04-07 (volume ~3x) is its reaction."""
     s = real_bars["AJG"]
-    assert date(2014, 4, 6) in real_earnings["AJG"]
-    assert date(2014, 4, 7) in reference_events(s, real_earnings["AJG"])["earnings_surprise"]
+    assert date(2014, 4, 6) in [r.date for r in real_reports["AJG"]]
+    assert date(2014, 4, 7) in reference_events(s, real_reports["AJG"])["earnings_surprise"]
     got = [
         e
-        for e in detect_events(s, real_earnings["AJG"], as_of=date(2014, 4, 7))
+        for e in detect_events(s, real_reports["AJG"], as_of=date(2014, 4, 7))
         if e.type == "earnings_surprise"
     ]
     assert [e.session for e in got] == [date(2014, 4, 7)]

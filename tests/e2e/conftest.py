@@ -32,7 +32,7 @@ def real_subset(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
         for row in reader:
             if row[0] in REAL_SYMBOLS:
                 writer.writerow(row)
-    for name in ("earnings_dates.csv", "sectors.csv"):
+    for name in ("earnings_dates.csv", "earnings_details.csv", "sectors.csv"):
         shutil.copy(shared_data / name, folder / name)
     return target
 

@@ -167,7 +167,7 @@ def _raw_rows(path: Path, symbol: str) -> list[dict[str, Any]]:
 
 
 def _expected_events(
-    rows: list[dict[str, Any]], earnings: list[date], as_of: date, lookback: int
+    rows: list[dict[str, Any]], earnings: list[tuple[date, str]], as_of: date, lookback: int
 ) -> set[tuple]:
     """Independent, loop-based computation of the default detectors (gap 3 %, volume 2.5x over the 20
     prior sessions, true range 2x the prior Wilder ATR14, earnings reaction = report day or next session
@@ -200,8 +200,14 @@ def _expected_events(
             out.add(("volume_spike", r["date"]))
         if atrs[i - 1] and trs[i] / atrs[i - 1] >= 2 - 1e-9:
             out.add(("volatility_spike", r["date"]))
-        # earnings: the report date itself, or the first session after it
-        reaction = any(d == r["date"] or (d < r["date"] and d >= dates[i - 1]) for d in earnings)
+        # earnings: one reaction bar per report -- the first bar on/after the date if it came before
+        # the open, the first bar after it if it came after the close (earnings_details.csv)
+        reaction = any(
+            (d < r["date"] and d >= dates[i - 1])
+            if release == "post"
+            else (d <= r["date"] and d > dates[i - 1])
+            for d, release in earnings
+        )
         if i >= 20 and reaction and (abs(gap) >= 2 - 1e-9 or (ratio is not None and ratio >= 1.5 - 1e-9)):
             out.add(("earnings_surprise", r["date"]))
     return out
@@ -224,14 +230,16 @@ def test_real_data_detections_match_an_independent_computation(
         str(lookback),
     )
     assert payload["run"]["simulated"] is False and payload["run"]["provider"] == "csv"
-    with open(real_subset.parent / "earnings_dates.csv", newline="") as fh:
-        earnings = [(r["symbol"], date.fromisoformat(r["date"])) for r in csv.DictReader(fh)]
+    with open(real_subset.parent / "earnings_details.csv", newline="") as fh:
+        earnings = [
+            (r["symbol"], date.fromisoformat(r["date"]), r["release_time"]) for r in csv.DictReader(fh)
+        ]
     by_symbol = {s["symbol"]: s for s in payload["symbols"]}
     total = 0
     for sym in symbols:
         got = {(e["type"], date.fromisoformat(e["time"][:10])) for e in by_symbol[sym]["events"]}
         expected = _expected_events(
-            _raw_rows(real_subset, sym), [d for s, d in earnings if s == sym], as_of, lookback
+            _raw_rows(real_subset, sym), [(d, t) for s, d, t in earnings if s == sym], as_of, lookback
         )
         assert got == expected, sym
         total += len(got)

@@ -228,10 +228,10 @@ async def test_dead_letter_retry_respects_the_original_runs_portfolio(
         metrics_enabled=False,
     )
     async with Orchestrator(settings) as orch:
-        first = await orch.start_run(RunRequest(symbols=["VOLT.SIM", "MINT.SIM"]))
+        first = await orch.start_run(RunRequest(symbols=["VOLT.SIM", "BOLT.SIM"]))
         by = {r.symbol: r for r in first.results}
         assert by["VOLT.SIM"].status.value == "failed"
-        assert sum(t.risk.allowed for t in by["MINT.SIM"].trades) == 1  # MINT took the only slot
+        assert sum(t.risk.allowed for t in by["BOLT.SIM"].trades) == 1  # BOLT took the only slot
         broken["on"] = False
         retry = await orch.retry_dead_letters(run_id=first.run.id)
         (volt,) = retry.results

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jax_assistant.marketdata import CsvProvider, DataSourceError, UnknownSymbolError
+from jax_assistant.marketdata import CsvProvider, DataSourceError, EarningsReport, UnknownSymbolError
 
 
 def _days(n: int, start: date = date(2021, 3, 1)) -> list[date]:
@@ -153,3 +153,42 @@ def test_bars_are_cached_and_read_only(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         s.close[0] = 0.0
     assert len(p.bars("AAA", as_of=_days(30)[9])) == 10
+
+
+def test_earnings_details_beside_the_data_are_preferred(tmp_path: Path) -> None:
+    (tmp_path / "prices.csv").write_text(_long_csv({"AAA": 10.0}))
+    (tmp_path / "earnings_dates.csv").write_text("symbol,date\nAAA,2021-01-01\n")
+    (tmp_path / "earnings_details.csv").write_text(
+        "symbol,date,release_time,qtr,eps_est,eps\n"
+        "AAA,2021-03-04,post,21-Feb,0.5,0.61\n"
+        "AAA,2021-03-11,AMC,21-Feb,,\n"  # the bmo/amc spelling
+        "AAA,2021-03-18,,21-Feb,bad,1\n"  # no release time: unknown
+        "AAA,2021-03-04,pre,21-Feb,0.5,0.61\n"  # a second row for a date: the first one wins
+    )
+    p = CsvProvider(tmp_path / "prices.csv")
+    assert p.earnings_reports("aaa") == [
+        EarningsReport(date=date(2021, 3, 4), release_time="post", eps_estimate=0.5, eps=0.61),
+        EarningsReport(date=date(2021, 3, 11), release_time="post"),
+        EarningsReport(date=date(2021, 3, 18), release_time=None, eps=1.0),
+    ]
+    assert p.earnings_dates("AAA") == [date(2021, 3, 4), date(2021, 3, 11), date(2021, 3, 18)]
+
+
+def test_bars_as_of_are_cleaned_from_rows_up_to_as_of_only(tmp_path: Path) -> None:
+    rows = _rows(30, 100.0)
+    lines = ["symbol,date,open,high,low,close,volume"]
+    for i, (d, o, h, lo, c, v) in enumerate(rows):
+        k = 10.0 if i >= 20 else 1.0  # a x10 level change on bar 20 that the later bars confirm
+        lines.append(f"AAA,{d},{o * k},{h * k},{lo * k},{c * k},{v}")
+    (tmp_path / "p.csv").write_text("\n".join(lines) + "\n")
+    p = CsvProvider(tmp_path / "p.csv")
+    day20, day21 = rows[20][0], rows[21][0]
+    on_the_day = p.bars("AAA", day20)  # nothing after bar 20 yet: an unconfirmed bad tick
+    assert on_the_day.last_date == rows[19][0]
+    (issue,) = on_the_day.issues
+    assert (issue.rule, issue.date) == ("bad_tick", day20) and "unconfirmed" in issue.detail
+    later = p.bars("AAA", day21)  # bar 21 stayed at the new level: bar 20 is real
+    assert later.last_date == day21 and later.issues == ()
+    assert np.datetime64(day20) in p.bars("AAA").dates
+    assert p.bars("AAA", day20) is on_the_day  # cached per cut
+    assert p.bars("AAA", rows[0][0] - timedelta(days=3)).dates.size == 0

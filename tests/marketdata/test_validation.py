@@ -210,14 +210,14 @@ def test_zero_volume_is_reported_not_dropped() -> None:
 
 def test_missing_days_reported_not_dropped() -> None:
     dates = [date(2024, 1, 2), date(2024, 1, 3), date(2024, 1, 4), date(2024, 1, 5)]
-    dates += [date(2024, 1, 16), date(2024, 1, 17)]  # a hole of 6 weekdays (8 .. 15 Jan)
+    dates += [date(2024, 1, 16), date(2024, 1, 17)]  # 6 weekdays (8 .. 15 Jan), 5 sessions: 15th is MLK
     raw = {k: v[:6] for k, v in _raw(6).items()}
     raw["dates"] = dates
     s = _clean(raw)
     assert len(s) == 6
     (issue,) = s.issues
     assert (issue.rule, issue.action, issue.date) == ("missing_days", "reported", date(2024, 1, 16))
-    assert "6 weekdays" in issue.detail and "date" in issue.detail
+    assert "5 session(s)" in issue.detail and "date" in issue.detail
 
 
 @pytest.mark.parametrize(
@@ -226,13 +226,65 @@ def test_missing_days_reported_not_dropped() -> None:
         (date(2024, 1, 12), date(2024, 1, 16)),  # Fri -> Tue: a Monday holiday
         (date(2024, 11, 27), date(2024, 11, 29)),  # Wed -> Fri: Thanksgiving
         (date(2012, 10, 26), date(2012, 10, 31)),  # Fri -> Wed: the Sandy closure
-        (date(2024, 12, 2), date(2024, 12, 6)),  # 3 weekdays missing: at the threshold, not above
+        (date(2001, 9, 10), date(2001, 9, 17)),  # the 9/11 closure
+        (date(2018, 12, 4), date(2018, 12, 6)),  # the Bush day of mourning
+        (date(2024, 3, 28), date(2024, 4, 1)),  # Good Friday
     ],
 )
 def test_holidays_and_weekends_are_not_missing_days(pair: tuple[date, date]) -> None:
     raw = {k: v[:2] for k, v in _raw(2).items()}
     raw["dates"] = list(pair)
     assert _clean(raw).issues == ()
+
+
+@pytest.mark.parametrize(
+    ("pair", "missing"),
+    [
+        ((date(2011, 2, 16), date(2011, 2, 18)), 1),  # the real 2011-02-17 hole: one Thursday
+        ((date(2024, 12, 2), date(2024, 12, 6)), 3),
+        ((date(2024, 12, 31), date(2025, 1, 3)), 1),  # Jan 1 is a holiday, Jan 2 a session
+    ],
+)
+def test_a_missing_session_is_reported(pair: tuple[date, date], missing: int) -> None:
+    raw = {k: v[:2] for k, v in _raw(2).items()}
+    raw["dates"] = list(pair)
+    (issue,) = _clean(raw).issues
+    assert (issue.rule, issue.date) == ("missing_days", pair[1])
+    assert f"{missing} session(s)" in issue.detail
+
+
+@pytest.mark.parametrize("factor", [10.0, 0.1])
+def test_last_bar_jump_is_an_unconfirmed_bad_tick_until_a_later_bar_confirms_it(factor: float) -> None:
+    raw = _raw(10)
+    for k in ("open", "high", "low", "close"):
+        for j in (8, 9):
+            raw[k][j] *= factor  # a level change on bar 8 that bar 9 confirms
+    cut = {k: v[:9] for k, v in raw.items()}  # as of bar 8: nothing after it yet
+    s = _dropped(cut, 8, "bad_tick", "close")
+    assert "unconfirmed" in _by_rule(s.issues, "bad_tick")[0].detail
+    full = _clean(raw)  # as of bar 9: bar 8 stayed, so it is real; bar 9 is no jump from bar 8
+    assert full.issues == ()
+    assert len(full) == 10
+
+
+def test_last_bar_inside_the_jump_limit_is_kept() -> None:
+    raw = _raw(10)
+    for k in ("open", "high", "low", "close"):
+        raw[k][9] *= 1.7  # +70 %: a huge but plausible move
+    assert _clean(raw).issues == ()
+
+
+def test_cleaning_a_prefix_equals_the_prefix_of_cleaning_except_an_unconfirmed_last_bar() -> None:
+    raw = _raw(30)
+    raw["low"][5] /= 10  # an interior glitch: judged the same in every prefix that has bar 6
+    raw["close"][12] = float("nan")
+    full = _clean(raw)
+    for cut in range(7, 30):
+        part = _clean({k: v[:cut] for k, v in raw.items()})
+        last = raw["dates"][cut - 1]
+        ref = full.upto(last)
+        assert part.dates.tolist() == ref.dates.tolist()
+        assert part.issues == ref.issues
 
 
 def test_fewer_than_two_valid_bars_raises_bad_symbol_error() -> None:

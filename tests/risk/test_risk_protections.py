@@ -24,7 +24,8 @@ def codes(state: PortfolioState, as_of: date, symbol: str = "AAPL", c: RiskConst
         (date(2024, 3, 4), date(2024, 3, 11), 5),
         (date(2024, 3, 9), date(2024, 3, 10), 0),  # Sat -> Sun
         (date(2024, 3, 11), date(2024, 3, 4), 0),
-        (date(2024, 1, 1), date(2024, 12, 31), 261),
+        (date(2024, 1, 1), date(2024, 12, 31), 252),  # NYSE: 261 weekdays in (Jan 1, Dec 31] less 9 holidays
+        (date(2024, 3, 28), date(2024, 4, 1), 1),  # Good Friday is not a session
     ],
 )
 def test_sessions_between(start: date, end: date, expected: int) -> None:

@@ -100,50 +100,89 @@ def test_macd_short_after_a_top(make_series) -> None:
 # --------------------------------------------------------------------------- MA crossover
 
 
-def test_golden_cross(make_series) -> None:
-    s = series_from(make_series, v_shape(200, 60, 1.0, 60, 1.0), spread=0.5)
-    setups = MaCrossover().generate(s, [], lookback=len(s))
-    assert len(setups) == 1
-    (setup,) = setups
-    i = int(np.searchsorted(s.dates, np.datetime64(setup.time.date(), "D")))
-    f, sl = sma(s.close, 20), sma(s.close, 50)
-    assert f[i - 1] - sl[i - 1] <= 1e-9 * s.close[i] < f[i] - sl[i]
+def ma_geometry(setup, s, i: int, stop: float, mults: tuple[float, ...]) -> None:
+    a = atr(s.high, s.low, s.close, 14)[i]
+    sign = 1 if setup.direction is Direction.LONG else -1
+    assert setup.entry == s.close[i]
+    assert setup.stop == pytest.approx(stop(a) if callable(stop) else stop)
+    assert setup.targets == pytest.approx([s.close[i] + sign * m * a for m in mults])
+    assert setup.event_id is None and setup.time == session_time(s.date_at(i))
+
+
+def test_golden_cross_when_the_averages_are_stacked_and_close_is_above_sma20(make_series) -> None:
+    s = series_from(make_series, [100 + 0.5 * k for k in range(260)], spread=0.3)
+    i = len(s) - 1
+    (setup,) = MaCrossover().generate(s, [])
+    f, sl, t = sma(s.close, 20)[i], sma(s.close, 50)[i], sma(s.close, 200)[i]
+    assert f > sl > t and s.close[i] > f
     assert setup.direction is Direction.LONG
     assert setup.reason.startswith("golden cross")
-    check_atr_geometry(setup, s, i, 2.0, (2.0, 3.0))
-    assert setup.confidence == pytest.approx(0.65)
+    ma_geometry(setup, s, i, lambda a: sl - a, (3.0, 5.0))  # stop SMA50 - ATR, targets 3 and 5 ATR
+    # 0.65 + 0.12 (close above a rising SMA200) + 0.10 (SMA20 is 25 % above SMA200); volume flat
+    assert abs(f - t) / t > 0.05
+    assert setup.confidence == pytest.approx(0.87)
+    s.volume[i] = 2000.0  # above its 20-session average: +0.08, capped at 1 from 0.95
+    (setup,) = MaCrossover().generate(s, [])
+    assert setup.confidence == pytest.approx(0.95)
+    # It is a state: every session of the aligned trend is a golden cross.
+    assert len(MaCrossover().generate(s, [], lookback=30)) == 30
 
 
-def test_death_cross(make_series) -> None:
-    closes = [100 + k for k in range(60)]
-    closes += [closes[-1] - (k + 1) for k in range(60)]
-    s = series_from(make_series, closes, spread=0.5)
-    (setup,) = MaCrossover().generate(s, [], lookback=len(s))
+def test_golden_cross_confidence_without_the_spread_boost(make_series) -> None:
+    s = series_from(make_series, [100 + 0.02 * k for k in range(260)], spread=0.01)
+    i = len(s) - 1
+    f, t = sma(s.close, 20)[i], sma(s.close, 200)[i]
+    assert abs(f - t) / t < 0.05
+    (setup,) = MaCrossover().generate(s, [])
+    assert setup.reason.startswith("golden cross")
+    assert setup.confidence == pytest.approx(0.77)  # 0.65 + 0.12 trend
+
+
+def test_death_cross_mirrored(make_series) -> None:
+    s = series_from(make_series, [300 - 0.5 * k for k in range(260)], spread=0.3)
+    i = len(s) - 1
+    (setup,) = MaCrossover().generate(s, [])
+    f, sl, t = sma(s.close, 20)[i], sma(s.close, 50)[i], sma(s.close, 200)[i]
+    assert f < sl < t and s.close[i] < f
     assert setup.direction is Direction.SHORT
     assert setup.reason.startswith("death cross")
+    ma_geometry(setup, s, i, lambda a: sl + a, (3.0, 5.0))
+    assert setup.confidence == pytest.approx(0.87)
 
 
-def test_pullback_to_sma20_in_uptrend(make_series) -> None:
+def _with_last_close_off_sma20(make_series, x: float):
+    """An uptrend whose last close sits exactly ``x`` (fraction) from its own SMA20."""
     closes = [100 + 0.5 * k for k in range(260)]
+    s19 = sum(closes[-20:-1])
+    closes[-1] = s19 * (1 + x) / (19 - x)  # c = (s19 + c) / 20 * (1 + x)
     s = series_from(make_series, closes, spread=0.3)
-    assert MaCrossover().generate(s, [], lookback=60) == []  # a smooth uptrend never touches SMA20
-    s.low[250] = s.close[250] - 6.0  # SMA20 is close - 4.75: the low dips through it, close holds
-    (setup,) = MaCrossover().generate(s, [], lookback=60)
-    assert setup.time == session_time(s.date_at(250))
+    i = len(s) - 1
+    f = sma(s.close, 20)[i]
+    assert (s.close[i] - f) / f == pytest.approx(x)
+    return s, i
+
+
+@pytest.mark.parametrize("x", [-0.02, -0.01, 0.0])
+def test_pullback_to_sma20_in_an_uptrend(make_series, x: float) -> None:
+    s, i = _with_last_close_off_sma20(make_series, x)
+    (setup,) = MaCrossover().generate(s, [])
     assert setup.direction is Direction.LONG
     assert setup.reason.startswith("pullback to SMA20")
-    # price above a rising SMA200: trend boost on top of the 0.65 base
-    assert setup.confidence == pytest.approx(0.70)
-    s.volume[250] = 2000.0
-    (setup,) = MaCrossover().generate(s, [], lookback=60)
-    assert setup.confidence == pytest.approx(0.75)
+    ma_geometry(setup, s, i, lambda a: s.close[i] - 1.5 * a, (2.0, 3.5))
+    assert setup.confidence == pytest.approx(0.55)
 
 
-def test_no_pullback_without_sma200_uptrend(make_series) -> None:
-    closes = [100 + 0.5 * k for k in range(150)]  # too short for SMA200
-    s = series_from(make_series, closes, spread=0.3)
-    s.low[140] = s.close[140] - 6.0
-    assert MaCrossover().generate(s, [], lookback=20) == []
+def test_pullback_band_edges(make_series) -> None:
+    s, _ = _with_last_close_off_sma20(make_series, -0.025)
+    assert MaCrossover().generate(s, []) == []  # too far below SMA20, and no golden cross
+    s, _ = _with_last_close_off_sma20(make_series, 0.005)
+    (setup,) = MaCrossover().generate(s, [])  # inside the band but above SMA20: the golden cross wins
+    assert setup.reason.startswith("golden cross")
+
+
+def test_no_signal_before_sma200(make_series) -> None:
+    s = series_from(make_series, [100 + 0.5 * k for k in range(150)], spread=0.3)
+    assert MaCrossover().generate(s, [], lookback=150) == []
 
 
 # --------------------------------------------------------------------------- crossings

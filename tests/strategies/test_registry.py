@@ -154,12 +154,12 @@ def test_lookback_spans_sessions(make_series) -> None:
 
 
 @pytest.mark.realdata
-def test_real_aapl_earnings_gap_setup(real_bars, real_earnings) -> None:
+def test_real_aapl_earnings_gap_setup(real_bars, real_reports) -> None:
     """AAPL 2017-11-03: gapped up ~3.5 % after the 2017-11-02 report -> an earnings_gap_v1 long."""
     s = real_bars["AAPL"]
     day = date(2017, 11, 3)
     i = int(np.searchsorted(s.dates, np.datetime64(day, "D")))
-    events = detect_events(s, real_earnings["AAPL"], as_of=day)
+    events = detect_events(s, real_reports["AAPL"], as_of=day)  # 11-02 was after the close
     setups = StrategyRegistry.default().generate(s, events, as_of=day)
     (eg,) = [x for x in setups if x.strategy_id == "earnings_gap_v1"]
     assert eg.direction is Direction.LONG

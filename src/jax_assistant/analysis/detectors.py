@@ -12,10 +12,10 @@ zero denominator yields NaN, which never triggers either.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from jax_assistant.analysis.indicators import atr, rolling_sum, shift, true_range
 from jax_assistant.domain import Event, EventType, session_time, unix_seconds
+from jax_assistant.domain.sessions import exchange_calendar, reaction_sessions
 
 if TYPE_CHECKING:
     from jax_assistant.marketdata.base import BarSeries
@@ -54,7 +55,10 @@ class DetectorConfig(BaseModel):
     atr_period: int = Field(default=14, ge=1)
     volatility_spike_ratio: float = Field(default=2.0, gt=0, description="true range / previous ATR")
     earnings_reaction_sessions: int = Field(
-        default=1, ge=0, description="sessions after the earnings date that still count as its reaction"
+        default=0,
+        ge=0,
+        description="when the data has no bar on a report's reaction session, how many sessions later "
+        "a bar may still stand in for it (one event per report either way)",
     )
     earnings_gap_threshold_pct: float = Field(default=2.0, gt=0)
     earnings_volume_ratio: float = Field(default=1.5, gt=0)
@@ -109,43 +113,77 @@ def _at_least(x: FloatArray, threshold: float) -> BoolArray:
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
-def _earnings_dates_array(earnings_dates: Iterable[date] | npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Sorted, de-duplicated ``datetime64[D]`` (via ordinals: 10x faster than numpy's date parsing)."""
-    if isinstance(earnings_dates, np.ndarray):
-        arr = earnings_dates.astype("datetime64[D]")
+class EarningsRelease(Protocol):
+    """An earnings report as the detector needs it (``marketdata.EarningsReport`` is one)."""
+
+    @property
+    def date(self) -> date: ...
+
+    @property
+    def release_time(self) -> str | None: ...
+
+
+# Report dates (release time unknown), reports with a release time, or a datetime64 array of dates.
+EarningsInput = Iterable[date | EarningsRelease] | npt.NDArray[Any]
+
+
+def _earnings_arrays(earnings: EarningsInput) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """Sorted report dates (``datetime64[D]``, one per date) and each one's release time.
+
+    Release times are ``"pre"``, ``"post"`` or ``"unknown"`` (plain dates). Dates are converted via
+    ordinals (10x faster than numpy's date parsing).
+    """
+    if isinstance(earnings, np.ndarray):
+        arr = earnings.astype("datetime64[D]")
+        times = np.full(arr.shape[0], "unknown", dtype=object)
     else:
-        items = list(earnings_dates)
-        if all(isinstance(d, date) for d in items):
-            days = np.fromiter((d.toordinal() - _EPOCH_ORDINAL for d in items), np.int64, len(items))
-            arr = days.astype("datetime64[D]")
+        days: list[date | str] = []
+        when: list[str] = []
+        for x in earnings:
+            if isinstance(x, date | str):
+                days.append(x)
+                when.append("unknown")
+            else:
+                days.append(x.date)
+                when.append(x.release_time if x.release_time in ("pre", "post") else "unknown")
+        if all(isinstance(d, date) for d in days):
+            ords = (d.toordinal() - _EPOCH_ORDINAL for d in days if isinstance(d, date))
+            arr = np.fromiter(ords, np.int64, len(days)).astype("datetime64[D]")
         else:  # ISO strings and the like
-            arr = np.asarray(items).astype("datetime64[D]")
-    return np.unique(arr)
+            arr = np.asarray(days).astype("datetime64[D]")
+        times = np.asarray(when, dtype=object)
+    arr, first = np.unique(arr, return_index=True)  # a repeated date keeps its first release time
+    return arr, times[first]
 
 
-def _reaction_window(
-    dates: npt.NDArray[Any], earnings: npt.NDArray[Any], sessions_after: int
-) -> tuple[BoolArray, npt.NDArray[Any]]:
-    """Which sessions react to an earnings date, and to which one (the latest on or before them).
+def _reaction_bars(
+    dates: npt.NDArray[Any], earnings: EarningsInput, grace_sessions: int
+) -> tuple[BoolArray, npt.NDArray[Any], npt.NDArray[Any]]:
+    """The one session that reacts to each report, as a mask, with the report date and release time.
 
-    A session reacts when it *is* the earnings date or is at most ``sessions_after`` sessions after
-    it. When the date is not a session (weekend report, holiday) the next session is "1 after".
-    Works per earnings date (a few dozen) rather than per session: each date opens a window
-    ``[start, end)`` of session indices, marked with a +1/-1 difference array.
+    The reaction session is the report date (``pre``, and unknown: the same rule; the next session
+    when the date is not one) or the next session (``post``), on the exchange calendar. When the
+    data has no bar on that session, the first bar at most ``grace_sessions`` later stands in;
+    otherwise the report has no reaction bar. Two reports landing on one bar: the later one wins.
     """
     n = dates.shape[0]
     which = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
-    if n == 0 or earnings.size == 0:
-        return np.zeros(n, dtype=np.bool_), which
-    start = np.searchsorted(dates, earnings, side="left")  # first session on/after each date
-    on_session = (start < n) & (dates[np.minimum(start, n - 1)] == earnings)
-    end = np.minimum(start + sessions_after + on_session.astype(np.intp), n)
-    marks = np.bincount(start, minlength=n + 1)[: n + 1] - np.bincount(end, minlength=n + 1)[: n + 1]
-    in_window = np.cumsum(marks[:n]) > 0
-    idx = np.flatnonzero(in_window)
-    # Overlapping windows: the latest date on or before the session is the one it reacts to.
-    which[idx] = earnings[np.searchsorted(earnings, dates[idx], side="right") - 1]
-    return in_window, which
+    release = np.full(n, "unknown", dtype=object)
+    on = np.zeros(n, dtype=np.bool_)
+    report_dates, times = _earnings_arrays(earnings)
+    if n == 0 or report_dates.size == 0:
+        return on, which, release
+    react = reaction_sessions(report_dates, times == "post")
+    latest = np.busday_offset(react, grace_sessions, busdaycal=exchange_calendar())
+    idx = np.searchsorted(dates, react, side="left")
+    ok = idx < n
+    ok[ok] = dates[idx[ok]] <= latest[ok]
+    hit = idx[ok]
+    on[hit] = True
+    # Reports are in ascending order, so for a repeated index the last (latest) report is kept.
+    which[hit] = report_dates[ok]
+    release[hit] = times[ok]
+    return on, which, release
 
 
 # --------------------------------------------------------------------------- detectors
@@ -193,19 +231,21 @@ def volatility_spike(series: BarSeries, config: DetectorConfig | None = None) ->
 
 def earnings_surprise(
     series: BarSeries,
-    earnings_dates: Iterable[date] | npt.NDArray[Any],
+    earnings: EarningsInput,
     config: DetectorConfig | None = None,
 ) -> Detection:
-    """An earnings reaction session with ``|gap| >= earnings_gap_threshold_pct`` or
-    ``volume ratio >= earnings_volume_ratio``.
+    """At most one event per earnings report: on its reaction session, when the reaction is strong
+    (``|gap| >= earnings_gap_threshold_pct`` or ``volume ratio >= earnings_volume_ratio``).
 
-    Warm-up is the longer of the two metrics' (a previous close and a full volume window); after it,
-    an undefined volume ratio (all-zero history) only disables that half of the rule.
+    ``earnings`` are report dates or reports with a ``release_time``: ``pre`` (and unknown) react on
+    the report date, ``post`` on the next exchange session. Warm-up is the longer of the two metrics'
+    (a previous close and a full volume window); after it, an undefined volume ratio (all-zero
+    history) only disables that half of the rule.
     """
     cfg = config or DetectorConfig()
     return _earnings_surprise(
         series,
-        earnings_dates,
+        earnings,
         cfg,
         gap_pct(series.open, series.close),
         volume_ratio(series.volume, cfg.volume_window)[0],
@@ -214,29 +254,33 @@ def earnings_surprise(
 
 def _earnings_surprise(
     series: BarSeries,
-    earnings_dates: Iterable[date] | npt.NDArray[Any],
+    earnings: EarningsInput,
     cfg: DetectorConfig,
     gap: FloatArray,
     ratio: FloatArray,
 ) -> Detection:
-    in_window, which = _reaction_window(
-        series.dates, _earnings_dates_array(earnings_dates), cfg.earnings_reaction_sessions
-    )
+    on, which, release = _reaction_bars(series.dates, earnings, cfg.earnings_reaction_sessions)
     strong = _at_least(np.abs(gap), cfg.earnings_gap_threshold_pct) | _at_least(
         ratio, cfg.earnings_volume_ratio
     )
-    mask = in_window & strong
+    mask = on & strong
     mask[: max(1, cfg.volume_window)] = False
     return Detection(
         "earnings_surprise",
         mask,
-        {"gapPct": gap, "volumeRatio": ratio, "earningsDate": which, "close": series.close},
+        {
+            "gapPct": gap,
+            "volumeRatio": ratio,
+            "earningsDate": which,
+            "releaseTime": release,
+            "close": series.close,
+        },
     )
 
 
 def run_detectors(
     series: BarSeries,
-    earnings_dates: Iterable[date] | npt.NDArray[Any] = (),
+    earnings_dates: EarningsInput = (),
     config: DetectorConfig | None = None,
 ) -> dict[DetectorName, Detection]:
     """Every enabled detector over the whole series (shared metrics computed once)."""
@@ -266,7 +310,7 @@ def run_detectors(
 
 def scan(
     series: BarSeries,
-    earnings_dates: Iterable[date] | npt.NDArray[Any] = (),
+    earnings_dates: EarningsInput = (),
     config: DetectorConfig | None = None,
 ) -> dict[str, BoolArray]:
     """Trigger masks of every enabled detector over the whole series (no Event objects built)."""
@@ -315,6 +359,7 @@ def _payload(det: Detection, i: int) -> dict[str, Any]:
     close = m["close"]
     return {
         "earningsDate": str(m["earningsDate"][i]),
+        "releaseTime": str(m["releaseTime"][i]),
         "gapPct": gap,
         "volumeRatio": _num(m["volumeRatio"][i]),
         "direction": _direction(gap, float(close[i]), float(close[i - 1])),
@@ -329,7 +374,7 @@ def event_id(event_type: str, symbol: str, session: date) -> str:
 
 def detect_events(
     series: BarSeries,
-    earnings_dates: Sequence[date] | npt.NDArray[Any] = (),
+    earnings_dates: EarningsInput = (),
     config: DetectorConfig | None = None,
     *,
     lookback: int = 1,

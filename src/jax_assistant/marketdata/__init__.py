@@ -14,11 +14,12 @@ from jax_assistant.marketdata.base import (
     BarSeries,
     DataIssue,
     DataSourceError,
+    EarningsReport,
     MarketDataError,
     MarketDataProvider,
     UnknownSymbolError,
 )
-from jax_assistant.marketdata.calendar import load_earnings_calendar, load_sectors
+from jax_assistant.marketdata.calendar import load_earnings_calendar, load_earnings_reports, load_sectors
 from jax_assistant.marketdata.csv_provider import CsvProvider
 from jax_assistant.marketdata.sample import SAMPLE_LAST_SESSION, SAMPLE_UNIVERSE, SampleProvider, SimSymbol
 from jax_assistant.marketdata.validation import BadSymbolError, clean_series
@@ -33,6 +34,7 @@ __all__ = [
     "CsvProvider",
     "DataIssue",
     "DataSourceError",
+    "EarningsReport",
     "MarketDataError",
     "MarketDataProvider",
     "SampleProvider",
@@ -41,6 +43,7 @@ __all__ = [
     "clean_series",
     "create_provider",
     "load_earnings_calendar",
+    "load_earnings_reports",
     "load_sectors",
 ]
 

@@ -7,12 +7,14 @@ two orders of magnitude slower on 1.5 M rows.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
 
 from jax_assistant.domain import Bar
 from jax_assistant.domain.errors import DataError
@@ -53,6 +55,25 @@ class DataIssue:
     def __str__(self) -> str:
         when = f" {self.date.isoformat()}" if self.date else ""
         return f"{self.symbol}{when}: {self.rule} ({self.detail}) -> {self.action}"
+
+
+ReleaseTime = Literal["pre", "post"]
+
+
+class EarningsReport(BaseModel):
+    """One earnings report: its date and, when known, whether it came before the open or after the close.
+
+    ``release_time`` decides the reaction session (``domain.sessions.reaction_sessions``): ``pre`` (and
+    unknown) reacts on the report date, ``post`` on the next session. ``eps``/``eps_estimate`` are
+    what the report said and what was expected, when the source has them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    date: dt.date
+    release_time: ReleaseTime | None = None
+    eps_estimate: float | None = None
+    eps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,10 @@ class MarketDataProvider(Protocol):
         ...
 
     def earnings_dates(self, symbol: str) -> list[date]: ...
+
+    def earnings_reports(self, symbol: str) -> list[EarningsReport]:
+        """The symbol's reports by date, with release time (pre/post market) where known."""
+        ...
 
     def sector(self, symbol: str) -> str | None: ...
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import polars as pl
 
-from jax_assistant.marketdata.base import DataIssue, DataSourceError
+from jax_assistant.marketdata.base import DataIssue, DataSourceError, EarningsReport
 
-__all__ = ["load_earnings_calendar", "load_sectors"]
+__all__ = ["load_earnings_calendar", "load_earnings_reports", "load_sectors"]
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +33,20 @@ def normalize_column(name: str) -> str:
     return COLUMN_ALIASES.get(key, key)
 
 
-def read_header(path: Path) -> list[str]:
-    """The normalised column names of a (possibly gzipped) CSV, reading only its first line."""
+def raw_header(path: Path) -> list[str]:
+    """The column names of a (possibly gzipped) CSV as written, reading only its first line."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
             first = fh.readline()
     except OSError as e:
         raise DataSourceError(f"cannot read {path}: {e}") from e
-    return [normalize_column(c) for c in first.rstrip("\r\n").split(",")] if first.strip() else []
+    return first.rstrip("\r\n").split(",") if first.strip() else []
+
+
+def read_header(path: Path) -> list[str]:
+    """The normalised column names of a (possibly gzipped) CSV, reading only its first line."""
+    return [normalize_column(c) for c in raw_header(path)]
 
 
 def scan_strings(path: Path, required: Iterable[str]) -> pl.LazyFrame:
@@ -116,6 +121,57 @@ def _bad_row_issues(df: pl.DataFrame, path: Path, why: str) -> list[DataIssue]:
     ]
 
 
+# Release-time spellings: earnings_details.csv says pre/post; common feeds say bmo/amc.
+_RELEASE_TIMES = {"pre": "pre", "bmo": "pre", "before": "pre", "post": "post", "amc": "post", "after": "post"}
+
+
+def load_earnings_reports(
+    path: Path | str, *, issues: list[DataIssue] | None = None
+) -> dict[str, list[EarningsReport]]:
+    """``symbol,date[,release_time,eps_est,eps]`` rows -> reports per (upper-cased) symbol, by date.
+
+    Dates: ISO, YYYYMMDD or m/d/yy. ``release_time`` ``pre``/``post`` (also ``bmo``/``amc``); anything
+    else or a missing column is "unknown". A second row for the same (symbol, date) is ignored.
+    """
+    p = Path(path)
+    lf = scan_strings(p, ("symbol", "date"))
+    names = lf.collect_schema().names()
+
+    def text(col: str) -> pl.Expr:
+        return pl.col(col) if col in names else pl.lit(None, dtype=pl.String)
+
+    df = (
+        lf.with_row_index("_line", offset=2)  # line 1 is the header
+        .select(
+            "_line",
+            clean_symbol().alias("symbol"),
+            parse_date("date", us_formats=True).alias("d"),
+            pl.col("date").alias("_raw"),
+            text("release_time")
+            .str.strip_chars()
+            .str.to_lowercase()
+            .replace_strict(_RELEASE_TIMES, default=None)
+            .alias("release"),
+            text("eps_est").str.strip_chars().cast(pl.Float64, strict=False).alias("eps_est"),
+            text("eps").str.strip_chars().cast(pl.Float64, strict=False).alias("eps"),
+        )
+        .collect()
+    )
+    ok = pl.col("d").is_not_null() & pl.col("symbol").str.contains(TICKER_RE).fill_null(False)
+    _report(p, "earnings", _bad_row_issues(df.filter(~ok), p, "bad symbol or date"), issues)
+    good = df.filter(ok).unique(["symbol", "d"], keep="first", maintain_order=True).sort(["symbol", "d"])
+    out: dict[str, list[EarningsReport]] = {}
+    for sym, d, release, est, eps in good.select("symbol", "d", "release", "eps_est", "eps").iter_rows():
+        out.setdefault(sym, []).append(
+            EarningsReport(date=d, release_time=release, eps_estimate=_finite(est), eps=_finite(eps))
+        )
+    return out
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and x == x and abs(x) != float("inf") else None
+
+
 def load_earnings_calendar(
     path: Path | str, *, issues: list[DataIssue] | None = None
 ) -> dict[str, list[date]]:
@@ -123,25 +179,8 @@ def load_earnings_calendar(
 
     Extra columns are ignored (``earnings_details.csv`` works too). Dates: ISO, YYYYMMDD or m/d/yy.
     """
-    p = Path(path)
-    df = (
-        scan_strings(p, ("symbol", "date"))
-        .with_row_index("_line", offset=2)  # line 1 is the header
-        .select(
-            "_line",
-            clean_symbol().alias("symbol"),
-            parse_date("date", us_formats=True).alias("d"),
-            pl.col("date").alias("_raw"),
-        )
-        .collect()
-    )
-    ok = pl.col("d").is_not_null() & pl.col("symbol").str.contains(TICKER_RE).fill_null(False)
-    _report(p, "earnings", _bad_row_issues(df.filter(~ok), p, "bad symbol or date"), issues)
-    good = df.filter(ok).unique(["symbol", "d"]).sort(["symbol", "d"])
-    out: dict[str, list[date]] = {}
-    for sym, d in good.select("symbol", "d").iter_rows():
-        out.setdefault(sym, []).append(d)
-    return out
+    reports = load_earnings_reports(path, issues=issues)
+    return {sym: [r.date for r in rs] for sym, rs in reports.items()}
 
 
 def load_sectors(path: Path | str, *, issues: list[DataIssue] | None = None) -> dict[str, str]:

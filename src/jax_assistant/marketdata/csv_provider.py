@@ -4,6 +4,10 @@ The whole source is read once with polars at construction (every column as text,
 costs one reported row instead of the load); each symbol is cleaned by :func:`clean_series` only on
 its first ``bars()`` call and cached, so opening the 1.5 M-row sp500 file and asking for three symbols
 does not pay for cleaning 505.
+
+Cleaning is causal: ``bars(symbol, as_of)`` cleans the raw rows dated <= ``as_of`` (cached per
+symbol and cut), never the whole file, so a run as of D gives the same bars and issues whether the
+file ends at D or goes on.
 """
 
 from __future__ import annotations
@@ -11,21 +15,32 @@ from __future__ import annotations
 import difflib
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from time import perf_counter
 from typing import Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
-from jax_assistant.marketdata.base import BarSeries, DataIssue, DataSourceError, UnknownSymbolError
+from jax_assistant.marketdata.base import (
+    BarSeries,
+    DataIssue,
+    DataSourceError,
+    EarningsReport,
+    UnknownSymbolError,
+)
 from jax_assistant.marketdata.calendar import (
     PLAUSIBLE_DATES,
     clean_symbol,
     is_ticker,
-    load_earnings_calendar,
+    load_earnings_reports,
     load_sectors,
+    normalize_column,
     parse_date,
+    raw_header,
     read_header,
     scan_strings,
     symbol_from_filename,
@@ -38,10 +53,14 @@ VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
 BAR_COLUMNS = ("date", *VALUE_COLUMNS)
 DATA_SUFFIXES = (".csv", ".csv.gz", ".txt")
 EARNINGS_FILE = "earnings_dates.csv"
+EARNINGS_DETAILS_FILE = "earnings_details.csv"  # the same dates plus release_time; preferred
 SECTORS_FILE = "sectors.csv"
 _T = TypeVar("_T")
+# The typed fast path of the loader: a file whose cells all parse as these is read in one go.
+_TYPES: dict[str, pl.DataType] = {"date": pl.Date(), **{c: pl.Float64() for c in VALUE_COLUMNS}}
+_AS_OF_CACHE = 2  # cleaned as-of cuts kept per symbol, besides the whole history (a run needs one)
 # Side files that may sit next to the price files but are not price files themselves.
-METADATA_FILES = frozenset({EARNINGS_FILE, SECTORS_FILE, "earnings_details.csv", "anomalies.csv"})
+METADATA_FILES = frozenset({EARNINGS_FILE, SECTORS_FILE, EARNINGS_DETAILS_FILE, "anomalies.csv"})
 
 
 class CsvProvider:
@@ -50,9 +69,9 @@ class CsvProvider:
     ``path``: a long-format file (``symbol,date,open,high,low,close,volume``; plain or ``.gz``; any
     column order; extra columns ignored) or a folder of ``*.csv`` / ``*.csv.gz`` / ``*.txt`` files,
     one symbol each (from a ``symbol`` column, else the file name before the first dot, upper-cased:
-    ``aapl.us.txt`` -> ``AAPL``). ``symbols`` limits what is loaded. ``earnings_dates.csv`` and
-    ``sectors.csv`` next to the data (beside the file, or inside the folder) are used unless paths
-    are given.
+    ``aapl.us.txt`` -> ``AAPL``). ``symbols`` limits what is loaded. ``earnings_details.csv`` (with
+    release times; else ``earnings_dates.csv``) and ``sectors.csv`` next to the data (beside the
+    file, or inside the folder) are used unless paths are given.
     """
 
     name = "csv"
@@ -69,10 +88,12 @@ class CsvProvider:
         self.path = Path(path)
         self._wanted = None if symbols is None else frozenset(s.strip().upper() for s in symbols)
         self._lock = threading.Lock()
-        self._cache: dict[str, BarSeries] = {}
-        self._bad: dict[str, BadSymbolError] = {}
+        # Cleaned series per symbol and as-of cut (None = the whole history); see _series.
+        self._cache: dict[str, dict[date | None, BarSeries]] = {}
+        self._bad: dict[tuple[str, date | None], BadSymbolError] = {}
         self._load_issues: list[DataIssue] = []  # problems not tied to one loadable symbol
         self._row_issues: dict[str, list[DataIssue]] = {}  # unparseable rows, per symbol
+        self.load_mode = "none"  # "typed" (fast path), "text" (a cell did not parse typed) or "none"
 
         started = perf_counter()
         self._frames, self._latest = self._load()
@@ -85,7 +106,9 @@ class CsvProvider:
                 self._load_issues.append(DataIssue(sym, None, "unknown_symbol", detail, "symbol skipped"))
 
         side_dir = self.path if self.path.is_dir() else self.path.parent
-        self._earnings = self._side_file(earnings_path, side_dir / EARNINGS_FILE, load_earnings_calendar)
+        details = side_dir / EARNINGS_DETAILS_FILE
+        default_earnings = details if details.is_file() else side_dir / EARNINGS_FILE
+        self._earnings = self._side_file(earnings_path, default_earnings, load_earnings_reports)
         self._sectors = self._side_file(sectors_path, side_dir / SECTORS_FILE, load_sectors)
 
     # ------------------------------------------------------------------ loading
@@ -97,8 +120,8 @@ class CsvProvider:
             return loader(default, issues=self._load_issues)
         return {}
 
-    def _sources(self) -> list[pl.LazyFrame]:
-        """One lazy text frame per data file with columns symbol, _file, _line and BAR_COLUMNS."""
+    def _files(self) -> list[tuple[Path, bool]]:
+        """The data files to read and whether each has a symbol column (empty files are reported)."""
         if not self.path.exists():
             raise DataSourceError(f"market data path not found: {self.path}")
         if self.path.is_file():
@@ -111,7 +134,7 @@ class CsvProvider:
             )
             if not files:
                 raise DataSourceError(f"no data files (*.csv, *.csv.gz, *.txt) in folder {self.path}")
-        out: list[pl.LazyFrame] = []
+        out: list[tuple[Path, bool]] = []
         for f in files:
             header = read_header(f)
             if not header and self.path.is_dir():
@@ -124,6 +147,15 @@ class CsvProvider:
             has_symbol = "symbol" in header
             if not has_symbol and self._wanted is not None and symbol_from_filename(f) not in self._wanted:
                 continue  # filter early: never parse a per-symbol file that was not asked for
+            if not header:
+                scan_strings(f, BAR_COLUMNS)  # raises the "empty file" error for a single file
+            out.append((f, has_symbol))
+        return out
+
+    def _sources(self, files: list[tuple[Path, bool]]) -> list[pl.LazyFrame]:
+        """One lazy text frame per data file with columns symbol, _file, _line and BAR_COLUMNS."""
+        out: list[pl.LazyFrame] = []
+        for f, has_symbol in files:
             # Without a symbol column the file is one symbol's bars, named after the file (also when the
             # path is a single file such as aapl.us.txt).
             lf = scan_strings(f, BAR_COLUMNS)
@@ -138,11 +170,54 @@ class CsvProvider:
             )
         return out
 
-    def _load(self) -> tuple[dict[str, pl.DataFrame], date | None]:
-        sources = self._sources()
-        if not sources:
+    def _load_typed(self, files: list[tuple[Path, bool]]) -> pl.DataFrame | None:
+        """The fast path: the parsed rows if every cell parsed typed and every symbol and date is
+        plausible, else None (the text path then finds and reports the bad rows one by one)."""
+        frames: list[pl.DataFrame] = []
+        try:
+            for f, has_symbol in files:
+                # Eager read_csv: on a .gz it is markedly faster than scan_csv(...).collect().
+                df = pl.read_csv(
+                    f,
+                    infer_schema=False,
+                    schema_overrides=_typed_overrides(f),
+                    truncate_ragged_lines=True,
+                    encoding="utf8-lossy",
+                )
+                df = df.rename({c: normalize_column(c) for c in df.columns if normalize_column(c) != c})
+                sym = pl.col("symbol") if has_symbol else pl.lit(symbol_from_filename(f))
+                frames.append(df.select(sym.alias("symbol"), pl.col("date").alias("d"), *VALUE_COLUMNS))
+            df = pl.concat(frames, how="vertical")
+        except (pl.exceptions.PolarsError, ValueError, KeyError):
+            return None
+        raw_symbols = df["symbol"].unique().to_list()
+        if any(s is None or not is_ticker(s.strip().upper()) for s in raw_symbols):
+            return None
+        if any(s != s.strip().upper() for s in raw_symbols):  # only pay for cleaning when needed
+            df = df.with_columns(clean_symbol().alias("symbol"))
+        if self._wanted is not None:
+            df = df.filter(pl.col("symbol").is_in(list(self._wanted)))
+        dates = df["d"].drop_nulls()
+        lo, hi = PLAUSIBLE_DATES
+        if dates.len() and not (lo <= dates.min() <= hi and lo <= dates.max() <= hi):  # type: ignore[operator]
+            return None
+        return df
+
+    def _load(self) -> tuple[dict[str, _RawBars], date | None]:
+        files = self._files()
+        if not files:
             return {}, None
-        lf = pl.concat(sources, how="vertical").with_columns(clean_symbol().alias("symbol"))
+        good = self._load_typed(files)
+        self.load_mode = "typed"
+        if good is None:
+            good = self._load_text(files)
+            self.load_mode = "text"
+        latest = good["d"].max()
+        return _by_symbol(good), latest if isinstance(latest, date) else None
+
+    def _load_text(self, files: list[tuple[Path, bool]]) -> pl.DataFrame:
+        """Every cell as text, then parsed leniently: a bad cell costs its row (reported), not the load."""
+        lf = pl.concat(self._sources(files), how="vertical").with_columns(clean_symbol().alias("symbol"))
         if self._wanted is not None:
             lf = lf.filter(pl.col("symbol").is_in(list(self._wanted)))
         # Fast path over all rows: the plain ISO date and number formats of the common case...
@@ -172,12 +247,9 @@ class CsvProvider:
         self._report_rows(df.filter(~ok_symbol), bad_cols, per_symbol=False)
         self._report_rows(df.filter(ok_symbol & any_bad), bad_cols, per_symbol=True)
 
-        good = df.filter(ok_symbol & ~any_bad).select(
+        return df.filter(ok_symbol & ~any_bad).select(
             "symbol", "d", *(pl.col(f"_{c}").alias(c) for c in VALUE_COLUMNS)
         )
-        latest = good["d"].max()
-        frames = {str(k[0]): v for k, v in good.partition_by("symbol", as_dict=True).items()}
-        return frames, latest if isinstance(latest, date) else None
 
     def _report_rows(self, rows: pl.DataFrame, bad_cols: list[str], *, per_symbol: bool) -> None:
         for r in rows.iter_rows(named=True):
@@ -205,10 +277,13 @@ class CsvProvider:
         return self._latest
 
     def bars(self, symbol: str, as_of: date | None = None) -> BarSeries:
-        series = self._series(symbol.strip().upper())
-        return series if as_of is None else series.upto(as_of)
+        """Bars up to ``as_of``, cleaned from the rows up to ``as_of`` only (see validation.py)."""
+        return self._series(symbol.strip().upper(), as_of)
 
     def earnings_dates(self, symbol: str) -> list[date]:
+        return [r.date for r in self._earnings.get(symbol.strip().upper(), ())]
+
+    def earnings_reports(self, symbol: str) -> list[EarningsReport]:
         return list(self._earnings.get(symbol.strip().upper(), ()))
 
     def sector(self, symbol: str) -> str | None:
@@ -237,33 +312,57 @@ class CsvProvider:
         except BadSymbolError as e:
             return list(e.issues)
 
-    def _series(self, key: str) -> BarSeries:
+    def _raw(self, key: str) -> _RawBars | None:
+        """The symbol's parsed rows as numpy columns, in file order (None when none parsed)."""
+        raw: _RawBars | None = self._frames.get(key)
+        return raw
+
+    def _series(self, key: str, as_of: date | None = None) -> BarSeries:
+        """Clean bars of ``key`` from the raw rows dated <= ``as_of`` only (causal cleaning)."""
         with self._lock:  # the orchestrator may ask for the same symbol from several threads
-            cached = self._cache.get(key)
-            if cached is not None:
-                return cached
-            if key in self._bad:
-                err = self._bad[key]
-                raise BadSymbolError(err.symbol, err.issues)
             if key not in self._symbols:
                 raise self._unknown(key)
-            frame = self._frames.get(key)
+            raw = self._raw(key)
+            cut: np.datetime64 | None = None
+            if raw is not None and as_of is not None and raw.last is not None:
+                # Key the cache by the last row on or before as_of: a weekend as-of and the Friday
+                # give the same cleaning, and an as-of at or past the end is the whole history.
+                day = np.datetime64(as_of, "D")
+                if day < raw.last:
+                    on_or_before = raw.dates[raw.dates <= day]
+                    if on_or_before.size == 0:
+                        return _empty(key)
+                    cut = on_or_before.max()
+            per_symbol = self._cache.setdefault(key, {})
+            cache_key: date | None = None if cut is None else _day(cut)
+            cached = per_symbol.get(cache_key)
+            if cached is not None:
+                return cached
+            bad = self._bad.get((key, cache_key))
+            if bad is not None:
+                raise BadSymbolError(bad.symbol, bad.issues, bad.n_rows)
             prior = self._row_issues.get(key, [])
+            if cut is not None:
+                cut_day = _day(cut)
+                prior = [i for i in prior if i.date is None or i.date <= cut_day]
             try:
-                if frame is None:  # every row of the symbol was unparseable
+                if raw is None:  # every row of the symbol was unparseable
                     series = clean_series(key, [], [], [], [], [], [], prior_issues=prior)
                 else:
-                    series = clean_series(
-                        key,
-                        frame["d"].to_numpy(),
-                        *(frame[c].to_numpy() for c in VALUE_COLUMNS),
-                        prior_issues=prior,
-                    )
+                    dates, cols = raw.dates, raw.cols
+                    if cut is not None:
+                        # Rows without a date are not "after" anything: every as-of sees them.
+                        keep = (dates <= cut) | np.isnat(dates)
+                        dates, cols = dates[keep], tuple(c[keep] for c in cols)
+                    series = clean_series(key, dates, *cols, prior_issues=prior)
             except BadSymbolError as e:
-                self._bad[key] = e
+                self._bad[(key, cache_key)] = e
                 raise
-            self._cache[key] = series
-            self._frames.pop(key, None)  # the raw text-parsed rows are no longer needed
+            if cache_key is not None and len(per_symbol) >= _AS_OF_CACHE:
+                # Keep the whole history and the latest as-of dates: replays usually move forward.
+                oldest = next(k for k in per_symbol if k is not None)
+                del per_symbol[oldest]
+            per_symbol[cache_key] = series
             return series
 
     def _unknown(self, key: str) -> UnknownSymbolError:
@@ -288,6 +387,50 @@ def _lost(col: str) -> pl.Expr:
 
 def _to_float(col: str) -> pl.Expr:
     return pl.col(col).str.strip_chars().cast(pl.Float64, strict=False)
+
+
+@dataclass(frozen=True)
+class _RawBars:
+    dates: npt.NDArray[np.datetime64]  # file order; NaT where the date was missing
+    cols: tuple[npt.NDArray[np.float64], ...]  # VALUE_COLUMNS
+    last: np.datetime64 | None  # the latest known date
+
+
+def _by_symbol(df: pl.DataFrame) -> dict[str, _RawBars]:
+    """Per-symbol numpy views of one frame (sorted by symbol, file order kept within a symbol).
+
+    One conversion to numpy and zero-copy slices beat ``partition_by`` (a frame copy per symbol).
+    """
+    if not df["symbol"].is_sorted():
+        df = df.sort("symbol", maintain_order=True)
+    counts = df.group_by("symbol", maintain_order=True).len()
+    ends = np.cumsum(counts["len"].to_numpy())
+    dates = df["d"].to_numpy()
+    cols = [df[c].to_numpy() for c in VALUE_COLUMNS]
+    out: dict[str, _RawBars] = {}
+    start = 0
+    for sym, end in zip(counts["symbol"].to_list(), ends.tolist(), strict=True):
+        d = dates[start:end]
+        known = d[~np.isnat(d)]
+        out[str(sym)] = _RawBars(d, tuple(c[start:end] for c in cols), known.max() if known.size else None)
+        start = end
+    return out
+
+
+def _typed_overrides(path: Path) -> dict[str, pl.DataType]:
+    """Polars dtypes for the raw header names of ``path`` that normalise to a typed column."""
+    return {raw: _TYPES[normalize_column(raw)] for raw in raw_header(path) if normalize_column(raw) in _TYPES}
+
+
+def _day(x: np.datetime64) -> date:
+    out: date = np.asarray(x, dtype="datetime64[D]").item()
+    return out
+
+
+def _empty(symbol: str) -> BarSeries:
+    no_dates: npt.NDArray[np.datetime64] = np.array([], dtype="datetime64[D]")
+    empty = np.array([], dtype=np.float64)
+    return BarSeries(symbol, no_dates, empty, empty, empty, empty, empty)
 
 
 class _Loader(Protocol[_T]):

@@ -31,7 +31,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from jax_assistant.marketdata.base import BarSeries, DataIssue, DateArray, FloatArray, UnknownSymbolError
+from jax_assistant.marketdata.base import (
+    BarSeries,
+    DataIssue,
+    DateArray,
+    EarningsReport,
+    FloatArray,
+    UnknownSymbolError,
+)
 from jax_assistant.marketdata.validation import clean_series
 
 __all__ = [
@@ -465,6 +472,10 @@ class SampleProvider:
 
     def earnings_dates(self, symbol: str) -> list[date]:
         return list(self._market.earnings.get(self._key(symbol), ()))
+
+    def earnings_reports(self, symbol: str) -> list[EarningsReport]:
+        # The generator puts the reaction on the report date: reported before the open.
+        return [EarningsReport(date=d, release_time="pre") for d in self.earnings_dates(symbol)]
 
     def sector(self, symbol: str) -> str | None:
         return self._sectors.get(self._key(symbol))

@@ -17,14 +17,20 @@ price_outside_range    open or close outside [low, high] (decimal-shift glitches
 duplicate_date         a date seen before (the first valid copy is kept)           row skipped
 bad_tick               one price >= 80 % away from the same price of both          row skipped
                        neighbouring bars and back the next day (isolated glitch)
+bad_tick (unconfirmed) the last bar, with a price >= 80 % away from the last good  row skipped
+                       bar and no next bar yet to show whether it comes back
 zero_volume            volume == 0 (e.g. 2010-04-26 in the stooq data)             reported
-missing_days           two bars more than ``max_gap_weekdays`` weekdays apart      reported
+missing_days           NYSE sessions with no row between two consecutive rows      reported
 =====================  ==========================================================  ============
 
-``bad_tick`` needs the next bar to see the price come back, so the last bar of a series is never
-judged by it, and a replay that stops on a glitch day (``BarSeries.upto``) does not see the glitch
-either: the cleaning is done once on the whole history. That is the one place where a later bar
-matters, and only to throw a corrupt price away, never to change one.
+Cleaning is causal: the result for a series cut at a date D depends only on the rows up to D, so
+providers clean ``raw[<= as_of]`` (not the whole file) for a run as of D. The one rule that wants a
+later bar is ``bad_tick``: an interior bar is judged with its next bar (which is <= D), and the last
+bar -- no next bar yet -- is judged with what D knows: a >= 80 % jump from the last good bar is
+dropped as an *unconfirmed* bad tick. A later as-of that sees the price stay there accepts the bar
+(it is then an interior bar that did not come back). ``missing_days`` counts exchange sessions
+(``domain.sessions``), so weekends, holidays and closures such as Sandy are not holes, while a single
+missing Thursday (2011-02-17 in the stooq data) is.
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from jax_assistant.domain.sessions import sessions_between_arrays
 from jax_assistant.marketdata.base import BarSeries, DataIssue, DateArray, FloatArray, MarketDataError
 
 __all__ = [
     "BAD_TICK_JUMP",
-    "MISSING_DAYS_THRESHOLD",
+    "MAX_MISSING_SESSIONS",
     "BadSymbolError",
     "clean_series",
 ]
@@ -52,9 +59,9 @@ FIELDS = (*PRICE_FIELDS, "volume")
 # A decimal shift is a x10 or x100 error, so 80 % (x0.2 or x1.8) separates it from real moves: the worst
 # genuine one-day reversals in the data (2008 crisis, 2010 flash crash) stay well inside it.
 BAD_TICK_JUMP = 0.8
-# Weekdays between two consecutive bars above which a hole is reported: a holiday weekend gives 2,
-# the 2012 Sandy closure 3, so 4 never fires on a normal exchange calendar.
-MISSING_DAYS_THRESHOLD = 4
+# Missing sessions between two consecutive bars above which a hole is reported. Holidays and closures
+# are not sessions, so on a complete series this is always 0 and any missing session is reported.
+MAX_MISSING_SESSIONS = 0
 
 SKIPPED = "row skipped"
 REPORTED = "reported"
@@ -67,6 +74,7 @@ class BadSymbolError(MarketDataError):
 
     def __init__(self, symbol: str, issues: Sequence[DataIssue], n_rows: int = 0) -> None:
         self.symbol = symbol
+        self.n_rows = n_rows
         self.issues = tuple(issues)
         counts = Counter(i.rule for i in self.issues)
         summary = ", ".join(f"{n}x {rule}" for rule, n in counts.most_common()) or "no rows"
@@ -111,7 +119,7 @@ def clean_series(
     volume: Any,
     *,
     prior_issues: Iterable[DataIssue] = (),
-    max_gap_weekdays: int = MISSING_DAYS_THRESHOLD,
+    max_missing_sessions: int = MAX_MISSING_SESSIONS,
 ) -> BarSeries:
     """Sort, validate and clean one symbol's raw columns.
 
@@ -192,42 +200,62 @@ def clean_series(
     # --- bad_tick: isolated decimal shifts that stay consistent within the bar (e.g. low=2.7272 for EIX
     # at 28). Neighbours are the surviving bars, so an already-dropped glitch does not hide its neighbour.
     ok = np.flatnonzero(~bad)
-    if ok.size >= 3:
-        mid_idx = ok[1:-1]
+    if ok.size >= 2:
         hi_ratio, lo_ratio = 1.0 + BAD_TICK_JUMP, 1.0 - BAD_TICK_JUMP
         tick = np.zeros(n, dtype=bool)
         tick_fields: dict[int, list[str]] = {}
+        last = int(ok[-1])
         for k in PRICE_FIELDS:
             x = col[k][ok]
-            prev, mid, nxt = x[:-2], x[1:-1], x[2:]
-            jump = ((mid >= hi_ratio * prev) & (mid >= hi_ratio * nxt)) | (
-                (mid <= lo_ratio * prev) & (mid <= lo_ratio * nxt)
-            )
-            for j in np.flatnonzero(jump):
-                tick_fields.setdefault(int(mid_idx[j]), []).append(
-                    f"{k}={_fmt(mid[j])} vs {_fmt(prev[j])} before and {_fmt(nxt[j])} after"
+            if ok.size >= 3:
+                prev, mid, nxt = x[:-2], x[1:-1], x[2:]
+                jump = ((mid >= hi_ratio * prev) & (mid >= hi_ratio * nxt)) | (
+                    (mid <= lo_ratio * prev) & (mid <= lo_ratio * nxt)
                 )
-            tick[mid_idx[jump]] = True
-        flag(
-            tick,
-            "bad_tick",
-            lambda i: "; ".join(tick_fields[i]) + f" (>= {BAD_TICK_JUMP:.0%} jump and back)",
-        )
+                for j in np.flatnonzero(jump):
+                    tick_fields.setdefault(int(ok[j + 1]), []).append(
+                        f"{k}={_fmt(mid[j])} vs {_fmt(prev[j])} before and {_fmt(nxt[j])} after"
+                    )
+                tick[ok[1:-1][jump]] = True
+        # The last bar has no next bar yet: a jump from the previous good bar (not a glitch that the
+        # last bar itself just exposed) is not trusted until a later bar confirms the level; the run
+        # that sees that later bar keeps this one.
+        good_before = ok[:-1][~tick[ok[:-1]]]
+        if good_before.size:
+            ref = int(good_before[-1])
+            for k in PRICE_FIELDS:
+                before, now = col[k][ref], col[k][last]
+                if now >= hi_ratio * before or now <= lo_ratio * before:
+                    tick_fields.setdefault(last, []).append(
+                        f"{k}={_fmt(now)} vs {_fmt(before)} before, no next bar yet (unconfirmed)"
+                    )
+                    tick[last] = True
+
+        def why_tick(i: int) -> str:
+            what = "jump" if i == last else "jump and back"
+            return "; ".join(tick_fields[i]) + f" (>= {BAD_TICK_JUMP:.0%} {what})"
+
+        flag(tick, "bad_tick", why_tick)
 
     keep = ~bad
     flag(keep & (v == 0), "zero_volume", lambda i: "volume=0", action=REPORTED)
 
-    kd = d[keep]
-    if kd.size > 1:
-        # busday_count counts the weekdays in [prev, cur): 1 for consecutive sessions or Fri->Mon.
-        span = np.busday_count(kd[:-1], kd[1:])
-        for j in np.flatnonzero(span > max_gap_weekdays):
+    # A hole is a session with no row at all; a row dropped above is already reported under its rule.
+    dated = d[~nat]  # sorted (NaT sorted last), so distinct dates are where the value changes
+    seen = dated[np.concatenate(([True], dated[1:] != dated[:-1]))] if dated.size else dated
+    if seen.size > 1:
+        # Sessions in (prev, cur] minus the current row itself: 0 for consecutive sessions. Only
+        # pairs more than a calendar day apart can hide one (the calendar lookup is the costly part).
+        missing = np.zeros(seen.size - 1, dtype=np.int64)
+        wide = np.flatnonzero((seen[1:] - seen[:-1]) > np.timedelta64(1, "D"))
+        missing[wide] = sessions_between_arrays(seen[:-1][wide], seen[1:][wide]) - 1
+        for j in np.flatnonzero(missing > max_missing_sessions):
             issues.append(
                 DataIssue(
                     symbol,
-                    _to_date(kd[j + 1]),
+                    _to_date(seen[j + 1]),
                     "missing_days",
-                    f"date: no bars for {int(span[j]) - 1} weekdays between {kd[j]} and {kd[j + 1]}",
+                    f"date: no rows for {int(missing[j])} session(s) between {seen[j]} and {seen[j + 1]}",
                     REPORTED,
                 )
             )
@@ -240,7 +268,7 @@ def clean_series(
         raise BadSymbolError(symbol, issues, n_rows=n)
     return BarSeries(
         symbol,
-        _readonly(kd),
+        _readonly(d[keep]),
         _readonly(o[keep]),
         _readonly(h[keep]),
         _readonly(lo[keep]),

@@ -37,13 +37,14 @@ class DetectEventsStage(BaseStage):
     default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=30.0)
 
     async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
-        series, stale = _session_series(ctx, item)
+        # The first bars() of a symbol and as-of parses and cleans it: off the event loop.
+        series, stale = await asyncio.to_thread(_session_series, ctx, item)
         issues = _relevant_issues(series, item.lookback)
         if stale:
             return StageOutput(
                 item=item.model_copy(update={"data_issues": [*issues, stale]}), status="skipped", reason=stale
             )
-        earnings = ctx.services.provider.earnings_dates(item.symbol)
+        earnings = ctx.services.provider.earnings_reports(item.symbol)  # with release times
         # CPU work runs on a thread: asyncio.timeout can only interrupt at an await point, so a
         # pathological series would otherwise overrun the stage timeout unnoticed.
         events = await asyncio.to_thread(

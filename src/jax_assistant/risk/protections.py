@@ -6,17 +6,18 @@ Checked in this order (the first one becomes the decision's reason):
 2. ``DAILY_LOSS_EXCEEDED``: today's realised loss ``>= max_daily_loss * account_size``.
 3. ``TOO_MANY_OPEN_POSITIONS``: ``max_positions`` already open.
 4. ``COOLDOWN_ACTIVE``: the symbol was stopped out within ``cooldown_sessions_after_stop`` sessions of
-   ``as_of``. Sessions are weekdays (exchange holidays are not known here, so a holiday counts as a
-   session). A stop-out dated after ``as_of`` is ignored: a replay must not see the future.
+   ``as_of``. Sessions are NYSE sessions (``domain.sessions``: weekdays minus exchange holidays
+   and closures). A stop-out dated after ``as_of`` is ignored: a replay must not see the future.
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from jax_assistant.domain import Violation
+from jax_assistant.domain import sessions as exchange
 from jax_assistant.risk.sizing import fraction_of
 
 if TYPE_CHECKING:
@@ -48,25 +49,13 @@ def violation(code: ViolationCode, message: str, *, limit: float, actual: float)
 
 
 def sessions_between(start: date, end: date) -> int:
-    """Weekday sessions in ``(start, end]`` (0 when ``end <= start``)."""
-    if end <= start:
-        return 0
-    weeks, rest = divmod((end - start).days, 7)
-    count = weeks * 5
-    for offset in range(1, rest + 1):
-        if (start + timedelta(days=weeks * 7 + offset)).weekday() < 5:
-            count += 1
-    return count
+    """NYSE sessions in ``(start, end]`` (0 when ``end <= start``); holidays are not sessions."""
+    return exchange.sessions_between(start, end)
 
 
 def nth_session_after(start: date, n: int) -> date:
-    """The ``n``-th weekday after ``start`` (``start`` itself for ``n == 0``)."""
-    day = start
-    while n > 0:
-        day += timedelta(days=1)
-        if day.weekday() < 5:
-            n -= 1
-    return day
+    """The ``n``-th NYSE session after ``start`` (``start`` itself for ``n == 0``)."""
+    return exchange.nth_session_after(start, n)
 
 
 def drawdown(state: PortfolioState) -> float:

@@ -6,6 +6,8 @@ Confidence starts at the strategy's base and gets small additive boosts, capped 
 +0.05 when the long-term trend agrees (price on the trade's side of SMA200 *and* SMA200 sloping
 that way) and +0.05 when volume is above its 20-session average (the previous 20 sessions).
 Setups carry ``eventId = None``: they come from indicators, not from a detected event.
+``ma_crossover_v1`` follows the original system's own stops, targets and confidence weights (see
+:class:`MaCrossover`).
 """
 
 from __future__ import annotations
@@ -243,26 +245,47 @@ class MacdCrossover(IndicatorStrategy):
 
 
 class MaCrossover(IndicatorStrategy):
-    """SMA20/SMA50 golden (long) and death (short) crosses, plus a pullback to SMA20 in an uptrend.
+    """The original moving-average system: SMA20/50/200 alignment (golden/death) and a pullback.
 
-    Pullback: SMA50 > SMA200 (uptrend), the previous close was above SMA20, and today's low reached
-    SMA20 while the close held above it.
+    - Golden cross: SMA20 > SMA50 > SMA200 and close > SMA20 -> long; stop SMA50 - ATR14, targets
+      close + 3 and + 5 ATR14. Death cross mirrored (SMA20 < SMA50 < SMA200, close < SMA20 -> short,
+      stop SMA50 + ATR14, targets close - 3 and - 5 ATR14). Both are states of the averages on the
+      session, so they hold every session of an aligned trend.
+    - Pullback: in an uptrend (SMA20 > SMA50 > SMA200) with (close - SMA20) / SMA20 in
+      [-0.02, +0.01] and no golden cross that session -> long at confidence 0.55, stop close -
+      1.5 ATR14, targets close + 2 and + 3.5 ATR14.
+    - Cross confidence: 0.65, +0.12 when the long-term trend agrees (close on the trade's side of a
+      SMA200 sloping that way), +0.08 when volume is above its previous-20-session average, +0.10 when
+      SMA20 and SMA200 are more than 5 % apart; capped at 1.
     """
 
     id = "ma_crossover_v1"
     name = "MA Crossover V1"
     base_confidence = 0.65
-    target_atr = (2.0, 3.0)
+    target_atr = (3.0, 5.0)
+    trend_boost = 0.12
+    volume_boost = 0.08
+    spread_boost = 0.10
+    spread_min = 0.05  # |SMA20 - SMA200| / SMA200 above which the trend counts as established
+    pullback_band = (-0.02, 0.01)  # (close - SMA20) / SMA20
+    pullback_confidence = 0.55
+    pullback_stop_atr = 1.5
+    pullback_target_atr = (2.0, 3.5)
 
     def _masks(self, bars: _Bars) -> tuple[BoolArray, BoolArray, BoolArray]:
         if "golden" in bars._cache:
             return bars._cache["golden"], bars._cache["death"], bars._cache["pullback"]
-        s = bars.series
+        c = bars.series.close
         fast, slow, trend = bars.sma20, bars.sma50, bars.sma200
-        golden, death = crossings(fast - slow, s.close)
-        pullback = (
-            (slow > trend) & (_prev(s.close) > _prev(fast)) & (s.low <= fast) & (s.close > fast) & ~golden
-        )
+        # NaN compares False, so nothing fires before SMA200 exists.
+        up = (fast > slow) & (slow > trend)
+        down = (fast < slow) & (slow < trend)
+        golden = up & (c > fast)
+        death = down & (c < fast)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dev = (c - fast) / fast
+        lo, hi = self.pullback_band
+        pullback = up & (dev >= lo - CROSS_TOLERANCE) & (dev <= hi + CROSS_TOLERANCE) & ~golden
         bars._cache.update(golden=golden, death=death, pullback=pullback)
         return golden, death, pullback
 
@@ -270,17 +293,78 @@ class MaCrossover(IndicatorStrategy):
         golden, death, pullback = self._masks(bars)
         return golden | pullback, death
 
+    def confidence(self, bars: _Bars, i: int, direction: Direction) -> float:
+        if self._masks(bars)[2][i]:
+            return self.pullback_confidence
+        c, trend = float(bars.series.close[i]), bars.sma200
+        conf = self.base_confidence
+        if i > 0 and np.isfinite(trend[i - 1]):
+            up = c > trend[i] and trend[i] > trend[i - 1]
+            down = c < trend[i] and trend[i] < trend[i - 1]
+            if up if direction is Direction.LONG else down:
+                conf += self.trend_boost
+        if bars.volume_ratio[i] > 1.0:
+            conf += self.volume_boost
+        if abs(bars.sma20[i] - trend[i]) > self.spread_min * trend[i]:
+            conf += self.spread_boost
+        return round(min(1.0, conf), 4)
+
+    def _setup(self, bars: _Bars, i: int, direction: Direction) -> TradeSetup | None:
+        s = bars.series
+        a = float(bars.atr[i])
+        entry = float(s.close[i])
+        if not np.isfinite(a) or a <= 0:
+            return None
+        sign = 1.0 if direction is Direction.LONG else -1.0
+        pullback = bool(self._masks(bars)[2][i])
+        if pullback:
+            stop = entry - self.pullback_stop_atr * a
+            mults = self.pullback_target_atr
+            stop_note = f"close - {self.pullback_stop_atr:g}xATR14 ({a:.2f})"
+        else:
+            slow = float(bars.sma50[i])
+            stop = slow - sign * a
+            mults = self.target_atr
+            stop_note = f"SMA50 {slow:.2f} {'-' if sign > 0 else '+'} ATR14 ({a:.2f})"
+        if stop <= 0 or (entry - stop) * sign <= 0:
+            return None  # no meaningful stop on the losing side of the entry
+        targets = [entry + sign * m * a for m in mults]
+        session = s.date_at(i)
+        notes = f"entry {entry:.2f} = session close; stop {stop:.2f} = {stop_note}; targets " + ", ".join(
+            f"{t:.2f} ({m:g}xATR)" for t, m in zip(targets, mults, strict=True)
+        )
+        return TradeSetup(
+            id=setup_id(self.id, s.symbol, session),
+            symbol=s.symbol,
+            direction=direction,
+            entry=entry,
+            stop=stop,
+            targets=targets,
+            event_id=None,
+            strategy_id=self.id,
+            notes=notes,
+            confidence=self.confidence(bars, i, direction),
+            reason=self._reason(bars, i, direction),
+            time=session_time(session),
+        )
+
     def _reason(self, bars: _Bars, i: int, direction: Direction) -> str:
         golden = self._masks(bars)[0]
         f, sl, t = bars.sma20[i], bars.sma50[i], bars.sma200[i]
-        c, lo = bars.series.close[i], bars.series.low[i]
+        c = bars.series.close[i]
         if direction is Direction.SHORT:
-            return f"death cross: SMA20 {f:.2f} fell below SMA50 {sl:.2f}; ATR14 {bars.atr[i]:.2f}"
+            return (
+                f"death cross: SMA20 {f:.2f} < SMA50 {sl:.2f} < SMA200 {t:.2f}, close {c:.2f} below SMA20; "
+                f"ATR14 {bars.atr[i]:.2f}"
+            )
         if golden[i]:
-            return f"golden cross: SMA20 {f:.2f} rose above SMA50 {sl:.2f}; ATR14 {bars.atr[i]:.2f}"
+            return (
+                f"golden cross: SMA20 {f:.2f} > SMA50 {sl:.2f} > SMA200 {t:.2f}, close {c:.2f} above SMA20; "
+                f"ATR14 {bars.atr[i]:.2f}"
+            )
         return (
-            f"pullback to SMA20 {f:.2f} in an uptrend (SMA50 {sl:.2f} > SMA200 {t:.2f}): low {lo:.2f}, "
-            f"close {c:.2f} held above; ATR14 {bars.atr[i]:.2f}"
+            f"pullback to SMA20 {f:.2f} in an uptrend (SMA20 > SMA50 {sl:.2f} > SMA200 {t:.2f}): close "
+            f"{c:.2f} is {(c - f) / f:+.2%} from SMA20; ATR14 {bars.atr[i]:.2f}"
         )
 
 
