@@ -63,6 +63,9 @@ async def test_startup_resumes_a_run_left_running(settings: Settings) -> None:
 
 async def test_startup_resumes_a_run_killed_mid_flight(settings: Settings) -> None:
     """A run cancelled hard after its first symbol: finished symbols are kept, the rest resume."""
+    # One symbol at a time: in parallel, the symbols' final writes share one group commit and all
+    # finish together before the kill lands.
+    settings = settings.model_copy(update={"engine": settings.engine.model_copy(update={"concurrency": 1})})
     async with Orchestrator(settings) as orch:
         finished: list[SymbolResult] = []
         task: asyncio.Task[object]
@@ -82,7 +85,7 @@ async def test_startup_resumes_a_run_killed_mid_flight(settings: Settings) -> No
         assert orch.repository is not None
         assert request.run_id is not None
         stored = await orch.repository.get_run(request.run_id)
-        assert stored is not None and stored.status is RunStatus.RUNNING
+        assert stored is not None and stored.status is RunStatus.INTERRUPTED
         kept = {
             r.symbol for r in await orch.repository.get_symbol_results(request.run_id) if r.status.terminal
         }
@@ -102,7 +105,7 @@ async def test_no_resume_leaves_the_run_alone(settings: Settings) -> None:
     async with serve(create_app(settings, resume_on_startup=False)) as svc:
         await asyncio.sleep(0.3)
         body = (await svc.client.get(f"/runs/{run.id}")).json()
-        assert body["run"]["status"] == "running" and body["symbols"] == []
+        assert body["run"]["status"] == "interrupted" and body["symbols"] == []
         status = (await svc.client.get("/status")).json()
         assert status["runs"]["startupResume"]["state"] == "disabled"
         assert status["activeRuns"] == {}
@@ -120,7 +123,7 @@ async def test_a_run_cut_by_shutdown_is_finished_by_the_next_start(gated_setting
     async with Orchestrator(gated_settings) as orch:
         assert orch.repository is not None
         stored = await orch.repository.get_run(run_id)
-        assert stored is not None and stored.status is RunStatus.RUNNING
+        assert stored is not None and stored.status is RunStatus.INTERRUPTED
 
     GateStage.opened.set()
     async with serve(create_app(gated_settings)) as svc:

@@ -20,7 +20,7 @@ from jax_assistant.storage import Repository, open_database
 from jax_assistant.storage.db import MIGRATIONS_DIR, alembic_config, build_engine, migrate
 from jax_assistant.storage.tables import ALL_TABLES, Base
 
-HEAD = "0002_symbol_extras"
+HEAD = "0003_decisions_leases"
 
 
 def _schema(conn: Connection) -> dict[str, Any]:
@@ -75,7 +75,7 @@ async def test_migrated_schema_matches_the_models(database_url: str) -> None:
 
 async def test_rerunning_upgrade_is_a_no_op(database_url: str) -> None:
     db = await open_database(database_url)
-    await Repository(db).create_run(make_run())
+    await Repository(db).create_run(make_run(), lease_owner="me", lease_ttl_s=600)
     await db.close()
     before = await _inspect(database_url, _schema)
 

@@ -45,8 +45,12 @@ def create_app(
     """The service. Pass ``orchestrator`` to share one (the caller then owns closing it).
 
     The lifespan opens storage (running migrations), warms the market-data provider and, with
-    ``resume_on_startup``, resumes runs a dead process left ``running``. Shutdown cancels runs still
-    executing; they stay ``running``, checkpointed, and the next start-up resumes them.
+    ``resume_on_startup``, resumes interrupted runs (``running`` with an expired lease). Shutdown
+    cancels runs still executing; they stay ``running``, checkpointed, with their lease released, and
+    the next start-up (of any service on the database) resumes them.
+
+    When the server sets ``app.state.serving`` (an ``asyncio.Event``; `jax serve` does, once its port
+    is bound), the resume waits for it: a service that cannot bind its port touches no run.
     """
     owns_orchestrator = orchestrator is None
     orch = orchestrator or Orchestrator(settings or Settings())
@@ -55,7 +59,7 @@ def create_app(
     clock = {"started": time.monotonic()}
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
         clock["started"] = time.monotonic()
         own_tracing = settings.tracing_enabled and not tracing_enabled()
         if own_tracing:
@@ -64,7 +68,11 @@ def create_app(
         try:
             await _warm_provider(orch)
             if resume_on_startup:
-                await runs.resume_interrupted()
+                serving: asyncio.Event | None = getattr(application.state, "serving", None)
+                if serving is None:
+                    await runs.resume_interrupted()
+                else:
+                    runs.spawn_after(serving, runs.resume_interrupted, name="jax-resume-when-serving")
             yield
         finally:
             await runs.shutdown(SHUTDOWN_TIMEOUT_S)
