@@ -218,9 +218,14 @@ def create_app(
         symbol: str | None = None,
         strategy_id: Annotated[str | None, Query(alias="strategyId")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        run_id: Annotated[str | None, Query(alias="runId")] = None,
     ) -> list[dict[str, Any]]:
+        # With runId: that run's setups with that run's own decisions (sizes depend on the run).
         trades = await repo().list_trades(
-            symbol=symbol.strip().upper() if symbol else None, strategy_id=strategy_id, limit=limit
+            symbol=symbol.strip().upper() if symbol else None,
+            strategy_id=strategy_id,
+            limit=limit,
+            run_id=run_id,
         )
         return [t.to_contract() for t in trades]
 

@@ -20,6 +20,7 @@ from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
 from sqlalchemy import URL, Connection, event, make_url, pool, text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -28,6 +29,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from jax_assistant.domain.errors import ConfigError
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().with_name("migrations")
 DEFAULT_DATA_DIR: Final = "~/.local/share/jax-assistant"
@@ -287,3 +290,67 @@ async def open_database(
             await db.close()
             raise
     return db
+
+
+# --------------------------------------------------------------------------- `jax db init`
+
+
+class DatabaseMissingError(ConfigError):
+    """The configured PostgreSQL database does not exist (the server is up): it must be created first."""
+
+
+async def current_revision(url: str) -> str | None:
+    """The schema revision at ``url`` (None for an empty database)."""
+
+    def read(conn: Connection) -> str | None:
+        return MigrationContext.configure(conn).get_current_revision()
+
+    engine = build_engine(url, for_migrations=True)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(read)
+    finally:
+        await engine.dispose()
+
+
+async def init_database(url: str | None = None) -> tuple[str, str | None, str | None]:
+    """Create (SQLite) or migrate the database; returns (masked URL, revision before, revision after).
+
+    A PostgreSQL database that does not exist raises ``DatabaseMissingError`` saying how to create it:
+    creating databases needs rights the application role should not have, so it is left to the operator.
+    """
+    resolved = resolve_database_url(url)
+    parsed = make_url(resolved)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not _is_sqlite_memory(resolved):
+        await asyncio.to_thread(_make_parent, parsed.database)
+    try:
+        before = await current_revision(resolved)
+        await migrate(resolved)
+        after = await current_revision(resolved)
+    except Exception as exc:
+        if parsed.get_backend_name() == "postgresql" and _is_missing_database(exc):
+            name = parsed.database or "?"
+            host = f"-h {parsed.host or 'localhost'} -p {parsed.port or 5432}"
+            user = f" -U {parsed.username}" if parsed.username else ""
+            raise DatabaseMissingError(
+                f'database "{name}" does not exist on {parsed.host or "localhost"}:{parsed.port or 5432};'
+                f" create it (as a role allowed to) with: createdb {host}{user} {name}"
+                f'  (or in psql: CREATE DATABASE "{name}";), then run `jax db init` again',
+                key="database_url",
+            ) from exc
+        raise
+    return mask_url(resolved), before, after
+
+
+def _make_parent(path: str) -> None:
+    Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _is_missing_database(exc: BaseException) -> bool:
+    # asyncpg raises InvalidCatalogNameError (SQLSTATE 3D000), possibly wrapped by SQLAlchemy.
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == "3D000" or type(seen).__name__ == "InvalidCatalogNameError":
+            return True
+        seen = seen.__cause__ or seen.__context__ or getattr(seen, "orig", None)
+    return False
