@@ -847,7 +847,7 @@ class Repository:
             if strategy_id is not None:
                 dstmt = dstmt.where(TradeRow.strategy_id == strategy_id)
             async with self._db.sessionmaker() as session:
-                return [_trade_from_row(t, d) for t, d in (await session.execute(dstmt)).tuples()]
+                return [_trade_from_row(t, d) for t, d in (await session.execute(dstmt)).all()]
         stmt = select(TradeRow).order_by(TradeRow.created_at.desc(), TradeRow.id.desc()).limit(limit)
         if symbol is not None:
             stmt = stmt.where(TradeRow.symbol == symbol)
