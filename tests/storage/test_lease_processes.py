@@ -195,16 +195,17 @@ async def test_an_interrupted_run_is_resumed_exactly_once_and_a_live_one_never(
 
         statuses: list[dict[str, Any]] = []
         deadline = time.monotonic() + TIMEOUT_S
-        while True:
-            statuses = [
-                httpx.get(f"http://127.0.0.1:{p}/status", timeout=5).json()["runs"]["startupResume"]
-                for p in ports
-            ]
-            body = httpx.get(f"http://127.0.0.1:{ports[0]}/runs/{dead.id}", timeout=5).json()
-            if body["run"]["status"] == "completed" and all(s["state"] == "done" for s in statuses):
-                break
-            assert time.monotonic() < deadline, (statuses, body["run"]["status"])
-            time.sleep(0.1)
+        async with httpx.AsyncClient(timeout=5) as client:
+            while True:
+                statuses = [
+                    (await client.get(f"http://127.0.0.1:{p}/status")).json()["runs"]["startupResume"]
+                    for p in ports
+                ]
+                body = (await client.get(f"http://127.0.0.1:{ports[0]}/runs/{dead.id}")).json()
+                if body["run"]["status"] == "completed" and all(s["state"] == "done" for s in statuses):
+                    break
+                assert time.monotonic() < deadline, (statuses, body["run"]["status"])
+                await asyncio.sleep(0.1)
     finally:
         for proc in procs:
             if proc.poll() is None:
