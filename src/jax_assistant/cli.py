@@ -744,6 +744,7 @@ def serve(
     import uvicorn
 
     from jax_assistant.api import create_app
+    from jax_assistant.api.server import ServingServer
 
     settings = _settings(database_url=db)
     if "log_level" not in settings.model_fields_set:
@@ -751,20 +752,11 @@ def serve(
         configure_logging("INFO", json=settings.log_json, stream=sys.stderr)
     with _errors():
         application = create_app(settings, resume_on_startup=not no_resume)
-    # Start-up resume waits for this: a service whose port is taken must touch no run (see create_app).
-    serving = asyncio.Event()
-    application.state.serving = serving
-
-    class _Server(uvicorn.Server):
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets)  # exits the process if the port cannot be bound
-            if self.started:
-                serving.set()
-
     err.print(f"jax-orchestrator listening on http://{host}:{port}")
     # log_config=None: uvicorn's loggers go through our structlog setup instead of its own handlers.
     config = uvicorn.Config(application, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
-    server = _Server(config)
+    # Start-up resume waits until the port is bound: a service whose port is taken touches no run.
+    server = ServingServer(config)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C/SIGINT is a clean stop
         server.run()
     if not server.started:

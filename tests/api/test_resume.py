@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
+import pytest
+import uvicorn
 from tests.api.helpers import SIM_SYMBOLS, GateStage, read_sse, serve, wait_for_run
 
 from jax_assistant.api import create_app
+from jax_assistant.api.runs import RunManager
+from jax_assistant.api.server import ServingServer
 from jax_assistant.config import Settings
 from jax_assistant.domain import Run, RunStatus, SymbolResult
 from jax_assistant.orchestrator import Orchestrator, RunRequest, new_run_id
@@ -157,3 +162,49 @@ async def test_shutdown_in_the_middle_of_database_writes_does_not_hang(settings:
             done = await wait_for_run(svc.client, run_id)
             assert done["run"]["status"] == "completed"
             assert done["run"]["counts"]["symbols"] == 20
+
+
+async def test_resume_waits_until_the_port_is_bound(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`jax serve`'s server: a service whose port is taken never even looks for runs to resume; one
+    that binds resumes the interrupted run."""
+    run = await interrupted_run_without_results(settings)
+    scans: list[int] = []
+    original = RunManager.resume_interrupted
+
+    async def counted(self: RunManager) -> list[str]:
+        scans.append(1)
+        return await original(self)
+
+    monkeypatch.setattr(RunManager, "resume_interrupted", counted)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=taken.getsockname()[1], log_config=None
+        )
+        with pytest.raises(SystemExit):
+            await ServingServer(config).serve()
+    assert scans == []
+    async with Orchestrator(settings) as orch:
+        assert orch.repository is not None
+        stored = await orch.repository.get_run(run.id)
+        assert stored is not None and stored.status is RunStatus.INTERRUPTED
+        assert await orch.repository.get_symbol_results(run.id) == []
+
+    server = ServingServer(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_config=None))
+    task = asyncio.create_task(server.serve())
+    try:
+        async with Orchestrator(settings) as orch:
+            assert orch.repository is not None
+            deadline = time.monotonic() + 30
+            while (stored := await orch.repository.get_run(run.id)) is None or stored.status is not (
+                RunStatus.COMPLETED
+            ):
+                assert time.monotonic() < deadline and not task.done()
+                await asyncio.sleep(0.05)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 20)
+    assert scans == [1]
