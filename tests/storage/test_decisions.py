@@ -104,7 +104,8 @@ async def test_new_risk_fields_are_stored_whole(db: Database, repo: Repository) 
 class StatementLog:
     def __init__(self, db: Database) -> None:
         self.statements: list[str] = []
-        event.listen(db.engine.sync_engine, "before_cursor_execute", self._record)
+        for engine in db.write_engines():
+            event.listen(engine, "before_cursor_execute", self._record)
         self._db = db
 
     def _record(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:

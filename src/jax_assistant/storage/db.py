@@ -11,7 +11,8 @@ import asyncio
 import json
 import os
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +22,7 @@ from weakref import WeakKeyDictionary
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import URL, Connection, event, make_url, pool, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, pool, text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -96,7 +97,7 @@ def mask_url(url: str | URL) -> str:
 # --------------------------------------------------------------------------- engines
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+def _install_sqlite_hooks(engine: AsyncEngine | Engine, *, foreign_keys: bool) -> None:
     """Per-connection pragmas and explicit transaction control for SQLite.
 
     The file may be shared by several processes, so: WAL lets readers run beside the writer,
@@ -106,7 +107,9 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     lock up front (``BEGIN IMMEDIATE``), which avoids the unretryable deferred-lock upgrade error.
     """
 
-    @event.listens_for(engine.sync_engine, "connect")
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -122,7 +125,7 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
@@ -162,6 +165,27 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
             conn = await conn.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         async with conn.begin():
             yield conn
+
+
+def build_sync_writer(url: str) -> Engine | None:
+    """For a SQLite file: a synchronous engine the group-commit writer runs whole batches on, in one
+    worker thread, so a batch costs one thread hop instead of several per statement (aiosqlite hops
+    for every cursor call). None for other databases (asyncpg is natively async) and for in-memory
+    SQLite (a second engine would open a different, empty database)."""
+    parsed = make_url(normalise_database_url(url))
+    if parsed.get_backend_name() != "sqlite" or _is_sqlite_memory(url):
+        return None
+    engine = create_engine(
+        parsed.set(drivername="sqlite+pysqlite"),
+        json_serializer=_json_dumps,
+        # One connection, used only from the writer's own thread.
+        poolclass=pool.QueuePool,
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"check_same_thread": False},
+    )
+    _install_sqlite_hooks(engine, foreign_keys=True)
+    return engine
 
 
 # --------------------------------------------------------------------------- migrations
@@ -229,13 +253,39 @@ def _is_sqlite_memory(url: str) -> bool:
 
 
 class Database:
-    """An open database: the engine, a session factory and the (password-masked) URL."""
+    """An open database: the engine, a session factory and the (password-masked) URL.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    On a SQLite file it also keeps ``sync_writer`` (see ``build_sync_writer``) with a one-thread
+    executor: ``run_write`` runs a whole write transaction there in one hop.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, sync_writer: Engine | None = None) -> None:
         self.engine = engine
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
             engine, expire_on_commit=False
         )
+        self.sync_writer = sync_writer
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="jax-sqlite-writer") if sync_writer else None
+        )
+
+    def write_engines(self) -> list[Engine]:
+        """Every engine that writes (for event hooks: statement logs, fault injection in tests)."""
+        return [self.engine.sync_engine, *([self.sync_writer] if self.sync_writer is not None else [])]
+
+    async def run_write(self, fn: Callable[[Connection], None]) -> None:
+        """``fn(conn)`` inside one ``BEGIN IMMEDIATE`` transaction on the writer thread (SQLite file)."""
+        if self.sync_writer is None or self._executor is None:
+            raise RuntimeError("run_write needs a SQLite file database")
+        writer = self.sync_writer
+
+        def transaction() -> None:
+            with writer.connect() as conn:
+                conn = conn.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+                with conn.begin():
+                    fn(conn)
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, transaction)
 
     @property
     def url(self) -> URL:
@@ -252,6 +302,12 @@ class Database:
         return write_transaction(self.engine)
 
     async def close(self) -> None:
+        if self._executor is not None:
+            # Lets a batch already handed to the thread finish (it is one transaction) before disposing.
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
+            self._executor = None
+        if self.sync_writer is not None:
+            self.sync_writer.dispose()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:
@@ -281,7 +337,7 @@ async def open_database(
     resolved = resolve_database_url(url)
     if migrate_schema and not _is_sqlite_memory(resolved):
         await migrate(resolved)
-    db = Database(build_engine(resolved, **engine_kwargs))
+    db = Database(build_engine(resolved, **engine_kwargs), sync_writer=build_sync_writer(resolved))
     if migrate_schema and _is_sqlite_memory(resolved):
         # A private in-memory database only exists on the engine's own connection.
         try:

@@ -24,7 +24,7 @@ from typing import Any, Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_jsonable_python
-from sqlalchemy import ColumnElement, Executable, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Executable, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -483,31 +483,76 @@ class Repository:
         The engine funnels the checkpoints, audit rows, symbol results, records and dead letters of
         every symbol in flight through here: one commit per batch instead of one per write is what
         keeps storage from dominating a run. Each kind keeps the idempotency of its single-write method.
+        On a SQLite file the whole transaction runs on the writer thread in one hop
+        (``Database.run_write``); elsewhere on the async connection.
         """
         if not ops:
             return
-        checkpoints = [_checkpoint_values(op) for op in ops if isinstance(op, CheckpointWrite)]
-        audits = [_audit_values(op) for op in ops if isinstance(op, AuditWrite)]
-        letters = [_dead_letter_values(op) for op in ops if isinstance(op, DeadLetterWrite)]
-        results = [op for op in ops if isinstance(op, SymbolResultWrite)]
         records = [op for op in ops if isinstance(op, RecordsWrite)]
         records += [
-            RecordsWrite(op.result.run_id, op.result.events, op.result.trades) for op in results if op.records
+            RecordsWrite(op.result.run_id, op.result.events, op.result.trades)
+            for op in ops
+            if isinstance(op, SymbolResultWrite) and op.records
         ]
+        run_ids = {r.run_id for r in records}
+        if self._db.sync_writer is not None:
+            # Read (and cache) the runs' flags first: runs never change them, and a missing run must
+            # fail the batch before anything is written.
+            if run_ids - self._simulated.keys():
+                async with self._db.engine.connect() as conn:
+                    await self._simulated_flags(conn, run_ids)
+            plan = self._plan(ops, records, self._known_flags(run_ids))
+
+            def execute(conn: Connection) -> None:
+                for stmt, rows in plan:
+                    conn.execute(stmt, rows)
+
+            await self._db.run_write(execute)
+            return
         async with self._db.transaction() as conn:
-            if letters:
-                await self._insert_ignore(conn, DeadLetterRow, letters)
-            if checkpoints:
-                await self._upsert(
-                    conn, StageCheckpointRow, _last_by(checkpoints, _CHECKPOINT_KEY), _CHECKPOINT_KEY
-                )
-            if audits:
-                await self._insert_ignore(conn, AuditEventRow, audits)
-            if records:
-                await self._write_records(conn, records)
-            if results:
-                rows = _last_by((_symbol_result_values(op.result) for op in results), _SYMBOL_RESULT_KEY)
-                await self._upsert(conn, SymbolResultRow, rows, _SYMBOL_RESULT_KEY)
+            flags = await self._simulated_flags(conn, run_ids) if run_ids else {}
+            for stmt, rows in self._plan(ops, records, flags):
+                await conn.execute(stmt, rows)
+
+    def _plan(
+        self, ops: Sequence[WriteOp], records: Sequence[RecordsWrite], flags: Mapping[str, bool]
+    ) -> list[tuple[Executable, list[dict[str, Any]]]]:
+        """The batch as (cached statement, parameter rows) pairs, in dependency order."""
+        plan: list[tuple[Executable, list[dict[str, Any]]]] = []
+
+        def upsert(entity: type[Base], rows: list[dict[str, Any]], keys: Sequence[str]) -> None:
+            if rows:
+                plan.append((self._upsert_stmt(entity, keys, list(rows[0])), rows))
+
+        def ignore(entity: type[Base], rows: list[dict[str, Any]]) -> None:
+            if rows:
+                plan.append((self._ignore_stmt(entity), rows))
+
+        ignore(DeadLetterRow, [_dead_letter_values(op) for op in ops if isinstance(op, DeadLetterWrite)])
+        checkpoints = [_checkpoint_values(op) for op in ops if isinstance(op, CheckpointWrite)]
+        upsert(StageCheckpointRow, _last_by(checkpoints, _CHECKPOINT_KEY), _CHECKPOINT_KEY)
+        ignore(AuditEventRow, [_audit_values(op) for op in ops if isinstance(op, AuditWrite)])
+        # Events and setups before what references them (results, decisions).
+        ignore(
+            EventRow,
+            _unique_by_id(_event_values(e, r.run_id, flags[r.run_id]) for r in records for e in r.events),
+        )
+        ignore(
+            TradeRow,
+            _unique_by_id(_trade_values(t, r.run_id, flags[r.run_id]) for r in records for t in r.trades),
+        )
+        # Upsert: a resumed run that decides again replaces its own earlier decision, never another's.
+        upsert(
+            DecisionRow,
+            _last_by((_decision_values(t, r.run_id) for r in records for t in r.trades), _DECISION_KEY),
+            _DECISION_KEY,
+        )
+        results = (_symbol_result_values(op.result) for op in ops if isinstance(op, SymbolResultWrite))
+        upsert(SymbolResultRow, _last_by(results, _SYMBOL_RESULT_KEY), _SYMBOL_RESULT_KEY)
+        return plan
+
+    def _known_flags(self, run_ids: Iterable[str]) -> dict[str, bool]:
+        return {r: self._simulated[r] for r in run_ids}
 
     async def _simulated_flags(self, conn: AsyncConnection, run_ids: Iterable[str]) -> dict[str, bool]:
         wanted = sorted(set(run_ids))
@@ -519,25 +564,6 @@ class Repository:
         if missing:
             raise LookupError(f"run {missing[0]!r} does not exist")
         return {r: self._simulated[r] for r in wanted}
-
-    async def _write_records(self, conn: AsyncConnection, records: Sequence[RecordsWrite]) -> None:
-        flags = await self._simulated_flags(conn, (r.run_id for r in records))
-        # Events and setups first, so the ids results and decisions reference always resolve.
-        await self._insert_ignore(
-            conn,
-            EventRow,
-            _unique_by_id(_event_values(e, r.run_id, flags[r.run_id]) for r in records for e in r.events),
-        )
-        await self._insert_ignore(
-            conn,
-            TradeRow,
-            _unique_by_id(_trade_values(t, r.run_id, flags[r.run_id]) for r in records for t in r.trades),
-        )
-        # Upsert: a resumed run that decides again replaces its own earlier decision, never another's.
-        decisions = _last_by(
-            (_decision_values(t, r.run_id) for r in records for t in r.trades), _DECISION_KEY
-        )
-        await self._upsert(conn, DecisionRow, decisions, _DECISION_KEY)
 
     # ------------------------------------------------------------------ runs
 
