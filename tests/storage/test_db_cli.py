@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from tests.pgutil import admin_url
+from tests.storage.factories import make_run
 from typer.testing import CliRunner
 
 from jax_assistant.cli import app
+from jax_assistant.storage import Repository, open_database
 from jax_assistant.storage.db import normalise_database_url
 
 
@@ -69,3 +72,23 @@ def test_prune_and_trades_by_run(tmp_path: Path) -> None:
 
     bad = invoke("db", "prune", "--older-than", "soon", url=url)
     assert bad.exit_code == 2 and "use a number and a unit" in bad.stderr
+
+
+def test_runs_list_and_show_say_interrupted_with_the_resume_command(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'jax.db'}"
+
+    async def dead() -> None:
+        db = await open_database(url)
+        try:
+            await Repository(db).create_run(make_run("run-dead"))  # running, nobody holds it
+        finally:
+            await db.close()
+
+    asyncio.run(dead())
+    listed = invoke("runs", "list", url=url)
+    assert listed.exit_code == 0, listed.output
+    assert "interrupted" in listed.stdout and "jax run --resume run-dead" in listed.stdout
+    shown = invoke("runs", "show", "run-dead", "--json", url=url)
+    assert json.loads(shown.stdout)["run"]["status"] == "interrupted"
+    shown = invoke("runs", "show", "run-dead", url=url)
+    assert "jax run --resume run-dead" in shown.stdout
