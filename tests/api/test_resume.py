@@ -208,3 +208,14 @@ async def test_resume_waits_until_the_port_is_bound(
         server.should_exit = True
         await asyncio.wait_for(task, 20)
     assert scans == [1]
+
+
+async def test_the_stream_of_an_interrupted_run_ends_with_that_status(settings: Settings) -> None:
+    """Nothing executes a run whose lease expired: its SSE stream ends instead of polling forever."""
+    run = await interrupted_run_without_results(settings)
+    async with serve(create_app(settings, resume_on_startup=False)) as svc:
+        events = await asyncio.wait_for(read_sse(svc.client, f"/runs/{run.id}/events"), 10)
+        assert [name for name, _ in events] == ["run"]
+        assert events[0][1]["status"] == "interrupted"
+        listed = (await svc.client.get("/runs")).json()
+        assert [(r["id"], r["status"]) for r in listed] == [(run.id, "interrupted")]
