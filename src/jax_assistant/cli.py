@@ -53,6 +53,7 @@ runs_app = typer.Typer(help="Inspect stored runs.", no_args_is_help=True)
 trades_app = typer.Typer(help="Inspect stored trade setups with their risk decision.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-lettered symbols: list and retry.", no_args_is_help=True)
 data_app = typer.Typer(help="Market data checks.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: create or migrate it, prune old runs.", no_args_is_help=True)
 
 
 @app.callback()
@@ -68,6 +69,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(trades_app, name="trades")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(data_app, name="data")
+app.add_typer(db_app, name="db")
 
 out = Console()
 err = Console(stderr=True)
@@ -79,6 +81,7 @@ STATUS_STYLE = {
     "cancelled": "magenta",
     "running": "cyan",
     "completed": "green",
+    "interrupted": "yellow",
 }
 SIMULATED_BANNER = "SIMULATED market data (bundled sample provider) - not real prices"
 
@@ -475,6 +478,18 @@ def runs_list(
     out.print(table)
     if any(r.simulated for r in runs):
         out.print("[yellow]*[/] simulated market data (the bundled sample)")
+    for r in runs:
+        _print_interrupted_hint(r)
+
+
+def _print_interrupted_hint(run: Run) -> None:
+    from jax_assistant.domain import RunStatus
+
+    if run.status is RunStatus.INTERRUPTED:
+        out.print(
+            f"[yellow]{run.id} was interrupted (its process stopped); resume it with:[/]"
+            f" jax run --resume {run.id}"
+        )
 
 
 @runs_app.command("show")
@@ -501,6 +516,7 @@ def runs_show(
         _report(outcome, True)
         return
     _report(outcome, False, show_all=show_all)
+    _print_interrupted_hint(found)
     for r in results:
         for issue in r.data_issues:
             out.print(f"[dim]data: {escape(r.symbol)}: {escape(issue)}[/]", soft_wrap=True)
@@ -513,12 +529,15 @@ def trades_list(
     limit: Annotated[int, typer.Option(min=1)] = 50,
     json_out: Annotated[bool, typer.Option("--json")] = False,
     db: Annotated[str | None, typer.Option()] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="only this run's setups, with this run's own decisions")
+    ] = None,
 ) -> None:
     """Stored trade setups with their risk decision, newest first."""
     trades = _with_orch(
         db,
         lambda o: o.repository.list_trades(
-            symbol=symbol.upper() if symbol else None, strategy_id=strategy, limit=limit
+            symbol=symbol.upper() if symbol else None, strategy_id=strategy, limit=limit, run_id=run_id
         ),
     )
     if json_out:
@@ -757,6 +776,85 @@ def data_check(
         out.print(f"[red]unusable:[/] {escape(sym)}: {escape(message)}")
 
 
+# ---------------------------------------------------------------------------- the database
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def _parse_age(value: str) -> float:
+    """``30d``, ``12h``, ``2w``, ``90m``, ``45s`` (or bare days) -> seconds."""
+    raw = value.strip().lower()
+    unit = raw[-1] if raw and raw[-1] in _DURATION_UNITS else "d"
+    number = raw[:-1] if raw and raw[-1] in _DURATION_UNITS else raw
+    try:
+        amount = float(number)
+    except ValueError:
+        raise _fail(f"--older-than {value!r}: use a number and a unit (s, m, h, d, w), e.g. 30d") from None
+    if amount <= 0:
+        raise _fail(f"--older-than {value!r} must be positive")
+    return amount * _DURATION_UNITS[unit]
+
+
+@db_app.command("init")
+def db_init(
+    db: Annotated[str | None, typer.Option(help="database URL (default: SQLite file)")] = None,
+) -> None:
+    """Create the database (SQLite) or bring its schema to the newest revision. Safe to re-run."""
+    from jax_assistant.storage.db import DatabaseMissingError, init_database
+
+    settings = _settings(database_url=db)
+    try:
+        url, before, after = asyncio.run(init_database(settings.database_url))
+    except DatabaseMissingError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot reach the database: {exc}", 1) from None
+    if before == after:
+        out.print(f"{url}: schema up to date ({after})")
+    else:
+        out.print(f"{url}: migrated {before or 'empty database'} -> {after}")
+
+
+@db_app.command("prune")
+def db_prune(
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="age, e.g. 30d, 12h (default: storage.retention_days)"),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+    db: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Delete finished (or interrupted) runs and audit rows older than the age, with what they stored.
+
+    A run still executing (live lease) is never removed, however old.
+    """
+    from datetime import timedelta
+
+    from jax_assistant.domain import utc_now
+    from jax_assistant.orchestrator import Orchestrator
+
+    settings = _settings(database_url=db)
+    seconds = _parse_age(older_than) if older_than else settings.storage.retention_days * 86_400
+    cutoff = utc_now() - timedelta(seconds=seconds)
+
+    async def main() -> dict[str, int]:
+        async with Orchestrator(settings) as orch:
+            assert orch.repository is not None
+            return (await orch.repository.prune(cutoff)).as_dict()
+
+    with _errors():
+        removed = asyncio.run(main())
+    if json_out:
+        sys.stdout.write(json.dumps({"before": cutoff.isoformat(), "removed": removed}, indent=2) + "\n")
+        return
+    table = Table(title=f"Pruned (older than {cutoff:%Y-%m-%d %H:%M:%S} UTC)")
+    table.add_column("table")
+    table.add_column("rows removed", justify="right")
+    for name, count in removed.items():
+        table.add_row(name, str(count))
+    out.print(table)
+
+
 # ---------------------------------------------------------------------------- the HTTP service
 
 
@@ -778,6 +876,7 @@ def serve(
     import uvicorn
 
     from jax_assistant.api import create_app
+    from jax_assistant.api.server import ServingServer
     from jax_assistant.observability.logging import configure_logging
 
     settings = _settings(database_url=db)
@@ -797,7 +896,13 @@ def serve(
         application = create_app(settings, resume_on_startup=not no_resume)
     err.print(f"jax-orchestrator listening on http://{host}:{port}")
     # log_config=None: uvicorn's loggers go through our structlog setup instead of its own handlers.
-    uvicorn.run(application, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(application, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+    # Start-up resume waits until the port is bound: a service whose port is taken touches no run.
+    server = ServingServer(config)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C/SIGINT is a clean stop
+        server.run()
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn's start-up failure code (e.g. the port is taken)
 
 
 def main() -> None:  # pragma: no cover - console-script convenience

@@ -15,7 +15,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -48,6 +56,32 @@ class EngineConfig(BaseModel):
     )
 
 
+class StorageConfig(BaseModel):
+    """Run leases and retention (see docs/architecture.md, "Run leases" and "Bounded storage")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lease_ttl_s: float = Field(
+        default=30.0, gt=0, description="a run whose executor stops heartbeating is resumable after this"
+    )
+    heartbeat_s: float = Field(default=10.0, gt=0, description="how often the executor renews its lease")
+    retention_days: float = Field(
+        default=30.0, gt=0, description="`jax db prune` default: finished runs and audit older than this"
+    )
+    compact_completed: bool = Field(
+        default=True, description="drop a completed run's per-stage item snapshots (not needed to resume)"
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> StorageConfig:
+        if self.heartbeat_s >= self.lease_ttl_s:
+            raise ValueError(
+                f"storage.heartbeat_s ({self.heartbeat_s}) must be below storage.lease_ttl_s"
+                f" ({self.lease_ttl_s}), or a live run's lease would expire between heartbeats"
+            )
+        return self
+
+
 def default_resilience() -> ResilienceConfig:
     """Dependency settings shipped by default (the research and memory stages of later issues use them)."""
     return ResilienceConfig(
@@ -75,6 +109,7 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default a SQLite file under data_dir",
     )
     data_dir: Path | None = Field(default=None, description="where the SQLite file lives")
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     # --- market data
     provider: Literal["sample", "csv"] = "sample"

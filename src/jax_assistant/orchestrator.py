@@ -4,7 +4,11 @@ resumes or retries runs. The CLI (and later the HTTP API) are thin shells over t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import secrets
+import socket
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,9 +21,11 @@ from jax_assistant.config import Settings, setting_source
 from jax_assistant.domain import Run, RunStatus, SymbolResult, SymbolStatus, TradeRecord, utc_now
 from jax_assistant.domain.errors import ConfigError, InputError, UnavailableError
 from jax_assistant.engines.local import LocalEngine, ProgressSink, StartPoint, fresh_starts
+from jax_assistant.engines.writer import GroupCommitWriter
 from jax_assistant.marketdata import create_provider
 from jax_assistant.marketdata.base import DataSourceError, MarketDataProvider
 from jax_assistant.observability.correlation import new_correlation_id
+from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.metrics import MetricsSink, NullMetrics, PipelineMetrics
 from jax_assistant.pipeline.base import Stage, WorkItem
 from jax_assistant.pipeline.plugins import build_pipeline
@@ -30,9 +36,21 @@ from jax_assistant.risk.portfolio import PortfolioBook, PortfolioState
 from jax_assistant.storage import Database, Repository, open_database
 from jax_assistant.strategies.registry import StrategyRegistry
 
+log = get_logger("jax_assistant.orchestrator")
+
 
 class RunError(InputError):
     """The run could not start (bad input, unknown run, unreadable data). Message is user-facing."""
+
+
+class RunLeasedError(RunError):
+    """Another live process holds the run's lease (it is executing the run): resume nothing here."""
+
+
+def new_owner_id() -> str:
+    """Who holds a lease: host and pid for a human reading the row, plus a random part so two
+    orchestrators in one process (tests, an embedding app) never mistake each other's lease."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -89,6 +107,7 @@ class Orchestrator:
         self._providers: dict[tuple[str, str | None], MarketDataProvider] = {}
         self.engine: LocalEngine | None = None  # the most recent engine (the CLI's Ctrl-C target)
         self.active: dict[str, LocalEngine] = {}  # run id -> engine, while the run is in progress
+        self.owner_id = new_owner_id()  # the lease owner for every run this orchestrator executes
 
     async def __aenter__(self) -> Orchestrator:
         await self.open()
@@ -192,6 +211,9 @@ class Orchestrator:
 
     def _engine(self, stages: list[Stage], services: Services) -> LocalEngine:
         eng = self.settings.engine
+        # One writer per run, shared by the engine's bookkeeping and the stages' records.
+        writer = GroupCommitWriter(self.repository) if self.repository is not None else None
+        services.storage = writer
         self.engine = LocalEngine(
             stages,
             services,
@@ -202,6 +224,7 @@ class Orchestrator:
             queue_size=eng.queue_size,
             drain_timeout_s=eng.drain_timeout_s,
             clock=self.clock,
+            writer=writer,
         )
         return self.engine
 
@@ -213,11 +236,53 @@ class Orchestrator:
         progress: ProgressSink | None,
         finished: dict[str, SymbolResult] | None = None,
     ) -> tuple[Run, list[SymbolResult]]:
+        """Execute with the run's lease held (the caller took it) and heartbeated; released at the end
+        however the run ends, so a run left ``running`` (shutdown) is resumable at once."""
         self.active[run.id] = engine
+        heartbeat = asyncio.create_task(self._heartbeat(run.id, engine), name=f"jax-lease-{run.id}")
         try:
-            return await engine.run(run, starts, progress=progress, finished=finished)
+            run, results = await engine.run(run, starts, progress=progress, finished=finished)
+            if run.status is RunStatus.COMPLETED and self.settings.storage.compact_completed:
+                await self._compact(run.id)
+            return run, results
         finally:
             self.active.pop(run.id, None)
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            if self.repository is not None:
+                with contextlib.suppress(Exception):  # storage down: the lease simply expires
+                    await self.repository.release_lease(run.id, self.owner_id)
+
+    async def _heartbeat(self, run_id: str, engine: LocalEngine) -> None:
+        cfg = self.settings.storage
+        while self.repository is not None:
+            await asyncio.sleep(cfg.heartbeat_s)
+            try:
+                held = await self.repository.renew_lease(run_id, self.owner_id, cfg.lease_ttl_s)
+            except Exception:
+                log.warning("lease heartbeat failed; retrying", run_id=run_id, exc_info=True)
+                continue
+            if not held:
+                # Someone took the run over after our lease expired (this process stalled): stop, so
+                # the run is never executed by two processes at once.
+                log.error("lost the run's lease; cancelling", run_id=run_id, owner=self.owner_id)
+                engine.cancel()
+                return
+
+    async def _compact(self, run_id: str) -> None:
+        assert self.repository is not None
+        try:
+            compacted = await self.repository.compact_run(run_id)
+            log.info("compacted checkpoints of completed run", run_id=run_id, checkpoints=compacted)
+        except Exception:  # a run's outcome never depends on housekeeping
+            log.warning("could not compact the run's checkpoints", run_id=run_id, exc_info=True)
+
+    async def claim_run(self, run_id: str) -> bool:
+        """Take the lease of run ``run_id`` (atomic compare-and-set); False if a live process holds it."""
+        await self.open()
+        assert self.repository is not None
+        return await self.repository.acquire_lease(run_id, self.owner_id, self.settings.storage.lease_ttl_s)
 
     def status(self) -> dict[str, Any]:
         """Flow-control and dependency state for /status: queue depth, in-flight, breakers, limiters."""
@@ -230,19 +295,23 @@ class Orchestrator:
         }
 
     async def resume_interrupted(self, *, limit: int = 1000) -> list[RunOutcome]:
-        """Resume every run left ``running`` by a process that died (called by the service at start-up).
+        """Resume every interrupted run whose lease this process wins, one after another.
 
-        Assumes one orchestrator process per database: a run another live process is executing would
-        be resumed too (harmless for the data, since every write is idempotent, but wasted work).
+        Any number of processes may call this at once: each run's lease goes to exactly one of them.
         """
-        return [await self.resume_run(r.id) for r in await self.interrupted_runs(limit=limit)]
+        outcomes = []
+        for run in await self.interrupted_runs(limit=limit):
+            try:
+                outcomes.append(await self.resume_run(run.id))
+            except RunLeasedError:
+                continue  # another process won it between the scan and our claim
+        return outcomes
 
     async def interrupted_runs(self, *, limit: int = 1000) -> list[Run]:
-        """Runs left ``running`` (by a process that died), oldest first, among the ``limit`` latest."""
+        """Runs left ``running`` whose lease expired (their executor died), oldest first."""
         await self.open()
         assert self.repository is not None
-        runs = await self.repository.list_runs(limit=limit)  # newest first
-        return [r for r in reversed(runs) if r.status is RunStatus.RUNNING]
+        return await self.repository.list_interrupted_runs(limit=limit)
 
     # ------------------------------------------------------------------ resolving input
 
@@ -321,10 +390,13 @@ class Orchestrator:
         return PreparedRun(run=run, provider=provider, stages=stages, unknown=unknown)
 
     async def record_run(self, prepared: PreparedRun) -> None:
-        """Write the run's row: from here on a crash leaves a run that start-up resumes."""
+        """Write the run's row, leased to this process: from here on a crash leaves a run whose lease
+        expires and that start-up (or `jax run --resume`) then resumes."""
         await self.open()
         assert self.repository is not None
-        await self.repository.create_run(prepared.run)
+        await self.repository.create_run(
+            prepared.run, lease_owner=self.owner_id, lease_ttl_s=self.settings.storage.lease_ttl_s
+        )
 
     async def execute(
         self, prepared: PreparedRun, *, progress: ProgressSink | None = None, record: bool = True
@@ -351,6 +423,13 @@ class Orchestrator:
             raise RunError(f"no run {run_id!r} (see `jax runs list`)")
         if run.status is RunStatus.COMPLETED:
             return RunOutcome(run, await self.repository.get_symbol_results(run_id), [])
+        if not await self.claim_run(run_id):
+            owner, expires = await self.repository.lease_of(run_id)
+            until = expires.isoformat(timespec="seconds") if expires else "?"
+            raise RunLeasedError(
+                f"run {run_id!r} is being executed by another process ({owner}, lease until {until});"
+                " it can be resumed once that lease expires"
+            )
         provider = self.provider(run.params.get("provider"), run.params.get("dataPath"))
         stages = self.stages(run.params.get("stageOverrides"), run.pipeline)
         done_results = {
@@ -449,7 +528,9 @@ class Orchestrator:
             pipeline=names,
             params={**origin.params, "retryOf": origin.id, "deadLetters": [d.id for d in letters]},
         )
-        await self.repository.create_run(run)
+        await self.repository.create_run(
+            run, lease_owner=self.owner_id, lease_ttl_s=self.settings.storage.lease_ttl_s
+        )
         starts = []
         for d in letters:
             item = WorkItem.model_validate(d.item).model_copy(update={"run_id": run.id})

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
+import pytest
+import uvicorn
 from tests.api.helpers import SIM_SYMBOLS, GateStage, read_sse, serve, wait_for_run
 
 from jax_assistant.api import create_app
+from jax_assistant.api.runs import RunManager
+from jax_assistant.api.server import ServingServer
 from jax_assistant.config import Settings
 from jax_assistant.domain import Run, RunStatus, SymbolResult
 from jax_assistant.orchestrator import Orchestrator, RunRequest, new_run_id
@@ -63,6 +68,9 @@ async def test_startup_resumes_a_run_left_running(settings: Settings) -> None:
 
 async def test_startup_resumes_a_run_killed_mid_flight(settings: Settings) -> None:
     """A run cancelled hard after its first symbol: finished symbols are kept, the rest resume."""
+    # One symbol at a time: in parallel, the symbols' final writes share one group commit and all
+    # finish together before the kill lands.
+    settings = settings.model_copy(update={"engine": settings.engine.model_copy(update={"concurrency": 1})})
     async with Orchestrator(settings) as orch:
         finished: list[SymbolResult] = []
         task: asyncio.Task[object]
@@ -82,7 +90,7 @@ async def test_startup_resumes_a_run_killed_mid_flight(settings: Settings) -> No
         assert orch.repository is not None
         assert request.run_id is not None
         stored = await orch.repository.get_run(request.run_id)
-        assert stored is not None and stored.status is RunStatus.RUNNING
+        assert stored is not None and stored.status is RunStatus.INTERRUPTED
         kept = {
             r.symbol for r in await orch.repository.get_symbol_results(request.run_id) if r.status.terminal
         }
@@ -102,7 +110,7 @@ async def test_no_resume_leaves_the_run_alone(settings: Settings) -> None:
     async with serve(create_app(settings, resume_on_startup=False)) as svc:
         await asyncio.sleep(0.3)
         body = (await svc.client.get(f"/runs/{run.id}")).json()
-        assert body["run"]["status"] == "running" and body["symbols"] == []
+        assert body["run"]["status"] == "interrupted" and body["symbols"] == []
         status = (await svc.client.get("/status")).json()
         assert status["runs"]["startupResume"]["state"] == "disabled"
         assert status["activeRuns"] == {}
@@ -120,7 +128,7 @@ async def test_a_run_cut_by_shutdown_is_finished_by_the_next_start(gated_setting
     async with Orchestrator(gated_settings) as orch:
         assert orch.repository is not None
         stored = await orch.repository.get_run(run_id)
-        assert stored is not None and stored.status is RunStatus.RUNNING
+        assert stored is not None and stored.status is RunStatus.INTERRUPTED
 
     GateStage.opened.set()
     async with serve(create_app(gated_settings)) as svc:
@@ -154,3 +162,60 @@ async def test_shutdown_in_the_middle_of_database_writes_does_not_hang(settings:
             done = await wait_for_run(svc.client, run_id)
             assert done["run"]["status"] == "completed"
             assert done["run"]["counts"]["symbols"] == 20
+
+
+async def test_resume_waits_until_the_port_is_bound(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`jax serve`'s server: a service whose port is taken never even looks for runs to resume; one
+    that binds resumes the interrupted run."""
+    run = await interrupted_run_without_results(settings)
+    scans: list[int] = []
+    original = RunManager.resume_interrupted
+
+    async def counted(self: RunManager) -> list[str]:
+        scans.append(1)
+        return await original(self)
+
+    monkeypatch.setattr(RunManager, "resume_interrupted", counted)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=taken.getsockname()[1], log_config=None
+        )
+        with pytest.raises(SystemExit):
+            await ServingServer(config).serve()
+    assert scans == []
+    async with Orchestrator(settings) as orch:
+        assert orch.repository is not None
+        stored = await orch.repository.get_run(run.id)
+        assert stored is not None and stored.status is RunStatus.INTERRUPTED
+        assert await orch.repository.get_symbol_results(run.id) == []
+
+    server = ServingServer(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_config=None))
+    task = asyncio.create_task(server.serve())
+    try:
+        async with Orchestrator(settings) as orch:
+            assert orch.repository is not None
+            deadline = time.monotonic() + 30
+            while (stored := await orch.repository.get_run(run.id)) is None or stored.status is not (
+                RunStatus.COMPLETED
+            ):
+                assert time.monotonic() < deadline and not task.done()
+                await asyncio.sleep(0.05)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 20)
+    assert scans == [1]
+
+
+async def test_the_stream_of_an_interrupted_run_ends_with_that_status(settings: Settings) -> None:
+    """Nothing executes a run whose lease expired: its SSE stream ends instead of polling forever."""
+    run = await interrupted_run_without_results(settings)
+    async with serve(create_app(settings, resume_on_startup=False)) as svc:
+        events = await asyncio.wait_for(read_sse(svc.client, f"/runs/{run.id}/events"), 10)
+        assert [name for name, _ in events] == ["run"]
+        assert events[0][1]["status"] == "interrupted"
+        listed = (await svc.client.get("/runs")).json()
+        assert [(r["id"], r["status"]) for r in listed] == [(run.id, "interrupted")]

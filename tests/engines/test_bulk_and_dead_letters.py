@@ -132,12 +132,14 @@ async def test_thousand_symbols_with_random_failures(
                 ("finalize", StageStatus.OK),
             ]
             assert flow.calls["compute", sym] == 1 and flow.calls["flaky", sym] == 2
+        # The retry run completed, so its checkpoints keep stage results but no item snapshots
+        # (compacted); what the stages produced lives on in the stored results.
         retry_checkpoints = await repo.load_checkpoints(retry.run.id)
+        stored_retry = {r.symbol: r for r in await repo.get_symbol_results(retry.run.id)}
         for sym in failing:
-            final = WorkItem.model_validate(retry_checkpoints[sym][-1].item)
-            assert final.run_id == retry.run.id
-            assert final.extras["double"] == 2 * sum(map(ord, sym))
-            assert final.completed_stages == PIPELINE
+            assert [r.stage for r in retry_checkpoints[sym]] == ["flaky", "finalize"]
+            assert all(r.item == {} for r in retry_checkpoints[sym])
+            assert stored_retry[sym].extras["double"] == 2 * sum(map(ord, sym))
 
         letters = await repo.list_dead_letters(run_id=run.id, status=None)
         assert {d.status for d in letters} == {"resolved"}

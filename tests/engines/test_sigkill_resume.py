@@ -55,6 +55,9 @@ def make_plugin(root: Path) -> Path:
     return root
 
 
+LEASE_TTL_S = 1.0
+
+
 def jax_env(tmp_path: Path, plugin: Path, db: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") and k != "DATABASE_URL"}
     env.update(
@@ -63,6 +66,9 @@ def jax_env(tmp_path: Path, plugin: Path, db: Path) -> dict[str, str]:
         JAX_DATABASE_URL=f"sqlite+aiosqlite:///{db}",
         JAX_PIPELINE=json.dumps(PIPELINE),
         JAX_ENGINE__CONCURRENCY="2",
+        # Short leases: the killed run's lease must expire before `jax run --resume` may take it.
+        JAX_STORAGE__LEASE_TTL_S=str(LEASE_TTL_S),
+        JAX_STORAGE__HEARTBEAT_S="0.2",
         # Portfolio limits are first come, first served: with two symbols in flight, two uninterrupted
         # runs of the same data can book the last slot differently. Lift them so runs compare exactly
         # (test_cancel_resume checks the resumed book under the bundled limits, one symbol at a time).
@@ -144,6 +150,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path: Path
 
     (run_id, status), *others = rows(db, "select id, status from runs")
     assert others == [] and status == "running"  # killed: nobody marked it finished
+    time.sleep(LEASE_TTL_S)  # until the dead process's lease expires: then the run is interrupted
     checkpoints = count_or_zero(db, "select count(*) from stage_checkpoints")
     assert 15 <= checkpoints < N_SYMBOLS * len(PIPELINE)
     assert count_or_zero(db, "select count(*) from symbol_results") < N_SYMBOLS

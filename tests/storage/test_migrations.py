@@ -16,11 +16,12 @@ from sqlalchemy import Connection, inspect, text
 from tests.pgutil import sqlite_url
 from tests.storage.factories import make_run
 
+from jax_assistant.domain import RunStatus
 from jax_assistant.storage import Repository, open_database
 from jax_assistant.storage.db import MIGRATIONS_DIR, alembic_config, build_engine, migrate
 from jax_assistant.storage.tables import ALL_TABLES, Base
 
-HEAD = "0002_symbol_extras"
+HEAD = "0003_decisions_leases"
 
 
 def _schema(conn: Connection) -> dict[str, Any]:
@@ -75,7 +76,7 @@ async def test_migrated_schema_matches_the_models(database_url: str) -> None:
 
 async def test_rerunning_upgrade_is_a_no_op(database_url: str) -> None:
     db = await open_database(database_url)
-    await Repository(db).create_run(make_run())
+    await Repository(db).create_run(make_run(), lease_owner="me", lease_ttl_s=600)
     await db.close()
     before = await _inspect(database_url, _schema)
 
@@ -169,3 +170,66 @@ async def test_upgrade_from_0001_keeps_existing_symbol_results(database_url: str
     finally:
         await db.close()
     assert await _inspect(database_url, _version) == HEAD
+
+
+async def test_upgrade_from_0002_backfills_decisions_and_leaves_old_runs_interrupted(
+    database_url: str,
+) -> None:
+    """Runs stored before per-run decisions still show their setups' sizes after the upgrade, and a
+    run left `running` then (no lease yet) reads as interrupted, so it can be resumed."""
+    await migrate(database_url, "0002_symbol_extras")
+    risk = (
+        '{"position_size": 12, "risk_per_unit": 5.0, "total_risk": 60.0, "r_multiple": 2.0,'
+        ' "risk_percent": 3.0, "account_size": 10000.0, "constraints": {"allowed": true, "reason": "",'
+        ' "violations": [], "adjustments": [], "risk_metrics": {}}}'
+    )
+    setup = (
+        '{"id": "s-1", "symbol": "AAPL", "direction": "long", "entry": 100.0, "stop": 95.0,'
+        ' "targets": [110.0], "strategy_id": "gap", "confidence": 0.5, "time": "2024-03-01T00:00:00Z"}'
+    )
+    engine = build_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            for run_id, status in (("r1", "completed"), ("r2", "running")):
+                await conn.execute(
+                    text(
+                        "insert into runs (id, status, correlation_id, started_at, provider, simulated,"
+                        " symbols, pipeline, params, counts) values (:id, :status, 'c', CURRENT_TIMESTAMP,"
+                        " 'csv', false, '[]', '[]', '{}', '{}')"
+                    ),
+                    {"id": run_id, "status": status},
+                )
+                await conn.execute(
+                    text(
+                        "insert into symbol_results (run_id, symbol, status, data_issues, stages, event_ids,"
+                        " trade_ids, updated_at) values (:id, 'AAPL', 'succeeded', '[]', '[]', '[]',"
+                        ' \'["s-1", "gone"]\', CURRENT_TIMESTAMP)'
+                    ),
+                    {"id": run_id},
+                )
+            await conn.execute(
+                text(
+                    "insert into trades (id, symbol, strategy_id, direction, allowed, position_size, setup,"
+                    " risk, created_at, simulated) values ('s-1', 'AAPL', 'gap', 'long', true, 12, :setup,"
+                    " :risk, CURRENT_TIMESTAMP, false)"
+                ),
+                {"setup": setup, "risk": risk},
+            )
+    finally:
+        await engine.dispose()
+
+    db = await open_database(database_url)
+    try:
+        repo = Repository(db)
+        for run_id in ("r1", "r2"):
+            [result] = await repo.get_symbol_results(run_id)
+            assert [(t.setup.id, t.risk.position_size, t.risk.account_size) for t in result.trades] == [
+                ("s-1", 12, 10_000.0)
+            ]
+            assert [t.risk.position_size for t in await repo.list_trades(run_id=run_id)] == [12]
+        statuses = {r.id: r.status for r in await repo.list_runs()}
+        assert statuses == {"r1": RunStatus.COMPLETED, "r2": RunStatus.INTERRUPTED}
+    finally:
+        await db.close()
+    assert await _inspect(database_url, _version) == HEAD
+    assert await _inspect(database_url, _diff) == []

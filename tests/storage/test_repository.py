@@ -29,9 +29,16 @@ from jax_assistant.storage.tables import EventRow, StageCheckpointRow, TradeRow
 
 async def test_run_round_trip(repo: Repository) -> None:
     run = make_run()
-    assert await repo.create_run(run) is True
+    assert await repo.create_run(run, lease_owner="me", lease_ttl_s=60) is True
     assert await repo.get_run(run.id) == run
     assert await repo.get_run("missing") is None
+
+
+async def test_a_running_run_nobody_holds_reads_interrupted(repo: Repository) -> None:
+    await repo.create_run(make_run())
+    stored = await repo.get_run("run-1")
+    assert stored is not None and stored.status is RunStatus.INTERRUPTED
+    assert [r.status for r in await repo.list_runs()] == [RunStatus.INTERRUPTED]
 
 
 async def test_create_run_twice_keeps_the_first(repo: Repository) -> None:
@@ -59,7 +66,7 @@ async def test_update_run(repo: Repository) -> None:
 
 
 async def test_update_run_inserts_unknown_run(repo: Repository) -> None:
-    run = make_run("late")
+    run = make_run("late", status=RunStatus.COMPLETED)
     await repo.update_run(run)
     assert await repo.get_run("late") == run
 

@@ -33,11 +33,14 @@ def fail_on(db: Database, fragment: str, *, after: int = 0) -> Iterator[None]:
             if seen > after:
                 raise InjectedFailure(statement[:60])
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", hook)
+    # Every engine that writes: on a SQLite file, batches go through the writer thread's own engine.
+    for engine in db.write_engines():
+        event.listen(engine, "before_cursor_execute", hook)
     try:
         yield
     finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", hook)
+        for engine in db.write_engines():
+            event.remove(engine, "before_cursor_execute", hook)
 
 
 async def test_symbol_result_failure_rolls_back_events_and_trades(db: Database, repo: Repository) -> None:

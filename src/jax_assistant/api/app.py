@@ -58,9 +58,13 @@ def create_app(
     """The service. Pass ``orchestrator`` to share one (the caller then owns closing it).
 
     The lifespan opens storage (running migrations), warms the market-data provider and, with
-    ``resume_on_startup``, resumes runs a dead process left ``running``. Shutdown drains runs still
-    executing (in-flight stages finish, up to SHUTDOWN_DRAIN_S) then cancels what is left; they stay
-    ``running``, checkpointed, and the next start-up resumes them.
+    ``resume_on_startup``, resumes interrupted runs (``running`` with an expired lease). Shutdown
+    drains runs still executing (in-flight stages finish, up to SHUTDOWN_DRAIN_S) then cancels what is
+    left; they stay ``running``, checkpointed, with their lease released, and the next start-up (of any
+    service on the database) resumes them.
+
+    When the server sets ``app.state.serving`` (an ``asyncio.Event``; `jax serve` does, once its port
+    is bound), the resume waits for it: a service that cannot bind its port touches no run.
     """
     owns_orchestrator = orchestrator is None
     orch = orchestrator or Orchestrator(settings or Settings())
@@ -69,7 +73,7 @@ def create_app(
     clock = {"started": time.monotonic()}
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
         clock["started"] = time.monotonic()
         own_tracing = settings.tracing_enabled and not tracing_enabled()
         if own_tracing:
@@ -78,7 +82,11 @@ def create_app(
         try:
             await _warm_provider(orch)
             if resume_on_startup:
-                await runs.resume_interrupted()
+                serving: asyncio.Event | None = getattr(application.state, "serving", None)
+                if serving is None:
+                    await runs.resume_interrupted()
+                else:
+                    runs.spawn_after(serving, runs.resume_interrupted, name="jax-resume-when-serving")
             yield
         finally:
             # engine: drain first (SIGTERM / shutdown): active runs stop taking symbols and let their
@@ -228,9 +236,14 @@ def create_app(
         symbol: str | None = None,
         strategy_id: Annotated[str | None, Query(alias="strategyId")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        run_id: Annotated[str | None, Query(alias="runId")] = None,
     ) -> list[dict[str, Any]]:
+        # With runId: that run's setups with that run's own decisions (sizes depend on the run).
         trades = await repo().list_trades(
-            symbol=symbol.strip().upper() if symbol else None, strategy_id=strategy_id, limit=limit
+            symbol=symbol.strip().upper() if symbol else None,
+            strategy_id=strategy_id,
+            limit=limit,
+            run_id=run_id,
         )
         return [t.to_contract() for t in trades]
 

@@ -195,6 +195,17 @@ class RunManager:
             name=f"jax-run-{run.id}",
         )
 
+    def spawn_after(
+        self, ready: asyncio.Event, start: Callable[[], Awaitable[object]], *, name: str
+    ) -> asyncio.Task[None]:
+        """Run ``start()`` in the background once ``ready`` is set (cancelled with the others at shutdown)."""
+
+        async def wait_then_start() -> None:
+            await ready.wait()
+            await start()
+
+        return self._spawn(wait_then_start(), name=name)
+
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         task.set_name(name)
@@ -234,7 +245,8 @@ class RunManager:
         stored: Run | None = None
         try:
             stored = await self.repository.get_run(run.id)
-            if stored is not None and stored.status is RunStatus.RUNNING:
+            # INTERRUPTED too: the lease is released as the run ends, before this reads the row back.
+            if stored is not None and stored.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED):
                 stored.status = RunStatus.FAILED
                 stored.finished_at = utc_now()
                 await self.repository.update_run(stored)
@@ -257,11 +269,12 @@ class RunManager:
     # ------------------------------------------------------------------ resuming at start-up
 
     async def resume_interrupted(self) -> list[str]:
-        """Find runs left ``running`` by a process that died and resume them, oldest first, in the background.
+        """Resume, oldest first and in the background, the interrupted runs whose lease this process wins.
 
-        The scan is awaited (by the lifespan, before the server accepts requests) and only the execution
-        is in the background: a run accepted by this process moments later is then never mistaken for an
-        interrupted one and executed twice. Each resumed run gets a channel, so its SSE stream is live.
+        Interrupted means ``running`` with an expired lease: its executor died. A run another live
+        process executes (this one's own included) holds a live lease, so it is never picked up here;
+        of several services starting together, each run goes to whichever takes its lease first. Each
+        resumed run gets a channel, so its SSE stream is live.
         """
         runs = [r for r in await self.orchestrator.interrupted_runs() if r.id not in self._channels]
         channels = {r.id: RunChannel(r.id) for r in runs}
@@ -280,6 +293,12 @@ class RunManager:
         try:
             for run in runs:  # one after another, like Orchestrator.resume_interrupted
                 channel = channels[run.id]
+                # Claimed at its turn (not all up front): a lease taken now is heartbeated from now on.
+                if not await orch.claim_run(run.id):
+                    log.info("interrupted run taken by another process", run_id=run.id)
+                    self._channels.pop(run.id, None)
+                    channel.close(None)
+                    continue
                 await self._execute(
                     run, functools.partial(orch.resume_run, run.id, progress=channel), channel
                 )
@@ -350,7 +369,10 @@ class RunManager:
     async def _from_database(
         self, run_id: str, poll_interval_s: float, keepalive_s: float
     ) -> AsyncIterator[bytes]:
-        """Stored results, then the run event; polls while the run is executing elsewhere (or not at all).
+        """Stored results, then the run event; polls while the run is executing elsewhere.
+
+        A run whose executor died reads ``interrupted`` (its lease expired) and ends the stream with
+        that status, instead of polling a run nothing executes.
 
         The run row is read before the results: the engine stores every result before it marks the
         run finished, so seeing it finished guarantees the results read next are complete.

@@ -245,6 +245,9 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Never stored: derived when a run is read whose row says `running` but whose lease expired (the
+    # process executing it died). Such a run may be resumed.
+    INTERRUPTED = "interrupted"
 
 
 class StageResult(CamelModel):

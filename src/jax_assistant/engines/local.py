@@ -203,6 +203,7 @@ class LocalEngine:
         clock: Clock | None = None,
         seed: int | None = None,
         audit: bool = True,
+        writer: GroupCommitWriter | None = None,
     ) -> None:
         self.stages = list(stages)
         self.services = services
@@ -215,7 +216,8 @@ class LocalEngine:
         self.clock = clock or SystemClock()
         self.rng = random.Random(seed)
         self.audit = audit and repository is not None
-        self._writer = GroupCommitWriter(repository) if repository is not None else None
+        # A caller-supplied writer is shared with the stages (Services.storage): one writer per run.
+        self._writer = writer or (GroupCommitWriter(repository) if repository is not None else None)
         self.status = EngineStatus()
         self._cancel = asyncio.Event()
         self._interrupted = False

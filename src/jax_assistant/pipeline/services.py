@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from jax_assistant.analysis.detectors import DetectorConfig
+from jax_assistant.domain import Event, TradeRecord
 from jax_assistant.marketdata.base import MarketDataProvider
 from jax_assistant.risk.manager import RiskManager
 from jax_assistant.storage.repository import Repository
 from jax_assistant.strategies.registry import StrategyRegistry
+
+
+class RunStorage(Protocol):
+    """What a stage may write during a run. The engine's group-commit writer implements it, so a
+    stage's writes share commits with the engine's own bookkeeping instead of queueing behind it."""
+
+    async def save_records(
+        self, run_id: str, symbol: str, events: Sequence[Event], trades: Sequence[TradeRecord]
+    ) -> None:
+        """Durably store a symbol's events, setups and this run's risk decisions on them."""
+        ...
 
 
 @dataclass
@@ -19,6 +32,8 @@ class Services:
     strategies: StrategyRegistry
     risk: RiskManager
     repository: Repository | None = None
+    # Set by the orchestrator for a run with storage; stages write through it, not the repository.
+    storage: RunStorage | None = None
     # Plugins may keep their own clients here (keyed by their stage name).
     extras: dict[str, Any] = field(default_factory=dict)
 

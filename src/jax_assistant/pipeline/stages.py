@@ -118,6 +118,12 @@ class PersistStage(BaseStage):
     )
 
     async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
+        storage = ctx.services.storage
+        if storage is not None:
+            # Through the run's group-commit writer: one commit shared with every symbol in flight, and
+            # the symbol's final result then need not write the same records again.
+            await storage.save_records(item.run_id, item.symbol, item.events, item.trades)
+            return StageOutput(item=item)
         repo = ctx.services.repository
         if repo is None:
             return StageOutput(item=item, status="skipped", reason="no storage configured")

@@ -11,7 +11,8 @@ import asyncio
 import json
 import os
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +21,8 @@ from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import URL, Connection, event, make_url, pool, text
+from alembic.migration import MigrationContext
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, pool, text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -28,6 +30,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from jax_assistant.domain.errors import ConfigError
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().with_name("migrations")
 DEFAULT_DATA_DIR: Final = "~/.local/share/jax-assistant"
@@ -93,7 +97,7 @@ def mask_url(url: str | URL) -> str:
 # --------------------------------------------------------------------------- engines
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+def _install_sqlite_hooks(engine: AsyncEngine | Engine, *, foreign_keys: bool) -> None:
     """Per-connection pragmas and explicit transaction control for SQLite.
 
     The file may be shared by several processes, so: WAL lets readers run beside the writer,
@@ -103,7 +107,9 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     lock up front (``BEGIN IMMEDIATE``), which avoids the unretryable deferred-lock upgrade error.
     """
 
-    @event.listens_for(engine.sync_engine, "connect")
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -119,7 +125,7 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
@@ -159,6 +165,27 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
             conn = await conn.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         async with conn.begin():
             yield conn
+
+
+def build_sync_writer(url: str) -> Engine | None:
+    """For a SQLite file: a synchronous engine the group-commit writer runs whole batches on, in one
+    worker thread, so a batch costs one thread hop instead of several per statement (aiosqlite hops
+    for every cursor call). None for other databases (asyncpg is natively async) and for in-memory
+    SQLite (a second engine would open a different, empty database)."""
+    parsed = make_url(normalise_database_url(url))
+    if parsed.get_backend_name() != "sqlite" or _is_sqlite_memory(url):
+        return None
+    engine = create_engine(
+        parsed.set(drivername="sqlite+pysqlite"),
+        json_serializer=_json_dumps,
+        # One connection, used only from the writer's own thread.
+        poolclass=pool.QueuePool,
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"check_same_thread": False},
+    )
+    _install_sqlite_hooks(engine, foreign_keys=True)
+    return engine
 
 
 # --------------------------------------------------------------------------- migrations
@@ -226,13 +253,39 @@ def _is_sqlite_memory(url: str) -> bool:
 
 
 class Database:
-    """An open database: the engine, a session factory and the (password-masked) URL."""
+    """An open database: the engine, a session factory and the (password-masked) URL.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    On a SQLite file it also keeps ``sync_writer`` (see ``build_sync_writer``) with a one-thread
+    executor: ``run_write`` runs a whole write transaction there in one hop.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, sync_writer: Engine | None = None) -> None:
         self.engine = engine
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
             engine, expire_on_commit=False
         )
+        self.sync_writer = sync_writer
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="jax-sqlite-writer") if sync_writer else None
+        )
+
+    def write_engines(self) -> list[Engine]:
+        """Every engine that writes (for event hooks: statement logs, fault injection in tests)."""
+        return [self.engine.sync_engine, *([self.sync_writer] if self.sync_writer is not None else [])]
+
+    async def run_write(self, fn: Callable[[Connection], None]) -> None:
+        """``fn(conn)`` inside one ``BEGIN IMMEDIATE`` transaction on the writer thread (SQLite file)."""
+        if self.sync_writer is None or self._executor is None:
+            raise RuntimeError("run_write needs a SQLite file database")
+        writer = self.sync_writer
+
+        def transaction() -> None:
+            with writer.connect() as conn:
+                conn = conn.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+                with conn.begin():
+                    fn(conn)
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, transaction)
 
     @property
     def url(self) -> URL:
@@ -249,6 +302,12 @@ class Database:
         return write_transaction(self.engine)
 
     async def close(self) -> None:
+        if self._executor is not None:
+            # Lets a batch already handed to the thread finish (it is one transaction) before disposing.
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
+            self._executor = None
+        if self.sync_writer is not None:
+            self.sync_writer.dispose()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:
@@ -278,7 +337,7 @@ async def open_database(
     resolved = resolve_database_url(url)
     if migrate_schema and not _is_sqlite_memory(resolved):
         await migrate(resolved)
-    db = Database(build_engine(resolved, **engine_kwargs))
+    db = Database(build_engine(resolved, **engine_kwargs), sync_writer=build_sync_writer(resolved))
     if migrate_schema and _is_sqlite_memory(resolved):
         # A private in-memory database only exists on the engine's own connection.
         try:
@@ -287,3 +346,67 @@ async def open_database(
             await db.close()
             raise
     return db
+
+
+# --------------------------------------------------------------------------- `jax db init`
+
+
+class DatabaseMissingError(ConfigError):
+    """The configured PostgreSQL database does not exist (the server is up): it must be created first."""
+
+
+async def current_revision(url: str) -> str | None:
+    """The schema revision at ``url`` (None for an empty database)."""
+
+    def read(conn: Connection) -> str | None:
+        return MigrationContext.configure(conn).get_current_revision()
+
+    engine = build_engine(url, for_migrations=True)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(read)
+    finally:
+        await engine.dispose()
+
+
+async def init_database(url: str | None = None) -> tuple[str, str | None, str | None]:
+    """Create (SQLite) or migrate the database; returns (masked URL, revision before, revision after).
+
+    A PostgreSQL database that does not exist raises ``DatabaseMissingError`` saying how to create it:
+    creating databases needs rights the application role should not have, so it is left to the operator.
+    """
+    resolved = resolve_database_url(url)
+    parsed = make_url(resolved)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not _is_sqlite_memory(resolved):
+        await asyncio.to_thread(_make_parent, parsed.database)
+    try:
+        before = await current_revision(resolved)
+        await migrate(resolved)
+        after = await current_revision(resolved)
+    except Exception as exc:
+        if parsed.get_backend_name() == "postgresql" and _is_missing_database(exc):
+            name = parsed.database or "?"
+            host = f"-h {parsed.host or 'localhost'} -p {parsed.port or 5432}"
+            user = f" -U {parsed.username}" if parsed.username else ""
+            raise DatabaseMissingError(
+                f'database "{name}" does not exist on {parsed.host or "localhost"}:{parsed.port or 5432};'
+                f" create it (as a role allowed to) with: createdb {host}{user} {name}"
+                f'  (or in psql: CREATE DATABASE "{name}";), then run `jax db init` again',
+                key="database_url",
+            ) from exc
+        raise
+    return mask_url(resolved), before, after
+
+
+def _make_parent(path: str) -> None:
+    Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _is_missing_database(exc: BaseException) -> bool:
+    # asyncpg raises InvalidCatalogNameError (SQLSTATE 3D000), possibly wrapped by SQLAlchemy.
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == "3D000" or type(seen).__name__ == "InvalidCatalogNameError":
+            return True
+        seen = seen.__cause__ or seen.__context__ or getattr(seen, "orig", None)
+    return False

@@ -6,20 +6,25 @@ same rows behind. Conversion between domain models and rows lives here and nowhe
 columns hold ``model_dump(mode="json")`` output (snake_case field names), timestamps are native
 columns.
 
-Events and trades are stored once, keyed by their own ids, and shared by every run that produced
-them; the first write wins (``first_run_id`` records which run that was).
+Events and trades (setups) are stored once, keyed by their own ids, and shared by every run that
+produced them; the first write wins (``first_run_id`` records which run that was). The risk decision
+is per run: ``decisions`` holds, for each (run, setup), the whole RiskResult that run computed, and a
+run's results are always read back with its own decisions.
+
+Hot-path writes use one cached statement per table and kind (``executemany`` with the same SQL text
+every time), so SQLAlchemy compiles each once per process instead of once per batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_jsonable_python
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Connection, Executable, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,6 +32,7 @@ from jax_assistant.domain import (
     AuditEvent,
     Event,
     Run,
+    RunStatus,
     StageResult,
     StageStatus,
     SymbolResult,
@@ -38,6 +44,7 @@ from jax_assistant.storage.tables import (
     AuditEventRow,
     Base,
     DeadLetterRow,
+    DecisionRow,
     EventRow,
     RunRow,
     StageCheckpointRow,
@@ -48,13 +55,13 @@ from jax_assistant.storage.tables import (
 DeadLetterStatus = Literal["open", "retried", "resolved"]
 _DEAD_LETTER_STATUSES: Final = frozenset(get_args(DeadLetterStatus))
 
-# Rows per multi-VALUES statement: keeps bound parameters well under PostgreSQL's 32767 and
-# SQLite's 32766 limits for the widest table (trades, 13 columns).
+# Ids per IN (...) list: keeps bound parameters well under PostgreSQL's 32767 and SQLite's 32766.
 _CHUNK: Final = 500
 
 _T = TypeVar("_T")
 _CHECKPOINT_KEY: Final = ("run_id", "symbol", "stage")
 _SYMBOL_RESULT_KEY: Final = ("run_id", "symbol")
+_DECISION_KEY: Final = ("run_id", "setup_id")
 _Insert = postgresql.Insert | sqlite.Insert
 
 
@@ -129,10 +136,10 @@ def _run_values(run: Run) -> dict[str, Any]:
     }
 
 
-def _run_from_row(row: RunRow) -> Run:
+def _run_from_row(row: RunRow, now: datetime | None = None) -> Run:
     return Run(
         id=row.id,
-        status=row.status,
+        status=_effective_status(row.status, row.lease_expires_at, now or utc_now()),
         correlation_id=row.correlation_id,
         started_at=row.started_at,
         finished_at=row.finished_at,
@@ -144,6 +151,18 @@ def _run_from_row(row: RunRow) -> Run:
         params=row.params,
         counts=row.counts,
     )
+
+
+def _effective_status(status: str, lease_expires_at: datetime | None, now: datetime) -> RunStatus:
+    """``running`` with no live lease is ``interrupted``: whoever executed it is gone."""
+    if status == RunStatus.RUNNING.value and (lease_expires_at is None or lease_expires_at <= now):
+        return RunStatus.INTERRUPTED
+    return RunStatus(status)
+
+
+def _lease_free(owner: str, now: datetime) -> ColumnElement[bool]:
+    """The run's lease may be taken by ``owner``: nobody holds it, it expired, or ``owner`` has it."""
+    return or_(RunRow.lease_owner.is_(None), RunRow.lease_expires_at <= now, RunRow.lease_owner == owner)
 
 
 def _event_values(event: Event, run_id: str | None, simulated: bool) -> dict[str, Any]:
@@ -181,9 +200,34 @@ def _trade_values(record: TradeRecord, run_id: str | None, simulated: bool) -> d
     }
 
 
-def _trade_from_row(row: TradeRow) -> TradeRecord:
+def _decision_values(record: TradeRecord, run_id: str) -> dict[str, Any]:
+    risk = record.risk
+    return {
+        "run_id": run_id,
+        "setup_id": record.setup.id,
+        "symbol": record.setup.symbol,
+        "strategy_id": record.setup.strategy_id,
+        "allowed": risk.allowed,
+        "position_size": risk.position_size,
+        "account_size": risk.account_size,
+        "risk_percent": risk.risk_percent,
+        # The whole RiskResult, so fields added to it later are stored without a schema change. No
+        # wall clock inside: the same inputs give byte-identical payloads at any concurrency.
+        "risk": risk.model_dump(mode="json"),
+        # TradeRecord.created_at is when this run made the record (wall clock): its own column.
+        "decided_at": record.created_at,
+    }
+
+
+def _trade_from_row(row: TradeRow, decision: DecisionRow | None = None) -> TradeRecord:
+    """The setup as stored once, with ``decision``'s sizing when given (else the first run's)."""
     return TradeRecord.model_validate(
-        {"setup": row.setup, "risk": row.risk, "event": row.event, "created_at": row.created_at}
+        {
+            "setup": row.setup,
+            "risk": decision.risk if decision is not None else row.risk,
+            "event": row.event,
+            "created_at": decision.decided_at if decision is not None else row.created_at,
+        }
     )
 
 
@@ -241,6 +285,9 @@ class AuditWrite:
 @dataclass(frozen=True)
 class SymbolResultWrite:
     result: SymbolResult
+    # False when the same events and decisions were already written (by the persist stage, through
+    # the same writer): the result row alone then goes out, not every record a second time.
+    records: bool = True
 
 
 @dataclass(frozen=True)
@@ -253,7 +300,16 @@ class DeadLetterWrite:
     item: BaseModel | Mapping[str, Any]
 
 
-WriteOp = CheckpointWrite | AuditWrite | SymbolResultWrite | DeadLetterWrite
+@dataclass(frozen=True)
+class RecordsWrite:
+    """A run's events, setups and its own risk decisions on them (what the persist stage stores)."""
+
+    run_id: str
+    events: Sequence[Event]
+    trades: Sequence[TradeRecord]
+
+
+WriteOp = CheckpointWrite | AuditWrite | SymbolResultWrite | DeadLetterWrite | RecordsWrite
 
 
 def _checkpoint_values(op: CheckpointWrite) -> dict[str, Any]:
@@ -325,6 +381,30 @@ def _last_by(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[dict[s
 # --------------------------------------------------------------------------- repository
 
 
+@dataclass(frozen=True)
+class PruneReport:
+    """What ``Repository.prune`` removed, per table."""
+
+    runs: int = 0
+    symbol_results: int = 0
+    stage_checkpoints: int = 0
+    decisions: int = 0
+    dead_letters: int = 0
+    audit_events: int = 0
+    trades: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "runs": self.runs,
+            "symbolResults": self.symbol_results,
+            "stageCheckpoints": self.stage_checkpoints,
+            "decisions": self.decisions,
+            "deadLetters": self.dead_letters,
+            "auditEvents": self.audit_events,
+            "trades": self.trades,
+        }
+
+
 class Repository:
     """Async, idempotent storage of the orchestrator's domain objects (SQLite or PostgreSQL)."""
 
@@ -332,6 +412,9 @@ class Repository:
         if db.dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database dialect {db.dialect!r}")
         self._db = db
+        self._statements: dict[tuple[str, str], Executable] = {}
+        # Run id -> simulated flag; it never changes, so each batch need not read it again.
+        self._simulated: dict[str, bool] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -341,13 +424,44 @@ class Repository:
             return postgresql.insert(entity)
         return sqlite.insert(entity)
 
+    def _ignore_stmt(self, entity: type[Base]) -> Executable:
+        key = (entity.__tablename__, "ignore")
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = self._statements[key] = self._insert(entity).on_conflict_do_nothing()
+        return stmt
+
+    def _upsert_stmt(self, entity: type[Base], keys: Sequence[str], columns: Sequence[str]) -> Executable:
+        key = (entity.__tablename__, "upsert:" + ",".join(columns))
+        stmt = self._statements.get(key)
+        if stmt is None:
+            ins = self._insert(entity)
+            stmt = self._statements[key] = ins.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={name: ins.excluded[name] for name in columns if name not in keys},
+            )
+        return stmt
+
     async def _insert_ignore(
         self, conn: AsyncConnection, entity: type[Base], rows: Sequence[dict[str, Any]]
+    ) -> None:
+        """Insert rows, skipping those whose primary key or unique keys already exist.
+
+        One cached statement run as ``executemany``: the same SQL text each time, so it is compiled
+        once; the driver loops over the parameter sets in a single call.
+        """
+        if rows:
+            await conn.execute(self._ignore_stmt(entity), list(rows))
+
+    async def _insert_ignore_counted(
+        self, conn: AsyncConnection, entity: type[Base], rows: Sequence[dict[str, Any]]
     ) -> int:
-        """Insert rows, skipping those whose primary key or unique keys already exist."""
+        """As ``_insert_ignore``, returning how many rows were new (executemany rowcounts are not
+        reliable on every driver, so this runs one statement per row; only off the hot path)."""
         inserted = 0
-        for chunk in _chunks(rows):
-            result = await conn.execute(self._insert(entity).values(list(chunk)).on_conflict_do_nothing())
+        stmt = self._ignore_stmt(entity)
+        for row in rows:
+            result = await conn.execute(stmt, row)
             inserted += max(result.rowcount, 0)
         return inserted
 
@@ -361,83 +475,265 @@ class Repository:
         rows = [values] if isinstance(values, dict) else list(values)
         if not rows:
             return
-        for chunk in _chunks(rows):
-            stmt = self._insert(entity).values(list(chunk))
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(keys),
-                set_={name: stmt.excluded[name] for name in rows[0] if name not in keys},
-            )
-            await conn.execute(stmt)
+        await conn.execute(self._upsert_stmt(entity, keys, list(rows[0])), rows)
 
     async def write_batch(self, ops: Sequence[WriteOp]) -> None:
-        """Apply many writes in ONE transaction with multi-row statements (group commit).
+        """Apply many writes in ONE transaction (group commit), one statement per table.
 
-        The engine funnels the checkpoints, audit rows, symbol results and dead letters of every
-        symbol in flight through here: one commit per batch instead of one per write is what keeps
-        storage from dominating a run. Each kind keeps the idempotency of its single-write method.
+        The engine funnels the checkpoints, audit rows, symbol results, records and dead letters of
+        every symbol in flight through here: one commit per batch instead of one per write is what
+        keeps storage from dominating a run. Each kind keeps the idempotency of its single-write method.
+        On a SQLite file the whole transaction runs on the writer thread in one hop
+        (``Database.run_write``); elsewhere on the async connection.
         """
         if not ops:
             return
-        checkpoints = [_checkpoint_values(op) for op in ops if isinstance(op, CheckpointWrite)]
-        audits = [_audit_values(op) for op in ops if isinstance(op, AuditWrite)]
-        letters = [_dead_letter_values(op) for op in ops if isinstance(op, DeadLetterWrite)]
-        results = [op.result for op in ops if isinstance(op, SymbolResultWrite)]
-        async with self._db.transaction() as conn:
-            if letters:
-                await self._insert_ignore(conn, DeadLetterRow, letters)
-            if checkpoints:
-                await self._upsert(
-                    conn, StageCheckpointRow, _last_by(checkpoints, _CHECKPOINT_KEY), _CHECKPOINT_KEY
-                )
-            if audits:
-                await self._insert_ignore(conn, AuditEventRow, audits)
-            if results:
-                await self._write_symbol_results(conn, results)
+        records = [op for op in ops if isinstance(op, RecordsWrite)]
+        records += [
+            RecordsWrite(op.result.run_id, op.result.events, op.result.trades)
+            for op in ops
+            if isinstance(op, SymbolResultWrite) and op.records
+        ]
+        run_ids = {r.run_id for r in records}
+        if self._db.sync_writer is not None:
+            # Read (and cache) the runs' flags first: runs never change them, and a missing run must
+            # fail the batch before anything is written.
+            if run_ids - self._simulated.keys():
+                async with self._db.engine.connect() as conn:
+                    await self._simulated_flags(conn, run_ids)
+            plan = self._plan(ops, records, self._known_flags(run_ids))
 
-    async def _write_symbol_results(self, conn: AsyncConnection, results: Sequence[SymbolResult]) -> None:
-        run_ids = sorted({r.run_id for r in results})
-        flags = dict(
-            (await conn.execute(select(RunRow.id, RunRow.simulated).where(RunRow.id.in_(run_ids)))).all()
+            def execute(conn: Connection) -> None:
+                for stmt, rows in plan:
+                    conn.execute(stmt, rows)
+
+            await self._db.run_write(execute)
+            return
+        async with self._db.transaction() as conn:
+            flags = await self._simulated_flags(conn, run_ids) if run_ids else {}
+            for stmt, rows in self._plan(ops, records, flags):
+                await conn.execute(stmt, rows)
+
+    def _plan(
+        self, ops: Sequence[WriteOp], records: Sequence[RecordsWrite], flags: Mapping[str, bool]
+    ) -> list[tuple[Executable, list[dict[str, Any]]]]:
+        """The batch as (cached statement, parameter rows) pairs, in dependency order."""
+        plan: list[tuple[Executable, list[dict[str, Any]]]] = []
+
+        def upsert(entity: type[Base], rows: list[dict[str, Any]], keys: Sequence[str]) -> None:
+            if rows:
+                plan.append((self._upsert_stmt(entity, keys, list(rows[0])), rows))
+
+        def ignore(entity: type[Base], rows: list[dict[str, Any]]) -> None:
+            if rows:
+                plan.append((self._ignore_stmt(entity), rows))
+
+        ignore(DeadLetterRow, [_dead_letter_values(op) for op in ops if isinstance(op, DeadLetterWrite)])
+        checkpoints = [_checkpoint_values(op) for op in ops if isinstance(op, CheckpointWrite)]
+        upsert(StageCheckpointRow, _last_by(checkpoints, _CHECKPOINT_KEY), _CHECKPOINT_KEY)
+        ignore(AuditEventRow, [_audit_values(op) for op in ops if isinstance(op, AuditWrite)])
+        # Events and setups before what references them (results, decisions).
+        ignore(
+            EventRow,
+            _unique_by_id(_event_values(e, r.run_id, flags[r.run_id]) for r in records for e in r.events),
         )
-        missing = [r for r in run_ids if r not in flags]
+        ignore(
+            TradeRow,
+            _unique_by_id(_trade_values(t, r.run_id, flags[r.run_id]) for r in records for t in r.trades),
+        )
+        # Upsert: a resumed run that decides again replaces its own earlier decision, never another's.
+        upsert(
+            DecisionRow,
+            _last_by((_decision_values(t, r.run_id) for r in records for t in r.trades), _DECISION_KEY),
+            _DECISION_KEY,
+        )
+        results = (_symbol_result_values(op.result) for op in ops if isinstance(op, SymbolResultWrite))
+        upsert(SymbolResultRow, _last_by(results, _SYMBOL_RESULT_KEY), _SYMBOL_RESULT_KEY)
+        return plan
+
+    def _known_flags(self, run_ids: Iterable[str]) -> dict[str, bool]:
+        return {r: self._simulated[r] for r in run_ids}
+
+    async def _simulated_flags(self, conn: AsyncConnection, run_ids: Iterable[str]) -> dict[str, bool]:
+        wanted = sorted(set(run_ids))
+        unknown = [r for r in wanted if r not in self._simulated]
+        if unknown:
+            stmt = select(RunRow.id, RunRow.simulated).where(RunRow.id.in_(unknown))
+            self._simulated.update(dict((await conn.execute(stmt)).all()))
+        missing = [r for r in wanted if r not in self._simulated]
         if missing:
             raise LookupError(f"run {missing[0]!r} does not exist")
-        # Events and trades first, so the ids each result references always resolve.
-        await self._insert_ignore(
-            conn,
-            EventRow,
-            _unique_by_id(_event_values(e, r.run_id, flags[r.run_id]) for r in results for e in r.events),
-        )
-        await self._insert_ignore(
-            conn,
-            TradeRow,
-            _unique_by_id(_trade_values(t, r.run_id, flags[r.run_id]) for r in results for t in r.trades),
-        )
-        rows = _last_by((_symbol_result_values(r) for r in results), _SYMBOL_RESULT_KEY)
-        await self._upsert(conn, SymbolResultRow, rows, _SYMBOL_RESULT_KEY)
+        return {r: self._simulated[r] for r in wanted}
 
     # ------------------------------------------------------------------ runs
 
-    async def create_run(self, run: Run) -> bool:
-        """Record a new run; returns False (and changes nothing) if the id already exists."""
+    async def create_run(
+        self, run: Run, *, lease_owner: str | None = None, lease_ttl_s: float | None = None
+    ) -> bool:
+        """Record a new run; returns False (and changes nothing) if the id already exists.
+
+        With ``lease_owner`` the row is born leased to that owner for ``lease_ttl_s`` seconds, so it is
+        never seen as interrupted between its creation and the executor's first heartbeat.
+        """
+        values = _run_values(run)
+        if lease_owner is not None:
+            now = utc_now()
+            values |= {
+                "lease_owner": lease_owner,
+                "lease_expires_at": now + timedelta(seconds=lease_ttl_s or 0.0),
+                "heartbeat_at": now,
+            }
         async with self._db.transaction() as conn:
-            return await self._insert_ignore(conn, RunRow, [_run_values(run)]) == 1
+            return await self._insert_ignore_counted(conn, RunRow, [values]) == 1
 
     async def update_run(self, run: Run) -> None:
-        """Store the run's current state (inserting it if it was never created)."""
+        """Store the run's current state (inserting it if it was never created). The lease columns
+        are left alone: only the lease methods move them."""
+        values = _run_values(run)
+        if run.status is RunStatus.INTERRUPTED:  # derived, never stored
+            values["status"] = RunStatus.RUNNING.value
         async with self._db.transaction() as conn:
-            await self._upsert(conn, RunRow, _run_values(run), ["id"])
+            await self._upsert(conn, RunRow, values, ["id"])
 
     async def get_run(self, run_id: str) -> Run | None:
+        """The run; a ``running`` run whose lease expired reads as ``interrupted``."""
         async with self._db.sessionmaker() as session:
             row = await session.get(RunRow, run_id)
             return _run_from_row(row) if row is not None else None
 
     async def list_runs(self, limit: int = 20) -> list[Run]:
-        """The most recently started runs, newest first."""
+        """The most recently started runs, newest first (statuses derived as ``get_run`` does)."""
         stmt = select(RunRow).order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(limit)
+        now = utc_now()
         async with self._db.sessionmaker() as session:
-            return [_run_from_row(row) for row in await session.scalars(stmt)]
+            return [_run_from_row(row, now) for row in await session.scalars(stmt)]
+
+    async def list_interrupted_runs(self, limit: int = 1000) -> list[Run]:
+        """``running`` runs whose lease expired (or that never had one), oldest first."""
+        now = utc_now()
+        stmt = (
+            select(RunRow)
+            .where(
+                RunRow.status == RunStatus.RUNNING.value,
+                or_(RunRow.lease_expires_at.is_(None), RunRow.lease_expires_at <= now),
+            )
+            .order_by(RunRow.started_at, RunRow.id)
+            .limit(limit)
+        )
+        async with self._db.sessionmaker() as session:
+            return [_run_from_row(row, now) for row in await session.scalars(stmt)]
+
+    # ------------------------------------------------------------------ leases
+
+    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> bool:
+        """Take (or keep) the lease of an unfinished run; True if ``owner`` holds it afterwards.
+
+        One atomic compare-and-set: the UPDATE only matches while the lease is free, expired or
+        already ``owner``'s, so of several processes trying at once exactly one wins.
+        """
+        now = utc_now()
+        stmt = (
+            update(RunRow)
+            .where(RunRow.id == run_id, RunRow.status != RunStatus.COMPLETED.value, _lease_free(owner, now))
+            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_s), heartbeat_at=now)
+        )
+        async with self._db.transaction() as conn:
+            return (await conn.execute(stmt)).rowcount == 1
+
+    async def renew_lease(self, run_id: str, owner: str, ttl_s: float) -> bool:
+        """Heartbeat: push the expiry out; False if ``owner`` no longer holds the lease."""
+        now = utc_now()
+        stmt = (
+            update(RunRow)
+            .where(RunRow.id == run_id, RunRow.lease_owner == owner)
+            .values(lease_expires_at=now + timedelta(seconds=ttl_s), heartbeat_at=now)
+        )
+        async with self._db.transaction() as conn:
+            return (await conn.execute(stmt)).rowcount == 1
+
+    async def release_lease(self, run_id: str, owner: str) -> bool:
+        """Give the lease up (the run ended here, or this process stops executing it)."""
+        stmt = (
+            update(RunRow)
+            .where(RunRow.id == run_id, RunRow.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+        async with self._db.transaction() as conn:
+            return (await conn.execute(stmt)).rowcount == 1
+
+    async def lease_of(self, run_id: str) -> tuple[str | None, datetime | None]:
+        """(owner, expiry) of the run's lease, for messages and tests."""
+        stmt = select(RunRow.lease_owner, RunRow.lease_expires_at).where(RunRow.id == run_id)
+        async with self._db.sessionmaker() as session:
+            row = (await session.execute(stmt)).one_or_none()
+        return (row[0], row[1]) if row is not None else (None, None)
+
+    # ------------------------------------------------------------------ retention
+
+    async def compact_run(self, run_id: str) -> int:
+        """Drop the item snapshots of a completed run's checkpoints; returns how many were compacted.
+
+        A completed run is never resumed, and the snapshots (every symbol's WorkItem after every
+        stage) were ~85 % of the database. Stage results, symbol results, decisions, audit rows and
+        dead letters (which keep their own item, for retries) stay.
+        """
+        stmt = (
+            update(StageCheckpointRow)
+            .where(
+                StageCheckpointRow.run_id == run_id,
+                StageCheckpointRow.run_id.in_(
+                    select(RunRow.id).where(RunRow.status == RunStatus.COMPLETED.value)
+                ),
+            )
+            .values(item={})
+        )
+        async with self._db.transaction() as conn:
+            return max((await conn.execute(stmt)).rowcount, 0)
+
+    async def prune(self, older_than: datetime) -> PruneReport:
+        """Delete runs that ended (or were interrupted) before ``older_than``, with everything of
+        theirs, plus audit rows and no-longer-referenced setups older than that.
+
+        A ``running`` run whose lease is live is never touched, however old.
+        """
+        now = utc_now()
+        ended = func.coalesce(RunRow.finished_at, RunRow.started_at) < older_than
+        live = and_(
+            RunRow.status == RunStatus.RUNNING.value,
+            RunRow.lease_expires_at.is_not(None),
+            RunRow.lease_expires_at > now,
+        )
+        async with self._db.transaction() as conn:
+            doomed = list((await conn.scalars(select(RunRow.id).where(ended, ~live))).all())
+            counts: dict[str, int] = {}
+            for chunk in _chunks(sorted(doomed)):
+                for name, entity, column in (
+                    ("symbol_results", SymbolResultRow, SymbolResultRow.run_id),
+                    ("stage_checkpoints", StageCheckpointRow, StageCheckpointRow.run_id),
+                    ("decisions", DecisionRow, DecisionRow.run_id),
+                    ("dead_letters", DeadLetterRow, DeadLetterRow.run_id),
+                    ("audit_events", AuditEventRow, AuditEventRow.run_id),
+                    ("runs", RunRow, RunRow.id),
+                ):
+                    result = await conn.execute(delete(entity).where(column.in_(chunk)))
+                    counts[name] = counts.get(name, 0) + max(result.rowcount, 0)
+            # Audit rows of no run (API requests refused...) age out on their own.
+            result = await conn.execute(
+                delete(AuditEventRow).where(
+                    AuditEventRow.run_id.is_(None), AuditEventRow.timestamp < older_than
+                )
+            )
+            counts["audit_events"] = counts.get("audit_events", 0) + max(result.rowcount, 0)
+            # A setup no remaining run decided on is history nobody reads any more.
+            result = await conn.execute(
+                delete(TradeRow).where(
+                    TradeRow.created_at < older_than, TradeRow.id.not_in(select(DecisionRow.setup_id))
+                )
+            )
+            counts["trades"] = max(result.rowcount, 0)
+        for run_id in doomed:
+            self._simulated.pop(run_id, None)
+        return PruneReport(**counts)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -483,13 +779,13 @@ class Repository:
     async def save_symbol_result(self, result: SymbolResult) -> None:
         """Upsert the symbol's result for its run.
 
-        Its events and trades are stored too (idempotently, flagged simulated like the run), in
-        the same transaction, so the ids the row references always resolve.
+        Its events, setups and this run's decisions are stored too (idempotently, flagged simulated
+        like the run), in the same transaction, so the ids the row references always resolve.
         """
         await self.write_batch([SymbolResultWrite(result)])
 
     async def get_symbol_results(self, run_id: str) -> list[SymbolResult]:
-        """The run's symbol results (by symbol), events and trades re-read from their tables."""
+        """The run's symbol results (by symbol), with events and THIS run's risk decisions."""
         async with self._db.sessionmaker() as session:
             rows = list(
                 await session.scalars(
@@ -504,10 +800,14 @@ class Repository:
             for chunk in _chunks(event_ids):
                 for erow in await session.scalars(select(EventRow).where(EventRow.id.in_(chunk))):
                     events[erow.id] = _event_from_row(erow)
+            decisions = {
+                d.setup_id: d
+                for d in await session.scalars(select(DecisionRow).where(DecisionRow.run_id == run_id))
+            }
             trades: dict[str, TradeRecord] = {}
             for chunk in _chunks(trade_ids):
                 for trow in await session.scalars(select(TradeRow).where(TradeRow.id.in_(chunk))):
-                    trades[trow.id] = _trade_from_row(trow)
+                    trades[trow.id] = _trade_from_row(trow, decisions.get(trow.id))
         return [
             SymbolResult.model_validate(
                 {
@@ -533,20 +833,47 @@ class Repository:
         if not rows:
             return 0
         async with self._db.transaction() as conn:
-            return await self._insert_ignore(conn, EventRow, rows)
+            return await self._insert_ignore_counted(conn, EventRow, rows)
 
     async def save_trades(self, trades: Sequence[TradeRecord], *, run_id: str | None, simulated: bool) -> int:
-        """Store trade records not seen before (keyed by setup id); returns how many were new."""
+        """Store trade records not seen before (keyed by setup id); returns how many were new.
+
+        ``run_id`` is provenance only: a run's own decisions go through ``RecordsWrite`` (or its
+        symbol results), which need the run to exist.
+        """
         rows = _unique_by_id(_trade_values(t, run_id, simulated) for t in trades)
         if not rows:
             return 0
         async with self._db.transaction() as conn:
-            return await self._insert_ignore(conn, TradeRow, rows)
+            return await self._insert_ignore_counted(conn, TradeRow, rows)
 
     async def list_trades(
-        self, symbol: str | None = None, strategy_id: str | None = None, limit: int = 50
+        self,
+        symbol: str | None = None,
+        strategy_id: str | None = None,
+        limit: int = 50,
+        *,
+        run_id: str | None = None,
     ) -> list[TradeRecord]:
-        """Trade records, newest first, optionally filtered by symbol and/or strategy."""
+        """Trade records, newest first, optionally filtered by symbol and/or strategy.
+
+        With ``run_id``: that run's setups with that run's own decisions. Without it, each setup once
+        with the sizing of the first run that stored it.
+        """
+        if run_id is not None:
+            dstmt = (
+                select(TradeRow, DecisionRow)
+                .join(DecisionRow, DecisionRow.setup_id == TradeRow.id)
+                .where(DecisionRow.run_id == run_id)
+                .order_by(DecisionRow.decided_at.desc(), TradeRow.id.desc())
+                .limit(limit)
+            )
+            if symbol is not None:
+                dstmt = dstmt.where(TradeRow.symbol == symbol)
+            if strategy_id is not None:
+                dstmt = dstmt.where(TradeRow.strategy_id == strategy_id)
+            async with self._db.sessionmaker() as session:
+                return [_trade_from_row(t, d) for t, d in (await session.execute(dstmt)).all()]
         stmt = select(TradeRow).order_by(TradeRow.created_at.desc(), TradeRow.id.desc()).limit(limit)
         if symbol is not None:
             stmt = stmt.where(TradeRow.symbol == symbol)
@@ -573,7 +900,7 @@ class Repository:
         """Append an audit record unless its id or ``idempotency_key`` is already recorded."""
         values = _audit_values(AuditWrite(event, idempotency_key, run_id, symbol))
         async with self._db.transaction() as conn:
-            return await self._insert_ignore(conn, AuditEventRow, [values]) == 1
+            return await self._insert_ignore_counted(conn, AuditEventRow, [values]) == 1
 
     async def list_audit(
         self, correlation_id: str | None = None, run_id: str | None = None, limit: int = 1000

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -93,6 +94,11 @@ class RunRow(Base):
     pipeline: Mapped[list[Any]]
     params: Mapped[dict[str, Any]]
     counts: Mapped[dict[str, Any]]
+    # The lease of the process executing the run: a `running` run whose lease expired is interrupted
+    # and may be resumed by whoever takes the lease next (an atomic compare-and-set on these columns).
+    lease_owner: Mapped[str | None]
+    lease_expires_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
 
 
 class SymbolResultRow(Base):
@@ -165,6 +171,29 @@ class TradeRow(Base):
     simulated: Mapped[bool] = mapped_column(Boolean)
 
 
+class DecisionRow(Base):
+    """The risk decision one run made for one setup: sizes depend on the run's account and book.
+
+    Setups (trades) and events are stored once by id; the decision is per (run, setup), so a rerun at
+    another account size shows its own sizes. ``risk`` is the whole RiskResult JSON (no wall clock in
+    it, so the same inputs store the same bytes); ``decided_at`` is kept apart for that reason.
+    """
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index(None, "symbol"),)
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    setup_id: Mapped[str] = mapped_column(primary_key=True)
+    symbol: Mapped[str]
+    strategy_id: Mapped[str]
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    position_size: Mapped[int] = mapped_column(Integer)
+    account_size: Mapped[float] = mapped_column(Float)
+    risk_percent: Mapped[float] = mapped_column(Float)
+    risk: Mapped[dict[str, Any]]
+    decided_at: Mapped[datetime]
+
+
 class AuditEventRow(Base):
     __tablename__ = "audit_events"
 
@@ -207,6 +236,7 @@ ALL_TABLES = (
     StageCheckpointRow.__tablename__,
     EventRow.__tablename__,
     TradeRow.__tablename__,
+    DecisionRow.__tablename__,
     AuditEventRow.__tablename__,
     DeadLetterRow.__tablename__,
 )

@@ -1,0 +1,26 @@
+"""The uvicorn server `jax serve` runs: it tells the app when its port is bound.
+
+Start-up resume (see ``create_app``) waits for ``app.state.serving``; this server sets it once its
+sockets are bound, so a service that cannot bind its port (uvicorn then exits) never touches a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import uvicorn
+
+
+class ServingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.serving = asyncio.Event()
+        app: Any = config.app
+        app.state.serving = self.serving
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # on a bind failure uvicorn exits here, before `started`
+        if self.started:
+            self.serving.set()
