@@ -26,7 +26,15 @@ class PortfolioConstraints(_Strict):
     max_positions: int = Field(default=10, ge=0, description="max open positions")
     max_sector_exposure: float = Field(default=0.30, gt=0, description="sector value / equity")
     max_correlated_exposure: float = Field(
-        default=0.40, gt=0, description="kept for compatibility; not enforced (no correlation data)"
+        default=0.40,
+        gt=0,
+        description="(a position's value + booked positions correlated with it) / equity",
+    )
+    correlation_threshold: float = Field(
+        default=0.70, gt=0, le=1, description="return correlation at which two positions count together"
+    )
+    correlation_window: int = Field(
+        default=60, ge=5, le=2_000, description="daily close-to-close returns ending at the as-of date"
     )
     max_portfolio_risk: float = Field(default=0.15, gt=0, description="open risk / equity")
     max_drawdown: float = Field(default=0.20, gt=0, le=1, description="equity / peak - 1 that halts trading")

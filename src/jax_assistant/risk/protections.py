@@ -41,6 +41,8 @@ class ViolationCode(StrEnum):
     SECTOR_EXPOSURE_TOO_HIGH = "SECTOR_EXPOSURE_TOO_HIGH"
     PORTFOLIO_RISK_TOO_HIGH = "PORTFOLIO_RISK_TOO_HIGH"
     POSITION_SIZE_ZERO = "POSITION_SIZE_ZERO"
+    LEVERAGE_TOO_HIGH = "LEVERAGE_TOO_HIGH"
+    CORRELATED_EXPOSURE_TOO_HIGH = "CORRELATED_EXPOSURE_TOO_HIGH"
 
 
 def violation(code: ViolationCode, message: str, *, limit: float, actual: float) -> Violation:
