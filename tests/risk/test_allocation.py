@@ -268,3 +268,21 @@ def test_weakly_correlated_or_unknown_names_are_not_cut(setup_factory: MakeSetup
     # The same symbol counts as correlated with itself even without return data.
     [again] = allocate([candidate(setup_factory("XOM"))], state, c, as_of=AS_OF, correlation=corr).decisions
     assert again.position_size == 10
+
+
+def test_equal_scores_up_to_float_noise_tie_and_go_to_the_setup_id(setup_factory: MakeSetup) -> None:
+    # Targets computed as a strategy does (entry + 1.75 x risk, in binary floats): the first is
+    # 1.749999999999995R, the second 1.750000000000004R. At confidence 0.5 both are a 0.875 setup.
+    def at_175r(symbol: str, entry: float, stop: float) -> Candidate:
+        return candidate(
+            setup_factory(
+                symbol, entry=entry, stop=stop, targets=(entry + 1.75 * (entry - stop),), confidence=0.5
+            )
+        )
+
+    low_noise, high_noise = at_175r("AAA", 80.13, 76.2), at_175r("ZZZ", 33.17, 31.9)
+    assert low_noise.risk.r_multiple < 1.75 < high_noise.risk.r_multiple
+    assert score(low_noise) == score(high_noise) == 0.875
+    c = limits(portfolio_constraints={"max_positions": 1})
+    out = allocate([high_noise, low_noise], PortfolioState(), c, as_of=AS_OF)
+    assert [p.symbol for p in out.booked] == ["AAA"]

@@ -4,10 +4,10 @@ Per-symbol risk (:meth:`RiskManager.candidate`) sizes a setup and applies the ch
 portfolio (stop distance, risk per trade, position value); the result is a *candidate*. ``allocate``
 then sees all candidates at once:
 
-1. Rank. ``score = confidence x rMultiple`` (the expected R of the first target, weighted by how sure
-   the strategy is; the registry has already multiplied ``confidence`` by the strategy's weight, so
-   the weight counts once). Higher score first; ties go to the smaller setup id, then symbol, so the
-   order never depends on the order candidates arrive in.
+1. Rank. ``score = round(confidence x rMultiple, 6)`` (the expected R of the first target,
+   weighted by how sure the strategy is; the registry has already multiplied ``confidence`` by the
+   strategy's weight, so the weight counts once). Higher score first; ties go to the smaller setup
+   id, then symbol, so the order never depends on the order candidates arrive in.
 2. Fill, in rank order, each candidate against the book as it stands (open positions plus the
    candidates placed before it):
 
@@ -81,9 +81,15 @@ class Allocation(BaseModel):
     state: PortfolioState  # the input state plus ``booked``
 
 
+SCORE_DIGITS = 6
+
+
 def score(candidate: Candidate) -> float:
-    """The ranking score: confidence x expected R (first target's R multiple)."""
-    return candidate.setup.confidence * candidate.risk.r_multiple
+    """The ranking score: confidence x expected R (first target's R multiple), to 6 decimals.
+
+    Rounded because R is recomputed from prices: two 1.75R setups at confidence 0.5 must tie (and go
+    to the stable key), not be ordered by binary noise such as 0.8749999999999986 vs ...967."""
+    return round(candidate.setup.confidence * candidate.risk.r_multiple, SCORE_DIGITS)
 
 
 def rank_key(candidate: Candidate) -> tuple[float, str, str]:
