@@ -22,7 +22,8 @@ then sees all candidates at once:
    e. after any cut, the minimum risk per trade again, on the final position
       (``RISK_PER_TRADE_TOO_LOW``);
    f. ``PORTFOLIO_RISK_TOO_HIGH``: open risk plus this trade's above ``max_portfolio_risk`` x equity;
-   g. protections ``DRAWDOWN_HALT``, ``DAILY_LOSS_EXCEEDED``, ``COOLDOWN_ACTIVE``.
+   g. the protections enabled by name in ``protections.enabled`` (default ``drawdown_halt``,
+      ``daily_loss``, ``cooldown``: ``DRAWDOWN_HALT``, ``DAILY_LOSS_EXCEEDED``, ``COOLDOWN_ACTIVE``).
 
    Every cut is an :class:`Adjustment` (``position_size``, from -> to, the rule). Any violation rejects
    the candidate (size 0); an allowed one is booked before the next candidate is looked at.
@@ -41,10 +42,9 @@ from jax_assistant.domain import Adjustment, ConstraintResult, RiskResult, Trade
 from jax_assistant.risk.constraints import RiskConstraints
 from jax_assistant.risk.portfolio import PortfolioState, Position
 from jax_assistant.risk.protections import (
+    Protection,
     ViolationCode,
-    check_cooldown,
-    check_daily_loss,
-    check_drawdown,
+    build_protections,
     check_open_positions,
     violation,
 )
@@ -117,8 +117,11 @@ def allocate(
             )
     order = sorted((i for i, c in enumerate(candidates) if c.eligible), key=lambda i: rank_key(candidates[i]))
     booked: list[Position] = []
+    protections = build_protections(constraints)
     for rank, i in enumerate(order, start=1):
-        decision, position = _place(candidates[i], book, constraints, as_of=as_of, correlation=correlation)
+        decision, position = _place(
+            candidates[i], book, constraints, protections, as_of=as_of, correlation=correlation
+        )
         decisions[i] = decision.model_copy(update={"rank": rank, "score": score(candidates[i])})
         if position is not None:
             book.open_positions.append(position)
@@ -130,6 +133,7 @@ def _place(
     c: Candidate,
     book: PortfolioState,
     constraints: RiskConstraints,
+    protections: Sequence[Protection],
     *,
     as_of: date,
     correlation: CorrelationLookup | None,
@@ -229,11 +233,9 @@ def _place(
             )
         )
 
-    for check in (check_drawdown(book, constraints), check_daily_loss(book, constraints)):
-        if check is not None:
-            violations.append(check)
-    if (v := check_cooldown(book, setup.symbol, as_of, constraints)) is not None:
-        violations.append(v)
+    for protection in protections:
+        if (v := protection.check(book, setup.symbol, as_of)) is not None:
+            violations.append(v)
 
     allowed = not violations and size > 0
     value = size * entry

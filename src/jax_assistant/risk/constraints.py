@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 BUNDLED_CONSTRAINTS = "risk-constraints.json"
 
@@ -62,6 +62,20 @@ class ProtectionSettings(_Strict):
         default=3, ge=0, description="sessions a symbol is blocked after a stop-out (0 disables)"
     )
     max_daily_loss: float = Field(default=0.03, gt=0, le=1, description="realised loss today / account size")
+    enabled: list[str] = Field(
+        default_factory=lambda: ["drawdown_halt", "daily_loss", "cooldown"],
+        description="protections the allocation applies, by name, in this order",
+    )
+
+    @field_validator("enabled")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from jax_assistant.risk.protections import PROTECTIONS  # protections import this module
+
+        unknown = [name for name in v if name not in PROTECTIONS]
+        if unknown:
+            raise ValueError(f"unknown protection(s) {unknown}; known: {sorted(PROTECTIONS)}")
+        return list(dict.fromkeys(v))
 
 
 class RiskConstraints(_Strict):
