@@ -163,3 +163,17 @@ async def test_no_candidates_is_skipped(provider: CsvProvider) -> None:
     item = WorkItem(run_id="run_t", symbol="XOM", as_of=AS_OF, correlation_id="c")
     out = await AllocateStage().run_all(ctx(svc, "allocate"), [item])
     assert out.status == "skipped" and out.items == [item]
+
+
+async def test_running_the_allocation_twice_books_each_setup_once_the_same_way(provider: CsvProvider) -> None:
+    """A retried barrier gets the same candidates again: it must not compete with its own bookings."""
+    c = RiskConstraints().merged({"portfolio_constraints": {"max_positions": 2}})
+    svc = services(provider, c)
+    setups = {s: [setup_at_close(provider, s, confidence=0.5 + 0.05 * i)] for i, s in enumerate(SYMBOLS)}
+    items = await candidates(svc, setups)
+    first = await AllocateStage().run_all(ctx(svc, "allocate"), items)
+    second = await AllocateStage().run_all(ctx(svc, "allocate"), items)
+    assert decisions(first.items) == decisions(second.items)
+    assert sum(r.allowed for r in decisions(second.items).values()) == 2
+    booked = [p.setup_id for p in (await svc.risk.book.snapshot()).open_positions]
+    assert sorted(booked) == sorted(k for k, r in decisions(second.items).items() if r.allowed)

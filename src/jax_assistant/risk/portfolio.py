@@ -132,7 +132,13 @@ class PortfolioBook:
         from jax_assistant.risk.allocation import allocate  # allocation builds on this module's models
 
         async with self._lock:
-            result = allocate(candidates, self._state, constraints, as_of=as_of, correlation=correlation)
+            # Re-deciding a setup (a retried or re-run allocation) replaces its earlier booking instead
+            # of competing with it, so running the same allocation twice books it once, the same way.
+            again = {c.setup.id for c in candidates}
+            base = self._state.model_copy(
+                update={"open_positions": [p for p in self._state.open_positions if p.setup_id not in again]}
+            )
+            result = allocate(candidates, base, constraints, as_of=as_of, correlation=correlation)
             self._state = result.state
             return result.decisions
 
