@@ -286,3 +286,24 @@ def test_equal_scores_up_to_float_noise_tie_and_go_to_the_setup_id(setup_factory
     c = limits(portfolio_constraints={"max_positions": 1})
     out = allocate([high_noise, low_noise], PortfolioState(), c, as_of=AS_OF)
     assert [p.symbol for p in out.booked] == ["AAA"]
+
+
+def test_a_candidate_is_never_allowed_and_the_contract_shape_carries_the_decision(
+    setup_factory: MakeSetup,
+) -> None:
+    cand = candidate(setup_factory())
+    assert cand.risk.constraints.allowed and not cand.risk.allowed
+    out = cand.risk.to_contract()
+    assert (out["decision"], out["rank"], out["score"]) == ("candidate", None, None)
+    [decided] = allocate([cand], PortfolioState(), limits(), as_of=AS_OF).decisions
+    out = decided.to_contract()
+    assert decided.allowed
+    assert (out["decision"], out["rank"], out["score"], out["effectiveRiskPercent"]) == (
+        "allocated",
+        1,
+        1.0,
+        2.0,
+    )
+    # Results stored before allocation existed read back as decisions.
+    legacy = {k: v for k, v in out.items() if k not in ("decision", "rank", "score", "effectiveRiskPercent")}
+    assert RiskResult.model_validate(legacy).allowed
