@@ -143,3 +143,12 @@ async def test_restore_books_allocated_allowed_decisions_only(setup_factory: Mak
     assert book.restore(trades, sector_of=lambda s: "Tech") == 1
     [pos] = (await book.snapshot()).open_positions
     assert (pos.symbol, pos.size, pos.sector) == ("AAA", 40, "Tech")
+
+
+async def test_passing_an_earlier_decision_again_keeps_its_booking(setup_factory: MakeSetup) -> None:
+    book = PortfolioBook()
+    setup = setup_factory("AAPL")
+    [decided] = await book.allocate([candidate(setup)], RiskConstraints(), as_of=AS_OF)
+    [kept] = await book.allocate([Candidate(setup=setup, risk=decided)], RiskConstraints(), as_of=AS_OF)
+    assert kept == decided
+    assert [p.setup_id for p in (await book.snapshot()).open_positions] == [setup.id]

@@ -134,7 +134,7 @@ class PortfolioBook:
         async with self._lock:
             # Re-deciding a setup (a retried or re-run allocation) replaces its earlier booking instead
             # of competing with it, so running the same allocation twice books it once, the same way.
-            again = {c.setup.id for c in candidates}
+            again = {c.setup.id for c in candidates if c.risk.decision == "candidate"}
             base = self._state.model_copy(
                 update={"open_positions": [p for p in self._state.open_positions if p.setup_id not in again]}
             )
