@@ -43,7 +43,7 @@ from jax_assistant.pipeline.policy import (
     StagePolicy,
 )
 
-DEFAULT_PIPELINE = ["detect_events", "generate_trades", "calculate_risk", "persist"]
+DEFAULT_PIPELINE = ["detect_events", "generate_trades", "calculate_risk", "allocate", "persist"]
 
 
 class EngineConfig(BaseModel):

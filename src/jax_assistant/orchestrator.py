@@ -194,10 +194,11 @@ class Orchestrator:
             else PortfolioState(account_size=params["accountSize"], equity=params["accountSize"])
         )
         book = PortfolioBook(state)
+        # A portfolio file's account size is the sizing base, as its equity is the leverage base.
         risk = RiskManager(
             load_risk_constraints(self.settings.risk_constraints_path),
             book,
-            account_size=params["accountSize"],
+            account_size=state.account_size,
             risk_percent=params["riskPercent"],
         )
         strategies = StrategyRegistry.default(self.settings.strategies_dir, self.settings.strategies)

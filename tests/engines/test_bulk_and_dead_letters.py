@@ -224,7 +224,7 @@ async def test_dead_letter_retry_respects_the_original_runs_portfolio(
     register_stages(feed=lambda: FnStage("feed", flaky))
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'jax.db'}",
-        pipeline=["feed", "detect_events", "generate_trades", "calculate_risk", "persist"],
+        pipeline=["feed", "detect_events", "generate_trades", "calculate_risk", "allocate", "persist"],
         risk_constraints_path=constraints,
         engine=EngineConfig(concurrency=1),
         metrics_enabled=False,

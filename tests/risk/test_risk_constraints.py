@@ -18,6 +18,8 @@ def test_bundled_file_holds_the_contract_values() -> None:
     assert (pl.min_stop_distance, pl.max_stop_distance) == (0.01, 0.10)
     assert c.sizing_model == "fixed_fractional"
     assert (c.protections.cooldown_sessions_after_stop, c.protections.max_daily_loss) == (3, 0.03)
+    assert (pc.correlation_threshold, pc.correlation_window) == (0.70, 60)
+    assert c.protections.enabled == ["drawdown_halt", "daily_loss", "cooldown"]
     assert c == RiskConstraints()  # model defaults and the shipped file agree
 
 

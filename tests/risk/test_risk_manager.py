@@ -82,7 +82,10 @@ async def test_contract_example_default_three_percent_is_clamped_to_the_two_perc
         "leverage": 0.4,
         "stop_distance": 0.05,
         "sector_exposure": 0,
+        "gross_leverage": 0.4,
+        "correlated_exposure": 0.4,
     }
+    assert (r.decision, r.rank, r.score, r.effective_risk_percent) == ("allocated", 1, 1.0, 2.0)
     out = r.to_contract()
     assert (out["positionSize"], out["riskPerUnit"], out["totalRisk"], out["rMultiple"]) == (40, 5, 200, 2)
 
@@ -215,7 +218,7 @@ async def test_cooldown_after_a_stop_out(setup_factory: MakeSetup) -> None:
 
 
 async def test_portfolio_risk_limit(setup_factory: MakeSetup) -> None:
-    m = RiskManager()
+    m = RiskManager(constraints(position_limits={"max_leverage": 10}))
     results = [await assess(setup_factory(f"S{i}"), manager=m) for i in range(8)]
     assert [r.allowed for r in results] == [True] * 7 + [False]  # 7 x 2 % = 14 %, the 8th makes 16 %
     assert_rejected(results[-1], "PORTFOLIO_RISK_TOO_HIGH")
@@ -254,12 +257,29 @@ async def test_unknown_sector_is_not_capped(setup_factory: MakeSetup) -> None:
 
 
 async def test_all_violations_are_listed_and_the_first_is_the_reason(setup_factory: MakeSetup) -> None:
+    m = RiskManager(risk_percent=0.4)
+    r = await assess(setup_factory(entry=100, stop=99.5), manager=m)
+    assert codes(r) == ["STOP_TOO_TIGHT", "RISK_PER_TRADE_TOO_LOW"]
+    assert r.constraints.reason.startswith("stop distance 0.50%")
+    # Metrics show the evaluated size to explain the rejection.
+    assert r.constraints.risk_metrics["position_size"] == 80
+
+
+async def test_a_per_symbol_rejection_never_reaches_the_portfolio_checks(setup_factory: MakeSetup) -> None:
     book = PortfolioBook(PortfolioState(equity=7_000, peak_equity=10_000))
     r = await assess(setup_factory(entry=100, stop=99.5), manager=RiskManager(book=book))
-    assert codes(r) == ["STOP_TOO_TIGHT", "DRAWDOWN_HALT"]
-    assert r.constraints.reason.startswith("stop distance 0.50%")
-    # Metrics show the evaluated size (400 clamped to 2 x equity 7 000 / 100) to explain the rejection.
+    assert codes(r) == ["STOP_TOO_TIGHT"] and r.rank is None and r.decision == "allocated"
+    # 400 units clamped to 2 x equity 7 000 / 100 = 140 before the stop check rejected it.
     assert r.constraints.risk_metrics["position_size"] == 140
+
+
+async def test_portfolio_violations_are_all_listed(setup_factory: MakeSetup) -> None:
+    state = PortfolioState(
+        equity=7_000, peak_equity=10_000, open_positions=[position(f"P{i}", size=1) for i in range(10)]
+    )
+    r = await assess(setup_factory(), manager=RiskManager(book=PortfolioBook(state)))
+    assert codes(r) == ["TOO_MANY_OPEN_POSITIONS", "DRAWDOWN_HALT"]
+    assert r.constraints.reason == r.constraints.violations[0].message
 
 
 # --------------------------------------------------------------------------- inputs
@@ -294,7 +314,7 @@ async def test_account_size_defaults_to_the_book_and_an_explicit_one_sizes(setup
 
 class SlowBook(PortfolioBook):
     """A book whose reads yield to the event loop, as a persistent one would: a manager that decided
-    on a snapshot instead of inside ``reserve`` would let every task through."""
+    on a snapshot instead of inside ``allocate`` would let every task through."""
 
     async def snapshot(self) -> PortfolioState:
         state = await super().snapshot()
@@ -306,7 +326,10 @@ class SlowBook(PortfolioBook):
 async def test_fifty_concurrent_assessments_get_exactly_max_positions(
     setup_factory: MakeSetup, book_type: type[PortfolioBook]
 ) -> None:
-    c = constraints(portfolio_constraints={"max_positions": 10, "max_portfolio_risk": 1.0})
+    c = constraints(
+        portfolio_constraints={"max_positions": 10, "max_portfolio_risk": 1.0},
+        position_limits={"max_leverage": 10},
+    )
     m = RiskManager(c, book_type())
     rng = random.Random(7)
 

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from jax_assistant.domain import TradeSetup
+from jax_assistant.domain import RiskResult, TradeRecord, TradeSetup
 from jax_assistant.risk import (
+    Candidate,
     PortfolioBook,
     PortfolioState,
     RiskConfigError,
     RiskConstraints,
-    calculate_position,
+    RiskManager,
     load_portfolio_state,
 )
 
@@ -69,13 +70,15 @@ def test_load_state_rejects_unknown_field(tmp_path: Path) -> None:
         load_portfolio_state(path)
 
 
-async def test_reserve_adds_and_release_removes(setup_factory: MakeSetup) -> None:
+def candidate(setup: TradeSetup, sector: str | None = None) -> Candidate:
+    return Candidate(setup=setup, risk=RiskManager().candidate(setup), sector=sector)
+
+
+async def test_allocate_books_the_allowed_position(setup_factory: MakeSetup) -> None:
     book = PortfolioBook()
     setup = setup_factory("AAPL")
-    sizing = calculate_position(10_000, 2, 100, 95)
-    r = await book.reserve(setup, sizing, "Tech", constraints=RiskConstraints(), as_of=AS_OF)
-    assert r.allowed and r.reserved
-    assert r.sizing.position_size == 30  # 40 clamped to the 30 % sector cap
+    [r] = await book.allocate([candidate(setup, "Tech")], RiskConstraints(), as_of=AS_OF)
+    assert r.allowed and r.position_size == 30  # 40 clamped to the 30 % sector cap
     [pos] = (await book.snapshot()).open_positions
     assert (pos.symbol, pos.size, pos.sector, pos.opened_on, pos.setup_id) == (
         "AAPL",
@@ -84,43 +87,68 @@ async def test_reserve_adds_and_release_removes(setup_factory: MakeSetup) -> Non
         AS_OF,
         setup.id,
     )
-    assert await book.release(setup.id)
-    assert not await book.release(setup.id)
-    assert (await book.snapshot()).open_positions == []
 
 
-async def test_dry_run_and_snapshot_do_not_change_the_book(setup_factory: MakeSetup) -> None:
+async def test_snapshot_is_a_copy(setup_factory: MakeSetup) -> None:
     book = PortfolioBook()
     before = await book.snapshot()
-    sizing = calculate_position(10_000, 2, 100, 95)
-    r = await book.reserve(
-        setup_factory(), sizing, None, constraints=RiskConstraints(), as_of=AS_OF, dry_run=True
-    )
-    assert r.allowed and not r.reserved
-    assert (await book.snapshot()).open_positions == []
-    before.realised_pnl_today = -1_000  # a snapshot is a copy
+    before.realised_pnl_today = -1_000
     assert (await book.snapshot()).realised_pnl_today == 0
 
 
 async def test_the_book_copies_its_initial_state(setup_factory: MakeSetup) -> None:
     state = PortfolioState()
     book = PortfolioBook(state)
-    sizing = calculate_position(10_000, 2, 100, 95)
-    await book.reserve(setup_factory(), sizing, None, constraints=RiskConstraints(), as_of=AS_OF)
+    await book.allocate([candidate(setup_factory())], RiskConstraints(), as_of=AS_OF)
     assert state.open_positions == []
     assert len((await book.snapshot()).open_positions) == 1
 
 
-async def test_concurrent_reservations_respect_max_positions(setup_factory: MakeSetup) -> None:
-    c = RiskConstraints().merged({"portfolio_constraints": {"max_positions": 10, "max_portfolio_risk": 1.0}})
+async def test_concurrent_allocations_respect_max_positions(setup_factory: MakeSetup) -> None:
+    c = RiskConstraints().merged(
+        {
+            "portfolio_constraints": {"max_positions": 10, "max_portfolio_risk": 1.0},
+            "position_limits": {"max_leverage": 10},
+        }
+    )
     book = PortfolioBook()
-    sizing = calculate_position(10_000, 2, 100, 95)
 
     async def one(i: int) -> bool:
         await asyncio.sleep(0)
-        r = await book.reserve(setup_factory(f"S{i}"), sizing, None, constraints=c, as_of=AS_OF)
-        return r.reserved
+        [r] = await book.allocate([candidate(setup_factory(f"S{i}"))], c, as_of=AS_OF)
+        return r.allowed
 
     results = await asyncio.gather(*(one(i) for i in range(50)))
     assert sum(results) == 10
     assert len((await book.snapshot()).open_positions) == 10
+
+
+def _record(setup: TradeSetup, risk: RiskResult) -> TradeRecord:
+    return TradeRecord(setup=setup, risk=risk)
+
+
+async def test_restore_books_allocated_allowed_decisions_only(setup_factory: MakeSetup) -> None:
+    allocated_setup, candidate_setup, rejected_setup = (setup_factory(s) for s in ("AAA", "BBB", "CCC"))
+    [allocated] = await PortfolioBook().allocate([candidate(allocated_setup)], RiskConstraints(), as_of=AS_OF)
+    pending = RiskManager().candidate(candidate_setup)
+    assert pending.constraints.allowed and pending.position_size == 40 and not pending.allowed
+    rejected = RiskManager(risk_percent=0.1).candidate(rejected_setup)
+    book = PortfolioBook()
+    trades = [
+        _record(allocated_setup, allocated),
+        _record(candidate_setup, pending),
+        _record(rejected_setup, rejected),
+        _record(allocated_setup, allocated),  # seen twice (a resumed run and its origin): booked once
+    ]
+    assert book.restore(trades, sector_of=lambda s: "Tech") == 1
+    [pos] = (await book.snapshot()).open_positions
+    assert (pos.symbol, pos.size, pos.sector) == ("AAA", 40, "Tech")
+
+
+async def test_passing_an_earlier_decision_again_keeps_its_booking(setup_factory: MakeSetup) -> None:
+    book = PortfolioBook()
+    setup = setup_factory("AAPL")
+    [decided] = await book.allocate([candidate(setup)], RiskConstraints(), as_of=AS_OF)
+    [kept] = await book.allocate([Candidate(setup=setup, risk=decided)], RiskConstraints(), as_of=AS_OF)
+    assert kept == decided
+    assert [p.setup_id for p in (await book.snapshot()).open_positions] == [setup.id]

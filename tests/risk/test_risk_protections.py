@@ -5,7 +5,7 @@ from datetime import date
 import pytest
 
 from jax_assistant.risk import PortfolioState, Position, RiskConstraints, check_protections, sessions_between
-from jax_assistant.risk.protections import nth_session_after
+from jax_assistant.risk.protections import Protection, build_protections, nth_session_after
 
 C = RiskConstraints()
 STOPPED = date(2024, 3, 5)  # a Tuesday
@@ -88,3 +88,35 @@ def test_order_halts_first() -> None:
         equity=7_000, peak_equity=10_000, realised_pnl_today=-400, last_stop_out={"AAPL": STOPPED}
     )
     assert codes(state, STOPPED) == ["DRAWDOWN_HALT", "DAILY_LOSS_EXCEEDED", "COOLDOWN_ACTIVE"]
+
+
+def test_protections_are_resolved_by_name_in_their_configured_order() -> None:
+    assert [p.name for p in build_protections(C)] == ["drawdown_halt", "daily_loss", "cooldown"]
+    c = C.merged({"protections": {"enabled": ["cooldown", "drawdown_halt"]}})
+    protections = build_protections(c)
+    assert all(isinstance(p, Protection) for p in protections)
+    state = PortfolioState(
+        equity=7_000, peak_equity=10_000, realised_pnl_today=-400, last_stop_out={"AAPL": STOPPED}
+    )
+    found = [v.code for p in protections if (v := p.check(state, "AAPL", STOPPED)) is not None]
+    assert found == ["COOLDOWN_ACTIVE", "DRAWDOWN_HALT"]  # daily loss is not enabled
+
+
+def test_unknown_protection_name_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="unknown protection"):
+        C.merged({"protections": {"enabled": ["stoploss_guard"]}})
+
+
+def test_allocation_applies_only_the_enabled_protections() -> None:
+    from tests.risk.conftest import make_setup
+
+    from jax_assistant.risk import Candidate, RiskManager, allocate
+
+    setup = make_setup("AAPL")
+    cand = Candidate(setup=setup, risk=RiskManager().candidate(setup))
+    state = PortfolioState(realised_pnl_today=-400)  # beyond the 3 % daily loss limit
+    [blocked] = allocate([cand], state, C, as_of=STOPPED).decisions
+    assert [v.code for v in blocked.constraints.violations] == ["DAILY_LOSS_EXCEEDED"]
+    off = C.merged({"protections": {"enabled": ["drawdown_halt", "cooldown"]}})
+    [free] = allocate([cand], state, off, as_of=STOPPED).decisions
+    assert free.allowed

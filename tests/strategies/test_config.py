@@ -149,3 +149,19 @@ def test_field_constraints() -> None:
     for bad in ({"eventTypes": []}, {"maxRiskPercent": 0}, {"id": "has space"}, {"minRR": -1}):
         with pytest.raises(ValueError):
             StrategyConfig.model_validate({**VALID, **bad})
+
+
+@pytest.mark.parametrize(("min_rr", "target_rule"), [(2.5, "2R,3R"), (2.0, "1.5R,2R")])
+def test_first_target_below_min_rr_is_rejected_naming_the_file(
+    tmp_path: Path, min_rr: float, target_rule: str
+) -> None:
+    path = write(tmp_path, "never.json", {**VALID, "minRR": min_rr, "targetRule": target_rule})
+    with pytest.raises(StrategyConfigError, match="minRR") as err:
+        load_strategy_configs(tmp_path)
+    assert str(path) in str(err.value) and "could never produce a setup" in str(err.value)
+
+
+def test_first_target_at_min_rr_is_accepted(tmp_path: Path) -> None:
+    write(tmp_path, "edge.json", {**VALID, "minRR": 1.5, "targetRule": "1.5R,2R"})
+    [cfg] = load_strategy_configs(tmp_path)
+    assert cfg.target_multiples[0] == cfg.min_rr

@@ -183,13 +183,23 @@ class RiskResult(CamelModel):
     risk_per_unit: float = Field(ge=0)
     total_risk: float = Field(ge=0)
     r_multiple: float = Field(ge=0)
-    risk_percent: float = Field(ge=0, description="risk percent actually applied, after clamps")
+    risk_percent: float = Field(ge=0, description="risk percent applied to size, after the per-trade cap")
     account_size: float = Field(gt=0)
     constraints: ConstraintResult
+    effective_risk_percent: float = Field(
+        default=0.0, ge=0, description="total risk of the final position / account size x 100"
+    )
+    # A candidate passed the per-symbol checks but has no room in the portfolio yet; only the run's
+    # allocation step turns it into a decision. Stored results default to "allocated" (they were
+    # decided against the book before candidates existed).
+    decision: Literal["candidate", "allocated"] = "allocated"
+    score: float | None = Field(default=None, description="allocation score (see docs/risk.md)")
+    rank: int | None = Field(default=None, ge=1, description="1 = first claim on portfolio room")
 
     @property
     def allowed(self) -> bool:
-        return self.constraints.allowed
+        """True only for an allocated decision the constraints allow (never for a mere candidate)."""
+        return self.decision == "allocated" and self.constraints.allowed
 
 
 class TradeRecord(CamelModel):

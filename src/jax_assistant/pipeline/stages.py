@@ -1,4 +1,4 @@
-"""The built-in stages: detect_events -> generate_trades -> calculate_risk -> persist.
+"""The built-in stages: detect_events -> generate_trades -> calculate_risk -> allocate (run-level) -> persist.
 
 Each is plain domain code over the shared services; timeouts, retries, breakers, metrics and audit
 are the engine's job. They are registered through the same ``jax_assistant.stages`` entry-point group
@@ -8,13 +8,24 @@ as third-party stages.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from datetime import date
 from typing import ClassVar
 
+from jax_assistant.analysis.correlation import CorrelationMatrix, return_correlations
 from jax_assistant.analysis.detectors import detect_events
 from jax_assistant.domain import TradeRecord
-from jax_assistant.marketdata.base import BarSeries
-from jax_assistant.pipeline.base import BaseStage, StageContext, StageOutput, WorkItem
+from jax_assistant.marketdata.base import BarSeries, MarketDataProvider
+from jax_assistant.pipeline.base import (
+    BaseRunStage,
+    BaseStage,
+    RunStageOutput,
+    StageContext,
+    StageOutput,
+    WorkItem,
+)
 from jax_assistant.pipeline.policy import RetryPolicy, StagePolicy
+from jax_assistant.risk.allocation import Candidate
 
 # Data issues older than this many sessions before the scanned window are summarised, not listed:
 # a 12-year series can carry dozens of handled bad ticks that say nothing about today's scan.
@@ -80,24 +91,21 @@ class GenerateTradesStage(BaseStage):
 
 
 class CalculateRiskStage(BaseStage):
+    """Sizes every setup of the symbol and applies the checks that need no portfolio: a candidate
+    decision per setup. Stateless (nothing is reserved), so a retry is harmless."""
+
     name = "calculate_risk"
-    # Risk reserves room in the run's shared portfolio book, so a blind retry could double-book it.
     default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=30.0, after=["generate_trades"])
 
     async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
         if not item.setups:
             return StageOutput(item=item, status="skipped", reason="no setups to size")
         events = {e.id: e for e in item.events}
-        sector = ctx.services.provider.sector(item.symbol)
         trades: list[TradeRecord] = []
-        # Highest confidence first: within a symbol the best setup gets first claim on portfolio room.
-        for setup in sorted(item.setups, key=lambda s: (-s.confidence, s.strategy_id)):
+        for setup in sorted(item.setups, key=lambda s: (-s.confidence, s.strategy_id, s.id)):
             strategy = ctx.services.strategies.get(setup.strategy_id)
-            risk = await ctx.services.risk.assess(
-                setup,
-                sector=sector,
-                as_of=item.as_of,
-                strategy_max_risk_percent=getattr(strategy, "max_risk_percent", None),
+            risk = ctx.services.risk.candidate(
+                setup, strategy_max_risk_percent=getattr(strategy, "max_risk_percent", None)
             )
             trades.append(
                 TradeRecord(
@@ -105,6 +113,52 @@ class CalculateRiskStage(BaseStage):
                 )
             )
         return StageOutput(item=item.model_copy(update={"trades": trades}))
+
+
+class AllocateStage(BaseRunStage):
+    """The run-level portfolio allocation: every candidate of every symbol, ranked by score and filled
+    into the book under the portfolio limits (:mod:`jax_assistant.risk.allocation`). Correlations are
+    computed from the provider's bars up to the run's date (never after it)."""
+
+    name = "allocate"
+    default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=120.0, after=["calculate_risk"])
+
+    async def run_all(self, ctx: StageContext, items: Sequence[WorkItem]) -> RunStageOutput:
+        provider, risk = ctx.services.provider, ctx.services.risk
+        candidates: list[Candidate] = []
+        owner: list[tuple[int, int]] = []  # (item index, trade index) of each candidate
+        sectors: dict[str, str | None] = {}
+        for i, item in enumerate(items):
+            for j, trade in enumerate(item.trades):
+                if trade.risk.decision != "candidate":
+                    continue
+                symbol = trade.setup.symbol
+                if symbol not in sectors:
+                    sectors[symbol] = provider.sector(symbol)
+                candidates.append(Candidate(setup=trade.setup, risk=trade.risk, sector=sectors[symbol]))
+                owner.append((i, j))
+        if not candidates:
+            return RunStageOutput(items=list(items), status="skipped", reason="no candidates to allocate")
+        held = [p.symbol for p in (await risk.book.snapshot()).open_positions]
+        symbols = sorted({c.setup.symbol for c in candidates if c.eligible} | set(held))
+        window = risk.constraints.portfolio_constraints.correlation_window
+        matrix = await asyncio.to_thread(_correlations, provider, symbols, ctx.as_of, window)
+        decisions = await risk.allocate(candidates, as_of=ctx.as_of, correlation=matrix.get)
+        trades = [list(item.trades) for item in items]
+        for (i, j), decision in zip(owner, decisions, strict=True):
+            trades[i][j] = trades[i][j].model_copy(update={"risk": decision})
+        return RunStageOutput(
+            items=[item.model_copy(update={"trades": t}) for item, t in zip(items, trades, strict=True)]
+        )
+
+
+def _correlations(
+    provider: MarketDataProvider, symbols: Sequence[str], as_of: date, window: int
+) -> CorrelationMatrix:
+    known = set(provider.symbols())
+    # A booked position in a symbol the provider does not carry has no known correlation.
+    series = {s: provider.bars(s, as_of) for s in symbols if s in known}
+    return return_correlations(series, as_of, window=window)
 
 
 class PersistStage(BaseStage):
@@ -135,6 +189,7 @@ class PersistStage(BaseStage):
         return StageOutput(item=item)
 
 
-BUILTIN_STAGES: dict[str, type[BaseStage]] = {
-    s.name: s for s in (DetectEventsStage, GenerateTradesStage, CalculateRiskStage, PersistStage)
+BUILTIN_STAGES: dict[str, type[BaseStage] | type[BaseRunStage]] = {
+    s.name: s
+    for s in (DetectEventsStage, GenerateTradesStage, CalculateRiskStage, AllocateStage, PersistStage)
 }

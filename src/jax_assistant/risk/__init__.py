@@ -1,5 +1,6 @@
 """Risk: position sizing, portfolio constraints, protections and the shared portfolio book."""
 
+from jax_assistant.risk.allocation import Allocation, Candidate, CorrelationLookup, allocate, score
 from jax_assistant.risk.constraints import (
     PortfolioConstraints,
     PositionLimits,
@@ -13,14 +14,15 @@ from jax_assistant.risk.portfolio import (
     PortfolioBook,
     PortfolioState,
     Position,
-    Reservation,
-    evaluate_portfolio,
     load_portfolio_state,
 )
 from jax_assistant.risk.protections import ViolationCode, check_protections, sessions_between
 from jax_assistant.risk.sizing import PositionSizing, RiskInputError, calculate_position, stop_distance
 
 __all__ = [
+    "Allocation",
+    "Candidate",
+    "CorrelationLookup",
     "PortfolioBook",
     "PortfolioConstraints",
     "PortfolioState",
@@ -28,17 +30,17 @@ __all__ = [
     "PositionLimits",
     "PositionSizing",
     "ProtectionSettings",
-    "Reservation",
     "RiskConfigError",
     "RiskConstraints",
     "RiskInputError",
     "RiskManager",
     "ViolationCode",
+    "allocate",
     "calculate_position",
     "check_protections",
-    "evaluate_portfolio",
     "load_portfolio_state",
     "load_risk_constraints",
+    "score",
     "sessions_between",
     "stop_distance",
 ]

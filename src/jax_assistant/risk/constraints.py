@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jax_assistant.domain.errors import ConfigError
 
@@ -28,7 +28,15 @@ class PortfolioConstraints(_Strict):
     max_positions: int = Field(default=10, ge=0, description="max open positions")
     max_sector_exposure: float = Field(default=0.30, gt=0, description="sector value / equity")
     max_correlated_exposure: float = Field(
-        default=0.40, gt=0, description="kept for compatibility; not enforced (no correlation data)"
+        default=0.40,
+        gt=0,
+        description="(a position's value + booked positions correlated with it) / equity",
+    )
+    correlation_threshold: float = Field(
+        default=0.70, gt=0, le=1, description="return correlation at which two positions count together"
+    )
+    correlation_window: int = Field(
+        default=60, ge=5, le=2_000, description="daily close-to-close returns ending at the as-of date"
     )
     max_portfolio_risk: float = Field(default=0.15, gt=0, description="open risk / equity")
     max_drawdown: float = Field(default=0.20, gt=0, le=1, description="equity / peak - 1 that halts trading")
@@ -56,6 +64,20 @@ class ProtectionSettings(_Strict):
         default=3, ge=0, description="sessions a symbol is blocked after a stop-out (0 disables)"
     )
     max_daily_loss: float = Field(default=0.03, gt=0, le=1, description="realised loss today / account size")
+    enabled: list[str] = Field(
+        default_factory=lambda: ["drawdown_halt", "daily_loss", "cooldown"],
+        description="protections the allocation applies, by name, in this order",
+    )
+
+    @field_validator("enabled")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from jax_assistant.risk.protections import PROTECTIONS  # protections import this module
+
+        unknown = [name for name in v if name not in PROTECTIONS]
+        if unknown:
+            raise ValueError(f"unknown protection(s) {unknown}; known: {sorted(PROTECTIONS)}")
+        return list(dict.fromkeys(v))
 
 
 class RiskConstraints(_Strict):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import date
 
 from jax_assistant.domain import Adjustment, ConstraintResult, RiskResult, TradeSetup, Violation
+from jax_assistant.risk.allocation import Candidate, CorrelationLookup
 from jax_assistant.risk.constraints import RiskConstraints, load_risk_constraints
 from jax_assistant.risk.portfolio import PortfolioBook, PortfolioState
 from jax_assistant.risk.protections import ViolationCode, violation
@@ -15,6 +17,8 @@ from jax_assistant.risk.sizing import (
     calculate_position,
     fraction_of,
     max_units,
+    percent_of,
+    risk_of,
     stop_distance,
 )
 
@@ -22,10 +26,11 @@ DEFAULT_RISK_PERCENT = 3.0
 
 
 class RiskManager:
-    """Sizes setups (contract formulas) and decides whether the portfolio may take them.
+    """Sizes setups (contract formulas) and checks what needs no portfolio; the run's allocation decides.
 
-    ``assess`` applies, in this order (every check runs so the result lists all violations; the first
-    violation is the ``reason``; any violation rejects the setup: ``allowed`` False, ``positionSize`` 0):
+    ``candidate`` (per symbol, stateless: nothing is reserved) applies, in this order (every check runs
+    so the result lists all violations; the first violation is the ``reason``; any violation rejects
+    the setup: ``allowed`` False, ``positionSize`` 0):
 
     1. Requested risk percent = min(run ``risk_percent``, strategy ``maxRiskPercent`` if given).
     2. Above ``position_limits.max_risk_per_trade``: clamped to the cap and recorded as an
@@ -38,15 +43,15 @@ class RiskManager:
     6. Size = floor(account x percent / 100 / riskPerUnit); ``POSITION_SIZE_ZERO`` if not one unit fits.
     7. ``POSITION_VALUE_TOO_LARGE``: value above min(``max_position_size``, ``max_leverage`` x equity)
        clamps the size (recorded ``Adjustment(field="position_size")``); a violation only if 0 would remain.
-    8. Under the book's lock, atomically with the reservation: sector exposure (clamp, recorded;
-       ``SECTOR_EXPOSURE_TOO_HIGH`` if nothing fits; skipped when the sector is unknown), portfolio risk
-       (``PORTFOLIO_RISK_TOO_HIGH``), protections (``DRAWDOWN_HALT``, ``DAILY_LOSS_EXCEEDED``,
-       ``TOO_MANY_OPEN_POSITIONS``, ``COOLDOWN_ACTIVE``); if nothing was violated the position is
-       added to the book, so concurrent symbols see it.
+    8. After a clamp of step 7, ``RISK_PER_TRADE_TOO_LOW`` again on the clamped position's effective risk.
+
+    The result is a ``decision="candidate"``: never ``allowed`` until :func:`allocation.allocate` (the
+    run's ``allocate`` stage) ranks it against every other candidate and books it. ``assess`` does
+    both for one setup at once (a single live event, the old one-call API).
 
     ``risk_metrics`` describe the evaluated size (after clamps) even when the setup is rejected, so a
-    rejection can be explained; ``position_risk`` is relative to the account size, ``portfolio_risk``,
-    ``leverage`` and ``sector_exposure`` to equity.
+    rejection can be explained; ``position_risk`` is relative to the account size, ``leverage`` and the
+    portfolio fractions the allocation adds to equity.
     """
 
     def __init__(
@@ -76,15 +81,8 @@ class RiskManager:
         self.risk_percent = risk_percent
         self.clamp_risk = clamp_risk
 
-    async def assess(
-        self,
-        setup: TradeSetup,
-        *,
-        sector: str | None,
-        as_of: date,
-        strategy_max_risk_percent: float | None = None,
-    ) -> RiskResult:
-        """Size ``setup`` and apply the constraints (order in the class docstring); reserves it if allowed."""
+    def candidate(self, setup: TradeSetup, *, strategy_max_risk_percent: float | None = None) -> RiskResult:
+        """Size ``setup`` and apply the per-symbol checks (steps 1-8 of the class docstring)."""
         limits = self.constraints.position_limits
         account = self.account_size
         violations: list[Violation] = []
@@ -169,7 +167,7 @@ class RiskManager:
                 )
             )
 
-        equity = (await self.book.snapshot()).equity
+        equity = self.book.equity
         value = sizing.position_size * setup.entry
         value_cap, rule = min(
             (pc.max_position_size, "max_position_size"),
@@ -189,41 +187,71 @@ class RiskManager:
                         actual=setup.entry,
                     )
                 )
+            else:
+                effective = percent_of(risk_of(fits, sizing.risk_per_unit), account)
+                if effective < floor_pct and applied >= floor_pct:
+                    violations.append(
+                        violation(
+                            ViolationCode.RISK_PER_TRADE_TOO_LOW,
+                            f"after the {rule} clamp {fits} unit(s) risk {effective:.4g}% of the account, "
+                            f"below min_risk_per_trade {floor_pct:g}%",
+                            limit=limits.min_risk_per_trade,
+                            actual=effective / 100,
+                        )
+                    )
             sizing = sizing.with_size(fits)
 
-        reservation = await self.book.reserve(
-            setup, sizing, sector, constraints=self.constraints, as_of=as_of, dry_run=bool(violations)
-        )
-        violations.extend(reservation.violations)
-        adjustments.extend(reservation.adjustments)
-        evaluated = reservation.sizing
-        allowed = not violations and reservation.reserved
-        final = evaluated if allowed else evaluated.with_size(0)
-
+        allowed = not violations
+        final = sizing if allowed else sizing.with_size(0)
         return RiskResult(
             position_size=final.position_size,
             risk_per_unit=final.risk_per_unit,
             total_risk=final.total_risk,
             r_multiple=final.r_multiple,
             risk_percent=applied,
+            effective_risk_percent=percent_of(final.total_risk, account),
             account_size=account,
+            decision="candidate",
             constraints=ConstraintResult(
                 allowed=allowed,
-                reason=violations[0].message if violations else "ok",
+                reason=violations[0].message if violations else "candidate: awaiting portfolio allocation",
                 violations=violations,
                 adjustments=adjustments,
                 risk_metrics={
-                    "position_risk": evaluated.total_risk / account,
-                    "portfolio_risk": reservation.portfolio_risk,
-                    "position_size": float(evaluated.position_size),
-                    "dollar_risk": evaluated.total_risk,
-                    "risk_per_unit": evaluated.risk_per_unit,
-                    "leverage": evaluated.position_size * setup.entry / equity,
+                    "position_risk": sizing.total_risk / account,
+                    "position_size": float(sizing.position_size),
+                    "dollar_risk": sizing.total_risk,
+                    "risk_per_unit": sizing.risk_per_unit,
+                    "leverage": sizing.position_size * setup.entry / equity,
                     "stop_distance": distance,
-                    "sector_exposure": reservation.sector_exposure,
                 },
             ),
         )
+
+    async def assess(
+        self,
+        setup: TradeSetup,
+        *,
+        sector: str | None,
+        as_of: date,
+        strategy_max_risk_percent: float | None = None,
+        correlation: CorrelationLookup | None = None,
+    ) -> RiskResult:
+        """``candidate`` then allocation of that one setup into the book (booked if allowed)."""
+        risk = self.candidate(setup, strategy_max_risk_percent=strategy_max_risk_percent)
+        [decision] = await self.book.allocate(
+            [Candidate(setup=setup, risk=risk, sector=sector)],
+            self.constraints,
+            as_of=as_of,
+            correlation=correlation,
+        )
+        return decision
+
+    async def allocate(
+        self, candidates: Sequence[Candidate], *, as_of: date, correlation: CorrelationLookup | None = None
+    ) -> list[RiskResult]:
+        """Allocate a run's candidates into the book under this manager's constraints."""
+        return await self.book.allocate(candidates, self.constraints, as_of=as_of, correlation=correlation)
 
 
 def _positive(field: str, value: float) -> None:

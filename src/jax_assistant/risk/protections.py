@@ -12,9 +12,11 @@ Checked in this order (the first one becomes the decision's reason):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from jax_assistant.domain import Violation
 from jax_assistant.domain import sessions as exchange
@@ -42,6 +44,8 @@ class ViolationCode(StrEnum):
     SECTOR_EXPOSURE_TOO_HIGH = "SECTOR_EXPOSURE_TOO_HIGH"
     PORTFOLIO_RISK_TOO_HIGH = "PORTFOLIO_RISK_TOO_HIGH"
     POSITION_SIZE_ZERO = "POSITION_SIZE_ZERO"
+    LEVERAGE_TOO_HIGH = "LEVERAGE_TOO_HIGH"
+    CORRELATED_EXPOSURE_TOO_HIGH = "CORRELATED_EXPOSURE_TOO_HIGH"
 
 
 def violation(code: ViolationCode, message: str, *, limit: float, actual: float) -> Violation:
@@ -133,3 +137,57 @@ def check_protections(
         check_cooldown(state, symbol, as_of, constraints),
     )
     return [v for v in found if v is not None]
+
+
+# --------------------------------------------------------------------------- pluggable protections
+
+
+@runtime_checkable
+class Protection(Protocol):
+    """One lock on new trades, configured by name (``protections.enabled`` in risk-constraints.json).
+
+    A new protection is a new class registered in :data:`PROTECTIONS`, not an edit of a shared check."""
+
+    @property
+    def name(self) -> str: ...
+
+    def check(self, state: PortfolioState, symbol: str, as_of: date) -> Violation | None: ...
+
+
+@dataclass(frozen=True)
+class DrawdownHalt:
+    constraints: RiskConstraints
+    name: str = "drawdown_halt"
+
+    def check(self, state: PortfolioState, symbol: str, as_of: date) -> Violation | None:
+        return check_drawdown(state, self.constraints)
+
+
+@dataclass(frozen=True)
+class DailyLossLimit:
+    constraints: RiskConstraints
+    name: str = "daily_loss"
+
+    def check(self, state: PortfolioState, symbol: str, as_of: date) -> Violation | None:
+        return check_daily_loss(state, self.constraints)
+
+
+@dataclass(frozen=True)
+class StopOutCooldown:
+    constraints: RiskConstraints
+    name: str = "cooldown"
+
+    def check(self, state: PortfolioState, symbol: str, as_of: date) -> Violation | None:
+        return check_cooldown(state, symbol, as_of, self.constraints)
+
+
+PROTECTIONS: dict[str, Callable[[RiskConstraints], Protection]] = {
+    "drawdown_halt": DrawdownHalt,
+    "daily_loss": DailyLossLimit,
+    "cooldown": StopOutCooldown,
+}
+
+
+def build_protections(constraints: RiskConstraints) -> list[Protection]:
+    """The enabled protections, in their configured order (the first violation becomes the reason)."""
+    return [PROTECTIONS[name](constraints) for name in constraints.protections.enabled]

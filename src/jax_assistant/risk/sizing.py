@@ -126,3 +126,15 @@ def stop_distance(entry: float, stop: float) -> float:
     with localcontext() as ctx:
         ctx.prec = 50
         return float(abs(_dec(entry) - _dec(stop)) / _dec(entry))
+
+
+def percent_of(amount: float, base: float) -> float:
+    """``amount / base`` as a percent on the typed decimals (200 of 10 000 is exactly 2.0)."""
+    with localcontext() as ctx:
+        ctx.prec = 50
+        return float(_dec(amount) * 100 / _dec(base))
+
+
+def risk_of(size: int, risk_per_unit: float) -> float:
+    """Money lost at the stop by ``size`` units (``size x riskPerUnit`` on the typed decimals)."""
+    return float(_dec(risk_per_unit) * size)

@@ -16,7 +16,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jax_assistant.domain.errors import ConfigError
 
@@ -75,6 +75,18 @@ class StrategyConfig(BaseModel):
     def _target_rule(cls, v: str) -> str:
         parse_target_rule(v)
         return v
+
+    @model_validator(mode="after")
+    def _first_target_meets_min_rr(self) -> StrategyConfig:
+        # Such a strategy could never emit a setup (every one is below minRR): say so at load time
+        # instead of producing nothing, silently, on every run.
+        first = self.target_multiples[0]
+        if first < self.min_rr:
+            raise ValueError(
+                f"the first target of targetRule {self.target_rule!r} is {first:g}R, below minRR "
+                f"{self.min_rr:g}: the strategy could never produce a setup"
+            )
+        return self
 
     @property
     def target_multiples(self) -> list[float]:

@@ -1,0 +1,279 @@
+"""Portfolio allocation: one pass over every candidate of a run, best first, into the portfolio's room.
+
+Per-symbol risk (:meth:`RiskManager.candidate`) sizes a setup and applies the checks that need no
+portfolio (stop distance, risk per trade, position value); the result is a *candidate*. ``allocate``
+then sees all candidates at once:
+
+1. Rank. ``score = round(confidence x rMultiple, 6)`` (the expected R of the first target,
+   weighted by how sure the strategy is; the registry has already multiplied ``confidence`` by the
+   strategy's weight, so the weight counts once). Higher score first; ties go to the smaller setup
+   id, then symbol, so the order never depends on the order candidates arrive in.
+2. Fill, in rank order, each candidate against the book as it stands (open positions plus the
+   candidates placed before it):
+
+   a. ``TOO_MANY_OPEN_POSITIONS`` when ``max_positions`` are open;
+   b. sector exposure: clamp to ``max_sector_exposure`` x equity (``SECTOR_EXPOSURE_TOO_HIGH`` if no
+      unit fits; not applied to an unknown sector);
+   c. leverage: gross value of all positions clamped to ``max_leverage`` x equity
+      (``LEVERAGE_TOO_HIGH`` if no unit fits);
+   d. correlated exposure: when booked positions have a return correlation >= ``correlation_threshold``
+      with the candidate (the same symbol counts as correlated), their value plus the candidate's is
+      clamped to ``max_correlated_exposure`` x equity (``CORRELATED_EXPOSURE_TOO_HIGH`` if no unit fits);
+   e. after any cut, the minimum risk per trade again, on the final position
+      (``RISK_PER_TRADE_TOO_LOW``);
+   f. ``PORTFOLIO_RISK_TOO_HIGH``: open risk plus this trade's above ``max_portfolio_risk`` x equity;
+   g. the protections enabled by name in ``protections.enabled`` (default ``drawdown_halt``,
+      ``daily_loss``, ``cooldown``: ``DRAWDOWN_HALT``, ``DAILY_LOSS_EXCEEDED``, ``COOLDOWN_ACTIVE``).
+
+   Every cut is an :class:`Adjustment` (``position_size``, from -> to, the rule). Any violation rejects
+   the candidate (size 0); an allowed one is booked before the next candidate is looked at.
+
+Pure: the input state is not changed; the result holds the decisions (input order) and the new state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import date
+
+from pydantic import BaseModel, ConfigDict
+
+from jax_assistant.domain import Adjustment, ConstraintResult, RiskResult, TradeSetup, Violation
+from jax_assistant.risk.constraints import RiskConstraints
+from jax_assistant.risk.portfolio import PortfolioState, Position
+from jax_assistant.risk.protections import (
+    Protection,
+    ViolationCode,
+    build_protections,
+    check_open_positions,
+    violation,
+)
+from jax_assistant.risk.sizing import as_percent, fraction_of, max_units, percent_of, risk_of
+
+CorrelationLookup = Callable[[str, str], float | None]
+"""Return correlation of two symbols as of the run's date, or None when it is not known."""
+
+
+class Candidate(BaseModel):
+    """A sized setup waiting for room: the setup, its candidate risk result and its sector."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    setup: TradeSetup
+    risk: RiskResult
+    sector: str | None = None
+
+    @property
+    def eligible(self) -> bool:
+        """Passed the per-symbol checks with at least one unit, and not decided yet."""
+        return (
+            self.risk.decision == "candidate"
+            and self.risk.constraints.allowed
+            and self.risk.position_size > 0
+        )
+
+
+class Allocation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decisions: list[RiskResult]  # one per candidate, in input order
+    booked: list[Position]  # in rank order
+    state: PortfolioState  # the input state plus ``booked``
+
+
+SCORE_DIGITS = 6
+
+
+def score(candidate: Candidate) -> float:
+    """The ranking score: confidence x expected R (first target's R multiple), to 6 decimals.
+
+    Rounded because R is recomputed from prices: two 1.75R setups at confidence 0.5 must tie (and go
+    to the stable key), not be ordered by binary noise such as 0.8749999999999986 vs ...967."""
+    return round(candidate.setup.confidence * candidate.risk.r_multiple, SCORE_DIGITS)
+
+
+def rank_key(candidate: Candidate) -> tuple[float, str, str]:
+    return (-score(candidate), candidate.setup.id, candidate.setup.symbol)
+
+
+def allocate(
+    candidates: Sequence[Candidate],
+    state: PortfolioState,
+    constraints: RiskConstraints,
+    *,
+    as_of: date,
+    correlation: CorrelationLookup | None = None,
+) -> Allocation:
+    """Rank ``candidates`` and fill the book with them (module docstring). ``correlation`` None skips
+    the correlated-exposure limit (no return data)."""
+    book = state.model_copy(deep=True)
+    decisions: list[RiskResult | None] = [None] * len(candidates)
+    for i, c in enumerate(candidates):
+        if c.risk.decision == "allocated":
+            decisions[i] = c.risk  # decided earlier (e.g. before a resume): kept as it is
+        elif not c.eligible:
+            decisions[i] = c.risk.model_copy(
+                update={"decision": "allocated", "position_size": 0, "total_risk": 0.0}
+            )
+    order = sorted((i for i, c in enumerate(candidates) if c.eligible), key=lambda i: rank_key(candidates[i]))
+    booked: list[Position] = []
+    protections = build_protections(constraints)
+    for rank, i in enumerate(order, start=1):
+        decision, position = _place(
+            candidates[i], book, constraints, protections, as_of=as_of, correlation=correlation
+        )
+        decisions[i] = decision.model_copy(update={"rank": rank, "score": score(candidates[i])})
+        if position is not None:
+            book.open_positions.append(position)
+            booked.append(position)
+    return Allocation(decisions=[d for d in decisions if d is not None], booked=booked, state=book)
+
+
+def _place(
+    c: Candidate,
+    book: PortfolioState,
+    constraints: RiskConstraints,
+    protections: Sequence[Protection],
+    *,
+    as_of: date,
+    correlation: CorrelationLookup | None,
+) -> tuple[RiskResult, Position | None]:
+    pc = constraints.portfolio_constraints
+    setup, risk = c.setup, c.risk
+    equity, entry = book.equity, setup.entry
+    sector = (c.sector.strip() or None) if c.sector is not None else None
+    violations: list[Violation] = []
+    adjustments: list[Adjustment] = list(risk.constraints.adjustments)
+    requested = risk.position_size
+    size = requested
+
+    def cut(fits: int, rule: str, code: ViolationCode, message: str, limit: float, actual: float) -> None:
+        nonlocal size
+        if fits >= size:
+            return
+        adjustments.append(Adjustment(field="position_size", requested=size, applied=fits, rule=rule))
+        if fits == 0:
+            violations.append(violation(code, message, limit=limit, actual=actual))
+        size = fits
+
+    if (v := check_open_positions(book, constraints)) is not None:
+        violations.append(v)
+
+    in_sector = book.sector_value(sector)
+    if sector is not None:
+        wanted = (in_sector + size * entry) / equity
+        cut(
+            min(size, max_units(fraction_of(pc.max_sector_exposure, equity), entry, used=in_sector)),
+            "max_sector_exposure",
+            ViolationCode.SECTOR_EXPOSURE_TOO_HIGH,
+            f"sector {sector!r} exposure {wanted:.2%} would exceed max_sector_exposure "
+            f"{pc.max_sector_exposure:.2%} at any size",
+            pc.max_sector_exposure,
+            wanted,
+        )
+
+    gross = sum(p.value for p in book.open_positions)
+    max_leverage = constraints.position_limits.max_leverage
+    wanted = (gross + size * entry) / equity
+    cut(
+        min(size, max_units(fraction_of(max_leverage, equity), entry, used=gross)),
+        "max_leverage",
+        ViolationCode.LEVERAGE_TOO_HIGH,
+        f"gross leverage {wanted:.2f}x would exceed max_leverage {max_leverage:g}x at any size",
+        max_leverage,
+        wanted,
+    )
+
+    correlated_value = 0.0
+    related: list[str] = []
+    if correlation is not None:
+        for p in book.open_positions:
+            r = 1.0 if p.symbol == setup.symbol.upper() else correlation(setup.symbol, p.symbol)
+            if r is not None and r >= pc.correlation_threshold:
+                correlated_value += p.value
+                related.append(p.symbol)
+    if related:
+        wanted = (correlated_value + size * entry) / equity
+        names = ", ".join(sorted(set(related)))
+        cut(
+            min(
+                size, max_units(fraction_of(pc.max_correlated_exposure, equity), entry, used=correlated_value)
+            ),
+            "max_correlated_exposure",
+            ViolationCode.CORRELATED_EXPOSURE_TOO_HIGH,
+            f"exposure correlated with {names} (correlation >= {pc.correlation_threshold:g}) "
+            f"{wanted:.2%} would exceed max_correlated_exposure {pc.max_correlated_exposure:.2%} at any size",
+            pc.max_correlated_exposure,
+            wanted,
+        )
+
+    total = risk_of(size, risk.risk_per_unit)
+    effective = percent_of(total, risk.account_size)
+    floor_pct = as_percent(constraints.position_limits.min_risk_per_trade)
+    if 0 < size < requested and effective < floor_pct:
+        violations.append(
+            violation(
+                ViolationCode.RISK_PER_TRADE_TOO_LOW,
+                f"after the cuts {size} unit(s) risk {effective:.4g}% of the account, below "
+                f"min_risk_per_trade {floor_pct:g}%",
+                limit=constraints.position_limits.min_risk_per_trade,
+                actual=effective / 100,
+            )
+        )
+
+    portfolio_risk = (book.open_risk + total) / equity
+    if portfolio_risk > pc.max_portfolio_risk * (1 + 1e-12):
+        violations.append(
+            violation(
+                ViolationCode.PORTFOLIO_RISK_TOO_HIGH,
+                f"portfolio risk {portfolio_risk:.2%} with this trade exceeds max_portfolio_risk "
+                f"{pc.max_portfolio_risk:.2%}",
+                limit=pc.max_portfolio_risk,
+                actual=portfolio_risk,
+            )
+        )
+
+    for protection in protections:
+        if (v := protection.check(book, setup.symbol, as_of)) is not None:
+            violations.append(v)
+
+    allowed = not violations and size > 0
+    value = size * entry
+    metrics = {
+        **risk.constraints.risk_metrics,
+        "position_risk": total / risk.account_size,
+        "portfolio_risk": portfolio_risk,
+        "position_size": float(size),
+        "dollar_risk": total,
+        "leverage": value / equity,
+        "gross_leverage": (gross + value) / equity,
+        "sector_exposure": (in_sector + value) / equity if sector is not None else 0.0,
+        "correlated_exposure": (correlated_value + value) / equity,
+    }
+    decision = risk.model_copy(
+        update={
+            "decision": "allocated",
+            "position_size": size if allowed else 0,
+            "total_risk": total if allowed else 0.0,
+            "effective_risk_percent": effective if allowed else 0.0,
+            "constraints": ConstraintResult(
+                allowed=allowed,
+                reason=violations[0].message if violations else "ok",
+                violations=violations,
+                adjustments=adjustments,
+                risk_metrics=metrics,
+            ),
+        }
+    )
+    if not allowed:
+        return decision, None
+    return decision, Position(
+        symbol=setup.symbol,
+        sector=sector,
+        direction=setup.direction,
+        entry=entry,
+        stop=setup.stop,
+        size=size,
+        opened_on=as_of,
+        setup_id=setup.id,
+    )
