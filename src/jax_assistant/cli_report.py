@@ -50,8 +50,17 @@ class Legend:
             self.labels[name] = label
         return self.labels[name]
 
-    def line(self, title: str) -> str:
-        return f"{title}: " + ", ".join(f"{v}={k}" for k, v in self.labels.items())
+    def line(self, title: str, width: int = 80) -> str:
+        """``title: a=x, b=y`` wrapped between entries (continuation lines indented by two spaces), so
+        the terminal never breaks a label from what it stands for."""
+        lines, current = [], f"{title}:"
+        for entry in (f"{v}={k}" for k, v in self.labels.items()):
+            if len(current) + 2 + len(entry) > width and current != f"{title}:":
+                lines.append(current + ",")
+                current = "  " + entry
+            else:
+                current += (" " if current == f"{title}:" else ", ") + entry
+        return "\n".join([*lines, current])
 
 
 FILLER = frozenset({"TOO", "IS", "OF", "THE", "A"})
