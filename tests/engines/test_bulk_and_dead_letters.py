@@ -218,7 +218,8 @@ async def test_dead_letter_retry_respects_the_original_runs_portfolio(
     broken = {"on": True}
 
     async def flaky(ctx: StageContext, item: WorkItem) -> None:
-        if broken["on"] and item.symbol == "VOLT.SIM":
+        # FLUX.SIM: its setups pass every check that needs no portfolio, so only the book can refuse them.
+        if broken["on"] and item.symbol == "FLUX.SIM":
             raise RuntimeError("feed down")
 
     register_stages(feed=lambda: FnStage("feed", flaky))
@@ -230,14 +231,14 @@ async def test_dead_letter_retry_respects_the_original_runs_portfolio(
         metrics_enabled=False,
     )
     async with Orchestrator(settings) as orch:
-        first = await orch.start_run(RunRequest(symbols=["VOLT.SIM", "BOLT.SIM"]))
+        first = await orch.start_run(RunRequest(symbols=["FLUX.SIM", "BOLT.SIM"]))
         by = {r.symbol: r for r in first.results}
-        assert by["VOLT.SIM"].status.value == "failed"
+        assert by["FLUX.SIM"].status.value == "failed"
         assert sum(t.risk.allowed for t in by["BOLT.SIM"].trades) == 1  # BOLT took the only slot
         broken["on"] = False
         retry = await orch.retry_dead_letters(run_id=first.run.id)
-        (volt,) = retry.results
-        assert volt.status.value == "succeeded" and volt.trades
-        assert not any(t.risk.allowed for t in volt.trades)
-        codes = {v.code for t in volt.trades for v in t.risk.constraints.violations}
+        (flux,) = retry.results
+        assert flux.status.value == "succeeded" and flux.trades
+        assert not any(t.risk.allowed for t in flux.trades)
+        codes = {v.code for t in flux.trades for v in t.risk.constraints.violations}
         assert "TOO_MANY_OPEN_POSITIONS" in codes

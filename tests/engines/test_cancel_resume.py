@@ -191,7 +191,7 @@ async def test_cancelled_while_queued_at_the_rate_limiter_hands_the_breaker_tria
 # ----------------------------------------------------------------------------- resume after cancel
 
 
-PIPELINE = ["detect_events", "gate", "generate_trades", "calculate_risk", "persist"]
+PIPELINE = ["detect_events", "gate", "generate_trades", "calculate_risk", "allocate", "persist"]
 
 
 def _settings(url: str, concurrency: int, constraints: Path | None = None) -> Settings:
@@ -297,26 +297,28 @@ async def test_resume_after_cancel_completes_without_duplicates(
 async def test_resume_books_against_the_portfolio_the_run_already_reserved(
     database_url: str, register_stages: Callable[..., Any], tmp_path: Path
 ) -> None:
-    """One symbol at a time, so the order symbols reach calculate_risk is fixed and the bundled
-    (binding) portfolio limits apply: the resumed run must decide every setup exactly as the
-    uninterrupted run did, which it only can if its book starts with what was already reserved."""
+    """The bundled (binding) portfolio limits apply. Allocation is a barrier: the six symbols that
+    finished their per-symbol stages before the cancel wait at it and end `cancelled` with the rest; the
+    resumed run allocates the whole watchlist once and must decide every setup exactly as the
+    uninterrupted run did."""
     reference = await _reference(_settings(f"sqlite+aiosqlite:///{tmp_path / 'ref.db'}", 1), register_stages)
+    portfolio_codes = {"SECTOR_EXPOSURE_TOO_HIGH", "TOO_MANY_OPEN_POSITIONS", "LEVERAGE_TOO_HIGH"}
     rejected_by_portfolio = [
         t
-        for r in reference.results[7:]
+        for r in reference.results
         for t in r.trades
-        if any(v.code == "SECTOR_EXPOSURE_TOO_HIGH" for v in t.risk.constraints.violations)
+        if any(v.code in portfolio_codes for v in t.risk.constraints.violations)
     ]
-    assert rejected_by_portfolio  # the book matters for the symbols the resume has to run
+    assert rejected_by_portfolio  # the book decides some setups, so the resume must rebuild it exactly
 
     symbols = [r.symbol for r in reference.results]
-    gate = Gate(hold={symbols[6]})  # six symbols finish, the seventh is in flight when cancelled
+    gate = Gate(hold={symbols[6]})  # six symbols pass the gate, the seventh is in flight when cancelled
     orch, cancelled, resumed = await _cancel_then_resume(
         _settings(database_url, 1), gate, 7, 1, register_stages
     )
     try:
-        statuses = [r.status for r in cancelled.results]
-        assert statuses == [SymbolStatus.SUCCEEDED] * 6 + [SymbolStatus.CANCELLED] * 14
+        assert {r.status for r in cancelled.results} == {SymbolStatus.CANCELLED}
+        assert not any(ok for *_, ok in _trades(cancelled))  # candidates only: nothing allocated yet
         assert resumed.run.status is RunStatus.COMPLETED
         assert _trades(resumed) == _trades(reference)
     finally:
