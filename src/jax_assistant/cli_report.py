@@ -96,8 +96,13 @@ class Report:
     results: Sequence[SymbolResult]
     show_all: bool = False
     sector_of: Callable[[str], str | None] | None = None
+    # Setup lines in the table unless --all: every allowed setup, then the best-ranked others. A
+    # 505-symbol scan at lookback 60 has ~20 000 setups; rendering them all took 50 s and nobody reads
+    # them in a terminal (`jax trades list --run` and --json have every one).
+    max_setups: int = 40
     strategies: Legend = field(default_factory=lambda: Legend(_initials))
     codes: Legend = field(default_factory=lambda: Legend(lambda code: _initials(code, skip=FILLER)[:3]))
+    _visible: set[str] | None = field(default=None, init=False, repr=False)
 
     @property
     def lookback(self) -> int:
@@ -108,7 +113,37 @@ class Report:
         return float(self.run.params.get("accountSize") or 0.0)
 
     def shown(self) -> list[SymbolResult]:
-        return list(self.results) if self.show_all else [r for r in self.results if not is_quiet(r)]
+        if self.show_all:
+            return list(self.results)
+        visible = self.visible
+        return [
+            r
+            for r in self.results
+            if not is_quiet(r)
+            and (not r.trades or visible is None or any(self.is_visible(t) for t in r.trades))
+        ]
+
+    @property
+    def visible(self) -> set[str] | None:
+        """Setup ids the table shows, or None for all of them."""
+        if self._visible is None and not self.show_all:
+            trades = [t for r in self.results for t in r.trades]
+            if len(trades) > self.max_setups:
+                best = sorted(
+                    trades,
+                    key=lambda t: (
+                        not t.risk.allowed,
+                        t.risk.rank if t.risk.rank is not None else len(trades),
+                        t.setup.id,
+                    ),
+                )
+                keep = max(self.max_setups, sum(1 for t in trades if t.risk.allowed))
+                self._visible = {t.setup.id for t in best[:keep]}
+        return self._visible
+
+    def is_visible(self, t: TradeRecord) -> bool:
+        visible = self.visible
+        return visible is None or t.setup.id in visible
 
     # ------------------------------------------------------------------ the setups table
 
@@ -167,7 +202,7 @@ class Report:
             cells = [escape(r.symbol)] + (["-"] if dated else []) + [events, "-"] + [""] * 9
             table.add_row(*cells, *([status] if with_status else []))
             return
-        for i, t in enumerate(r.trades):
+        for i, t in enumerate(t for t in r.trades if self.is_visible(t)):
             first = i == 0
             s, risk = t.setup, t.risk
             cells = [escape(r.symbol) if first else ""]
@@ -228,7 +263,16 @@ class Report:
             if note:
                 more = len(r.data_issues) - (0 if r.error else 1)
                 tail = f" (+{more} more: jax runs show {self.run.id})" if more > 0 else ""
-                lines.append(f"[dim]{escape(r.symbol)}: {escape(note)}{tail}[/]")
+                # Data issues already start with their symbol; errors do not.
+                label = "" if note.startswith(f"{r.symbol}:") else f"{escape(r.symbol)}: "
+                lines.append(f"[dim]{label}{escape(note)}{tail}[/]")
+        hidden = [t for r in self.results for t in r.trades if not self.is_visible(t)]
+        if hidden and not self.show_all:
+            symbols = len({t.setup.symbol for t in hidden})
+            lines.append(
+                f"{len(hidden)} lower-ranked rejected setup(s) of {symbols} symbol(s) not shown; --all lists"
+                f" them, as does `jax trades list --run {self.run.id}`"
+            )
         if not self.show_all:
             quiet = [r for r in self.results if is_quiet(r)]
             no_bar = sum(1 for r in quiet if has_no_bar(r))

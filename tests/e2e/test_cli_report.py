@@ -160,3 +160,29 @@ def test_runs_list_shows_full_ids_within_80_columns(
     assert max(len(line) for line in text.splitlines()) <= 80, text
     for run_id in ids:
         assert re.search(rf"^{run_id} 2025-06-27 sample\*\s+1\s+1/0/0/0 completed", text, re.M), text
+
+
+def test_a_long_run_shows_the_allowed_and_best_ranked_setups_and_counts_the_rest(
+    runner: CliRunner, jax_env: dict[str, str]
+) -> None:
+    payload = stored_run(runner)
+    run = Run.model_validate(payload["run"])
+    results = [SymbolResult.model_validate(s) for s in payload["symbols"]]
+    trades = [t for r in results for t in r.trades]
+    allowed = {t.setup.id for t in trades if t.risk.allowed}
+    assert allowed and len(trades) > len(allowed) + 3
+    report = Report(run, results, max_setups=len(allowed) + 3)
+    console = Console(width=80, record=True, color_system=None)
+    console.print(report.renderable())
+    text = console.export_text()
+    # Every allowed setup, then the three best-ranked refusals; the rest are counted, not listed.
+    ranked = sorted(
+        (t for t in trades if t.setup.id not in allowed),
+        key=lambda t: (t.risk.rank if t.risk.rank is not None else len(trades), t.setup.id),
+    )
+    assert report.visible == allowed | {t.setup.id for t in ranked[:3]}
+    hidden = len(trades) - len(allowed) - 3
+    assert f"{hidden} lower-ranked rejected setup(s)" in text
+    assert f"jax trades list --run {run.id}" in text
+    # --all lists every setup.
+    assert Report(run, results, show_all=True, max_setups=1).visible is None
