@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.plugins.install import install_plugin
 
 from jax_assistant.marketdata import SampleProvider
 
@@ -24,25 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Install the plugin (not the project it depends on) into a private site folder."""
-    site = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(PLUGIN),
-        ],
-        check=True,
-        timeout=300,
-    )
-    assert list(site.glob("jax_sentiment_stage-*.dist-info/entry_points.txt"))
-    return site
+    return install_plugin(PLUGIN, tmp_path_factory.mktemp("site"), "jax_sentiment_stage")
 
 
 def jax(site: Path, tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.plugins.install import install_plugin
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "tests" / "plugins" / "faults"
@@ -57,25 +58,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Install the fault plugin (not the project it depends on) into a private site folder."""
-    site = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(PLUGIN),
-        ],
-        check=True,
-        timeout=300,
-    )
-    assert list(site.glob("jax_fault_stages-*.dist-info/entry_points.txt"))
-    return site
+    return install_plugin(PLUGIN, tmp_path_factory.mktemp("site"), "jax_fault_stages")
 
 
 def env_for(site: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
