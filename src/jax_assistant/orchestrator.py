@@ -386,8 +386,9 @@ class Orchestrator:
             },
         )
         # Built once here only to validate them (strategy, constraints and portfolio files); execute
-        # builds the run's own, bound to the open repository.
-        self.services(provider, run)
+        # builds the run's own, bound to the open repository. A portfolio file's account size is the
+        # sizing base, so it is the account the run records (reports compute "% of account" from it).
+        run.params["accountSize"] = self.services(provider, run).risk.account_size
         return PreparedRun(run=run, provider=provider, stages=stages, unknown=unknown)
 
     async def record_run(self, prepared: PreparedRun) -> None:

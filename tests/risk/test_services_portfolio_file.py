@@ -35,3 +35,13 @@ def test_without_a_portfolio_file_the_settings_account_size_sizes(tmp_path: Path
     orch = Orchestrator(settings)
     risk = orch.services(orch.provider(), run(settings)).risk.candidate(make_setup())
     assert (risk.account_size, risk.position_size) == (20_000, 80)
+
+
+def test_the_run_records_the_portfolio_files_account_size(tmp_path: Path) -> None:
+    from jax_assistant.orchestrator import RunRequest
+
+    portfolio = tmp_path / "portfolio.json"
+    portfolio.write_text(json.dumps({"account_size": 50_000}), encoding="utf-8")
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'jax.db'}", portfolio_path=portfolio)
+    prepared = Orchestrator(settings).prepare_run(RunRequest(symbols=["ACME.SIM"]))
+    assert prepared.run.params["accountSize"] == 50_000  # what sized its trades, not the 10 000 default
