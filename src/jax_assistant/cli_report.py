@@ -230,6 +230,9 @@ class Report:
             # The first (deciding) code only, "+" when there are more: the summary tallies them all.
             codes = [self.codes(v.code) for v in c.violations]
             return "[red]no[/] " + (codes[0] + ("+" if len(codes) > 1 else "") if codes else "?")
+        if t.risk.decision == "candidate":
+            # Passed the per-symbol checks but never allocated (a pipeline without `allocate`).
+            return "[yellow]cand[/]"
         return "[green]ok*[/]" if c.adjustments else "[green]ok[/]"
 
     def notes(self) -> list[str]:
@@ -246,6 +249,11 @@ class Report:
             lines.append(self.codes.line("rejected"))
         lines.append(
             "size: +long -short, cf: confidence %, %: $risk of the account"
+            + (
+                ", cand: not allocated (no allocate stage)"
+                if any(t.risk.decision == "candidate" for r in self.shown() for t in r.trades)
+                else ""
+            )
             + (
                 ", st: ok/deg(raded)/FAIL/canc(elled)"
                 if any(r.status.value != "succeeded" for r in self.shown())

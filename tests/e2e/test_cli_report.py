@@ -186,3 +186,13 @@ def test_a_long_run_shows_the_allowed_and_best_ranked_setups_and_counts_the_rest
     assert f"jax trades list --run {run.id}" in text
     # --all lists every setup.
     assert Report(run, results, show_all=True, max_setups=1).visible is None
+
+
+def test_a_candidate_never_allocated_is_not_shown_as_allowed(jax_env: dict[str, str], tmp_path: Path) -> None:
+    # A pipeline without the allocate barrier stores candidates: they passed the per-symbol checks
+    # but no portfolio decision was made, so the table must not say "ok".
+    pipeline = '["detect_events","generate_trades","calculate_risk","persist"]'
+    text = jax({**jax_env, "JAX_PIPELINE": pipeline}, tmp_path, "run").stdout
+    table = text.split("ev: ")[0]
+    assert " cand" in table and " ok" not in table
+    assert "cand: not allocated (no allocate stage)" in " ".join(text.split())
