@@ -131,7 +131,17 @@ def _install_sqlite_hooks(engine: AsyncEngine | Engine, *, foreign_keys: bool) -
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+class EncodedJson(str):
+    """A JSON document already encoded (by pydantic's serializer, NaN/Infinity as null): a JSON column
+    stores it as it is instead of encoding a parsed copy again. Used for the large work-item payloads
+    of checkpoints and dead letters, where ``json.dumps`` was the writer's biggest cost."""
+
+    __slots__ = ()
+
+
 def _json_dumps(value: Any) -> str:
+    if isinstance(value, EncodedJson):
+        return str.__str__(value)
     # PostgreSQL rejects NaN/Infinity in JSON while SQLite would store them as invalid JSON;
     # refuse them up front so both backends behave alike (the repository maps them to null).
     return json.dumps(value, allow_nan=False)

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json
 from sqlalchemy import ColumnElement, Connection, Executable, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -39,7 +39,7 @@ from jax_assistant.domain import (
     TradeRecord,
     utc_now,
 )
-from jax_assistant.storage.db import Database
+from jax_assistant.storage.db import Database, EncodedJson
 from jax_assistant.storage.tables import (
     AuditEventRow,
     Base,
@@ -106,13 +106,13 @@ def _unique_by_id(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_id[key] for key in sorted(by_id)]
 
 
-def _as_json(item: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+def _as_json(item: BaseModel | Mapping[str, Any]) -> EncodedJson:
+    """``item`` encoded once, straight to JSON text (the same values ``model_dump(mode="json")`` /
+    ``to_jsonable_python`` would give, NaN and Infinity as null): no intermediate copy, and the
+    column stores the text as it is (see ``EncodedJson``)."""
     if isinstance(item, BaseModel):
-        return item.model_dump(mode="json")
-    data = to_jsonable_python(dict(item), by_alias=False, inf_nan_mode="null")
-    if not isinstance(data, dict):  # pragma: no cover - a Mapping always converts to a dict
-        raise TypeError("item must serialise to a JSON object")
-    return data
+        return EncodedJson(item.model_dump_json())
+    return EncodedJson(to_json(dict(item), by_alias=False, inf_nan_mode="null").decode())
 
 
 # --------------------------------------------------------------------------- domain <-> rows
