@@ -143,7 +143,7 @@ class EncodedJson(str):
     __slots__ = ()
 
 
-def _json_dumps(value: Any) -> str:
+def encode_json(value: Any) -> str:
     if isinstance(value, EncodedJson):
         return str.__str__(value)
     # PostgreSQL rejects NaN/Infinity in JSON while SQLite would store them as invalid JSON;
@@ -158,7 +158,7 @@ def build_engine(url: str, *, for_migrations: bool = False, **kwargs: Any) -> As
     since table rebuilds in batch migrations would otherwise cascade deletes into child tables.
     """
     url = normalise_database_url(url)
-    kwargs.setdefault("json_serializer", _json_dumps)
+    kwargs.setdefault("json_serializer", encode_json)
     if for_migrations:
         kwargs.setdefault("poolclass", pool.NullPool)
     engine = create_async_engine(url, **kwargs)
@@ -191,7 +191,7 @@ def build_sync_writer(url: str) -> Engine | None:
         return None
     engine = create_engine(
         parsed.set(drivername="sqlite+pysqlite"),
-        json_serializer=_json_dumps,
+        json_serializer=encode_json,
         # One connection, used only from the writer's own thread.
         poolclass=pool.QueuePool,
         pool_size=1,
