@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import event, select, text
@@ -157,3 +158,18 @@ async def test_batches_reuse_one_compiled_statement_per_table(db: Database, repo
     inserts = [s for s in log.statements if s.startswith("INSERT INTO decisions")]
     assert len(inserts) == 3 and len(set(inserts)) == 1
     assert await count_rows(db, DecisionRow) == 2 * 38
+
+
+async def test_risk_text_is_json_dumps_and_the_same_in_trades_and_decisions(
+    db: Database, repo: Repository
+) -> None:
+    """The risk JSON is encoded once for both tables, as the text ``json.dumps`` gives: stored payloads
+    stay byte-identical to what encoding each column separately gave (the "same stored rows" check)."""
+    await repo.create_run(make_run("run-1"))
+    records = [make_trade("s-1"), make_trade("s-2")]
+    await repo.write_batch([RecordsWrite("run-1", [], records)])
+    async with db.engine.connect() as conn:
+        decided = dict((await conn.execute(text("select setup_id, cast(risk as text) from decisions"))).all())
+        traded = dict((await conn.execute(text("select id, cast(risk as text) from trades"))).all())
+    expected = {r.setup.id: json.dumps(r.risk.model_dump(mode="json"), allow_nan=False) for r in records}
+    assert decided == traded == expected

@@ -18,7 +18,7 @@ from tests.storage.factories import make_run
 
 from jax_assistant.domain import RunStatus
 from jax_assistant.storage import Repository, open_database
-from jax_assistant.storage.db import MIGRATIONS_DIR, alembic_config, build_engine, migrate
+from jax_assistant.storage.db import HEAD_REVISION, MIGRATIONS_DIR, alembic_config, build_engine, migrate
 from jax_assistant.storage.tables import ALL_TABLES, Base
 
 HEAD = "0003_decisions_leases"
@@ -59,7 +59,36 @@ def test_migrations_ship_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
-    assert heads == [HEAD]
+    assert heads == [HEAD] == [HEAD_REVISION]  # a new migration must move HEAD_REVISION too
+
+
+# A fresh process opening a database: is Alembic ever loaded?
+_OPEN = """
+import asyncio, sys
+from jax_assistant.storage import open_database
+async def main():
+    db = await open_database(sys.argv[1])
+    await db.close()
+asyncio.run(main())
+print("alembic" in sys.modules)
+"""
+
+
+async def _opens_with_alembic(url: str) -> bool:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _OPEN, url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode().strip() == "True"
+
+
+async def test_a_database_at_head_opens_without_alembic(database_url: str) -> None:
+    await migrate(database_url, "0002_symbol_extras")
+    assert await _opens_with_alembic(database_url)  # behind: migrated
+    assert await _inspect(database_url, _version) == HEAD
+    assert not await _opens_with_alembic(database_url)  # at head: nothing to load or run
+    assert await _inspect(database_url, _diff) == []
 
 
 async def test_upgrade_creates_every_table(database_url: str) -> None:

@@ -99,6 +99,7 @@ class CsvProvider:
         self._frames, self._latest = self._load()
         self._symbols = sorted(set(self._frames) | set(self._row_issues))
         self.load_seconds = perf_counter() - started
+        self._known = frozenset(self._symbols)  # what bars() accepts (set lookup)
 
         if self._wanted is not None:
             for sym in sorted(self._wanted - set(self._symbols)):
@@ -319,22 +320,27 @@ class CsvProvider:
 
     def _series(self, key: str, as_of: date | None = None) -> BarSeries:
         """Clean bars of ``key`` from the raw rows dated <= ``as_of`` only (causal cleaning)."""
+        if key not in self._known:
+            raise self._unknown(key)
+        raw = self._raw(key)  # the parsed rows never change: no lock needed to read them
+        cut: np.datetime64 | None = None
+        if raw is not None and as_of is not None and raw.last is not None:
+            # Key the cache by the last row on or before as_of: a weekend as-of and the Friday
+            # give the same cleaning, and an as-of at or past the end is the whole history.
+            day = np.datetime64(as_of, "D")
+            if day < raw.last:
+                on_or_before = raw.dates[raw.dates <= day]
+                if on_or_before.size == 0:
+                    return _empty(key)
+                cut = on_or_before.max()
+        cache_key: date | None = None if cut is None else _day(cut)
+        # A series already cleaned is returned without the lock: the event loop asks for it again
+        # in later stages and must not wait while a worker thread cleans another symbol.
+        cached = self._cache.get(key, {}).get(cache_key)
+        if cached is not None:
+            return cached
         with self._lock:  # the orchestrator may ask for the same symbol from several threads
-            if key not in self._symbols:
-                raise self._unknown(key)
-            raw = self._raw(key)
-            cut: np.datetime64 | None = None
-            if raw is not None and as_of is not None and raw.last is not None:
-                # Key the cache by the last row on or before as_of: a weekend as-of and the Friday
-                # give the same cleaning, and an as-of at or past the end is the whole history.
-                day = np.datetime64(as_of, "D")
-                if day < raw.last:
-                    on_or_before = raw.dates[raw.dates <= day]
-                    if on_or_before.size == 0:
-                        return _empty(key)
-                    cut = on_or_before.max()
             per_symbol = self._cache.setdefault(key, {})
-            cache_key: date | None = None if cut is None else _day(cut)
             cached = per_symbol.get(cache_key)
             if cached is not None:
                 return cached

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json
 from sqlalchemy import ColumnElement, Connection, Executable, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -39,7 +39,7 @@ from jax_assistant.domain import (
     TradeRecord,
     utc_now,
 )
-from jax_assistant.storage.db import Database
+from jax_assistant.storage.db import Database, EncodedJson, encode_json
 from jax_assistant.storage.tables import (
     AuditEventRow,
     Base,
@@ -106,13 +106,13 @@ def _unique_by_id(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_id[key] for key in sorted(by_id)]
 
 
-def _as_json(item: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+def _as_json(item: BaseModel | Mapping[str, Any]) -> EncodedJson:
+    """``item`` encoded once, straight to JSON text (the same values ``model_dump(mode="json")`` /
+    ``to_jsonable_python`` would give, NaN and Infinity as null): no intermediate copy, and the
+    column stores the text as it is (see ``EncodedJson``)."""
     if isinstance(item, BaseModel):
-        return item.model_dump(mode="json")
-    data = to_jsonable_python(dict(item), by_alias=False, inf_nan_mode="null")
-    if not isinstance(data, dict):  # pragma: no cover - a Mapping always converts to a dict
-        raise TypeError("item must serialise to a JSON object")
-    return data
+        return EncodedJson(item.model_dump_json())
+    return EncodedJson(to_json(dict(item), by_alias=False, inf_nan_mode="null").decode())
 
 
 # --------------------------------------------------------------------------- domain <-> rows
@@ -181,7 +181,16 @@ def _event_from_row(row: EventRow) -> Event:
     return Event(id=row.id, symbol=row.symbol, type=row.type, time=row.time, payload=row.payload)
 
 
-def _trade_values(record: TradeRecord, run_id: str | None, simulated: bool) -> dict[str, Any]:
+def _risk_json(record: TradeRecord) -> EncodedJson:
+    """The decision's JSON text, exactly as the column would encode it (``json.dumps`` of the
+    ``model_dump``): computed once per record and stored in both ``trades.risk`` and
+    ``decisions.risk``, byte for byte what encoding each separately gave."""
+    return EncodedJson(encode_json(record.risk.model_dump(mode="json")))
+
+
+def _trade_values(
+    record: TradeRecord, run_id: str | None, simulated: bool, risk: EncodedJson | None = None
+) -> dict[str, Any]:
     setup = record.setup
     return {
         "id": setup.id,
@@ -192,7 +201,7 @@ def _trade_values(record: TradeRecord, run_id: str | None, simulated: bool) -> d
         "allowed": record.risk.allowed,
         "position_size": record.risk.position_size,
         "setup": setup.model_dump(mode="json"),
-        "risk": record.risk.model_dump(mode="json"),
+        "risk": risk if risk is not None else record.risk.model_dump(mode="json"),
         "event": record.event.model_dump(mode="json") if record.event is not None else None,
         "created_at": record.created_at,
         "first_run_id": run_id,
@@ -200,7 +209,7 @@ def _trade_values(record: TradeRecord, run_id: str | None, simulated: bool) -> d
     }
 
 
-def _decision_values(record: TradeRecord, run_id: str) -> dict[str, Any]:
+def _decision_values(record: TradeRecord, run_id: str, risk_json: EncodedJson) -> dict[str, Any]:
     risk = record.risk
     return {
         "run_id": run_id,
@@ -213,7 +222,7 @@ def _decision_values(record: TradeRecord, run_id: str) -> dict[str, Any]:
         "risk_percent": risk.risk_percent,
         # The whole RiskResult, so fields added to it later are stored without a schema change. No
         # wall clock inside: the same inputs give byte-identical payloads at any concurrency.
-        "risk": risk.model_dump(mode="json"),
+        "risk": risk_json,
         # TradeRecord.created_at is when this run made the record (wall clock): its own column.
         "decided_at": record.created_at,
     }
@@ -537,14 +546,22 @@ class Repository:
             EventRow,
             _unique_by_id(_event_values(e, r.run_id, flags[r.run_id]) for r in records for e in r.events),
         )
+        risk_json = {id(t): _risk_json(t) for r in records for t in r.trades}
         ignore(
             TradeRow,
-            _unique_by_id(_trade_values(t, r.run_id, flags[r.run_id]) for r in records for t in r.trades),
+            _unique_by_id(
+                _trade_values(t, r.run_id, flags[r.run_id], risk_json[id(t)])
+                for r in records
+                for t in r.trades
+            ),
         )
         # Upsert: a resumed run that decides again replaces its own earlier decision, never another's.
         upsert(
             DecisionRow,
-            _last_by((_decision_values(t, r.run_id) for r in records for t in r.trades), _DECISION_KEY),
+            _last_by(
+                (_decision_values(t, r.run_id, risk_json[id(t)]) for r in records for t in r.trades),
+                _DECISION_KEY,
+            ),
             _DECISION_KEY,
         )
         results = (_symbol_result_values(op.result) for op in ops if isinstance(op, SymbolResultWrite))
