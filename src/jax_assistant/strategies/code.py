@@ -13,7 +13,7 @@ Setups carry ``eventId = None``: they come from indicators, not from a detected 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
@@ -166,12 +166,25 @@ class IndicatorStrategy(ABC):
         stop = entry - sign * self.stop_atr * a
         if stop <= 0:
             return None  # an ATR larger than half the price: no meaningful long stop
-        targets = [entry + sign * m * a for m in self.target_atr]
+        return self._make(bars, i, direction, stop, f"{self.stop_atr:g}xATR14 ({a:.2f})", self.target_atr)
+
+    def _make(
+        self,
+        bars: _Bars,
+        i: int,
+        direction: Direction,
+        stop: float,
+        stop_note: str,
+        target_atr: Sequence[float],
+    ) -> TradeSetup:
+        """The setup at session ``i``: entry at its close, targets ``target_atr`` ATRs away."""
+        s = bars.series
+        entry, a = float(s.close[i]), float(bars.atr[i])
+        sign = 1.0 if direction is Direction.LONG else -1.0
+        targets = [entry + sign * m * a for m in target_atr]
         session = s.date_at(i)
-        notes = (
-            f"entry {entry:.2f} = session close; stop {stop:.2f} = {self.stop_atr:g}xATR14 ({a:.2f}); "
-            "targets "
-            + ", ".join(f"{t:.2f} ({m:g}xATR)" for t, m in zip(targets, self.target_atr, strict=True))
+        notes = f"entry {entry:.2f} = session close; stop {stop:.2f} = {stop_note}; targets " + ", ".join(
+            f"{t:.2f} ({m:g}xATR)" for t, m in zip(targets, target_atr, strict=True)
         )
         return TradeSetup(
             id=setup_id(self.id, s.symbol, session),
@@ -328,25 +341,7 @@ class MaCrossover(IndicatorStrategy):
             stop_note = f"SMA50 {slow:.2f} {'-' if sign > 0 else '+'} ATR14 ({a:.2f})"
         if stop <= 0 or (entry - stop) * sign <= 0:
             return None  # no meaningful stop on the losing side of the entry
-        targets = [entry + sign * m * a for m in mults]
-        session = s.date_at(i)
-        notes = f"entry {entry:.2f} = session close; stop {stop:.2f} = {stop_note}; targets " + ", ".join(
-            f"{t:.2f} ({m:g}xATR)" for t, m in zip(targets, mults, strict=True)
-        )
-        return TradeSetup(
-            id=setup_id(self.id, s.symbol, session),
-            symbol=s.symbol,
-            direction=direction,
-            entry=entry,
-            stop=stop,
-            targets=targets,
-            event_id=None,
-            strategy_id=self.id,
-            notes=notes,
-            confidence=self.confidence(bars, i, direction),
-            reason=self._reason(bars, i, direction),
-            time=session_time(session),
-        )
+        return self._make(bars, i, direction, stop, stop_note, mults)
 
     def _reason(self, bars: _Bars, i: int, direction: Direction) -> str:
         golden = self._masks(bars)[0]
