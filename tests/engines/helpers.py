@@ -27,6 +27,7 @@ from jax_assistant.pipeline.services import Services
 from jax_assistant.risk import RiskManager, load_risk_constraints
 from jax_assistant.risk.portfolio import PortfolioBook, PortfolioState
 from jax_assistant.storage import Repository
+from jax_assistant.storage.repository import WriteOp
 from jax_assistant.strategies.registry import StrategyRegistry
 
 BACKENDS = [
@@ -176,3 +177,15 @@ def order_independent_constraints(path: Path) -> Path:
     )
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
+
+
+class BatchRecorder(Repository):
+    """Real storage that remembers which ops each committed batch held."""
+
+    def __init__(self, inner: Repository) -> None:
+        super().__init__(inner._db)
+        self.batches: list[list[WriteOp]] = []
+
+    async def write_batch(self, ops: Sequence[WriteOp]) -> None:
+        await super().write_batch(ops)
+        self.batches.append(list(ops))

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from tests.engines.helpers import FnStage, make_engine, policy, run_symbols, stage_of
+from tests.engines.helpers import BatchRecorder, FnStage, make_engine, policy, run_symbols, stage_of
 
 from jax_assistant.domain import RunStatus, StageStatus, SymbolStatus
 from jax_assistant.pipeline.base import StageContext, StageOutput, TransientError, WorkItem
@@ -294,18 +294,6 @@ async def test_a_storage_fault_fails_only_the_symbol_it_hit(repository: Reposito
     assert (letter.symbol, letter.stage) == ("CCC", "engine")
     # The item in the dead letter knows which stage finished, so a retry continues after it.
     assert WorkItem.model_validate(letter.item).completed_stages == ["first"]
-
-
-class BatchRecorder(Repository):
-    """Real storage that remembers which ops each committed batch held."""
-
-    def __init__(self, inner: Repository) -> None:
-        super().__init__(inner._db)
-        self.batches: list[list[WriteOp]] = []
-
-    async def write_batch(self, ops: Sequence[WriteOp]) -> None:
-        await super().write_batch(ops)
-        self.batches.append(list(ops))
 
 
 async def test_a_required_failure_is_stored_in_one_commit(repository: Repository, clock: FakeClock) -> None:

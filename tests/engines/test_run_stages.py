@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.engines.helpers import FnStage, by_symbol, make_engine, policy, run_symbols, start
+from tests.engines.helpers import BatchRecorder, FnStage, by_symbol, make_engine, policy, run_symbols, start
 
 from jax_assistant.config import EngineConfig, Settings
 from jax_assistant.domain import RunStatus, StageStatus, SymbolResult, SymbolStatus
@@ -24,8 +24,7 @@ from jax_assistant.pipeline.plugins import build_pipeline, describe
 from jax_assistant.pipeline.policy import StagePolicy
 from jax_assistant.pipeline.resilience import FakeClock
 from jax_assistant.storage import Repository
-from jax_assistant.storage.repository import CheckpointWrite, WriteOp
-from jax_assistant.storage.repository import Repository as _Repo
+from jax_assistant.storage.repository import CheckpointWrite
 
 SYMBOLS = ["DDD", "AAA", "CCC", "BBB", "EEE", "FFF"]  # run order is not alphabetical on purpose
 HANG_GUARD_S = 20.0
@@ -296,16 +295,6 @@ async def test_failed_per_symbol_fails_or_degrades_just_those(
         assert sorted(post.calls) == sorted(set(SYMBOLS) - set(refused))
     else:
         assert letters == {} and sorted(post.calls) == sorted(SYMBOLS)
-
-
-class BatchRecorder(_Repo):
-    def __init__(self, inner: Repository) -> None:
-        super().__init__(inner._db)
-        self.batches: list[list[WriteOp]] = []
-
-    async def write_batch(self, ops: Sequence[WriteOp]) -> None:
-        await super().write_batch(ops)
-        self.batches.append(list(ops))
 
 
 async def test_the_barrier_checkpoints_commit_in_one_write(repository: Repository, clock: FakeClock) -> None:

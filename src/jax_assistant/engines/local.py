@@ -433,6 +433,17 @@ class LocalEngine:
 
     # ------------------------------------------------------------------ one symbol
 
+    def _context(self, run: Run, stage: str, as_of: date) -> StageContext:
+        """What a stage (per-symbol or run-level) may use besides its items."""
+        return StageContext(
+            run_id=run.id,
+            correlation_id=run.correlation_id,
+            as_of=as_of,
+            services=self.services,
+            params=run.params,
+            stage=stage,
+        )
+
     async def _process_symbol(self, run: Run, lv: _Live, end: int) -> SymbolResult | None:
         """Run ``lv`` up to stage ``end``: its final result, or None when it reached a barrier."""
         lv.started = True
@@ -499,14 +510,7 @@ class LocalEngine:
         self, run: Run, stage: Stage, item: WorkItem, snap: dict[str, Any]
     ) -> tuple[StageResult, WorkItem | None, dict[str, Any] | None]:
         """One per-symbol stage under its policies: (result, output item and its snapshot if it passed)."""
-        ctx = StageContext(
-            run_id=run.id,
-            correlation_id=run.correlation_id,
-            as_of=item.as_of,
-            services=self.services,
-            params=run.params,
-            stage=stage.name,
-        )
+        ctx = self._context(run, stage.name, item.as_of)
         calls = 0
 
         def call() -> Awaitable[Any]:
@@ -676,14 +680,7 @@ class LocalEngine:
         stage = cast(RunStage, self.stages[seq])
         symbols = [lv.item.symbol for lv in arrived]
         given = set(symbols)
-        ctx = StageContext(
-            run_id=run.id,
-            correlation_id=run.correlation_id,
-            as_of=run.as_of or arrived[0].item.as_of,
-            services=self.services,
-            params=run.params,
-            stage=stage.name,
-        )
+        ctx = self._context(run, stage.name, run.as_of or arrived[0].item.as_of)
         calls = 0
 
         def call() -> Awaitable[Any]:
