@@ -292,8 +292,11 @@ async def test_a_storage_fault_fails_only_the_symbol_it_hit(repository: Reposito
     assert all(results[s].status is SymbolStatus.SUCCEEDED for s in ("AAA", "BBB", "DDD"))
     (letter,) = await repository.list_dead_letters(run_id=run.id)
     assert (letter.symbol, letter.stage) == ("CCC", "engine")
-    # The item in the dead letter knows which stage finished, so a retry continues after it.
-    assert WorkItem.model_validate(letter.item).completed_stages == ["first"]
+    # Checkpoints are written behind: the fault surfaces at the symbol's final write, so the item in the
+    # dead letter is the one both stages finished (a retry continues after them, not from scratch).
+    assert WorkItem.model_validate(letter.item).completed_stages == ["first", "second"]
+    # The failed symbol's result was not stored as if it had succeeded.
+    assert "CCC" not in {r.symbol for r in await repository.get_symbol_results(run.id)}
 
 
 async def test_a_required_failure_is_stored_in_one_commit(repository: Repository, clock: FakeClock) -> None:

@@ -69,3 +69,39 @@ async def test_close_waits_for_queued_writes() -> None:
     await writer.aclose()
     assert sum(len(b) for b in repo.batches) == 30
     await asyncio.gather(*tasks)
+
+
+async def test_behind_writes_are_claimed_by_their_keys_next_write() -> None:
+    repo = RecordingRepo()
+    writer = GroupCommitWriter(repo)  # type: ignore[arg-type]
+    writer.write_behind("S", op(1))
+    writer.write_behind("S", op(2))
+    writer.write_behind("T", op(3))
+    await writer.write(op(4), keys=["S"])
+    # S's queued behind writes went out with (or before) its own write, in their order.
+    batch = next(b for b in repo.batches if "a4" in b)
+    assert [i for i in batch if i in ("a1", "a2", "a4")] == ["a1", "a2", "a4"]
+    await writer.aclose()
+    assert sorted(i for b in repo.batches for i in b) == ["a1", "a2", "a3", "a4"]  # T's flushed on close
+
+
+async def test_a_failed_behind_write_fails_its_keys_next_write_and_nothing_of_it_lands() -> None:
+    repo = RecordingRepo(poison="a1")
+    writer = GroupCommitWriter(repo)  # type: ignore[arg-type]
+    writer.write_behind("S", op(1))
+    await asyncio.sleep(0.01)  # the behind write is committed (and fails) before S writes again
+    with pytest.raises(OSError, match="a1"):
+        await writer.write(op(2), keys=["S"])
+    await writer.write(op(3), keys=["S"])  # the error is reported once, to S's next write
+    await writer.aclose()
+    assert sorted(i for b in repo.batches for i in b) == ["a3"]
+
+
+async def test_a_behind_write_claimed_while_queued_fails_with_the_write_that_took_it() -> None:
+    repo = RecordingRepo(poison="a1")
+    writer = GroupCommitWriter(repo)  # type: ignore[arg-type]
+    writer.write_behind("S", op(1))
+    with pytest.raises(OSError, match="a1"):
+        await writer.write(op(2), keys=["S"])  # took a1 into its own atomic write: a2 must not land
+    await writer.aclose()
+    assert all("a2" not in b for b in repo.batches)

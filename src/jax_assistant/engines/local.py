@@ -459,7 +459,7 @@ class LocalEngine:
                     if out is not None and snap is not None:
                         # A stage that returned `degraded` did its work: keep its output, degrade the symbol.
                         lv.degraded = lv.degraded or result.status is StageStatus.DEGRADED
-                        await self._advance(run, lv, seq, result, out, snap)
+                        self._advance(run, lv, seq, result, out, snap)
                         continue
                     # failed / timed_out / short_circuited
                     if stage.policy.required:
@@ -477,7 +477,7 @@ class LocalEngine:
                     # Optional stage: record it as degraded and go on with the item as it was before it.
                     lv.stages[-1] = result = _as_optional(result)
                     lv.degraded = True
-                    await self._advance(run, lv, seq, result, _restore(lv.snap), lv.snap)
+                    self._advance(run, lv, seq, result, _restore(lv.snap), lv.snap)
                 if end == len(self.stages):
                     status = SymbolStatus.DEGRADED if lv.degraded else SymbolStatus.SUCCEEDED
                     return await self._finish(run, lv, status, None)
@@ -490,14 +490,14 @@ class LocalEngine:
         finally:
             self._set_in_flight(-1)
 
-    async def _advance(
+    def _advance(
         self, run: Run, lv: _Live, seq: int, result: StageResult, item: WorkItem, snap: dict[str, Any]
     ) -> None:
-        """``lv`` passed stage ``seq`` with ``item`` (its JSON snapshot ``snap``): checkpoint and move on."""
+        """``lv`` passed stage ``seq`` with ``item`` (its JSON snapshot ``snap``): checkpoint, move on."""
         lv.item = _completed(item, result.stage)
         lv.snap = {**snap, "completed_stages": list(lv.item.completed_stages)}
         lv.next_stage = seq + 1
-        await self._checkpoint(run, lv.item.symbol, lv.snap, seq, result)
+        self._checkpoint(run, lv.item.symbol, lv.snap, seq, result)
 
     def _failure_ops(self, run: Run, lv: _Live, seq: int, result: StageResult) -> list[WriteOp]:
         error = f"{result.stage}: {result.error or result.reason or result.status.value}"
@@ -745,7 +745,7 @@ class LocalEngine:
             ops += self._checkpoint_ops(run, sym, lv.snap, seq, res)
         try:
             if self._writer is not None:
-                await self._writer.write(*ops)
+                await self._writer.write(*ops, keys=[(run.id, s) for s in symbols])
         except Exception as exc:  # storage failed: nobody passed the barrier
             error = f"engine: {type(exc).__name__}: {exc}"
             for lv in arrived:
@@ -764,12 +764,13 @@ class LocalEngine:
 
     # ------------------------------------------------------------------ persistence
 
-    async def _checkpoint(
-        self, run: Run, symbol: str, snap: dict[str, Any], seq: int, result: StageResult
-    ) -> None:
+    def _checkpoint(self, run: Run, symbol: str, snap: dict[str, Any], seq: int, result: StageResult) -> None:
         if self._writer is not None:
             # The checkpoint and its audit row commit together: a crash cannot keep one and lose the other.
-            await self._writer.write(*self._checkpoint_ops(run, symbol, snap, seq, result))
+            # Write-behind: the symbol goes on without waiting for the commit. A checkpoint lost in a crash
+            # only means its stage is redone on resume; the symbol's terminal write claims (or waits for)
+            # it and fails the symbol if it could not be stored.
+            self._writer.write_behind((run.id, symbol), *self._checkpoint_ops(run, symbol, snap, seq, result))
 
     def _checkpoint_ops(
         self, run: Run, symbol: str, snap: dict[str, Any], seq: int, result: StageResult
@@ -867,7 +868,7 @@ class LocalEngine:
         if persist and self._writer is not None:
             ops = [*extra_ops, *self._finish_ops(run, lv, result)]
             try:
-                await self._writer.write(*ops)
+                await self._writer.write(*ops, keys=((run.id, lv.item.symbol),))
             except Exception:
                 # A failed symbol's final bookkeeping is best effort once its dead letter is stored; when
                 # the dead letter rides in this write, the failure must surface (the caller then parks it

@@ -1,10 +1,19 @@
 """Group commit for the engine's bookkeeping writes (checkpoints, audit rows, results, dead letters).
 
-Each symbol still awaits its own checkpoint before its next stage starts, so durability is exactly
-that of one-transaction-per-write. But while one batch is being committed, the writes of every
-other symbol in flight queue up and go out together in the next transaction: with N symbols in
-flight, roughly N times fewer commits. On SQLite a commit costs ~2 ms of mostly fixed overhead, so
-without this the bookkeeping, not the stages, would set the pace of a run.
+While one batch is being committed, the writes of every symbol in flight queue up and go out together
+in the next transaction: with N symbols in flight, roughly N times fewer commits. On SQLite a commit
+costs ~2 ms of mostly fixed overhead, so without this the bookkeeping, not the stages, would set the
+pace of a run.
+
+Two kinds of write:
+
+* ``write``: durable when it returns (a symbol's final result, a barrier's checkpoints, records).
+* ``write_behind``: queued, not awaited (a stage's checkpoint and audit row). A checkpoint lost in a
+  crash only means a deterministic stage is redone on resume, so a symbol need not wait a commit
+  between stages. A behind write is tied to a key (the symbol): the key's next ``write`` takes the
+  key's behind writes that are still queued into its own atomic write, waits for those already being
+  committed, and raises if any of them failed. So a symbol never ends ``succeeded`` while one of its
+  checkpoints failed to store, and its behind writes always commit no later than its result.
 
 It is also the run's ``RunStorage`` (``Services.storage``): the persist stage's records go through the
 same queue, so there is one writer per run and no second stream of transactions competing for SQLite's
@@ -15,7 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from jax_assistant.domain import Event, TradeRecord
 from jax_assistant.storage.repository import RecordsWrite, Repository, SymbolResultWrite, WriteOp
@@ -25,27 +35,46 @@ _Recorded = tuple[list[Event], list[TradeRecord]]
 _LINGER_PASSES = 1
 
 
+@dataclass(eq=False, slots=True)
+class _Entry:
+    """One caller's writes (atomic together) and the futures settled with their commit."""
+
+    ops: list[WriteOp]
+    future: asyncio.Future[None]
+    # Futures of behind writes merged into this entry: they share its outcome.
+    merged: list[asyncio.Future[None]] = field(default_factory=list)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    # A behind write's error is raised by its key's next write; nobody else awaits it, so mark it
+    # retrieved (asyncio would otherwise log "exception was never retrieved").
+    if not future.cancelled():
+        future.exception()
+
+
 class GroupCommitWriter:
     def __init__(self, repository: Repository, *, max_batch_ops: int = 2000) -> None:
         self.repository = repository
         self.max_batch_ops = max_batch_ops
-        self._pending: list[tuple[Sequence[WriteOp], asyncio.Future[None]]] = []
+        self._pending: list[_Entry] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # commits made (for tests and benchmarks)
         # (run, symbol) -> the events and trades already stored through ``save_records``.
         self._recorded: dict[tuple[str, str], _Recorded] = {}
+        # key -> its behind writes not yet claimed by one of its own writes.
+        self._behind: dict[Hashable, list[_Entry]] = {}
 
     async def save_records(
         self, run_id: str, symbol: str, events: Sequence[Event], trades: Sequence[TradeRecord]
     ) -> None:
         """``RunStorage``: store a symbol's events, setups and this run's decisions (group-committed)."""
-        await self.write(RecordsWrite(run_id, list(events), list(trades)))
+        await self.write(RecordsWrite(run_id, list(events), list(trades)), keys=((run_id, symbol),))
         self._recorded[(run_id, symbol)] = (list(events), list(trades))
 
-    def _without_stored_records(self, ops: Sequence[WriteOp]) -> Sequence[WriteOp]:
+    def _without_stored_records(self, ops: Sequence[WriteOp]) -> list[WriteOp]:
         if not self._recorded:
-            return ops
+            return list(ops)
         out: list[WriteOp] = []
         for op in ops:
             if isinstance(op, SymbolResultWrite) and op.records:
@@ -57,20 +86,52 @@ class GroupCommitWriter:
             out.append(op)
         return out
 
-    async def write(self, *ops: WriteOp) -> None:
-        """Durably write ``ops`` (atomically together) and return once they are committed."""
-        ops = tuple(self._without_stored_records(ops))
+    def write_behind(self, key: Hashable, *ops: WriteOp) -> None:
+        """Queue ``ops`` (atomically together) without waiting; ``key``'s next ``write`` settles them."""
+        entry = _Entry(self._without_stored_records(ops), asyncio.get_running_loop().create_future())
+        entry.future.add_done_callback(_retrieve)
+        self._behind.setdefault(key, []).append(entry)
+        self._enqueue(entry)
+
+    async def write(self, *ops: WriteOp, keys: Iterable[Hashable] = ()) -> None:
+        """Durably write ``ops`` (atomically together) and return once they are committed.
+
+        The behind writes of ``keys`` commit first or within this write; if one of them failed, this
+        raises its error and writes nothing.
+        """
+        own = self._without_stored_records(ops)
+        claimed: list[_Entry] = []
+        for key in keys:
+            claimed.extend(self._behind.pop(key, ()))
+        queued = {id(e) for e in self._pending}
+        merged_ops: list[WriteOp] = []
+        merged: list[_Entry] = []
+        for entry in claimed:
+            if id(entry) in queued:
+                merged.append(entry)
+                merged_ops.extend(entry.ops)
+            else:
+                await entry.future  # being committed (or done): raises if it failed
+        if merged:
+            # Not taken yet: they leave the queue and go out inside this write, in their order.
+            gone = {id(e) for e in merged}
+            self._pending = [e for e in self._pending if id(e) not in gone]
+        entry = _Entry([*merged_ops, *own], asyncio.get_running_loop().create_future())
+        entry.merged = [e.future for e in merged]
+        self._enqueue(entry)
+        await entry.future
+
+    def _enqueue(self, entry: _Entry) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="jax-group-commit")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((ops, future))
+        self._pending.append(entry)
         self._wake.set()
-        await future
 
     async def aclose(self) -> None:
-        """Finish what is queued, then stop the writer task."""
+        """Finish what is queued (behind writes too), then stop the writer task."""
         if self._task is not None and not self._task.done():
             await self.write()  # batches are FIFO: an empty write returns once all earlier ones are in
+        self._behind.clear()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -88,42 +149,44 @@ class GroupCommitWriter:
                     await asyncio.sleep(0)
                 await self._commit(self._take())
 
-    def _take(self) -> list[tuple[Sequence[WriteOp], asyncio.Future[None]]]:
-        batch: list[tuple[Sequence[WriteOp], asyncio.Future[None]]] = []
-        size = 0
-        while self._pending and (not batch or size + len(self._pending[0][0]) <= self.max_batch_ops):
-            entry = self._pending.pop(0)
-            batch.append(entry)
-            size += len(entry[0])
+    def _take(self) -> list[_Entry]:
+        size, n = 0, 0
+        for entry in self._pending:
+            if n and size + len(entry.ops) > self.max_batch_ops:
+                break
+            size += len(entry.ops)
+            n += 1
+        batch, self._pending = self._pending[:n], self._pending[n:]
         return batch
 
-    async def _commit(self, batch: list[tuple[Sequence[WriteOp], asyncio.Future[None]]]) -> None:
+    async def _commit(self, batch: list[_Entry]) -> None:
         try:
-            await self.repository.write_batch([op for ops, _ in batch for op in ops])
+            await self.repository.write_batch([op for entry in batch for op in entry.ops])
             self.batches += 1
         except Exception as exc:
             if len(batch) == 1:
-                _settle(batch[0][1], exc)
+                _settle(batch[0], exc)
                 return
             # One bad write must not fail its neighbours: retry each caller's writes on their own so
             # the error reaches only the symbol it belongs to.
-            for ops, future in batch:
+            for entry in batch:
                 try:
-                    await self.repository.write_batch(ops)
+                    await self.repository.write_batch(entry.ops)
                     self.batches += 1
                 except Exception as own:
-                    _settle(future, own)
+                    _settle(entry, own)
                 else:
-                    _settle(future, None)
+                    _settle(entry, None)
             return
-        for _, future in batch:
-            _settle(future, None)
+        for entry in batch:
+            _settle(entry, None)
 
 
-def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
-    if future.done():  # its caller was cancelled meanwhile
-        return
-    if exc is None:
-        future.set_result(None)
-    else:
-        future.set_exception(exc)
+def _settle(entry: _Entry, exc: BaseException | None) -> None:
+    for future in (entry.future, *entry.merged):
+        if future.done():  # its caller was cancelled meanwhile
+            continue
+        if exc is None:
+            future.set_result(None)
+        else:
+            future.set_exception(exc)
