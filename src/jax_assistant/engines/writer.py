@@ -43,6 +43,8 @@ class _Entry:
     future: asyncio.Future[None]
     # Futures of behind writes merged into this entry: they share its outcome.
     merged: list[asyncio.Future[None]] = field(default_factory=list)
+    taken: bool = False  # in a batch being committed (or committed)
+    claimed: bool = False  # merged into a later write while queued: the batch skips it
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -103,19 +105,16 @@ class GroupCommitWriter:
         claimed: list[_Entry] = []
         for key in keys:
             claimed.extend(self._behind.pop(key, ()))
-        queued = {id(e) for e in self._pending}
         merged_ops: list[WriteOp] = []
         merged: list[_Entry] = []
-        for entry in claimed:
-            if id(entry) in queued:
+        for entry in claimed:  # in queue order
+            if entry.taken:
+                await entry.future  # being committed (or done): raises if it failed
+            else:
+                # Still queued: it leaves the queue (_take skips it) and goes out inside this write.
+                entry.claimed = True
                 merged.append(entry)
                 merged_ops.extend(entry.ops)
-            else:
-                await entry.future  # being committed (or done): raises if it failed
-        if merged:
-            # Not taken yet: they leave the queue and go out inside this write, in their order.
-            gone = {id(e) for e in merged}
-            self._pending = [e for e in self._pending if id(e) not in gone]
         entry = _Entry([*merged_ops, *own], asyncio.get_running_loop().create_future())
         entry.merged = [e.future for e in merged]
         self._enqueue(entry)
@@ -147,16 +146,23 @@ class GroupCommitWriter:
                 # writes too, so they share this commit instead of each paying for one of their own.
                 for _ in range(_LINGER_PASSES):
                     await asyncio.sleep(0)
-                await self._commit(self._take())
+                batch = self._take()
+                if batch:
+                    await self._commit(batch)
 
     def _take(self) -> list[_Entry]:
+        batch: list[_Entry] = []
         size, n = 0, 0
         for entry in self._pending:
-            if n and size + len(entry.ops) > self.max_batch_ops:
+            if batch and size + len(entry.ops) > self.max_batch_ops:
                 break
-            size += len(entry.ops)
             n += 1
-        batch, self._pending = self._pending[:n], self._pending[n:]
+            if entry.claimed:
+                continue
+            entry.taken = True
+            batch.append(entry)
+            size += len(entry.ops)
+        del self._pending[:n]
         return batch
 
     async def _commit(self, batch: list[_Entry]) -> None:

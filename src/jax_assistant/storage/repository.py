@@ -106,10 +106,13 @@ def _unique_by_id(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_id[key] for key in sorted(by_id)]
 
 
-def _as_json(item: BaseModel | Mapping[str, Any]) -> EncodedJson:
+def _as_json(item: BaseModel | Mapping[str, Any] | str) -> EncodedJson:
     """``item`` encoded once, straight to JSON text (the same values ``model_dump(mode="json")`` /
     ``to_jsonable_python`` would give, NaN and Infinity as null): no intermediate copy, and the
-    column stores the text as it is (see ``EncodedJson``)."""
+    column stores the text as it is (see ``EncodedJson``). A ``str`` is JSON text already (the
+    engine's item snapshot) and is stored unchanged."""
+    if isinstance(item, str):
+        return EncodedJson(item)
     if isinstance(item, BaseModel):
         return EncodedJson(item.model_dump_json())
     return EncodedJson(to_json(dict(item), by_alias=False, inf_nan_mode="null").decode())
@@ -280,7 +283,7 @@ class CheckpointWrite:
     symbol: str
     seq: int
     result: StageResult
-    item: BaseModel | Mapping[str, Any]
+    item: BaseModel | Mapping[str, Any] | str  # str: JSON text (see _as_json)
 
 
 @dataclass(frozen=True)
@@ -306,7 +309,7 @@ class DeadLetterWrite:
     stage: str
     error: str
     attempts: int
-    item: BaseModel | Mapping[str, Any]
+    item: BaseModel | Mapping[str, Any] | str  # str: JSON text (see _as_json)
 
 
 @dataclass(frozen=True)
