@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -59,3 +60,49 @@ def test_each_event_loop_has_its_own_lane() -> None:
     # A lane bound to one loop must not break a later loop (tests and `jax serve` run several).
     assert asyncio.run(off_loop(sum, [1, 2])) == 3
     assert asyncio.run(off_loop(sum, [3, 4])) == 7
+
+
+def _spin(seconds: float) -> float:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return seconds
+
+
+async def test_a_tiny_function_runs_inline_after_its_warm_up_calls() -> None:
+    threads: list[int] = []
+
+    def tiny() -> None:
+        threads.append(threading.get_ident())
+
+    for _ in range(5):
+        await off_loop(tiny)
+    loop_thread = threading.get_ident()
+    assert loop_thread not in threads[:2]  # measured on the thread first
+    assert threads[2:] == [loop_thread] * 3  # then inline: no hand-off
+
+
+async def test_a_timeout_expiring_during_an_inline_call_still_times_the_stage_out() -> None:
+    def short(seconds: float) -> float:
+        return _spin(seconds)
+
+    for _ in range(3):
+        await off_loop(short, 0.0)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.001):
+            await off_loop(short, 0.004)  # inline (under the 10 ms bound), overruns the 1 ms timeout
+
+
+async def test_a_slow_call_sends_its_function_back_to_the_thread() -> None:
+    threads: list[int] = []
+
+    def sometimes_slow(seconds: float) -> None:
+        threads.append(threading.get_ident())
+        _spin(seconds)
+
+    for _ in range(3):
+        await off_loop(sometimes_slow, 0.0)
+    await off_loop(sometimes_slow, 0.05)  # inline, but too slow for it
+    await off_loop(sometimes_slow, 0.0)
+    assert threads[2] == threading.get_ident()
+    assert threads[-1] != threading.get_ident()

@@ -33,6 +33,12 @@ from jax_assistant.storage.repository import RecordsWrite, Repository, SymbolRes
 _Recorded = tuple[list[Event], list[TradeRecord]]
 # Loop passes the writer waits before taking a batch (see _run); measured by bench/run_command.py.
 _LINGER_PASSES = 1
+# While only behind writes are queued, the writer waits for an awaited write, this many queued ops or
+# this age of the oldest one before committing: behind writes then share commits with the next awaited
+# write instead of each taking one (a commit also costs the loop thread, in the driver hand-off). The
+# age bound keeps a crash from losing more than ~this much checkpointed work.
+_BEHIND_BATCH_OPS = 1000
+_BEHIND_MAX_AGE_S = 0.05
 
 
 @dataclass(eq=False, slots=True)
@@ -43,6 +49,7 @@ class _Entry:
     future: asyncio.Future[None]
     # Futures of behind writes merged into this entry: they share its outcome.
     merged: list[asyncio.Future[None]] = field(default_factory=list)
+    behind: bool = False  # written behind: nobody awaits it
     taken: bool = False  # in a batch being committed (or committed)
     claimed: bool = False  # merged into a later write while queued: the batch skips it
 
@@ -66,6 +73,9 @@ class GroupCommitWriter:
         self._recorded: dict[tuple[str, str], _Recorded] = {}
         # key -> its behind writes not yet claimed by one of its own writes.
         self._behind: dict[Hashable, list[_Entry]] = {}
+        self._awaited = 0  # awaited entries queued (not yet taken)
+        self._behind_ops = 0  # ops of behind entries queued (not yet taken)
+        self._urgent = asyncio.Event()  # set when the queue should be committed without lingering
 
     async def save_records(
         self, run_id: str, symbol: str, events: Sequence[Event], trades: Sequence[TradeRecord]
@@ -92,7 +102,11 @@ class GroupCommitWriter:
         """Queue ``ops`` (atomically together) without waiting; ``key``'s next ``write`` settles them."""
         entry = _Entry(self._without_stored_records(ops), asyncio.get_running_loop().create_future())
         entry.future.add_done_callback(_retrieve)
+        entry.behind = True
         self._behind.setdefault(key, []).append(entry)
+        self._behind_ops += len(entry.ops)
+        if self._behind_ops >= _BEHIND_BATCH_OPS:
+            self._urgent.set()
         self._enqueue(entry)
 
     async def write(self, *ops: WriteOp, keys: Iterable[Hashable] = ()) -> None:
@@ -113,10 +127,13 @@ class GroupCommitWriter:
             else:
                 # Still queued: it leaves the queue (_take skips it) and goes out inside this write.
                 entry.claimed = True
+                self._behind_ops -= len(entry.ops)
                 merged.append(entry)
                 merged_ops.extend(entry.ops)
         entry = _Entry([*merged_ops, *own], asyncio.get_running_loop().create_future())
         entry.merged = [e.future for e in merged]
+        self._awaited += 1
+        self._urgent.set()
         self._enqueue(entry)
         await entry.future
 
@@ -146,6 +163,11 @@ class GroupCommitWriter:
                 # writes too, so they share this commit instead of each paying for one of their own.
                 for _ in range(_LINGER_PASSES):
                     await asyncio.sleep(0)
+                if not self._awaited and self._behind_ops < _BEHIND_BATCH_OPS:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_BEHIND_MAX_AGE_S):
+                            await self._urgent.wait()
+                self._urgent.clear()
                 batch = self._take()
                 if batch:
                     await self._commit(batch)
@@ -160,6 +182,10 @@ class GroupCommitWriter:
             if entry.claimed:
                 continue
             entry.taken = True
+            if entry.behind:
+                self._behind_ops -= len(entry.ops)
+            else:
+                self._awaited -= 1
             batch.append(entry)
             size += len(entry.ops)
         del self._pending[:n]

@@ -8,10 +8,12 @@ as third-party stages.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date
-from typing import ClassVar, ParamSpec, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from jax_assistant.analysis.correlation import CorrelationMatrix, return_correlations
 from jax_assistant.analysis.detectors import detect_events
@@ -37,23 +39,79 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 # One lane per event loop (see off_loop); weak, so a closed loop's semaphore goes with it.
 _LANES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+# Inline on the loop: a function whose first _WARMUP_CALLS calls (on the thread) and every call since
+# took under _INLINE_MAX_S. Measured: the thread hand-off and the GIL convoy between the loop and the
+# worker thread cost more than the work itself for the built-in stages (~0.2-4 ms per call).
+_WARMUP_CALLS = 2
+_INLINE_MAX_S = 0.01
+
+
+@dataclass(slots=True)
+class _Cost:
+    calls: int = 0
+    slow: bool = False  # once a call took _INLINE_MAX_S or more, always on the thread
+
+
+_COSTS: weakref.WeakKeyDictionary[Callable[..., Any], _Cost] = weakref.WeakKeyDictionary()
+
+
+def _cost_of(func: Callable[..., Any]) -> _Cost | None:
+    # Keyed by the function itself: a bound method is a new object on every access.
+    key = getattr(func, "__func__", func)
+    try:
+        cost = _COSTS.get(key)
+        if cost is None:
+            cost = _COSTS[key] = _Cost()
+    except TypeError:  # not weak-referenceable (a builtin): no record, always on the thread
+        return None
+    return cost
 
 
 async def off_loop(func: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
-    """``func(*args, **kwargs)`` on a worker thread, one such call at a time per event loop.
+    """``func(*args, **kwargs)`` on a worker thread, one such call at a time per event loop -- or
+    inline on the loop when it is known to be tiny.
 
     CPU work leaves the loop so a stage timeout can fire at the await (asyncio.timeout cannot
     interrupt running code). But it is pure-Python/numpy work under the GIL: several worker threads
     at once only fight over it (measured: every call 10-20x slower, the whole run ~1 s slower at
     505 symbols, bench/README.md). The lane is released when the awaiting stage is cancelled (its
     timeout), even though the abandoned thread runs on, so a stuck call never blocks other symbols.
+
+    Trade-off of the inline path: a function runs inline only after its first calls ran on the thread
+    and every call so far took under ``_INLINE_MAX_S`` (10 ms); one slower call sends it back to the
+    thread for good. A stage timeout that expires during an inline call fires right after it (the
+    ``sleep(0)`` below), so the stage still ends ``timed_out``, only late by at most that call; a call
+    that suddenly never returns, after many fast ones, would hold the loop. For the built-in stages
+    (bounded, vectorised work over one series) that is the price of not paying a thread hand-off and
+    a GIL convoy per call, which cost more than the work itself.
     """
     loop = asyncio.get_running_loop()
     lane = _LANES.get(loop)
     if lane is None:
         lane = _LANES[loop] = asyncio.Semaphore(1)
+    cost = _cost_of(func)
+    if cost is not None and not cost.slow and cost.calls >= _WARMUP_CALLS and not lane.locked():
+        t0 = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            cost.slow = time.perf_counter() - t0 >= _INLINE_MAX_S
+            # A timeout that expired during the call fires here. Two passes: the loop runs this task's
+            # wake-up before the timer that expired meanwhile, so only the second await sees its cancel.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
     async with lane:
-        return await asyncio.to_thread(func, *args, **kwargs)
+        t0 = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(func, *args, **kwargs)
+        except asyncio.CancelledError:
+            if cost is not None:
+                cost.slow = True  # abandoned (a timeout): it may run away again, keep it on the thread
+            raise
+        if cost is not None:
+            cost.calls += 1
+            cost.slow = cost.slow or time.perf_counter() - t0 >= _INLINE_MAX_S
+        return result
 
 
 def _session_series(ctx: StageContext, item: WorkItem) -> tuple[BarSeries, str | None]:
