@@ -8,6 +8,7 @@ as third-party stages.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -40,16 +41,32 @@ _R = TypeVar("_R")
 # One lane per event loop (see off_loop); weak, so a closed loop's semaphore goes with it.
 _LANES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 # Inline on the loop: a function whose first _WARMUP_CALLS calls (on the thread) and every call since
-# took under _INLINE_MAX_S. Measured: the thread hand-off and the GIL convoy between the loop and the
-# worker thread cost more than the work itself for the built-in stages (~0.2-4 ms per call).
+# used under _INLINE_MAX_CPU_S of CPU and waited (sleep, I/O, locks) under _INLINE_MAX_WAIT_S. CPU
+# time, not wall time: a busy machine preempting a call must not make it look slow. Measured: the
+# thread hand-off and the GIL convoy between the loop and the worker thread cost more than the work
+# itself for the built-in stages (~0.2-4 ms per call).
 _WARMUP_CALLS = 2
-_INLINE_MAX_S = 0.01
+_INLINE_MAX_CPU_S = 0.05
+_INLINE_MAX_WAIT_S = 0.1
 
 
 @dataclass(slots=True)
 class _Cost:
     calls: int = 0
-    slow: bool = False  # once a call took _INLINE_MAX_S or more, always on the thread
+    slow: bool = False  # once a call was too slow to run inline, always on the thread
+
+    def record(self, wall: float, cpu: float) -> None:
+        self.calls += 1
+        # The first call is not judged: it pays the process's one-off warm-up (lazy imports, caches).
+        if self.calls > 1 and (cpu >= _INLINE_MAX_CPU_S or wall - cpu >= _INLINE_MAX_WAIT_S):
+            self.slow = True
+
+
+def _timed(call: Callable[[], _R]) -> tuple[_R, float, float]:
+    """``call()``'s result, its wall and its CPU seconds (of the thread it ran on)."""
+    w0, c0 = time.perf_counter(), time.thread_time()
+    out = call()
+    return out, time.perf_counter() - w0, time.thread_time() - c0
 
 
 _COSTS: weakref.WeakKeyDictionary[Callable[..., Any], _Cost] = weakref.WeakKeyDictionary()
@@ -78,8 +95,8 @@ async def off_loop(func: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) 
     timeout), even though the abandoned thread runs on, so a stuck call never blocks other symbols.
 
     Trade-off of the inline path: a function runs inline only after its first calls ran on the thread
-    and every call so far took under ``_INLINE_MAX_S`` (10 ms); one slower call sends it back to the
-    thread for good. A stage timeout that expires during an inline call fires right after it (the
+    and every call since the first used under 50 ms of CPU and waited under 100 ms; one slower call (or one
+    abandoned by a timeout) sends it back to the thread for good. A stage timeout that expires during an inline call fires right after it (the
     ``sleep(0)`` below), so the stage still ends ``timed_out``, only late by at most that call; a call
     that suddenly never returns, after many fast ones, would hold the loop. For the built-in stages
     (bounded, vectorised work over one series) that is the price of not paying a thread hand-off and
@@ -90,27 +107,27 @@ async def off_loop(func: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) 
     if lane is None:
         lane = _LANES[loop] = asyncio.Semaphore(1)
     cost = _cost_of(func)
-    if cost is not None and not cost.slow and cost.calls >= _WARMUP_CALLS and not lane.locked():
-        t0 = time.perf_counter()
+    # Not gated on the lane being free: with several symbols in flight one of them nearly always holds
+    # it, and every caller would then queue for the thread behind it.
+    if cost is not None and not cost.slow and cost.calls >= _WARMUP_CALLS:
+        w0, c0 = time.perf_counter(), time.thread_time()
         try:
             return func(*args, **kwargs)
         finally:
-            cost.slow = time.perf_counter() - t0 >= _INLINE_MAX_S
+            cost.record(time.perf_counter() - w0, time.thread_time() - c0)
             # A timeout that expired during the call fires here. Two passes: the loop runs this task's
             # wake-up before the timer that expired meanwhile, so only the second await sees its cancel.
             await asyncio.sleep(0)
             await asyncio.sleep(0)
     async with lane:
-        t0 = time.perf_counter()
         try:
-            result = await asyncio.to_thread(func, *args, **kwargs)
+            result, wall, cpu = await asyncio.to_thread(_timed, functools.partial(func, *args, **kwargs))
         except asyncio.CancelledError:
             if cost is not None:
                 cost.slow = True  # abandoned (a timeout): it may run away again, keep it on the thread
             raise
         if cost is not None:
-            cost.calls += 1
-            cost.slow = cost.slow or time.perf_counter() - t0 >= _INLINE_MAX_S
+            cost.record(wall, cpu)
         return result
 
 
