@@ -60,7 +60,7 @@ db_app = typer.Typer(help="The database: create or migrate it, prune old runs.",
 def _process_setup() -> None:
     """jax-assistant: scan markets, detect events, size trades, keep running."""
     if "--help" not in sys.argv[1:]:
-        from jax_assistant.engines.local import tune_gc_for_runs
+        from jax_assistant.engines.tuning import tune_gc_for_runs
 
         tune_gc_for_runs()
 
@@ -392,6 +392,11 @@ def run(
         settings.engine.concurrency = concurrency
     if data is not None and not data.exists():
         raise _fail(f"--data {data}: no such file or folder")
+    if not resume and settings.provider == "csv" and settings.data_path is not None:
+        # Read the bars on a thread while the rest of the run imports and opens its database.
+        from jax_assistant.marketdata.csv_provider import prefetch
+
+        prefetch(settings.data_path)
     requested = list(symbols or [])
     if watchlist is not None:
         requested.extend(_read_watchlist(watchlist))

@@ -308,7 +308,9 @@ async def test_the_barrier_checkpoints_commit_in_one_write(repository: Repositor
     ]
     assert len(with_rank) == 1
     # (The symbols' earlier checkpoints, written behind, may ride in the same write.)
-    ranked = [op.symbol for op in with_rank[0] if isinstance(op, CheckpointWrite) and op.result.stage == "rank"]
+    ranked = [
+        op.symbol for op in with_rank[0] if isinstance(op, CheckpointWrite) and op.result.stage == "rank"
+    ]
     assert sorted(ranked) == sorted(SYMBOLS)
     checkpoints = await repository.load_checkpoints(run.id)
     assert {s: [c.stage for c in rows] for s, rows in checkpoints.items()} == {

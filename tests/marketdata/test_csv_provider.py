@@ -5,11 +5,19 @@ from __future__ import annotations
 import gzip
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from jax_assistant.marketdata import CsvProvider, DataSourceError, EarningsReport, UnknownSymbolError
+from jax_assistant.marketdata import (
+    CsvProvider,
+    DataSourceError,
+    EarningsReport,
+    UnknownSymbolError,
+    csv_provider,
+)
+from jax_assistant.marketdata.csv_provider import prefetch
 
 
 def _days(n: int, start: date = date(2021, 3, 1)) -> list[date]:
@@ -192,3 +200,64 @@ def test_bars_as_of_are_cleaned_from_rows_up_to_as_of_only(tmp_path: Path) -> No
     assert np.datetime64(day20) in p.bars("AAA").dates
     assert p.bars("AAA", day20) is on_the_day  # cached per cut
     assert p.bars("AAA", rows[0][0] - timedelta(days=3)).dates.size == 0
+
+
+# ----------------------------------------------------------------------------- prefetch
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    reads: list[Path] = []
+    real = csv_provider._read_typed
+
+    def counted(path: Path) -> Any:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(csv_provider, "_read_typed", counted)
+    return reads
+
+
+def _wait_prefetched() -> None:
+    for future in list(csv_provider._prefetched.values()):
+        future.exception(timeout=30)  # the read finished (well or not)
+
+
+def test_a_prefetched_file_is_read_once_and_gives_the_same_bars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bars.csv.gz"
+    path.write_bytes(gzip.compress(_long_csv({"AAA": 10.0, "BBB": 20.0}).encode()))
+    plain = CsvProvider(path)
+    reads = _count_reads(monkeypatch)
+    prefetch(path)
+    _wait_prefetched()
+    p = CsvProvider(path)
+    assert reads == [path]  # the thread's read, none by the provider
+    assert p.load_mode == "typed"
+    for sym in ("AAA", "BBB"):
+        assert np.array_equal(p.bars(sym).close, plain.bars(sym).close)
+        assert np.array_equal(p.bars(sym).dates, plain.bars(sym).dates)
+    CsvProvider(path)
+    assert reads == [path, path]  # taken once: a later provider reads the file itself
+
+
+def test_a_file_changed_after_its_prefetch_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bars.csv"
+    path.write_text(_long_csv({"AAA": 10.0}))
+    prefetch(path)
+    _wait_prefetched()
+    path.write_text(_long_csv({"AAA": 10.0, "CCC": 30.0}))
+    assert CsvProvider(path).symbols() == ["AAA", "CCC"]
+
+
+def test_a_prefetched_bad_file_takes_the_text_path_as_without_prefetch(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(_long_csv({"AAA": 10.0}) + "AAA,2021-05-03,oops,1,1,1,1\n")
+    prefetch(path)
+    _wait_prefetched()
+    p = CsvProvider(path)
+    assert p.load_mode == "text"
+    assert [i.rule for i in p.issues("AAA")] == [i.rule for i in CsvProvider(path).issues("AAA")]
+    assert p.issues("AAA")

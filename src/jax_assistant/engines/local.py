@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,6 +39,7 @@ from jax_assistant.domain import (
     SymbolStatus,
     utc_now,
 )
+from jax_assistant.engines.tuning import tune_gc_for_runs
 from jax_assistant.engines.writer import GroupCommitWriter
 from jax_assistant.observability.correlation import bind_correlation_id
 from jax_assistant.observability.metrics import MetricsSink, NullMetrics
@@ -942,16 +942,6 @@ _NULL = _Null()
 def _maybe(cm: Any) -> Any:
     """``cm`` as an async context manager, or a shared no-op one (kept allocation-free on the hot path)."""
     return _NULL if cm is None else cm
-
-
-def tune_gc_for_runs() -> None:
-    """Process-wide GC thresholds for a process that runs the engine (the CLI and `jax serve`).
-
-    A run keeps every symbol's result alive, so the default thresholds trigger ever-longer full
-    collections as it grows: measured as the engine's p99 stage overhead going 36 -> 83 µs and
-    throughput dropping 40 % at 20 000 symbols (bench/engine.py --default-gc). Rarer collections fix it.
-    """
-    gc.set_threshold(20_000, 20, 20)
 
 
 def fresh_starts(run: Run, symbols: Sequence[str], as_of: date, lookback: int) -> list[StartPoint]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import threading
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -177,14 +178,9 @@ class CsvProvider:
         frames: list[pl.DataFrame] = []
         try:
             for f, has_symbol in files:
-                # Eager read_csv: on a .gz it is markedly faster than scan_csv(...).collect().
-                df = pl.read_csv(
-                    f,
-                    infer_schema=False,
-                    schema_overrides=_typed_overrides(f),
-                    truncate_ragged_lines=True,
-                    encoding="utf8-lossy",
-                )
+                df = _take_prefetched(f)
+                if df is None:
+                    df = _read_typed(f)
                 df = df.rename({c: normalize_column(c) for c in df.columns if normalize_column(c) != c})
                 sym = pl.col("symbol") if has_symbol else pl.lit(symbol_from_filename(f))
                 frames.append(df.select(sym.alias("symbol"), pl.col("date").alias("d"), *VALUE_COLUMNS))
@@ -421,6 +417,70 @@ def _by_symbol(df: pl.DataFrame) -> dict[str, _RawBars]:
         out[str(sym)] = _RawBars(d, tuple(c[start:end] for c in cols), known.max() if known.size else None)
         start = end
     return out
+
+
+def _read_typed(path: Path) -> pl.DataFrame:
+    """``path`` read with the typed schema (raises on a cell that does not parse)."""
+    # Eager read_csv: on a .gz it is markedly faster than scan_csv(...).collect().
+    return pl.read_csv(
+        path,
+        infer_schema=False,
+        schema_overrides=_typed_overrides(path),
+        truncate_ragged_lines=True,
+        encoding="utf8-lossy",
+    )
+
+
+# --------------------------------------------------------------------------- prefetch
+
+# The one file being read ahead: (path, size, mtime) -> its typed read (or the error it raised).
+_prefetched: dict[tuple[str, int, int], Future[pl.DataFrame]] = {}
+_prefetch_lock = threading.Lock()
+
+
+def _file_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def prefetch(path: Path | str) -> None:
+    """Start the typed read of the data file ``path`` on a background thread.
+
+    `jax run` calls this as soon as it knows its data file, so the read (polars, off the GIL) overlaps
+    the imports and database start-up that come before the provider is built. The provider then takes
+    the frame instead of reading the file itself (the same read, so the same rows; an error it raised
+    is raised there, where the text path takes over as usual). Only a single file is read ahead, and
+    only once: a file changed since (size or mtime) is read again.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    key = _file_key(path)
+    if key is None:
+        return
+    future: Future[pl.DataFrame] = Future()
+    with _prefetch_lock:
+        _prefetched.clear()  # at most one frame held
+        _prefetched[key] = future
+
+    def read() -> None:
+        try:
+            future.set_result(_read_typed(path))
+        except BaseException as exc:  # handed to the provider, which decides (text path)
+            future.set_exception(exc)
+
+    threading.Thread(target=read, name="jax-csv-prefetch", daemon=True).start()
+
+
+def _take_prefetched(path: Path) -> pl.DataFrame | None:
+    """The frame :func:`prefetch` read for ``path`` (once), None when there is none for this file."""
+    key = _file_key(path)
+    with _prefetch_lock:
+        future = _prefetched.pop(key, None) if key is not None else None
+    return None if future is None else future.result()
 
 
 def _typed_overrides(path: Path) -> dict[str, pl.DataType]:
