@@ -94,13 +94,14 @@ async def off_loop(func: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) 
     505 symbols, bench/README.md). The lane is released when the awaiting stage is cancelled (its
     timeout), even though the abandoned thread runs on, so a stuck call never blocks other symbols.
 
-    Trade-off of the inline path: a function runs inline only after its first calls ran on the thread
-    and every call since the first used under 50 ms of CPU and waited under 100 ms; one slower call (or one
-    abandoned by a timeout) sends it back to the thread for good. A stage timeout that expires during an inline call fires right after it (the
-    ``sleep(0)`` below), so the stage still ends ``timed_out``, only late by at most that call; a call
-    that suddenly never returns, after many fast ones, would hold the loop. For the built-in stages
-    (bounded, vectorised work over one series) that is the price of not paying a thread hand-off and
-    a GIL convoy per call, which cost more than the work itself.
+    Trade-off of the inline path: a function runs inline only after its first calls ran on the
+    thread and every call since the first used under 50 ms of CPU and waited under 100 ms; one slower
+    call (or one abandoned by a timeout) sends it back to the thread for good. A stage timeout that
+    expires during an inline call fires right after it (the ``sleep(0)`` below), so the stage still
+    ends ``timed_out``, only late by at most that call; a call that suddenly never returns, after many
+    fast ones, would hold the loop. For the built-in stages (bounded, vectorised work over one series)
+    that is the price of not paying a thread hand-off and a GIL convoy per call, which cost more than
+    the work itself.
     """
     loop = asyncio.get_running_loop()
     lane = _LANES.get(loop)
