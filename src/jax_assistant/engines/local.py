@@ -349,6 +349,10 @@ class LocalEngine:
                 key=lambda lv: order.get(lv.item.symbol, len(order)),
             )
             if arrived:
+                if self._writer is not None:
+                    # Flush the segment's behind checkpoints: a barrier can run for seconds, and a crash
+                    # meanwhile should not make the resume redo the whole segment's last stages.
+                    await self._writer.write()
                 await self._run_barrier(run, end, arrived, results, progress)
 
     # ------------------------------------------------------------------ flow control
