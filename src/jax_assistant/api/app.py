@@ -118,7 +118,9 @@ def create_app(
         return ApiKeyStore(orch.db)
 
     # The audit trail holds every caller's payloads: an admin key reads it when auth is on.
-    harden(app, settings.api, key_store=key_store, needs=scope_resolver(settings.api, admin_prefixes=["/audit"]))
+    harden(
+        app, settings.api, key_store=key_store, needs=scope_resolver(settings.api, admin_prefixes=["/audit"])
+    )
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
 

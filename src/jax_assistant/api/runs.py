@@ -195,7 +195,6 @@ class RunManager:
         channel = RunChannel(run.id)
         self._channels[run.id] = channel
 
-
         async def start() -> RunOutcome:
             if ticket is not None:
                 await ticket.wait()

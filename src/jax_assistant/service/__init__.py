@@ -105,7 +105,9 @@ def _document_security(app: FastAPI) -> None:
                 if needed is None:
                     continue
                 op["security"] = [{"bearerAuth": []}]
-                op["description"] = (op.get("description", "") + f"\n\nNeeds a key with scope `{needed}`.").strip()
+                op["description"] = (
+                    op.get("description", "") + f"\n\nNeeds a key with scope `{needed}`."
+                ).strip()
                 responses = op.setdefault("responses", {})
                 responses.setdefault("401", {"description": "no valid API key"})
                 responses.setdefault("403", {"description": f"the key lacks the `{needed}` scope"})

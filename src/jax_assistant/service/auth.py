@@ -243,7 +243,9 @@ class AuthMiddleware:
             return
         found = await self.authenticator.verify(key)
         if found is None:
-            await json_error(401, _deny("invalid or revoked API key", needed), challenge)(scope, receive, send)
+            await json_error(401, _deny("invalid or revoked API key", needed), challenge)(
+                scope, receive, send
+            )
             return
         if not grants(found.scopes, needed):
             held = ", ".join(found.scopes)
