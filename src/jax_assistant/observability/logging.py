@@ -73,6 +73,11 @@ class _QueueHandler(logging.handlers.QueueHandler):
             type(self).dropped += 1
 
 
+class _QueueListener(logging.handlers.QueueListener):
+    def enqueue_sentinel(self) -> None:
+        self.queue.put(self._sentinel)  # waits for room: stopping must not lose the stop signal
+
+
 _listener: logging.handlers.QueueListener | None = None
 
 
@@ -160,7 +165,7 @@ def configure_logging(
         global _listener
         records: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_SIZE)
         handler = _QueueHandler(records)
-        _listener = logging.handlers.QueueListener(records, stream_handler, respect_handler_level=False)
+        _listener = _QueueListener(records, stream_handler, respect_handler_level=False)
         _listener.start()
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
