@@ -27,8 +27,8 @@ from jax_assistant.marketdata.base import DataSourceError, MarketDataProvider
 from jax_assistant.observability.correlation import new_correlation_id
 from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.metrics import MetricsSink, NullMetrics, PipelineMetrics
-from jax_assistant.pipeline.base import Stage, WorkItem
 from jax_assistant.pipeline import plugins
+from jax_assistant.pipeline.base import Stage, WorkItem
 from jax_assistant.pipeline.plugins import StageFactory, build_pipeline
 from jax_assistant.pipeline.resilience import Clock, ResilienceRegistry
 from jax_assistant.pipeline.services import Services

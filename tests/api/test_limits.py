@@ -18,9 +18,7 @@ from jax_assistant.service.server import header_deadline_protocol
 
 
 def limited(database_url: str, **api: object) -> Settings:
-    return Settings(
-        database_url=database_url, api=ApiConfig(trusted_hosts=["127.0.0.1", "localhost"], **api)
-    )
+    return Settings(database_url=database_url, api=ApiConfig(trusted_hosts=["127.0.0.1", "localhost"], **api))
 
 
 @pytest.fixture

@@ -44,7 +44,9 @@ async def test_verify_accepts_the_key_and_refuses_a_wrong_secret_or_a_revoked_ke
     assert listed.revoked_at is not None
 
 
-async def test_a_cached_key_is_read_again_after_the_ttl(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_cached_key_is_read_again_after_the_ttl(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = ApiKeyStore(db)
     row, key = await store.create("bot", [ApiScope.ADMIN])
     reads = 0

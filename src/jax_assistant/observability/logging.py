@@ -74,8 +74,13 @@ class _QueueHandler(logging.handlers.QueueHandler):
 
 
 class _QueueListener(logging.handlers.QueueListener):
+    def __init__(self, records: queue.Queue[logging.LogRecord], handler: logging.Handler) -> None:
+        super().__init__(records, handler, respect_handler_level=False)
+        self._records = records
+
     def enqueue_sentinel(self) -> None:
-        self.queue.put(self._sentinel)  # waits for room: stopping must not lose the stop signal
+        # Blocking put: with the queue full, stopping must wait for room, not lose the stop signal.
+        self._records.put(None)  # type: ignore[arg-type]  # QueueListener's sentinel is None
 
 
 _listener: logging.handlers.QueueListener | None = None
@@ -165,7 +170,7 @@ def configure_logging(
         global _listener
         records: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_SIZE)
         handler = _QueueHandler(records)
-        _listener = _QueueListener(records, stream_handler, respect_handler_level=False)
+        _listener = _QueueListener(records, stream_handler)
         _listener.start()
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)

@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jax_assistant.domain import utc_now
@@ -114,7 +114,7 @@ class ApiKeyStore:
         )
         async with self._db.transaction() as conn:
             await conn.execute(
-                ApiKeyRow.__table__.insert().values(
+                insert(ApiKeyRow).values(
                     id=row.id,
                     name=row.name,
                     scopes=[s.value for s in row.scopes],

@@ -98,7 +98,7 @@ def _is_json(scope: Scope) -> bool:
     for name, value in scope.get("headers", []):
         if name == b"content-type":
             ctype = value.split(b";", 1)[0].strip().lower()
-            return ctype == b"application/json" or ctype.endswith(b"+json")
+            return bool(ctype == b"application/json" or ctype.endswith(b"+json"))
     return False
 
 
