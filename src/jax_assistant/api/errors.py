@@ -3,7 +3,9 @@
 Each family of :mod:`jax_assistant.domain.errors` is mapped once, here: ``InputError`` -> 400 (422 for
 invalid stage overrides, with ``details``), ``DataError`` and ``UnavailableError`` -> 503 (the request
 was fine; the data source or a dependency is not), ``ConfigError`` -> 500 (the service's own
-configuration is wrong), any other ``JaxError`` -> 500. A subclass needs no handler of its own.
+configuration is wrong), any other ``JaxError`` -> 500. A subclass needs no handler of its own, except
+``AdmissionRejectedError`` (a 429 or 503 with ``Retry-After``). Auth (401/403), host (421) and limit
+(408/413/422) refusals are answered by ``service/`` middleware before a route runs, in the same shape.
 """
 
 from __future__ import annotations
