@@ -266,10 +266,13 @@ def main() -> None:
     jax_cmd = [sys.executable, "-m", "jax_assistant", "serve", "--no-resume", "--port", str(jax_port)]
     min_cmd = [sys.executable, str(Path(__file__).resolve()), "--minimal-server", str(min_port)]
     env_jax = {**env, "JAX_LOG_LEVEL": "WARNING"}
-    servers = {"jax": start(jax_cmd, env_jax, jax_port), "minimal": start(min_cmd, env, min_port)}
+    servers: dict[str, subprocess.Popen[bytes]] = {}
     ports = {"jax": jax_port, "minimal": min_port}
     results: dict[str, Any] = {"revision": git_revision(), "cpus": cpus, "server_core": SERVER_CORE}
     try:
+        # One at a time inside the try: a server that fails to start still stops the one before it.
+        servers["jax"] = start(jax_cmd, env_jax, jax_port)
+        servers["minimal"] = start(min_cmd, env, min_port)
 
         async def measure() -> None:
             # Interleaved rounds, best kept: noise from other processes hits both servers alike.
