@@ -70,6 +70,9 @@ app.add_typer(trades_app, name="trades")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
+from jax_assistant.cli_keys import keys_app  # noqa: E402 - its own module, imports nothing heavy
+
+app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True)
@@ -885,9 +888,10 @@ def serve(
     from jax_assistant.observability.logging import configure_logging
 
     settings = _settings(database_url=db)
-    if "log_level" not in settings.model_fields_set:
-        # The CLI default (WARNING) keeps run output clean; a service should log what it does.
-        configure_logging("INFO", json=settings.log_json, stream=sys.stderr)
+    # The CLI default (WARNING) keeps run output clean; a service should log what it does.
+    level = settings.log_level if "log_level" in settings.model_fields_set else "INFO"
+    # background: records are rendered and written by a thread, never on the event loop.
+    configure_logging(level, json=settings.log_json, stream=sys.stderr, background=True)
     from jax_assistant.orchestrator import Orchestrator
 
     async def preflight() -> None:
@@ -901,7 +905,18 @@ def serve(
         application = create_app(settings, resume_on_startup=not no_resume)
     err.print(f"jax-orchestrator listening on http://{host}:{port}")
     # log_config=None: uvicorn's loggers go through our structlog setup instead of its own handlers.
-    config = uvicorn.Config(application, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+    from jax_assistant.service.server import header_deadline_protocol
+
+    # access_log=False: uvicorn's line carries the query string; ours (api.access_log) does not.
+    config = uvicorn.Config(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        access_log=False,
+        http=header_deadline_protocol(settings.api.header_timeout_s),
+    )
     # Start-up resume waits until the port is bound: a service whose port is taken touches no run.
     server = ServingServer(config)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C/SIGINT is a clean stop

@@ -56,6 +56,30 @@ class EngineConfig(BaseModel):
     )
 
 
+class ApiConfig(BaseModel):
+    """The HTTP service's protection: keys, trusted hosts, request limits, admission (docs/api.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth: Literal["required", "off"] = Field(
+        default="required", description="required: every mutating route needs a write (or admin) key"
+    )
+    read_auth: bool = Field(default=False, description="reads need a read key too (default: reads open)")
+    trusted_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        description="Host header values served (DNS-rebinding guard); '*' serves any",
+    )
+    max_body_bytes: int = Field(default=1_000_000, ge=1, description="larger request bodies get a 413")
+    max_json_depth: int = Field(default=32, ge=1, le=1000)
+    max_list_length: int = Field(default=10_000, ge=1)
+    max_string_length: int = Field(default=100_000, ge=1)
+    body_timeout_s: float = Field(default=10.0, gt=0, description="a body slower than this gets a 408")
+    header_timeout_s: float = Field(default=10.0, gt=0, description="request headers must arrive in this")
+    max_symbols_in_flight: int = Field(default=64, ge=1, description="global cap across every run")
+    max_queued_runs: int = Field(default=32, ge=0, description="runs waiting for capacity; then 429")
+    access_log: bool = Field(default=False, description="one redacted line per request")
+
+
 class StorageConfig(BaseModel):
     """Run leases and retention (see docs/architecture.md, "Run leases" and "Bounded storage")."""
 
@@ -140,6 +164,7 @@ class Settings(BaseSettings):
     )
     resilience: ResilienceConfig = Field(default_factory=default_resilience)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     # --- observability
     log_level: str = "WARNING"

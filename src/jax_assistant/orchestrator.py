@@ -27,8 +27,9 @@ from jax_assistant.marketdata.base import DataSourceError, MarketDataProvider
 from jax_assistant.observability.correlation import new_correlation_id
 from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.metrics import MetricsSink, NullMetrics, PipelineMetrics
+from jax_assistant.pipeline import plugins
 from jax_assistant.pipeline.base import Stage, WorkItem
-from jax_assistant.pipeline.plugins import build_pipeline
+from jax_assistant.pipeline.plugins import StageFactory, build_pipeline
 from jax_assistant.pipeline.resilience import Clock, ResilienceRegistry
 from jax_assistant.pipeline.services import Services
 from jax_assistant.risk import RiskManager, load_risk_constraints
@@ -108,6 +109,9 @@ class Orchestrator:
         self.engine: LocalEngine | None = None  # the most recent engine (the CLI's Ctrl-C target)
         self.active: dict[str, LocalEngine] = {}  # run id -> engine, while the run is in progress
         self.owner_id = new_owner_id()  # the lease owner for every run this orchestrator executes
+        # Stage discovery, once: entry_points() reads every installed distribution's metadata (~10 ms,
+        # which every HTTP run request paid). A plugin installed later needs a restart, as any code does.
+        self._stage_factories: dict[str, StageFactory] | None = None
 
     async def __aenter__(self) -> Orchestrator:
         await self.open()
@@ -184,7 +188,9 @@ class Orchestrator:
             if isinstance(base.get("retry"), dict) and isinstance(over.get("retry"), dict):
                 # As StagePolicy.merged does: a run's partial retry policy keeps the configured rest.
                 merged[name]["retry"] = {**base["retry"], **over["retry"]}
-        return build_pipeline(pipeline, overrides=merged)
+        if self._stage_factories is None:
+            self._stage_factories = plugins.discover_stage_factories()
+        return build_pipeline(pipeline, overrides=merged, factories=self._stage_factories)
 
     def services(self, provider: MarketDataProvider, run: Run) -> Services:
         params = run.params
@@ -625,15 +631,22 @@ def _allowed(results: Sequence[SymbolResult]) -> list[TradeRecord]:
     return [t for r in results for t in r.trades if t.risk.allowed]
 
 
+# Suggestions cost a difflib scan of every known symbol each: 5 000 unknown symbols took 6 s. Only the
+# first few get one, and the message names at most _UNKNOWN_SHOWN of them.
+_UNKNOWN_SUGGESTED = 5
+_UNKNOWN_SHOWN = 20
+
+
 def _unknown_message(unknown: Sequence[str], provider: MarketDataProvider) -> str:
     import difflib
 
     available = provider.symbols()
     parts = []
-    for sym in unknown:
-        close = difflib.get_close_matches(sym, available, n=3)
+    for i, sym in enumerate(unknown[:_UNKNOWN_SHOWN]):
+        close = difflib.get_close_matches(sym, available, n=3) if i < _UNKNOWN_SUGGESTED else []
         parts.append(f"{sym}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
-    return f"unknown symbol(s) for the {provider.name} provider: {'; '.join(parts)}"
+    more = f"; and {len(unknown) - _UNKNOWN_SHOWN} more" if len(unknown) > _UNKNOWN_SHOWN else ""
+    return f"unknown symbol(s) for the {provider.name} provider: {'; '.join(parts)}{more}"
 
 
 def unknown_symbols_message(unknown: Sequence[str], provider: MarketDataProvider) -> str:

@@ -22,6 +22,10 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if key.startswith("JAX_") or key in ("DATABASE_URL", "PORT"):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("JAX_DATA_DIR", str(tmp_path / "data"))
+    # Auth is on by default; these suites test the routes, tests/api/test_auth.py tests the keys.
+    # In-process clients use made-up hosts (http://api); tests/api/test_limits.py tests the host check.
+    monkeypatch.setenv("JAX_API__AUTH", "off")
+    monkeypatch.setenv("JAX_API__TRUSTED_HOSTS", '["*"]')
     monkeypatch.chdir(tmp_path)
 
 

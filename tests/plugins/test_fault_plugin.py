@@ -217,6 +217,7 @@ def _free_port() -> int:
 
 def _serve(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[str], httpx.Client]:
     """A real `jax serve` on a free loopback port, once it answers /health."""
+    env = {"JAX_API__AUTH": "off", **env}  # these tests are about faults; tests/api/test_auth.py has keys
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "jax_assistant", "serve", "--host", "127.0.0.1", "--port", str(port)],

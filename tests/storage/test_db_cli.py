@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from jax_assistant.cli import app
 from jax_assistant.storage import Repository, open_database
-from jax_assistant.storage.db import normalise_database_url
+from jax_assistant.storage.db import HEAD_REVISION, normalise_database_url
 
 
 def invoke(*args: str, url: str, **env: str):  # type: ignore[no-untyped-def]
@@ -29,10 +29,10 @@ def test_db_init_creates_then_finds_the_schema_up_to_date(tmp_path: Path) -> Non
     url = f"sqlite+aiosqlite:///{tmp_path / 'new' / 'dir' / 'jax.db'}"
     first = invoke("db", "init", url=url)
     assert first.exit_code == 0, first.output
-    assert "migrated empty database -> 0003_decisions_leases" in first.stdout
+    assert f"migrated empty database -> {HEAD_REVISION}" in first.stdout
     second = invoke("db", "init", url=url)
     assert second.exit_code == 0, second.output
-    assert "schema up to date (0003_decisions_leases)" in second.stdout
+    assert f"schema up to date ({HEAD_REVISION})" in second.stdout
 
 
 @pytest.mark.postgres

@@ -28,6 +28,7 @@ from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.metrics import NullMetrics
 from jax_assistant.observability.tracing import configure_tracing, shutdown_tracing, tracing_enabled
 from jax_assistant.orchestrator import Orchestrator, RunRequest
+from jax_assistant.service import Admission, ApiKeyStore, KeyStore, harden, scope_resolver
 from jax_assistant.storage import Repository
 
 SERVICE_NAME = "jax-orchestrator"
@@ -70,6 +71,7 @@ def create_app(
     orch = orchestrator or Orchestrator(settings or Settings())
     settings = orch.settings
     runs = RunManager(orch)
+    admission = Admission(settings.api.max_symbols_in_flight, settings.api.max_queued_runs)
     clock = {"started": time.monotonic()}
 
     @asynccontextmanager
@@ -92,6 +94,7 @@ def create_app(
             # engine: drain first (SIGTERM / shutdown): active runs stop taking symbols and let their
             # in-flight stages finish; they stay `running` for the next start-up to resume. Only then
             # cancel what is left.
+            admission.close()  # from here on a run request gets a 503, not a place in the queue
             await _drain_active_runs(orch, SHUTDOWN_DRAIN_S)
             await runs.shutdown(SHUTDOWN_TIMEOUT_S)
             if owns_orchestrator:
@@ -107,6 +110,17 @@ def create_app(
     )
     app.state.orchestrator = orch
     app.state.runs = runs
+    app.state.admission = admission
+
+    def key_store() -> KeyStore:
+        if orch.db is None:
+            raise RuntimeError("the orchestrator is not open (the app's lifespan did not run)")
+        return ApiKeyStore(orch.db)
+
+    # The audit trail holds every caller's payloads: an admin key reads it when auth is on.
+    harden(
+        app, settings.api, key_store=key_store, needs=scope_resolver(settings.api, admin_prefixes=["/audit"])
+    )
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
 
@@ -135,6 +149,7 @@ def create_app(
                 "drainTimeoutS": settings.engine.drain_timeout_s,
             },
             "runs": runs.snapshot(),
+            "admission": admission.snapshot(),
             **orch.status(),
         }
 
@@ -164,11 +179,14 @@ def create_app(
                 idempotency_key=f"api/{action}/{get_correlation_id()}/{time.time_ns()}",
             )
             raise
+        # Refused (429/503) before anything is written: a burst of refusals costs no database writes.
+        ticket = admission.admit(min(len(run.symbols), settings.engine.concurrency))
         event = new_audit_event(action, "started", payload={**payload, "runId": run.id})
-        await repo().record_audit(event, idempotency_key=f"api/{event.id}", run_id=run.id)
         try:
-            await runs.submit(prepared)
+            await repo().record_audit(event, idempotency_key=f"api/{event.id}", run_id=run.id)
+            await runs.submit(prepared, ticket=ticket)
         except Exception as exc:
+            ticket.release()
             await repo().record_audit(
                 new_audit_event(action, "error", payload={"runId": run.id}, error=str(exc)),
                 idempotency_key=f"api/{event.id}/error",

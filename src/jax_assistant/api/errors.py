@@ -3,7 +3,9 @@
 Each family of :mod:`jax_assistant.domain.errors` is mapped once, here: ``InputError`` -> 400 (422 for
 invalid stage overrides, with ``details``), ``DataError`` and ``UnavailableError`` -> 503 (the request
 was fine; the data source or a dependency is not), ``ConfigError`` -> 500 (the service's own
-configuration is wrong), any other ``JaxError`` -> 500. A subclass needs no handler of its own.
+configuration is wrong), any other ``JaxError`` -> 500. A subclass needs no handler of its own, except
+``AdmissionRejectedError`` (a 429 or 503 with ``Retry-After``). Auth (401/403), host (421) and limit
+(408/413/422) refusals are answered by ``service/`` middleware before a route runs, in the same shape.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jax_assistant.api.runs import InvalidOverrideError
 from jax_assistant.domain.errors import ConfigError, DataError, InputError, JaxError, UnavailableError
+from jax_assistant.service.admission import AdmissionRejectedError
 
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
 
@@ -81,6 +84,15 @@ async def _data_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, f"market data unavailable: {exc}")
 
 
+async def _busy(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AdmissionRejectedError)
+    return JSONResponse(
+        status_code=exc.status,
+        content={"error": str(exc), "retryAfterS": exc.retry_after_s},
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )
+
+
 async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, f"unavailable: {exc}")
 
@@ -101,6 +113,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidOverrideError, _invalid_override)
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(AdmissionRejectedError, _busy)
     app.add_exception_handler(UnavailableError, _unavailable)
     app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(JaxError, _jax_error)

@@ -36,6 +36,7 @@ from jax_assistant.orchestrator import (
     unknown_symbols_message,
 )
 from jax_assistant.pipeline.plugins import PipelineConfigError
+from jax_assistant.service.admission import Ticket
 from jax_assistant.storage import Repository
 
 log = get_logger("jax_assistant.api.runs")
@@ -178,22 +179,30 @@ class RunManager:
             orch.stages(None)  # re-raises if the configuration alone is broken
             raise InvalidOverrideError(f"stageOverrides: {exc}") from exc
 
-    async def submit(self, prepared: PreparedRun) -> None:
+    async def submit(self, prepared: PreparedRun, *, ticket: Ticket | None = None) -> None:
         """Record a prepared run, then execute it in a background task.
 
         The row is written before this returns, so the 202 means something: the id resolves at once
         on GET /runs/{id}, and a shutdown or crash right after the answer still leaves a row the next
         start-up resumes. A failure to record is raised here, to the request.
+
+        With an admission ``ticket`` the run waits for its place before executing and frees it when its
+        task ends, however it ends.
         """
         run = prepared.run
         orch = self.orchestrator
         await orch.record_run(prepared)
         channel = RunChannel(run.id)
         self._channels[run.id] = channel
-        self._spawn(
-            self._execute(run, lambda: orch.execute(prepared, progress=channel, record=False), channel),
-            name=f"jax-run-{run.id}",
-        )
+
+        async def start() -> RunOutcome:
+            if ticket is not None:
+                await ticket.wait()
+            return await orch.execute(prepared, progress=channel, record=False)
+
+        task = self._spawn(self._execute(run, start, channel), name=f"jax-run-{run.id}")
+        if ticket is not None:
+            task.add_done_callback(lambda _: ticket.release())
 
     def spawn_after(
         self, ready: asyncio.Event, start: Callable[[], Awaitable[object]], *, name: str

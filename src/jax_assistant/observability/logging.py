@@ -2,11 +2,19 @@
 
 Every record (from structlog loggers and from plain ``logging`` loggers of libraries alike) gets an ISO
 UTC timestamp, its level, the logger name, the bound correlation id, and is redacted before rendering.
+
+Tracebacks are plain (``traceback`` module): never local variables (they held request headers and
+bodies), and cheap to render. With ``background=True`` (what ``jax serve`` uses) records are handed to
+a bounded queue and rendered and written by a listener thread, so a slow terminal or pipe never stalls
+the event loop; when the queue is full a record is dropped and counted rather than waited for.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 from typing import IO, Any, cast
 
@@ -14,7 +22,10 @@ import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
 from jax_assistant.observability.correlation import get_correlation_id
-from jax_assistant.observability.redaction import redact
+from jax_assistant.observability.redaction import redact, redact_text
+
+# Records waiting for the listener thread; beyond this they are dropped (counted in dropped_records()).
+QUEUE_SIZE = 10_000
 
 # Marks the handler we install on the root logger so a second configure_logging() replaces it.
 _HANDLER_MARK = "_jax_observability_handler"
@@ -34,6 +45,59 @@ def redact_event(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
     return cast(EventDict, redact(event_dict))
 
 
+def redact_exception(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Processor: the rendered traceback may quote a secret in an exception message."""
+    exc = event_dict.get("exception")
+    if isinstance(exc, str):
+        event_dict["exception"] = redact_text(exc)
+    return event_dict
+
+
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the listener unformatted (formatting is the listener's job) and never blocks."""
+
+    dropped = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The listener thread has no contextvars of this request: capture the id here.
+        if not hasattr(record, "correlation_id"):
+            cid = get_correlation_id()
+            if cid is not None:
+                record.correlation_id = cid
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            type(self).dropped += 1
+
+
+class _QueueListener(logging.handlers.QueueListener):
+    def __init__(self, records: queue.Queue[logging.LogRecord], handler: logging.Handler) -> None:
+        super().__init__(records, handler, respect_handler_level=False)
+        self._records = records
+
+    def enqueue_sentinel(self) -> None:
+        # Blocking put: with the queue full, stopping must wait for room, not lose the stop signal.
+        self._records.put(None)  # type: ignore[arg-type]  # QueueListener's sentinel is None
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def dropped_records() -> int:
+    """Records dropped because the background queue was full (0 without ``background``)."""
+    return _QueueHandler.dropped
+
+
+def _stop_listener() -> None:
+    global _listener
+    if _listener is not None:
+        _listener.stop()  # writes what is still queued, then joins the thread
+        _listener = None
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -47,7 +111,9 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def configure_logging(level: str = "INFO", json: bool = False, stream: IO[str] | None = None) -> None:
+def configure_logging(
+    level: str = "INFO", json: bool = False, stream: IO[str] | None = None, *, background: bool = False
+) -> None:
     """Configure structlog and route stdlib logging through the same processors. Safe to call again.
 
     ``json`` selects one JSON object per line (for services and log shippers) instead of the console
@@ -62,11 +128,14 @@ def configure_logging(level: str = "INFO", json: bool = False, stream: IO[str] |
     renderer: Processor
     if json:
         renderer = structlog.processors.JSONRenderer()
-        final: list[Processor] = [structlog.processors.format_exc_info, renderer]
     else:
         isatty = getattr(out, "isatty", None)
-        renderer = structlog.dev.ConsoleRenderer(colors=bool(isatty and isatty()))
-        final = [renderer]  # renders exc_info itself, with a readable traceback
+        # plain_traceback: the rich one renders local variables and takes seconds on a deep stack.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=bool(isatty and isatty()), exception_formatter=structlog.dev.plain_traceback
+        )
+    # The traceback is rendered to text first so the secret-in-text rules apply to it too.
+    final: list[Processor] = [structlog.processors.format_exc_info, redact_exception, renderer]
 
     structlog.configure(
         # filter_by_level first so disabled levels cost one check, not the whole processor chain.
@@ -88,16 +157,27 @@ def configure_logging(level: str = "INFO", json: bool = False, stream: IO[str] |
         foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(formatter)
-    setattr(handler, _HANDLER_MARK, True)
+    stream_handler = logging.StreamHandler(out)
+    stream_handler.setFormatter(formatter)
+    handler: logging.Handler = stream_handler
 
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
         old.close()
+    _stop_listener()
+    if background:
+        global _listener
+        records: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_SIZE)
+        handler = _QueueHandler(records)
+        _listener = _QueueListener(records, stream_handler)
+        _listener.start()
+    setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     root.setLevel(numeric_level)
+
+
+atexit.register(_stop_listener)
 
 
 def get_logger(name: str | None = None, **initial_values: Any) -> structlog.stdlib.BoundLogger:

@@ -8,11 +8,16 @@ by ``[REDACTED]`` when its key, compared case-insensitively,
 - or equals ``order_payload``, ``order_request``, ``raw_order``, ``account_id``, ``accountid``,
   ``account-id`` or ``acct_id``.
 
-Only keys are inspected: a secret pasted into free text (a log message, a summary) is not detected.
+On top of the contract's rules, for HTTP: keys containing ``authorization``, ``cookie`` or ``api-key``
+(headers such as ``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie``, ``X-API-Key``) are
+redacted too, and in any string value a bearer credential (``Bearer <token>``) or one of our own API
+keys (``jaxk_...``) is replaced, so a key pasted into free text does not reach a log either. Other
+secrets in free text (a log message, a summary) are not detected.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -26,6 +31,11 @@ SENSITIVE_EXACT_KEYS: frozenset[str] = frozenset(
     {"order_payload", "order_request", "raw_order", "account_id", "accountid", "account-id", "acct_id"}
 )
 
+# HTTP credentials; their header names match none of the contract's parts.
+HTTP_SENSITIVE_KEY_PARTS: tuple[str, ...] = ("authorization", "cookie", "api-key")
+# The secret of a bearer header or of one of our keys, wherever it appears in a string.
+_SECRET_IN_TEXT = re.compile(r"(?i:bearer)\s+[^\s\"',;]+|jaxk_[0-9a-f]{12}_[A-Za-z0-9_-]+")
+
 # Stand-in for a container that contains itself; recursing into it would never end.
 _CYCLE = "[CYCLE]"
 
@@ -36,7 +46,7 @@ def is_sensitive_key(key: str) -> bool:
     k = key.lower()
     if k in SENSITIVE_EXACT_KEYS:
         return True
-    if any(part in k for part in SENSITIVE_KEY_PARTS):
+    if any(part in k for part in SENSITIVE_KEY_PARTS) or any(p in k for p in HTTP_SENSITIVE_KEY_PARTS):
         return True
     return "broker" in k and "key" in k
 
@@ -50,7 +60,16 @@ def redact(obj: Any) -> Any:
     return _redact(obj, set())
 
 
+def redact_text(text: str) -> str:
+    """``text`` with bearer credentials and API keys replaced (two substring checks when there are none)."""
+    if "jaxk_" not in text and "earer" not in text and "EARER" not in text:
+        return text
+    return _SECRET_IN_TEXT.sub(REDACTED, text)
+
+
 def _redact(obj: Any, active: set[int]) -> Any:
+    if isinstance(obj, str):
+        return redact_text(obj)
     if isinstance(obj, BaseModel):
         obj = obj.model_dump(mode="json", by_alias=True)
     if isinstance(obj, Mapping):

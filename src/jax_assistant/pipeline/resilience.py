@@ -24,7 +24,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -848,10 +848,10 @@ class ResilienceRegistry:
             self.bulkhead(key)
         return {
             "breakers": {
-                key: {"state": b.state.value, **asdict(b.metrics())}
+                key: {"state": b.state.value, **_flat(b.metrics())}
                 for key, b in sorted(self._breakers.items())
             },
-            "rate_limits": {key: asdict(lim.stats()) for key, lim in sorted(self._limiters.items())},
+            "rate_limits": {key: _flat(lim.stats()) for key, lim in sorted(self._limiters.items())},
             "bulkheads": {
                 key: {"in_use": bh.in_use, "max_concurrent": bh.max_concurrent, "rejected": bh.rejected}
                 for key, bh in sorted(self._bulkheads.items())
@@ -864,6 +864,12 @@ class ResilienceRegistry:
                 listener(name, old, new)
             except Exception:
                 log.exception("circuit breaker %s: registry state listener failed", name)
+
+
+def _flat(obj: Any) -> dict[str, Any]:
+    """A flat dataclass as a dict: what ``asdict`` gives for these, without its deep copy (``/status``
+    calls this for every breaker and limiter on every request)."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
 
 def _unknown(key: str, kind: str, configured: Iterable[str]) -> str:

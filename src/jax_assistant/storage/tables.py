@@ -230,6 +230,19 @@ class DeadLetterRow(Base):
     retried_by_run_id: Mapped[str | None]
 
 
+class ApiKeyRow(Base):
+    """An API key of the HTTP services: only its SHA-256 is stored (see ``service/auth.py``)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(primary_key=True)  # the public part of the key, shown by `keys list`
+    name: Mapped[str]
+    scopes: Mapped[list[Any]]
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
 ALL_TABLES = (
     RunRow.__tablename__,
     SymbolResultRow.__tablename__,
@@ -239,4 +252,5 @@ ALL_TABLES = (
     DecisionRow.__tablename__,
     AuditEventRow.__tablename__,
     DeadLetterRow.__tablename__,
+    ApiKeyRow.__tablename__,
 )

@@ -1,0 +1,320 @@
+"""HTTP service throughput and accept latency, each beside a minimal FastAPI app on the same core.
+
+    python bench/http.py                         # 2 rounds x 5 s per req/s figure, 300 accepts per latency
+    python bench/http.py --seconds 3 --accepts 200 --out bench/results/http.json
+
+Two servers run as subprocesses pinned to the same CPU core (``os.sched_setaffinity``), one after the
+other for each figure: ``jax serve`` (auth on, a write key made with ``jax keys create``, defaults
+otherwise: sample data, SQLite file in a fresh temporary ``JAX_DATA_DIR``) and a minimal FastAPI app
+(``--minimal-server``: the same routes answering a constant, no middleware) served by uvicorn with the
+same protocol and settings as ``jax serve``. The load generator runs in this process on another core:
+raw asyncio sockets, HTTP/1.1 keep-alive, far cheaper per request than an HTTP client library, so the
+server is the bottleneck.
+
+- req/s: ``/status``, ``/health`` and ``/metrics`` with ``--connections`` keep-alive connections for
+  ``--seconds`` (after a 1 s warm-up), responses counted;
+- accept latency: ``POST /process {"symbols": ["ACME.SIM"]}`` (a real one-symbol run starts for every
+  202 and executes while the next requests arrive) from 1 client and from 20 clients, p50/p99 of the
+  202s; refusals (429 once the run queue is full) are counted and shown.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# This file is bench/http.py: with bench/ first on sys.path it would shadow the standard library's
+# `http` package (which starlette and uvicorn import). Take bench/ off the path, load _common by file.
+_BENCH_DIR = sys.path.pop(0) if sys.path and sys.path[0].endswith("bench") else None
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("_common", Path(__file__).with_name("_common.py"))
+assert _spec is not None and _spec.loader is not None
+_common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_common)
+git_revision, write_results = _common.git_revision, _common.write_results
+
+SERVER_CORE = 0
+
+
+# --------------------------------------------------------------------------- the minimal server
+
+
+def minimal_server(port: int) -> None:
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, Response
+
+    from jax_assistant.service.server import header_deadline_protocol
+
+    app = FastAPI()
+
+    @app.get("/status")
+    async def status() -> dict[str, Any]:
+        return {"service": "minimal", "ok": True}
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "healthy"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(b"# minimal\n", media_type="text/plain")
+
+    @app.post("/process", status_code=202)
+    async def process(body: dict[str, Any]) -> JSONResponse:
+        return JSONResponse(status_code=202, content={"runId": "x", "status": "running"})
+
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, http=header_deadline_protocol(10)
+    )
+    uvicorn.Server(config).run()
+
+
+# --------------------------------------------------------------------------- load generator
+
+
+class Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(reader, writer)
+
+    async def request(self, raw: bytes) -> int:
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+
+def post(path: str, body: dict[str, Any], key: str | None) -> bytes:
+    data = json.dumps(body).encode()
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+
+
+async def throughput(port: int, raw: bytes, connections: int, seconds: float) -> dict[str, Any]:
+    conns = [await Conn.open(port) for _ in range(connections)]
+    counts = {"ok": 0, "other": 0}
+    stop_at = 0.0
+    counting = False
+
+    async def worker(c: Conn) -> None:
+        while time.perf_counter() < stop_at:
+            status = await c.request(raw)
+            if counting:
+                counts["ok" if status == 200 else "other"] += 1
+
+    stop_at = time.perf_counter() + 1.0  # warm-up
+    await asyncio.gather(*(worker(c) for c in conns))
+    counting = True
+    started = time.perf_counter()
+    stop_at = started + seconds
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = time.perf_counter() - started
+    for c in conns:
+        c.close()
+    return {"rps": round(counts["ok"] / elapsed), "non200": counts["other"]}
+
+
+async def accept_latency(port: int, key: str | None, clients: int, total: int) -> dict[str, Any]:
+    conns = [await Conn.open(port) for _ in range(clients)]
+    raw = post("/process", {"symbols": ["ACME.SIM"]}, key)
+    latencies: list[float] = []
+    refused: dict[int, int] = {}
+    remaining = total
+
+    async def worker(c: Conn) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            t = time.perf_counter()
+            status = await c.request(raw)
+            if status == 202:
+                latencies.append((time.perf_counter() - t) * 1000)
+            else:
+                refused[status] = refused.get(status, 0) + 1
+
+    await asyncio.gather(*(worker(c) for c in conns))
+    for c in conns:
+        c.close()
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 2 else [float("nan")] * 99
+    return {
+        "accepted": len(latencies),
+        "refused": refused,
+        "p50_ms": round(q[49], 2),
+        "p99_ms": round(q[98], 2),
+    }
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pin_to_server_core() -> None:
+    os.sched_setaffinity(0, {SERVER_CORE})
+
+
+def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin_to_server_core
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}: {' '.join(cmd)}") from None
+            time.sleep(0.1)
+    proc.kill()
+    raise TimeoutError("server did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--accepts", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=2, help="req/s rounds (best kept)")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--minimal-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.minimal_server:
+        minimal_server(args.minimal_server)
+        return
+
+    console = Console()
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, set(cpus) - {SERVER_CORE})  # the generator never shares the server's core
+    tmp = Path(tempfile.mkdtemp(prefix="jax-bench-http-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") and k != "DATABASE_URL"}
+    env["JAX_DATA_DIR"] = str(tmp)
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jax_assistant",
+            "keys",
+            "create",
+            "--name",
+            "bench",
+            "--scope",
+            "write",
+            "--json",
+        ],
+        env=env,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = json.loads(made.stdout)["key"]
+
+    jax_port, min_port = free_port(), free_port()
+    jax_cmd = [sys.executable, "-m", "jax_assistant", "serve", "--no-resume", "--port", str(jax_port)]
+    min_cmd = [sys.executable, str(Path(__file__).resolve()), "--minimal-server", str(min_port)]
+    env_jax = {**env, "JAX_LOG_LEVEL": "WARNING"}
+    servers: dict[str, subprocess.Popen[bytes]] = {}
+    ports = {"jax": jax_port, "minimal": min_port}
+    results: dict[str, Any] = {"revision": git_revision(), "cpus": cpus, "server_core": SERVER_CORE}
+    try:
+        # One at a time inside the try: a server that fails to start still stops the one before it.
+        servers["jax"] = start(jax_cmd, env_jax, jax_port)
+        servers["minimal"] = start(min_cmd, env, min_port)
+
+        async def measure() -> None:
+            # Interleaved rounds, best kept: noise from other processes hits both servers alike.
+            for _ in range(args.rounds):
+                for path in ("/status", "/health", "/metrics"):
+                    for name in ("minimal", "jax"):
+                        fig = await throughput(ports[name], get(path), args.connections, args.seconds)
+                        best = results.setdefault(path, {}).get(name)
+                        if best is None or fig["rps"] > best["rps"]:
+                            results[path][name] = fig
+            for clients in (1, 20):
+                for name in ("minimal", "jax"):
+                    fig = await accept_latency(
+                        ports[name], key if name == "jax" else None, clients, args.accepts
+                    )
+                    results.setdefault(f"accept_{clients}", {})[name] = fig
+                    await asyncio.sleep(3 if name == "jax" else 0)  # let the runs just started finish
+
+        asyncio.run(measure())
+    finally:
+        for proc in servers.values():
+            stop(proc)
+
+    table = Table(title=f"HTTP on core {SERVER_CORE} (generator on {sorted(os.sched_getaffinity(0))})")
+    for col in ("figure", "minimal FastAPI", "jax serve", "jax / minimal"):
+        table.add_column(col, justify="right" if col != "figure" else "left")
+    for path in ("/status", "/health", "/metrics"):
+        m, j = results[path]["minimal"]["rps"], results[path]["jax"]["rps"]
+        results[path]["ratio"] = round(j / m, 3) if m else None
+        table.add_row(f"{path} req/s", f"{m:,}", f"{j:,}", f"{results[path]['ratio']:.2f}x")
+    for clients in (1, 20):
+        fig = results[f"accept_{clients}"]
+        m, j = fig["minimal"], fig["jax"]
+        table.add_row(
+            f"POST /process, {clients} client(s): p50 / p99 ms",
+            f"{m['p50_ms']} / {m['p99_ms']}",
+            f"{j['p50_ms']} / {j['p99_ms']}",
+            f"{j['accepted']} accepted, refused {j['refused'] or 0}",
+        )
+    console.print(table)
+    write_results(results, args.out, console)
+
+
+if __name__ == "__main__":
+    main()
