@@ -9,11 +9,13 @@ more than we read, so that model ignores extras instead of rejecting them.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+
+from jax_assistant.domain import Run, SymbolResult
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -35,6 +37,14 @@ class ProcessRequest(BaseModel):
     lookback: int | None = Field(default=None, ge=1, le=10_000, description="sessions to scan for events")
     stage_overrides: dict[str, dict[str, Any]] | None = Field(
         default=None, description="per-stage partial policy for this run, e.g. {persist: {timeout_s: 5}}"
+    )
+    # The same inputs as `jax run --account-size/--risk-percent` (None = the configured value).
+    account_size: float | None = Field(default=None, gt=0, le=1e13, allow_inf_nan=False)
+    risk_percent: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
+    data_source: str | None = Field(
+        default=None,
+        max_length=64,
+        description="name of a configured data source (settings data_sources); never a server path",
     )
 
     @field_validator("symbols")
@@ -66,8 +76,10 @@ class OrchestrateRequest(BaseModel):
 
     signal_id: str | None = Field(default=None, max_length=256)
     symbol: str = Field(min_length=1, max_length=MAX_SYMBOL_LENGTH)
-    trigger_type: Literal["manual", "signal", "scheduled"]
-    context: dict[str, Any] | None = None
+    # The old service defaulted a missing trigger to a manual run; callers rely on it.
+    trigger_type: Literal["manual", "signal", "scheduled"] = "manual"
+    # Old callers send either free text or an object; both are kept (audited, redacted) as given.
+    context: str | dict[str, Any] | None = None
 
     @field_validator("symbol")
     @classmethod
@@ -75,3 +87,180 @@ class OrchestrateRequest(BaseModel):
         if not value.strip():
             raise ValueError("symbol must not be blank")
         return value
+
+
+class V1OrchestrateRequest(BaseModel):
+    """The front end's ``POST /api/v1/orchestrate`` body (camelCase; extra fields ignored, as before)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    bank: str = Field(default="trade_decisions", max_length=128)
+    symbol: str = Field(min_length=1, max_length=MAX_SYMBOL_LENGTH)
+    strategy: str | None = Field(default=None, max_length=128)
+    constraints: dict[str, Any] = Field(default_factory=dict)
+    user_context: str | dict[str, Any] | None = None
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    research_queries: list[str] | None = Field(default=None, max_length=20)
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("symbol must not be blank")
+        return value
+
+
+class SymbolProcessRequest(BaseModel):
+    """Old V1 ``POST /symbols/{symbol}/process`` body: every field optional."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    account_size: float | None = Field(default=None, gt=0, le=1e13, allow_inf_nan=False)
+    risk_percent: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
+    gap_threshold_pct: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
+
+
+class RiskCalcRequest(BaseModel):
+    """Old V1 ``POST /risk/calc`` body; the range rules live in risk.sizing (one place, 400s)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    account_size: float = 10_000.0
+    risk_percent: float = 3.0
+    entry: float
+    stop: float
+    target: float | None = None
+
+
+# --------------------------------------------------------------------------- responses
+
+
+class _Out(BaseModel):
+    """Response bodies: snake_case in Python, camelCase on the wire (FastAPI serialises by alias)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ErrorOut(_Out):
+    error: str = Field(description="one line saying what is wrong")
+    field: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+
+class HealthOut(_Out):
+    status: Literal["healthy", "degraded"]
+    service: str
+    version: str
+    uptime: float
+    reason: str | None = Field(default=None, description="why degraded (absent when healthy)")
+
+
+class CheckOut(_Out):
+    ok: bool
+    detail: str
+
+
+class ReadyOut(_Out):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, CheckOut]
+
+
+class StatusOut(_Out):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    service: str
+    version: str
+    uptime: float
+    pipeline: list[str]
+    engine: dict[str, Any]
+    runs: dict[str, Any]
+    active_runs: dict[str, Any]
+    queue_depth: int
+    in_flight: int
+    resilience: dict[str, Any]
+
+
+class AcceptedOut(_Out):
+    run_id: str
+    status: Literal["running"]
+    correlation_id: str
+
+
+class RunOut(Run):
+    """A run as stored, plus ``error`` (why it failed; null otherwise)."""
+
+    error: str | None = None
+
+
+class RunDetailOut(_Out):
+    run: RunOut
+    symbols: list[SymbolResult]
+
+
+class CancelOut(_Out):
+    run_id: str
+    status: Literal["cancelling"]
+
+
+class DeadLetterOut(_Out):
+    id: int
+    run_id: str
+    symbol: str
+    stage: str
+    error: str
+    attempts: int
+    status: Literal["open", "retried", "resolved"]
+    created_at: datetime
+    retried_by_run_id: str | None
+
+
+class OrchestrateOut(BaseModel):
+    """The old service's snake_case answer."""
+
+    run_id: str
+    status: Literal["running"]
+
+
+class V1RunSummaryOut(_Out):
+    run_id: str
+    symbol: str
+    timestamp: str
+    success: bool
+
+
+class V1PlanOut(_Out):
+    summary: str
+    steps: list[str]
+    action: str
+    confidence: float
+    reasoning_notes: str
+
+
+class V1ToolOut(_Out):
+    name: str
+    success: bool
+
+
+class V1RunOut(_Out):
+    plan: V1PlanOut
+    tools: list[V1ToolOut]
+    run_id: str
+    duration: float = Field(description="seconds from start to finish (so far, while running)")
+    status: Literal["running", "completed", "failed"]
+
+
+class V1TradeOut(_Out):
+    setup: dict[str, Any]
+    risk: dict[str, Any]
+
+
+class V1ProcessOut(_Out):
+    events: list[dict[str, Any]]
+    trades: list[V1TradeOut]
+
+
+class RiskCalcOut(_Out):
+    position_size: int
+    risk_per_unit: float
+    total_risk: float
+    r_multiple: float
