@@ -192,7 +192,7 @@ def create_app(
         except Exception as exc:  # any driver error means "not reachable" to a probe
             checks["database"] = CheckOut(ok=False, detail=f"{type(exc).__name__}: {exc}"[:300])
             checks["migrations"] = CheckOut(ok=False, detail="unknown (database unreachable)")
-        data_state["error"] = await _warm_provider(orch)
+        data_state["error"] = await _warm_provider(orch, off_loop=True)
         problem = data_problem()
         checks["data"] = CheckOut(ok=problem is None, detail=problem or "readable")
         ok = all(c.ok for c in checks.values())
@@ -502,7 +502,7 @@ def create_app(
     return app
 
 
-async def _warm_provider(orch: Orchestrator) -> str | None:
+async def _warm_provider(orch: Orchestrator, *, off_loop: bool = False) -> str | None:
     """Load the symbol list once before serving, off the event loop.
 
     The first call parses the data (seconds for a large csv); done here, no request pays for it and a
@@ -510,7 +510,8 @@ async def _warm_provider(orch: Orchestrator) -> str | None:
     and run requests get a 503 explaining the problem.
     """
     try:
-        provider = await asyncio.to_thread(orch.provider)
+        # off_loop for /ready: a provider that failed before is loaded again, which may take seconds.
+        provider = await asyncio.to_thread(orch.provider) if off_loop else orch.provider()
         count = len(await asyncio.to_thread(provider.symbols))
         log.info("market data ready", provider=provider.name, symbols=count, simulated=provider.simulated)
     except (MarketDataError, OSError) as exc:
