@@ -45,6 +45,12 @@ def gated_settings(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 @pytest.fixture
+def api_headers() -> dict[str, str]:
+    """Headers every route test sends: the one place to add an API key once routes require one."""
+    return {}
+
+
+@pytest.fixture
 async def service(settings: Settings) -> AsyncIterator[Service]:
     async with serve(create_app(settings)) as svc:
         yield svc
