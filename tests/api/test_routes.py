@@ -231,7 +231,7 @@ async def test_idempotent_resubmission_returns_the_same_run(svc: Service) -> Non
     assert len((await client.get("/runs")).json()) == 1
 
     other = await client.post("/process", json={"symbols": [SIM_SYMBOLS[3]]}, headers=key)
-    assert other.status_code == 422 and "different request" in other.json()["error"]
+    assert other.status_code == 409 and "different request" in other.json()["error"]
     assert (await client.post("/process", json=body, headers={"Idempotency-Key": "x y"})).status_code == 422
 
 
@@ -342,10 +342,13 @@ async def test_runs_filters_and_cursor_pagination(svc: Service) -> None:
     assert (await client.get("/runs", params={"status": "completed"})).json()[0]["id"] == ids[2]
     assert (await client.get("/runs", params={"status": "running"})).json() == []
     assert (await client.get("/runs", params={"since": "2999-01-01T00:00:00Z"})).json() == []
-    assert len((await client.get("/runs", params={"since": "2000-01-01"})).json()) == 3
+    assert len((await client.get("/runs", params={"since": "2000-01-01T00:00:00+00:00"})).json()) == 3
     bad = await client.get("/runs", params={"cursor": "not-a-cursor"})
     assert bad.status_code == 400 and bad.json()["field"] == "cursor"
     assert (await client.get("/runs", params={"status": "bogus"})).status_code == 422
+    assert (await client.get("/runs", params={"since": "1700000000"})).status_code == 422
+    month13 = await client.get("/runs", params={"since": "2000-13-01T00:00:00Z"})
+    assert month13.status_code == 400 and month13.json()["field"] == "since"
 
 
 async def test_audit_newest_first_with_a_cursor(svc: Service) -> None:

@@ -65,6 +65,18 @@ SERVICE_NAME = "jax-orchestrator"
 SHUTDOWN_TIMEOUT_S = 10.0
 # engine: how long shutdown lets in-flight stages finish (drain) before cancelling what is left.
 SHUTDOWN_DRAIN_S = 5.0
+# An RFC 3339 date-time (explicit offset), checked as a string: pydantic's datetime would also take a
+# bare number as a unix timestamp, which the documented format does not allow.
+RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+# One Server-Sent Event as parsed by a client: its name and its one-line JSON data.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["symbol", "run"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+    "required": ["event", "data"],
+}
 # `POST /process?wait=true`: only small batches, and never longer than this before answering 202.
 WAIT_MAX_SYMBOLS = 50
 WAIT_TIMEOUT_S = 60.0
@@ -138,6 +150,8 @@ def create_app(
         version=__version__,
         description="Runs the Jax pipeline: market events -> trade setups -> risk decisions.",
         lifespan=lifespan,
+        # Every route may answer these, in the one error shape (api/errors.py), not FastAPI's default.
+        responses=errors(422, 500),
     )
     app.state.orchestrator = orch
     app.state.runs = runs
@@ -243,7 +257,7 @@ def create_app(
 
         With ``idempotency_key`` the ``started`` audit row is stored under that key (unique in the
         table), so of two submissions with one key exactly one starts a run; the other, and any later
-        one, gets that run back (``True`` = replayed). A key reused with another body is a 422.
+        one, gets that run back (``True`` = replayed). A key reused with another body is a 409.
         """
         key = f"api/{action}/key/{idempotency_key}" if idempotency_key else None
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -282,7 +296,8 @@ def create_app(
             return None
         event, run_id = found
         if event.payload.get("requestHash") != digest:
-            raise HTTPException(422, "Idempotency-Key was already used with a different request body")
+            # 409, not 422: the body is valid, it conflicts with what the key already stands for.
+            raise HTTPException(409, "Idempotency-Key was already used with a different request body")
         # The winner writes its run row right after its audit row: wait for it briefly.
         deadline = time.monotonic() + 5.0
         while run_id is not None and time.monotonic() < deadline:
@@ -390,15 +405,19 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
         status: Annotated[RunStatus | None, Query(description="only runs in this state")] = None,
         symbol: Annotated[str | None, Query(max_length=32, description="only runs of this symbol")] = None,
-        since: Annotated[datetime | None, Query(description="only runs started at or after (UTC)")] = None,
+        since: Annotated[
+            str | None,
+            Query(
+                pattern=RFC3339,
+                description="only runs started at or after this instant (RFC 3339, e.g. 2025-06-27T00:00:00Z)",
+            ),
+        ] = None,
         cursor: Annotated[str | None, Query(max_length=500, description="X-Next-Cursor of a page")] = None,
     ) -> list[RunOut]:
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
         page = await repo().list_runs_page(
             status=status,
             symbol=symbol.strip().upper() if symbol else None,
-            since=since,
+            since=_instant(since, "since") if since else None,
             before=decode_cursor(cursor),
             limit=limit + 1,
         )
@@ -432,7 +451,7 @@ def create_app(
         response_class=StreamingResponse,
         responses={
             200: {
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
                 "description": "Server-Sent Events: `symbol` per finished symbol, then one `run`",
             },
             **errors(404),
@@ -500,6 +519,13 @@ def create_app(
     app.include_router(v1_router)
     app.include_router(page_router)
     return app
+
+
+def _instant(value: str, field: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC)
+    except ValueError as exc:  # the pattern passed, the calendar did not (e.g. month 13)
+        raise InputError(f"{field}: {exc}", field=field, rule="rfc3339") from None
 
 
 async def _warm_provider(orch: Orchestrator, *, off_loop: bool = False) -> str | None:

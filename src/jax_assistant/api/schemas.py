@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -18,17 +18,30 @@ from pydantic.alias_generators import to_camel
 from jax_assistant.domain import Run, SymbolResult
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# "Not blank", checked by Python's re in the validators and published as the schema's pattern, so the
+# OpenAPI says exactly what is accepted (a schema-valid symbol is never refused as blank).
+_NON_BLANK = re.compile(r"\S")
 
 # Bounds keep one request from asking for unbounded work; the sample market has 20 symbols and a real
 # universe (S&P 500) about 500, so 5 000 leaves room without allowing a multi-megabyte symbol list.
 MAX_SYMBOLS = 5_000
 MAX_SYMBOL_LENGTH = 32
 
+SymbolName = Annotated[
+    str, Field(min_length=1, max_length=MAX_SYMBOL_LENGTH, json_schema_extra={"pattern": _NON_BLANK.pattern})
+]
+
+
+def _not_blank(value: str, what: str) -> str:
+    if not _NON_BLANK.search(value):
+        raise ValueError(f"{what} must not be blank")
+    return value
+
 
 class ProcessRequest(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    symbols: list[str] = Field(
+    symbols: list[SymbolName] = Field(
         default_factory=list,
         max_length=MAX_SYMBOLS,
         description="symbols to scan; empty or absent = the configured watchlist (else every symbol)",
@@ -51,10 +64,7 @@ class ProcessRequest(BaseModel):
     @classmethod
     def _symbols(cls, value: list[str]) -> list[str]:
         for sym in value:
-            if not sym.strip():
-                raise ValueError("symbols must not be blank")
-            if len(sym) > MAX_SYMBOL_LENGTH:
-                raise ValueError(f"symbol {sym[:40]!r}... is longer than {MAX_SYMBOL_LENGTH} characters")
+            _not_blank(sym, "symbols")
         return value
 
     @field_validator("as_of", mode="before")
@@ -75,7 +85,7 @@ class OrchestrateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     signal_id: str | None = Field(default=None, max_length=256)
-    symbol: str = Field(min_length=1, max_length=MAX_SYMBOL_LENGTH)
+    symbol: SymbolName
     # The old service defaulted a missing trigger to a manual run; callers rely on it.
     trigger_type: Literal["manual", "signal", "scheduled"] = "manual"
     # Old callers send either free text or an object; both are kept (audited, redacted) as given.
@@ -84,9 +94,7 @@ class OrchestrateRequest(BaseModel):
     @field_validator("symbol")
     @classmethod
     def _symbol(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("symbol must not be blank")
-        return value
+        return _not_blank(value, "symbol")
 
 
 class V1OrchestrateRequest(BaseModel):
@@ -95,7 +103,7 @@ class V1OrchestrateRequest(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     bank: str = Field(default="trade_decisions", max_length=128)
-    symbol: str = Field(min_length=1, max_length=MAX_SYMBOL_LENGTH)
+    symbol: SymbolName
     strategy: str | None = Field(default=None, max_length=128)
     constraints: dict[str, Any] = Field(default_factory=dict)
     user_context: str | dict[str, Any] | None = None
@@ -105,9 +113,7 @@ class V1OrchestrateRequest(BaseModel):
     @field_validator("symbol")
     @classmethod
     def _symbol(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("symbol must not be blank")
-        return value
+        return _not_blank(value, "symbol")
 
 
 class SymbolProcessRequest(BaseModel):
@@ -121,15 +127,18 @@ class SymbolProcessRequest(BaseModel):
 
 
 class RiskCalcRequest(BaseModel):
-    """Old V1 ``POST /risk/calc`` body; the range rules live in risk.sizing (one place, 400s)."""
+    """Old V1 ``POST /risk/calc`` body. The ranges are in the schema; risk.sizing checks them again
+    (and entry != stop, which no schema can say)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", allow_inf_nan=False
+    )
 
-    account_size: float = 10_000.0
-    risk_percent: float = 3.0
-    entry: float
-    stop: float
-    target: float | None = None
+    account_size: float = Field(default=10_000.0, gt=0)
+    risk_percent: float = Field(default=3.0, gt=0, le=100)
+    entry: float = Field(gt=0)
+    stop: float = Field(gt=0)
+    target: float | None = Field(default=None, gt=0)
 
 
 # --------------------------------------------------------------------------- responses
