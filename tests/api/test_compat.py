@@ -23,7 +23,9 @@ async def svc(settings: Settings, api_headers: dict[str, str]) -> AsyncIterator[
 async def test_orchestrate_defaults_trigger_and_takes_a_string_context(svc: Service) -> None:
     client = svc.client
     resp = await client.post(
-        "/orchestrate", json={"symbol": "acme.sim", "context": "gap up on earnings"}, headers={"X-Flow-ID": "f-o"}
+        "/orchestrate",
+        json={"symbol": "acme.sim", "context": "gap up on earnings"},
+        headers={"X-Flow-ID": "f-o"},
     )
     assert resp.status_code == 201, resp.text
     assert set(resp.json()) == {"run_id", "status"} and resp.json()["status"] == "running"
@@ -163,7 +165,9 @@ async def test_risk_calc_contract_formulas_and_errors(svc: Service) -> None:
 
 async def test_trades_in_the_v1_shape(svc: Service) -> None:
     client = svc.client
-    await wait_for_run(client, (await client.post("/process", json={"symbols": list(SIM_SYMBOLS)})).json()["runId"])
+    await wait_for_run(
+        client, (await client.post("/process", json={"symbols": list(SIM_SYMBOLS)})).json()["runId"]
+    )
     trades = (await client.get("/trades", params={"limit": 1000})).json()
     assert trades
     for t in trades:

@@ -31,7 +31,9 @@ async def test_every_route_documents_its_responses(service: Service) -> None:
                 content = responses[code].get("content", {})
                 assert content, f"{method.upper()} {path} {code}: no body documented"
                 for media in content.values():
-                    assert media.get("schema") not in (None, {}), f"{method.upper()} {path} {code}: schema {{}}"
+                    assert media.get("schema") not in (None, {}), (
+                        f"{method.upper()} {path} {code}: schema {{}}"
+                    )
             errors = [code for code in responses if code[0] in "45"]
             assert errors, f"{method.upper()} {path}: no error status documented"
     events = spec["paths"]["/runs/{run_id}/events"]["get"]["responses"]["200"]["content"]

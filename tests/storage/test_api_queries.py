@@ -4,7 +4,6 @@ idempotency key, failure reasons and the schema revision (what /runs, /audit, /p
 from __future__ import annotations
 
 from datetime import timedelta
-
 from typing import Any
 
 from tests.storage.factories import T0, make_audit
@@ -25,14 +24,21 @@ async def test_runs_page_filters_and_keyset(repo: Repository) -> None:
     runs = [
         make_run("run-a", started_at=T0, status=RunStatus.COMPLETED, symbols=["AAPL"]),
         make_run("run-b", started_at=T0 + timedelta(seconds=1), status=RunStatus.FAILED, symbols=["MSFT"]),
-        make_run("run-c", started_at=T0 + timedelta(seconds=1), status=RunStatus.COMPLETED,
-                 symbols=["AAPL", "BRK_B"]),
+        make_run(
+            "run-c",
+            started_at=T0 + timedelta(seconds=1),
+            status=RunStatus.COMPLETED,
+            symbols=["AAPL", "BRK_B"],
+        ),
         make_run("run-d", started_at=T0 + timedelta(seconds=2), status=RunStatus.RUNNING, symbols=["BRKXB"]),
     ]
     for run in runs:
         assert await repo.create_run(run)
-    await repo.create_run(make_run("run-e", started_at=T0 + timedelta(seconds=3), symbols=["AAPL"]),
-                          lease_owner="me", lease_ttl_s=600)
+    await repo.create_run(
+        make_run("run-e", started_at=T0 + timedelta(seconds=3), symbols=["AAPL"]),
+        lease_owner="me",
+        lease_ttl_s=600,
+    )
 
     ids = [r.id for r in await repo.list_runs_page(limit=10)]
     assert ids == ["run-e", "run-d", "run-c", "run-b", "run-a"]
@@ -67,7 +73,10 @@ async def test_audit_page_newest_first_and_lookup_by_key(repo: Repository) -> No
     first = await repo.list_audit_page(limit=2)
     rest = await repo.list_audit_page(before=(first[-1].timestamp, first[-1].id), limit=10)
     assert [e.id for e in first + rest] == ids
-    assert [e.id for e in await repo.list_audit_page(correlation_id="c-1", run_id="run-1")] == ["au-2", "au-1"]
+    assert [e.id for e in await repo.list_audit_page(correlation_id="c-1", run_id="run-1")] == [
+        "au-2",
+        "au-1",
+    ]
 
     found = await repo.get_audit_by_key("k-2")
     assert found is not None and found[0].id == "au-2" and found[1] == "run-1"

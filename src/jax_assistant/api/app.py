@@ -275,9 +275,9 @@ def create_app(
         extra = {"idempotencyKey": idempotency_key, "requestHash": digest} if key else {}
         event = new_audit_event(action, "started", payload={**payload, "runId": run.id, **extra})
         created = await repo().record_audit(event, idempotency_key=key or f"api/{event.id}", run_id=run.id)
-        if not created and key is not None:  # a concurrent submission with the same key won
-            if (replay := await replayed(key, digest)) is not None:
-                return replay, True
+        # A concurrent submission with the same key won: answer with its run.
+        if not created and key is not None and (replay := await replayed(key, digest)) is not None:
+            return replay, True
         try:
             await runs.submit(prepared)
         except Exception as exc:
@@ -320,8 +320,10 @@ def create_app(
         body: Annotated[ProcessRequest | None, Body()] = None,
         wait: Annotated[
             bool,
-            Query(description=f"answer once the run ends (up to {WAIT_TIMEOUT_S:g} s; at most "
-                  f"{WAIT_MAX_SYMBOLS} symbols), with the run and its symbols"),
+            Query(
+                description=f"answer once the run ends (up to {WAIT_TIMEOUT_S:g} s; at most "
+                f"{WAIT_MAX_SYMBOLS} symbols), with the run and its symbols"
+            ),
         ] = False,
         idempotency_key: Annotated[
             str | None,
@@ -409,7 +411,7 @@ def create_app(
             str | None,
             Query(
                 pattern=RFC3339,
-                description="only runs started at or after this instant (RFC 3339, e.g. 2025-06-27T00:00:00Z)",
+                description="only runs started at or after (RFC 3339, e.g. 2025-06-27T00:00:00Z)",
             ),
         ] = None,
         cursor: Annotated[str | None, Query(max_length=500, description="X-Next-Cursor of a page")] = None,
@@ -424,7 +426,9 @@ def create_app(
         more = len(page) > limit
         page = page[:limit]
         last = page[-1] if more else None
-        response.headers.update(page_headers(request, encode_cursor(last.started_at, last.id) if last else None))
+        response.headers.update(
+            page_headers(request, encode_cursor(last.started_at, last.id) if last else None)
+        )
         return await runs_out(repo(), page)
 
     @app.get("/runs/{run_id}", response_model=RunDetailOut, responses=errors(404))
@@ -434,9 +438,7 @@ def create_app(
             raise HTTPException(404, f"no run {run_id!r}")
         return detail
 
-    @app.post(
-        "/runs/{run_id}/cancel", status_code=202, response_model=CancelOut, responses=errors(404, 409)
-    )
+    @app.post("/runs/{run_id}/cancel", status_code=202, response_model=CancelOut, responses=errors(404, 409))
     async def cancel_run(run_id: str) -> CancelOut:
         try:
             await runs.cancel(run_id)
@@ -512,7 +514,9 @@ def create_app(
         more = len(events) > limit
         events = events[:limit]
         last = events[-1] if more else None
-        response.headers.update(page_headers(request, encode_cursor(last.timestamp, last.id) if last else None))
+        response.headers.update(
+            page_headers(request, encode_cursor(last.timestamp, last.id) if last else None)
+        )
         return events
 
     app.include_router(dead_letters_router)

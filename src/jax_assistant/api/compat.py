@@ -127,9 +127,7 @@ _STAGE_FAILED = {StageStatus.FAILED, StageStatus.TIMED_OUT, StageStatus.SHORT_CI
 def v1_view(run: Run, results: list[SymbolResult]) -> V1RunOut:
     """A run as the front end's plan view: the best allowed setup is the action."""
     trades = [t for r in results for t in r.trades]
-    allowed = sorted(
-        (t for t in trades if t.risk.allowed), key=lambda t: (-t.setup.confidence, t.setup.id)
-    )
+    allowed = sorted((t for t in trades if t.risk.allowed), key=lambda t: (-t.setup.confidence, t.setup.id))
     best: TradeRecord | None = allowed[0] if allowed else None
     events = sum(len(r.events) for r in results)
     done = sum(1 for r in results if r.status.terminal)
@@ -149,12 +147,16 @@ def v1_view(run: Run, results: list[SymbolResult]) -> V1RunOut:
             f"{t.setup.id}: {t.risk.constraints.reason or 'rejected'}" for t in rejected[:5]
         ) or ("no setups" if run.status is not RunStatus.RUNNING else "")
     steps = [
-        f"{r.symbol}: {st.stage} {st.status.value} ({st.duration_ms:.0f} ms)" for r in results for st in r.stages
+        f"{r.symbol}: {st.stage} {st.status.value} ({st.duration_ms:.0f} ms)"
+        for r in results
+        for st in r.stages
     ]
     tools = []
     for name in run.pipeline:
         seen = [st for r in results for st in r.stages if st.stage == name]
-        tools.append(V1ToolOut(name=name, success=bool(seen) and not any(st.status in _STAGE_FAILED for st in seen)))
+        tools.append(
+            V1ToolOut(name=name, success=bool(seen) and not any(st.status in _STAGE_FAILED for st in seen))
+        )
     end = run.finished_at or utc_now()
     return V1RunOut(
         plan=V1PlanOut(
@@ -215,7 +217,7 @@ async def risk_calc(body: RiskCalcRequest) -> RiskCalcOut:
     try:
         sizing = calculate_position(body.account_size, body.risk_percent, body.entry, body.stop, body.target)
     except RiskInputError as exc:
-        field = to_camel(exc.field)
+        field = to_camel(exc.field or "body")
         message = str(exc).split(": ", 1)[-1]
         raise InputError(f"{field}: {message}", field=field, rule="range") from None
     return RiskCalcOut(

@@ -29,11 +29,11 @@ from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.tracing import run_span
 from jax_assistant.orchestrator import (
     Orchestrator,
-    new_run_id,
     PreparedRun,
     RunError,
     RunOutcome,
     RunRequest,
+    new_run_id,
     unknown_symbols_message,
 )
 from jax_assistant.pipeline.plugins import PipelineConfigError
@@ -228,10 +228,13 @@ class RunManager:
         if run is None:
             raise LookupError(run_id)
         if run.status not in (RunStatus.RUNNING, RunStatus.INTERRUPTED):
-            raise RunError(f"run {run_id!r} already ended ({run.status.value})", field="runId", rule="running")
-        # A run just accepted builds its engine before it shows in `active`: give it a moment.
+            raise RunError(
+                f"run {run_id!r} already ended ({run.status.value})", field="runId", rule="running"
+            )
+        # A run just accepted builds its engine before it shows in `active`: give it a moment. Polled:
+        # nothing signals an engine's registration.
         deadline = time.monotonic() + settle_s
-        while run_id in self._channels and run_id not in orch.active and time.monotonic() < deadline:
+        while run_id in self._channels and run_id not in orch.active and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         engine = orch.active.get(run_id)
         if engine is not None:

@@ -1034,9 +1034,7 @@ class Repository:
             conditions.append(RunRow.started_at >= since)
         if before is not None:
             at, run_id = before
-            conditions.append(
-                or_(RunRow.started_at < at, and_(RunRow.started_at == at, RunRow.id < run_id))
-            )
+            conditions.append(or_(RunRow.started_at < at, and_(RunRow.started_at == at, RunRow.id < run_id)))
         stmt = (
             select(RunRow)
             .where(*conditions)
