@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -25,6 +25,7 @@ from jax_assistant.api.common import errors, repository, run_manager
 from jax_assistant.api.errors import error_response, validation_details
 from jax_assistant.api.runs import RunManager
 from jax_assistant.api.schemas import (
+    MAX_SYMBOL_LENGTH,
     AcceptedOut,
     RiskCalcOut,
     RiskCalcRequest,
@@ -178,15 +179,13 @@ def v1_view(run: Run, results: list[SymbolResult]) -> V1RunOut:
 
 @router.post("/symbols/{symbol}/process", response_model=V1ProcessOut, responses=errors(400, 503, 504))
 async def symbol_process(
-    symbol: str,
+    symbol: Annotated[str, Path(min_length=1, max_length=MAX_SYMBOL_LENGTH)],
     accept: Annotated[Accept, Depends(_accept)],
     runs: Annotated[RunManager, Depends(run_manager)],
     body: Annotated[SymbolProcessRequest | None, Body()] = None,
 ) -> V1ProcessOut | JSONResponse:
     """Run one symbol now and answer with its events and sized trades (the old synchronous route)."""
     body = body or SymbolProcessRequest()
-    if len(symbol) > 32 or not symbol.strip():
-        raise InputError("symbol: must be 1 to 32 characters", field="symbol", rule="length")
     request = RunRequest(
         symbols=[symbol],
         correlation_id=get_correlation_id(),
