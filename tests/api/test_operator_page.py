@@ -116,3 +116,5 @@ async def test_operator_page_follows_a_run_live(
         shot = await page.screenshot(path=str(tmp_path / "operator.png"), full_page=True)
         assert pixel_spread(shot) > 10, "the screenshot is (nearly) blank"
         assert console_errors == []  # checked while the server is still up
+        # Leave the page (its polling and connections end) before the server shuts down.
+        await page.goto("about:blank")

@@ -46,7 +46,7 @@ SseMessage = tuple[str, dict[str, Any]]  # (event name, JSON data)
 
 
 class InvalidOverrideError(InputError):
-    """``stageOverrides`` names a stage outside the pipeline or sets an invalid policy (a 422)."""
+    """``stageOverrides`` names a stage outside the pipeline or sets an invalid policy (a 400)."""
 
 
 def symbol_event(result: SymbolResult) -> dict[str, Any]:
@@ -158,7 +158,7 @@ class RunManager:
     def prepare(self, request: RunRequest) -> PreparedRun:
         """Validate ``request`` as the orchestrator does, without recording or starting anything.
 
-        Raises RunError (bad input: a 400) or InvalidOverrideError (a 422). Stricter than the CLI on
+        Raises RunError (bad input: a 400) or InvalidOverrideError (a 400 with ``details``). Stricter than the CLI on
         purpose: an unknown symbol refuses the whole request instead of being skipped, because an HTTP
         caller has no terminal to read a "skipped" warning on.
         """
