@@ -51,6 +51,6 @@ def api_headers() -> dict[str, str]:
 
 
 @pytest.fixture
-async def service(settings: Settings) -> AsyncIterator[Service]:
-    async with serve(create_app(settings)) as svc:
+async def service(settings: Settings, api_headers: dict[str, str]) -> AsyncIterator[Service]:
+    async with serve(create_app(settings), headers=api_headers) as svc:
         yield svc
