@@ -10,6 +10,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
 from tests.api.helpers import Service, serve
 
 from jax_assistant.api import create_app
@@ -41,6 +42,7 @@ async def test_every_route_documents_its_responses(service: Service) -> None:
     assert "X-Next-Cursor" in spec["paths"]["/runs"]["get"]["responses"]["200"]["headers"]
 
 
+@pytest.mark.timeout(900)  # about 1 000 requests; minutes on a loaded 2-core machine
 async def test_schemathesis_finds_no_failure(
     settings: Settings, api_headers: dict[str, str], tmp_path: Path
 ) -> None:
