@@ -106,6 +106,15 @@ class StorageConfig(BaseModel):
         return self
 
 
+class DataSourceConfig(BaseModel):
+    """A market-data source an API caller may pick by name (``dataSource``), never by server path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["sample", "csv"] = "csv"
+    path: Path | None = Field(default=None, description="csv file or folder (csv provider)")
+
+
 def default_resilience() -> ResilienceConfig:
     """Dependency settings shipped by default (the research and memory stages of later issues use them)."""
     return ResilienceConfig(
@@ -143,6 +152,9 @@ class Settings(BaseSettings):
     # NoDecode: JAX_WATCHLIST=AAPL,MSFT is the natural way to write it; a JSON list still works.
     watchlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="default symbols; empty = all"
+    )
+    data_sources: dict[str, DataSourceConfig] = Field(
+        default_factory=dict, description="named sources `POST /process` may select with dataSource"
     )
 
     # --- analysis, strategies, risk

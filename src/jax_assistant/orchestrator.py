@@ -56,7 +56,9 @@ def new_owner_id() -> str:
 
 def new_run_id(now: datetime | None = None) -> str:
     now = now or utc_now()
-    return f"run_{now:%Y%m%dT%H%M%S}_{secrets.token_hex(3)}"
+    # 64 random bits: ids handed out by several services (or a burst in one second) never collide; the
+    # timestamp only keeps them readable and sortable. record_run refuses an id that exists anyway.
+    return f"run_{now:%Y%m%dT%H%M%S}_{secrets.token_hex(8)}"
 
 
 @dataclass
@@ -68,6 +70,11 @@ class RunRequest:
     stage_overrides: dict[str, dict[str, Any]] | None = None
     run_id: str | None = None  # lets a caller (the HTTP API) hand out the id before the run starts
     skip_unknown: bool = False  # run the known symbols of a request that also names unknown ones
+    # Per-run inputs on par with `jax run`'s flags (None = the configured value).
+    account_size: float | None = None
+    risk_percent: float | None = None
+    data_source: str | None = None  # a name from settings.data_sources, never a raw path
+    detectors: dict[str, Any] | None = None  # partial DetectorConfig, e.g. {"gap_threshold_pct": 2}
 
 
 @dataclass
@@ -208,9 +215,12 @@ class Orchestrator:
             risk_percent=params["riskPercent"],
         )
         strategies = StrategyRegistry.default(self.settings.strategies_dir, self.settings.strategies)
+        detectors = self.settings.detectors
+        if params.get("detectors"):
+            detectors = type(detectors).model_validate({**detectors.model_dump(), **params["detectors"]})
         return Services(
             provider=provider,
-            detectors=self.settings.detectors,
+            detectors=detectors,
             strategies=strategies,
             risk=risk,
             repository=self.repository,
@@ -362,7 +372,7 @@ class Orchestrator:
         portfolio files. Raises a JaxError family: InputError (RunError: unknown symbols unless
         ``skip_unknown``, bad date, bad overrides), ConfigError (files, settings, pipeline), DataError.
         """
-        provider = self.provider()
+        provider = self.request_provider(request)
         symbols, unknown = self.resolve_symbols(provider, request.symbols)
         if unknown and (not symbols or not request.skip_unknown):
             raise RunError(_unknown_message(unknown, provider), field="symbols", rule="known_symbol")
@@ -382,15 +392,19 @@ class Orchestrator:
             symbols=symbols,
             pipeline=[s.name for s in stages],
             params={
-                "accountSize": self.settings.account_size,
-                "riskPercent": self.settings.risk_percent,
+                "accountSize": request.account_size or self.settings.account_size,
+                "riskPercent": request.risk_percent or self.settings.risk_percent,
                 "lookback": lookback,
                 "provider": provider.name,
-                "dataPath": str(self.settings.data_path) if self.settings.data_path else None,
+                "dataPath": self._data_path(request),
                 "stageOverrides": request.stage_overrides or {},
                 "unknownSymbols": unknown,
             },
         )
+        if request.data_source is not None:
+            run.params["dataSource"] = request.data_source
+        if request.detectors:
+            run.params["detectors"] = dict(request.detectors)
         # Built once here only to validate them (strategy, constraints and portfolio files); execute
         # builds the run's own, bound to the open repository. A portfolio file's account size is the
         # sizing base, so it is the account the run records (reports compute "% of account" from it).
@@ -402,9 +416,32 @@ class Orchestrator:
         expires and that start-up (or `jax run --resume`) then resumes."""
         await self.open()
         assert self.repository is not None
-        await self.repository.create_run(
+        created = await self.repository.create_run(
             prepared.run, lease_owner=self.owner_id, lease_ttl_s=self.settings.storage.lease_ttl_s
         )
+        if not created:  # never execute into another run's rows
+            raise RunError(f"run id {prepared.run.id!r} already exists", field="runId", rule="unique")
+
+    def request_provider(self, request: RunRequest) -> MarketDataProvider:
+        """The provider a request runs on: its named data source, else the configured one."""
+        if request.data_source is None:
+            return self.provider()
+        source = self.settings.data_sources.get(request.data_source)
+        if source is None:
+            names = ", ".join(sorted(self.settings.data_sources)) or "none configured"
+            raise InputError(
+                f"dataSource {request.data_source!r}: not a configured data source ({names})",
+                field="dataSource",
+                rule="configured_name",
+            )
+        return self.provider(source.provider, str(source.path) if source.path else None)
+
+    def _data_path(self, request: RunRequest) -> str | None:
+        if request.data_source is not None:
+            path = self.settings.data_sources[request.data_source].path
+        else:
+            path = self.settings.data_path
+        return str(path) if path else None
 
     async def execute(
         self, prepared: PreparedRun, *, progress: ProgressSink | None = None, record: bool = True
@@ -503,9 +540,15 @@ class Orchestrator:
         return booked
 
     async def retry_dead_letters(
-        self, ids: Sequence[int] = (), *, run_id: str | None = None, progress: ProgressSink | None = None
+        self,
+        ids: Sequence[int] = (),
+        *,
+        run_id: str | None = None,
+        progress: ProgressSink | None = None,
+        new_id: str | None = None,
     ) -> RunOutcome:
-        """Re-run dead-lettered symbols in a new run, each from the stage that failed."""
+        """Re-run dead-lettered symbols in a new run (id ``new_id``, else a fresh one), each from the
+        stage that failed."""
         await self.open()
         assert self.repository is not None
         letters = [d for i in ids if (d := await self.repository.get_dead_letter(i)) is not None]
@@ -527,7 +570,7 @@ class Orchestrator:
         stages = self.stages(origin.params.get("stageOverrides"), origin.pipeline)
         names = [s.name for s in stages]
         run = Run(
-            id=new_run_id(),
+            id=new_id or new_run_id(),
             correlation_id=origin.correlation_id,
             as_of=origin.as_of,
             provider=origin.provider,

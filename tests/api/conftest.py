@@ -49,6 +49,12 @@ def gated_settings(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 @pytest.fixture
-async def service(settings: Settings) -> AsyncIterator[Service]:
-    async with serve(create_app(settings)) as svc:
+def api_headers() -> dict[str, str]:
+    """Headers every route test sends: the one place to add an API key once routes require one."""
+    return {}
+
+
+@pytest.fixture
+async def service(settings: Settings, api_headers: dict[str, str]) -> AsyncIterator[Service]:
+    async with serve(create_app(settings), headers=api_headers) as svc:
         yield svc

@@ -69,11 +69,12 @@ class Service:
 
 
 @asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[Service]:
+async def serve(app: FastAPI, headers: dict[str, str] | None = None) -> AsyncIterator[Service]:
+    """``app`` on loopback and a client for it; ``headers`` go on every request (e.g. an API key)."""
     server = LiveServer(app)
     await server.start()
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=RUN_TIMEOUT_S) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=RUN_TIMEOUT_S, headers=headers) as client:
             yield Service(app, server, client)
     finally:
         await server.stop()

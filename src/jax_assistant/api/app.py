@@ -6,36 +6,81 @@ A thin shell over :class:`~jax_assistant.orchestrator.Orchestrator`, like the CL
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from jax_assistant import __version__
+from jax_assistant.api.common import (
+    NEXT_PAGE_HEADERS,
+    decode_cursor,
+    encode_cursor,
+    errors,
+    page_headers,
+    run_detail,
+    runs_out,
+)
+from jax_assistant.api.compat import CompatRoute
+from jax_assistant.api.compat import router as v1_router
+from jax_assistant.api.dead_letters import router as dead_letters_router
 from jax_assistant.api.errors import install_error_handlers
 from jax_assistant.api.middleware import CorrelationIdMiddleware
+from jax_assistant.api.page import router as page_router
 from jax_assistant.api.runs import RunManager
-from jax_assistant.api.schemas import OrchestrateRequest, ProcessRequest
+from jax_assistant.api.schemas import (
+    AcceptedOut,
+    CancelOut,
+    CheckOut,
+    HealthOut,
+    OrchestrateOut,
+    OrchestrateRequest,
+    ProcessRequest,
+    ReadyOut,
+    RunDetailOut,
+    RunOut,
+    StatusOut,
+)
 from jax_assistant.config import Settings
-from jax_assistant.domain import Run
-from jax_assistant.domain.errors import JaxError
+from jax_assistant.domain import AuditEvent, Run, RunStatus, TradeRecord
+from jax_assistant.domain.errors import InputError, JaxError
 from jax_assistant.marketdata.base import MarketDataError
 from jax_assistant.observability.correlation import get_correlation_id, new_audit_event
 from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.metrics import NullMetrics
 from jax_assistant.observability.tracing import configure_tracing, shutdown_tracing, tracing_enabled
-from jax_assistant.orchestrator import Orchestrator, RunRequest
+from jax_assistant.orchestrator import Orchestrator, RunError, RunRequest
 from jax_assistant.service import Admission, ApiKeyStore, KeyStore, harden, scope_resolver
 from jax_assistant.storage import Repository
+from jax_assistant.storage.db import HEAD_REVISION
 
 SERVICE_NAME = "jax-orchestrator"
 # How long shutdown waits for cancelled run tasks to unwind before closing the database.
 SHUTDOWN_TIMEOUT_S = 10.0
 # engine: how long shutdown lets in-flight stages finish (drain) before cancelling what is left.
 SHUTDOWN_DRAIN_S = 5.0
+# An RFC 3339 date-time (explicit offset), checked as a string: pydantic's datetime would also take a
+# bare number as a unix timestamp, which the documented format does not allow.
+RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+# One Server-Sent Event as parsed by a client: its name and its one-line JSON data.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["symbol", "run"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+    "required": ["event", "data"],
+}
+# `POST /process?wait=true`: only small batches, and never longer than this before answering 202.
+WAIT_MAX_SYMBOLS = 50
+WAIT_TIMEOUT_S = 60.0
 
 log = get_logger("jax_assistant.api")
 
@@ -73,6 +118,7 @@ def create_app(
     runs = RunManager(orch)
     admission = Admission(settings.api.max_symbols_in_flight, settings.api.max_queued_runs)
     clock = {"started": time.monotonic()}
+    data_state: dict[str, str | None] = {"error": None}
 
     @asynccontextmanager
     async def lifespan(application: FastAPI) -> AsyncIterator[None]:
@@ -82,7 +128,7 @@ def create_app(
             configure_tracing(True, service_name=SERVICE_NAME, otlp_endpoint=settings.otlp_endpoint)
         await orch.open()
         try:
-            await _warm_provider(orch)
+            data_state["error"] = await _warm_provider(orch)
             if resume_on_startup:
                 serving: asyncio.Event | None = getattr(application.state, "serving", None)
                 if serving is None:
@@ -107,6 +153,8 @@ def create_app(
         version=__version__,
         description="Runs the Jax pipeline: market events -> trade setups -> risk decisions.",
         lifespan=lifespan,
+        # Every route may answer these, in the one error shape (api/errors.py), not FastAPI's default.
+        responses=errors(422, 500),
     )
     app.state.orchestrator = orch
     app.state.runs = runs
@@ -132,26 +180,75 @@ def create_app(
 
     # ------------------------------------------------------------------ service
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "healthy", "service": SERVICE_NAME, "version": __version__, "uptime": uptime()}
+    def data_problem() -> str | None:
+        """Why the configured market data is unusable, or None. Cheap: /health calls it every time."""
+        if data_state["error"] is not None:
+            return data_state["error"]
+        path = settings.data_path
+        if settings.provider == "csv" and path is not None and not os.access(path, os.R_OK):
+            return f"market data {path} is not readable"
+        return None
 
-    @app.get("/status")
-    async def status() -> dict[str, Any]:
-        return {
+    @app.get("/health", response_model=HealthOut, response_model_exclude_none=True)
+    async def health() -> JSONResponse:
+        # Still 200 when degraded: the process is alive (a liveness probe must not restart it for bad
+        # data); /ready is the probe that says "do not send work here". A JSONResponse built directly:
+        # probes call this often, and the model above only documents it (schemathesis checks the match).
+        problem = data_problem()
+        body: dict[str, Any] = {
+            "status": "degraded" if problem else "healthy",
             "service": SERVICE_NAME,
             "version": __version__,
             "uptime": uptime(),
-            "pipeline": list(settings.pipeline),
-            "engine": {
-                "concurrency": settings.engine.concurrency,
-                "queueSize": settings.engine.queue_size,
-                "drainTimeoutS": settings.engine.drain_timeout_s,
-            },
-            "runs": runs.snapshot(),
-            "admission": admission.snapshot(),
-            **orch.status(),
         }
+        if problem:
+            body["reason"] = problem
+        return JSONResponse(body)
+
+    @app.get(
+        "/ready",
+        response_model=ReadyOut,
+        responses={503: {"model": ReadyOut, "description": "not ready (see which check failed)"}},
+    )
+    async def ready() -> JSONResponse:
+        checks: dict[str, CheckOut] = {}
+        try:
+            revisions = await repo().schema_revisions()
+            checks["database"] = CheckOut(ok=True, detail="reachable")
+            at_head = revisions == [HEAD_REVISION]
+            shown = ", ".join(revisions) or "none"
+            checks["migrations"] = CheckOut(
+                ok=at_head, detail=f"at {shown}" + ("" if at_head else f" (expected {HEAD_REVISION})")
+            )
+        except Exception as exc:  # any driver error means "not reachable" to a probe
+            checks["database"] = CheckOut(ok=False, detail=f"{type(exc).__name__}: {exc}"[:300])
+            checks["migrations"] = CheckOut(ok=False, detail="unknown (database unreachable)")
+        data_state["error"] = await _check_data(orch)
+        problem = data_problem()
+        checks["data"] = CheckOut(ok=problem is None, detail=problem or "readable")
+        ok = all(c.ok for c in checks.values())
+        body = ReadyOut(status="ready" if ok else "not_ready", checks=checks)
+        return JSONResponse(status_code=200 if ok else 503, content=body.model_dump(mode="json"))
+
+    @app.get("/status", response_model=StatusOut)
+    async def status() -> JSONResponse:
+        # Built directly, like /health: a hot path the model only documents.
+        return JSONResponse(
+            {
+                "service": SERVICE_NAME,
+                "version": __version__,
+                "uptime": uptime(),
+                "pipeline": list(settings.pipeline),
+                "engine": {
+                    "concurrency": settings.engine.concurrency,
+                    "queueSize": settings.engine.queue_size,
+                    "drainTimeoutS": settings.engine.drain_timeout_s,
+                },
+                "runs": runs.snapshot(),
+                "admission": admission.snapshot(),
+                **orch.status(),
+            }
+        )
 
     async def metrics() -> Response:
         if isinstance(orch.metrics, NullMetrics):
@@ -162,14 +259,31 @@ def create_app(
         body, content_type = orch.metrics.render()
         return Response(content=body, headers={"Content-Type": content_type})
 
+    metrics_responses: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"},
+        **errors(404),
+    }
     # /metrics/prometheus is the old service's path, which existing scrape configs still use.
-    app.add_api_route("/metrics", metrics, methods=["GET"], response_class=Response)
-    app.add_api_route("/metrics/prometheus", metrics, methods=["GET"], response_class=Response)
+    for path in ("/metrics", "/metrics/prometheus"):
+        app.add_api_route(
+            path, metrics, methods=["GET"], response_class=Response, responses=metrics_responses
+        )
 
     # ------------------------------------------------------------------ runs
 
-    async def accept(request: RunRequest, action: str, payload: dict[str, Any]) -> Run:
-        """Validate, audit and start a run; the audit row records who asked for what, accepted or not."""
+    async def accept(
+        request: RunRequest, action: str, payload: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> tuple[Run, bool]:
+        """Validate, audit and start a run; the audit row records who asked for what, accepted or not.
+
+        With ``idempotency_key`` the ``started`` audit row is stored under that key (unique in the
+        table), so of two submissions with one key exactly one starts a run; the other, and any later
+        one, gets that run back (``True`` = replayed). A key reused with another body is a 409.
+        """
+        key = f"api/{action}/key/{idempotency_key}" if idempotency_key else None
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        if key is not None and (replay := await replayed(key, digest)) is not None:
+            return replay, True
         try:
             prepared = runs.prepare(request)
             run = prepared.run
@@ -181,9 +295,16 @@ def create_app(
             raise
         # Refused (429/503) before anything is written: a burst of refusals costs no database writes.
         ticket = admission.admit(min(len(run.symbols), settings.engine.concurrency))
-        event = new_audit_event(action, "started", payload={**payload, "runId": run.id})
+        extra = {"idempotencyKey": idempotency_key, "requestHash": digest} if key else {}
+        event = new_audit_event(action, "started", payload={**payload, "runId": run.id, **extra})
         try:
-            await repo().record_audit(event, idempotency_key=f"api/{event.id}", run_id=run.id)
+            created = await repo().record_audit(
+                event, idempotency_key=key or f"api/{event.id}", run_id=run.id
+            )
+            # A concurrent submission with the same key won: answer with its run.
+            if not created and key is not None and (replay := await replayed(key, digest)) is not None:
+                ticket.release()
+                return replay, True
             await runs.submit(prepared, ticket=ticket)
         except Exception as exc:
             ticket.release()
@@ -194,10 +315,54 @@ def create_app(
             )
             raise
         log.info("run accepted", run_id=run.id, symbols=len(run.symbols), action=action)
-        return run
+        return run, False
 
-    @app.post("/process", status_code=202)
-    async def process(body: Annotated[ProcessRequest | None, Body()] = None) -> JSONResponse:
+    async def replayed(key: str, digest: str) -> Run | None:
+        found = await repo().get_audit_by_key(key)
+        if found is None:
+            return None
+        event, run_id = found
+        if event.payload.get("requestHash") != digest:
+            # 409, not 422: the body is valid, it conflicts with what the key already stands for.
+            raise HTTPException(409, "Idempotency-Key was already used with a different request body")
+        # The winner writes its run row right after its audit row: wait for it briefly.
+        deadline = time.monotonic() + 5.0
+        while run_id is not None and time.monotonic() < deadline:
+            run = await repo().get_run(run_id)
+            if run is not None:
+                return run
+            await asyncio.sleep(0.02)
+        raise HTTPException(409, "the request with this Idempotency-Key is still being accepted; retry")
+
+    @app.post(
+        "/process",
+        status_code=202,
+        response_model=AcceptedOut,
+        responses={
+            200: {"model": RunDetailOut, "description": "wait=true and the run ended within the wait"},
+            **errors(400, 409, 422, 503),
+        },
+    )
+    async def process(
+        body: Annotated[ProcessRequest | None, Body()] = None,
+        wait: Annotated[
+            bool,
+            Query(
+                description=f"answer once the run ends (up to {WAIT_TIMEOUT_S:g} s; at most "
+                f"{WAIT_MAX_SYMBOLS} symbols), with the run and its symbols"
+            ),
+        ] = False,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                min_length=1,
+                max_length=200,
+                pattern=r"^[\x21-\x7e]+$",
+                description="a retry with the same key (and body) returns the same run, never a second",
+            ),
+        ] = None,
+    ) -> JSONResponse:
         body = body or ProcessRequest()
         request = RunRequest(
             symbols=body.symbols,
@@ -205,37 +370,122 @@ def create_app(
             lookback=body.lookback,
             correlation_id=get_correlation_id(),
             stage_overrides=body.stage_overrides,
+            account_size=body.account_size,
+            risk_percent=body.risk_percent,
+            data_source=body.data_source,
         )
-        run = await accept(request, "api.process", body.model_dump(mode="json", by_alias=True))
+        if wait:
+            # Checked before anything starts: a long batch belongs in the background, polled or streamed.
+            symbols, _ = orch.resolve_symbols(orch.request_provider(request), request.symbols)
+            if len(symbols) > WAIT_MAX_SYMBOLS:
+                raise InputError(
+                    f"wait=true: at most {WAIT_MAX_SYMBOLS} symbols (this run has {len(symbols)}); "
+                    "poll GET /runs/{id} or stream /runs/{id}/events instead",
+                    field="wait",
+                    rule="max_symbols",
+                )
+        payload = body.model_dump(mode="json", by_alias=True)
+        run, again = await accept(request, "api.process", payload, idempotency_key=idempotency_key)
+        headers = {"Location": f"/runs/{run.id}"}
+        if again:
+            headers["Idempotent-Replayed"] = "true"
+        if wait and await runs.wait(run.id, WAIT_TIMEOUT_S):
+            detail = await run_detail(repo(), run.id)
+            if detail is not None and detail.run.status is not RunStatus.RUNNING:
+                return JSONResponse(
+                    status_code=200, content=detail.model_dump(mode="json", by_alias=True), headers=headers
+                )
         return JSONResponse(
             status_code=202,
             content={"runId": run.id, "status": "running", "correlationId": run.correlation_id},
-            headers={"Location": f"/runs/{run.id}"},
+            headers=headers,
         )
 
-    @app.post("/orchestrate", status_code=201)
     async def orchestrate(body: OrchestrateRequest) -> JSONResponse:
         request = RunRequest(symbols=[body.symbol], correlation_id=get_correlation_id())
-        run = await accept(request, "api.orchestrate", body.model_dump(mode="json"))
+        run, _ = await accept(request, "api.orchestrate", body.model_dump(mode="json"))
         return JSONResponse(
             status_code=201,
             content={"run_id": run.id, "status": "running"},
             headers={"Location": f"/runs/{run.id}"},
         )
 
-    @app.get("/runs")
-    async def list_runs(limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[dict[str, Any]]:
-        return [r.to_contract() for r in await repo().list_runs(limit=limit)]
+    # The old contract's route: validation errors are 400s, as its callers expect (see api/compat.py).
+    compat_router = APIRouter(route_class=CompatRoute, tags=["compatibility"])
+    compat_router.add_api_route(
+        "/orchestrate",
+        orchestrate,
+        methods=["POST"],
+        status_code=201,
+        response_model=OrchestrateOut,
+        responses=errors(400, 503),
+    )
+    app.include_router(compat_router)
+    app.state.accept = accept
 
-    @app.get("/runs/{run_id}")
-    async def get_run(run_id: str) -> dict[str, Any]:
-        run = await repo().get_run(run_id)
-        if run is None:
+    @app.get(
+        "/runs",
+        response_model=list[RunOut],
+        responses={200: {"headers": NEXT_PAGE_HEADERS}, **errors(400, 422)},
+    )
+    async def list_runs(
+        request: Request,
+        response: Response,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+        status: Annotated[RunStatus | None, Query(description="only runs in this state")] = None,
+        symbol: Annotated[str | None, Query(max_length=32, description="only runs of this symbol")] = None,
+        since: Annotated[
+            str | None,
+            Query(
+                pattern=RFC3339,
+                description="only runs started at or after (RFC 3339, e.g. 2025-06-27T00:00:00Z)",
+            ),
+        ] = None,
+        cursor: Annotated[str | None, Query(max_length=500, description="X-Next-Cursor of a page")] = None,
+    ) -> list[RunOut]:
+        page = await repo().list_runs_page(
+            status=status,
+            symbol=symbol.strip().upper() if symbol else None,
+            since=_instant(since, "since") if since else None,
+            before=decode_cursor(cursor),
+            limit=limit + 1,
+        )
+        more = len(page) > limit
+        page = page[:limit]
+        last = page[-1] if more else None
+        response.headers.update(
+            page_headers(request, encode_cursor(last.started_at, last.id) if last else None)
+        )
+        return await runs_out(repo(), page)
+
+    @app.get("/runs/{run_id}", response_model=RunDetailOut, responses=errors(404))
+    async def get_run(run_id: str) -> RunDetailOut:
+        detail = await run_detail(repo(), run_id)
+        if detail is None:
             raise HTTPException(404, f"no run {run_id!r}")
-        results = await repo().get_symbol_results(run_id)
-        return {"run": run.to_contract(), "symbols": [r.to_contract() for r in results]}
+        return detail
 
-    @app.get("/runs/{run_id}/events", response_class=StreamingResponse)
+    @app.post("/runs/{run_id}/cancel", status_code=202, response_model=CancelOut, responses=errors(404, 409))
+    async def cancel_run(run_id: str) -> CancelOut:
+        try:
+            await runs.cancel(run_id)
+        except LookupError:
+            raise HTTPException(404, f"no run {run_id!r}") from None
+        except RunError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return CancelOut(run_id=run_id, status="cancelling")
+
+    @app.get(
+        "/runs/{run_id}/events",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
+                "description": "Server-Sent Events: `symbol` per finished symbol, then one `run`",
+            },
+            **errors(404),
+        },
+    )
     async def run_events(run_id: str) -> StreamingResponse:
         stream = await runs.stream(run_id)
         if stream is None:
@@ -247,44 +497,80 @@ def create_app(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    # ------------------------------------------------------------------ stored data (old V1 shapes)
+    # ------------------------------------------------------------------ stored data
 
-    @app.get("/trades")
+    @app.get("/trades", response_model=list[TradeRecord], responses=errors(422))
     async def list_trades(
-        symbol: str | None = None,
-        strategy_id: Annotated[str | None, Query(alias="strategyId")] = None,
+        symbol: Annotated[str | None, Query(max_length=32)] = None,
+        strategy_id: Annotated[str | None, Query(alias="strategyId", max_length=128)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        run_id: Annotated[str | None, Query(alias="runId")] = None,
-    ) -> list[dict[str, Any]]:
+        run_id: Annotated[str | None, Query(alias="runId", max_length=128)] = None,
+    ) -> list[TradeRecord]:
         # With runId: that run's setups with that run's own decisions (sizes depend on the run).
-        trades = await repo().list_trades(
+        return await repo().list_trades(
             symbol=symbol.strip().upper() if symbol else None,
             strategy_id=strategy_id,
             limit=limit,
             run_id=run_id,
         )
-        return [t.to_contract() for t in trades]
 
-    @app.get("/trades/{trade_id}")
-    async def get_trade(trade_id: str) -> dict[str, Any]:
+    @app.get("/trades/{trade_id}", response_model=TradeRecord, responses=errors(404))
+    async def get_trade(trade_id: str) -> TradeRecord:
         trade = await repo().get_trade(trade_id)
         if trade is None:
             raise HTTPException(404, f"no trade {trade_id!r}")
-        return trade.to_contract()
+        return trade
 
-    @app.get("/audit")
+    @app.get(
+        "/audit",
+        response_model=list[AuditEvent],
+        responses={200: {"headers": NEXT_PAGE_HEADERS}, **errors(400, 422)},
+    )
     async def audit(
-        correlation_id: str | None = None,
-        run_id: str | None = None,
+        request: Request,
+        response: Response,
+        correlation_id: Annotated[str | None, Query(max_length=256)] = None,
+        run_id: Annotated[str | None, Query(max_length=128)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    ) -> list[dict[str, Any]]:
-        events = await repo().list_audit(correlation_id=correlation_id, run_id=run_id, limit=limit)
-        return [e.to_contract() for e in events]
+        cursor: Annotated[str | None, Query(max_length=500, description="X-Next-Cursor of a page")] = None,
+    ) -> list[AuditEvent]:
+        """Audit records, newest first."""
+        events = await repo().list_audit_page(
+            correlation_id=correlation_id, run_id=run_id, before=decode_cursor(cursor), limit=limit + 1
+        )
+        more = len(events) > limit
+        events = events[:limit]
+        last = events[-1] if more else None
+        response.headers.update(
+            page_headers(request, encode_cursor(last.timestamp, last.id) if last else None)
+        )
+        return events
 
+    app.include_router(dead_letters_router)
+    app.include_router(v1_router)
+    app.include_router(page_router)
     return app
 
 
-async def _warm_provider(orch: Orchestrator) -> None:
+def _instant(value: str, field: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC)
+    except ValueError as exc:  # the pattern passed, the calendar did not (e.g. month 13)
+        raise InputError(f"{field}: {exc}", field=field, rule="rfc3339") from None
+
+
+async def _check_data(orch: Orchestrator) -> str | None:
+    """For /ready: can the configured data be loaded? Off the loop (a provider that failed before is
+    loaded again, which may take seconds) and quiet on success (probes call it every few seconds)."""
+    try:
+        provider = await asyncio.to_thread(orch.provider)
+        await asyncio.to_thread(provider.symbols)
+    except (MarketDataError, OSError) as exc:
+        return f"market data unavailable: {exc}"
+    return None
+
+
+async def _warm_provider(orch: Orchestrator) -> str | None:
     """Load the symbol list once before serving, off the event loop.
 
     The first call parses the data (seconds for a large csv); done here, no request pays for it and a
@@ -297,3 +583,5 @@ async def _warm_provider(orch: Orchestrator) -> None:
         log.info("market data ready", provider=provider.name, symbols=count, simulated=provider.simulated)
     except (MarketDataError, OSError) as exc:
         log.error("market data unavailable", error=str(exc))
+        return f"market data unavailable: {exc}"
+    return None

@@ -1,7 +1,7 @@
 """Every error the API returns is JSON ``{"error": message}`` (plus ``details`` for validation errors).
 
-Each family of :mod:`jax_assistant.domain.errors` is mapped once, here: ``InputError`` -> 400 (422 for
-invalid stage overrides, with ``details``), ``DataError`` and ``UnavailableError`` -> 503 (the request
+Each family of :mod:`jax_assistant.domain.errors` is mapped once, here: ``InputError`` -> 400 (invalid
+stage overrides with ``details`` too), ``DataError`` and ``UnavailableError`` -> 503 (the request
 was fine; the data source or a dependency is not), ``ConfigError`` -> 500 (the service's own
 configuration is wrong), any other ``JaxError`` -> 500. A subclass needs no handler of its own, except
 ``AdmissionRejectedError`` (a 429 or 503 with ``Retry-After``). Auth (401/403), host (421) and limit
@@ -74,8 +74,13 @@ async def _input_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _invalid_override(_: Request, exc: Exception) -> JSONResponse:
+    # 400, not 422: the body matches its schema (stageOverrides is an open object there, as its keys
+    # and policies depend on the configured pipeline); what it names does not exist or does not apply.
     return error_response(
-        422, str(exc), details=[{"field": "stageOverrides", "in": "body", "message": str(exc)}]
+        400,
+        str(exc),
+        field="stageOverrides",
+        details=[{"field": "stageOverrides", "in": "body", "message": str(exc)}],
     )
 
 

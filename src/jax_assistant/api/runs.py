@@ -33,11 +33,13 @@ from jax_assistant.orchestrator import (
     RunError,
     RunOutcome,
     RunRequest,
+    new_run_id,
     unknown_symbols_message,
 )
 from jax_assistant.pipeline.plugins import PipelineConfigError
 from jax_assistant.service.admission import Ticket
 from jax_assistant.storage import Repository
+from jax_assistant.storage.repository import DeadLetter
 
 log = get_logger("jax_assistant.api.runs")
 
@@ -45,7 +47,7 @@ SseMessage = tuple[str, dict[str, Any]]  # (event name, JSON data)
 
 
 class InvalidOverrideError(InputError):
-    """``stageOverrides`` names a stage outside the pipeline or sets an invalid policy (a 422)."""
+    """``stageOverrides`` names a stage outside the pipeline or sets an invalid policy (a 400)."""
 
 
 def symbol_event(result: SymbolResult) -> dict[str, Any]:
@@ -90,12 +92,18 @@ class RunChannel:
         self.run_id = run_id
         self.total: int | None = None
         self.done = False
+        self.final: dict[str, Any] | None = None
+        # Set when the engine starts the run (its row exists) and when the stream ends, for callers
+        # that answer only then (a dead-letter retry, `wait=true`).
+        self.began = asyncio.Event()
+        self.ended = asyncio.Event()
         self._history: list[SseMessage] = []
         self._subscribers: set[asyncio.Queue[SseMessage | None]] = set()
 
     # ProgressSink
     def started(self, total: int) -> None:
         self.total = total
+        self.began.set()
 
     def symbol_done(self, result: SymbolResult) -> None:
         self._publish(("symbol", symbol_event(result)))
@@ -106,7 +114,9 @@ class RunChannel:
             return
         if final is not None:
             self._publish(("run", final))
+        self.final = final
         self.done = True
+        self.ended.set()
         for q in self._subscribers:
             q.put_nowait(None)
         self._subscribers.clear()
@@ -149,12 +159,12 @@ class RunManager:
     def prepare(self, request: RunRequest) -> PreparedRun:
         """Validate ``request`` as the orchestrator does, without recording or starting anything.
 
-        Raises RunError (bad input: a 400) or InvalidOverrideError (a 422). Stricter than the CLI on
+        Raises RunError (bad input: a 400) or InvalidOverrideError (a 400 with ``details``). Stricter than the CLI on
         purpose: an unknown symbol refuses the whole request instead of being skipped, because an HTTP
         caller has no terminal to read a "skipped" warning on.
         """
         orch = self.orchestrator
-        provider = orch.provider()
+        provider = orch.request_provider(request)
         _, unknown = orch.resolve_symbols(provider, request.symbols)
         if unknown:
             raise RunError(unknown_symbols_message(unknown, provider))
@@ -203,6 +213,90 @@ class RunManager:
         task = self._spawn(self._execute(run, start, channel), name=f"jax-run-{run.id}")
         if ticket is not None:
             task.add_done_callback(lambda _: ticket.release())
+
+    async def wait(self, run_id: str, timeout_s: float) -> bool:
+        """Until the run executing here ends (True) or ``timeout_s`` passes (False)."""
+        channel = self._channels.get(run_id)
+        if channel is None:
+            return True
+        try:
+            await asyncio.wait_for(channel.ended.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def cancel(self, run_id: str, *, settle_s: float = 2.0) -> Run:
+        """Cancel a run: the engine drains (in-flight stages finish) and ends the rest ``cancelled``.
+
+        Raises LookupError for an unknown run and RunError (a 409) for one that already ended or that
+        another live process executes. An interrupted run (its executor died) is marked ``cancelled``
+        here, under its lease, so no start-up resumes it.
+        """
+        orch = self.orchestrator
+        run = await self.repository.get_run(run_id)
+        if run is None:
+            raise LookupError(run_id)
+        if run.status not in (RunStatus.RUNNING, RunStatus.INTERRUPTED):
+            raise RunError(
+                f"run {run_id!r} already ended ({run.status.value})", field="runId", rule="running"
+            )
+        # A run just accepted builds its engine before it shows in `active`: give it a moment. Polled:
+        # nothing signals an engine's registration.
+        deadline = time.monotonic() + settle_s
+        while run_id in self._channels and run_id not in orch.active and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        engine = orch.active.get(run_id)
+        if engine is not None:
+            engine.cancel()
+            log.info("run cancel requested", run_id=run_id)
+            return run
+        if run.status is RunStatus.INTERRUPTED and await orch.claim_run(run_id):
+            try:
+                run.status = RunStatus.CANCELLED
+                run.finished_at = utc_now()
+                await self.repository.update_run(run)
+            finally:
+                await self.repository.release_lease(run_id, orch.owner_id)
+            log.info("interrupted run cancelled", run_id=run_id)
+            return run
+        raise RunError(
+            f"run {run_id!r} is executed by another process; cancel it there", field="runId", rule="local"
+        )
+
+    async def retry_dead_letter(self, letter: DeadLetter, *, start_timeout_s: float = 30.0) -> str:
+        """Re-run one open dead letter as a new run in the background; returns once that run exists.
+
+        Raises RunError when the retry cannot start (e.g. the letter was retried meanwhile).
+        """
+        orch = self.orchestrator
+        origin = await self.repository.get_run(letter.run_id)
+        if origin is None:
+            raise RunError(f"the run {letter.run_id!r} of the dead letter is gone", field="id")
+        run_id = new_run_id()
+        placeholder = Run(
+            id=run_id,
+            correlation_id=origin.correlation_id,
+            as_of=origin.as_of,
+            provider=origin.provider,
+            simulated=origin.simulated,
+            symbols=[letter.symbol],
+            pipeline=origin.pipeline,
+        )
+        channel = RunChannel(run_id)
+        self._channels[run_id] = channel
+        start = functools.partial(orch.retry_dead_letters, [letter.id], progress=channel, new_id=run_id)
+        self._spawn(self._execute(placeholder, start, channel), name=f"jax-retry-{run_id}")
+        began = asyncio.ensure_future(channel.began.wait())
+        ended = asyncio.ensure_future(channel.ended.wait())
+        try:
+            await asyncio.wait({began, ended}, timeout=start_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            began.cancel()
+            ended.cancel()
+        if not channel.began.is_set():
+            error = (channel.final or {}).get("error") or "the retry did not start in time"
+            raise RunError(f"dead letter {letter.id}: {error}", field="id", rule="retryable")
+        return run_id
 
     def spawn_after(
         self, ready: asyncio.Event, start: Callable[[], Awaitable[object]], *, name: str

@@ -24,7 +24,20 @@ from typing import Any, Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_json
-from sqlalchemy import ColumnElement, Connection, Executable, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Executable,
+    Text,
+    and_,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -990,3 +1003,101 @@ class Repository:
         async with self._db.transaction() as conn:
             result = await conn.execute(stmt)
             return result.rowcount == 1
+
+    # ------------------------------------------------------------------ API read queries
+
+    async def list_runs_page(
+        self,
+        *,
+        status: RunStatus | None = None,
+        symbol: str | None = None,
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 20,
+    ) -> list[Run]:
+        """Runs newest first, filtered, after the keyset cursor ``before`` = (started_at, id).
+
+        ``running`` and ``interrupted`` are told apart by the lease, as ``get_run`` does. ``symbol``
+        matches a run that was asked for that symbol (the JSON list holds it as a quoted string).
+        """
+        now = utc_now()
+        conditions: list[ColumnElement[bool]] = []
+        if status is RunStatus.INTERRUPTED:
+            conditions.append(RunRow.status == RunStatus.RUNNING.value)
+            conditions.append(or_(RunRow.lease_expires_at.is_(None), RunRow.lease_expires_at <= now))
+        elif status is RunStatus.RUNNING:
+            conditions.append(RunRow.status == RunStatus.RUNNING.value)
+            conditions.append(RunRow.lease_expires_at > now)
+        elif status is not None:
+            conditions.append(RunRow.status == status.value)
+        if symbol is not None:
+            escaped = symbol.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conditions.append(cast(RunRow.symbols, Text).like(f'%"{escaped}"%', escape="\\"))
+        if since is not None:
+            conditions.append(RunRow.started_at >= since)
+        if before is not None:
+            at, run_id = before
+            conditions.append(or_(RunRow.started_at < at, and_(RunRow.started_at == at, RunRow.id < run_id)))
+        stmt = (
+            select(RunRow)
+            .where(*conditions)
+            .order_by(RunRow.started_at.desc(), RunRow.id.desc())
+            .limit(limit)
+        )
+        async with self._db.sessionmaker() as session:
+            return [_run_from_row(row, now) for row in await session.scalars(stmt)]
+
+    async def list_audit_page(
+        self,
+        *,
+        correlation_id: str | None = None,
+        run_id: str | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 100,
+    ) -> list[AuditEvent]:
+        """Audit records newest first, after the keyset cursor ``before`` = (timestamp, id)."""
+        conditions: list[ColumnElement[bool]] = []
+        if correlation_id is not None:
+            conditions.append(AuditEventRow.correlation_id == correlation_id)
+        if run_id is not None:
+            conditions.append(AuditEventRow.run_id == run_id)
+        if before is not None:
+            at, event_id = before
+            conditions.append(
+                or_(
+                    AuditEventRow.timestamp < at,
+                    and_(AuditEventRow.timestamp == at, AuditEventRow.id < event_id),
+                )
+            )
+        stmt = (
+            select(AuditEventRow)
+            .where(*conditions)
+            .order_by(AuditEventRow.timestamp.desc(), AuditEventRow.id.desc())
+            .limit(limit)
+        )
+        async with self._db.sessionmaker() as session:
+            return [_audit_from_row(row) for row in await session.scalars(stmt)]
+
+    async def get_audit_by_key(self, idempotency_key: str) -> tuple[AuditEvent, str | None] | None:
+        """The audit record stored under ``idempotency_key`` and its run id, if any."""
+        stmt = select(AuditEventRow).where(AuditEventRow.idempotency_key == idempotency_key)
+        async with self._db.sessionmaker() as session:
+            row = await session.scalar(stmt)
+            return (_audit_from_row(row), row.run_id) if row is not None else None
+
+    async def run_failures(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """Why each of ``run_ids`` failed, from its ``run.failed`` audit record (runs without one absent)."""
+        if not run_ids:
+            return {}
+        stmt = select(AuditEventRow.run_id, AuditEventRow.error).where(
+            AuditEventRow.run_id.in_(list(run_ids)), AuditEventRow.action == "run.failed"
+        )
+        async with self._db.sessionmaker() as session:
+            rows = (await session.execute(stmt)).all()
+        return {str(r[0]): str(r[1] or "") for r in rows}
+
+    async def schema_revisions(self) -> list[str]:
+        """The Alembic revisions the database says it is at (raises when it cannot be reached)."""
+        async with self._db.engine.connect() as conn:
+            rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            return sorted(str(r[0]) for r in rows)
