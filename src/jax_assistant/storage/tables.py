@@ -230,6 +230,23 @@ class DeadLetterRow(Base):
     retried_by_run_id: Mapped[str | None]
 
 
+class MemoryOutboxRow(Base):
+    """A retain that failed to reach memory, waiting to be drained in ``seq`` order (memory/outbox.py)."""
+
+    __tablename__ = "memory_outbox"
+    __table_args__ = (UniqueConstraint("bank", "document_id"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bank: Mapped[str]
+    document_id: Mapped[str]
+    item: Mapped[dict[str, Any]]  # the MemoryItem as JSON, already validated and redacted
+    correlation_id: Mapped[str | None]
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
 ALL_TABLES = (
     RunRow.__tablename__,
     SymbolResultRow.__tablename__,
@@ -239,4 +256,5 @@ ALL_TABLES = (
     DecisionRow.__tablename__,
     AuditEventRow.__tablename__,
     DeadLetterRow.__tablename__,
+    MemoryOutboxRow.__tablename__,
 )
