@@ -70,6 +70,10 @@ app.add_typer(trades_app, name="trades")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
+# memsvc: `jax memory serve` (the jax-memory service) lives in its own module.
+from jax_assistant.cli_memory import memory_app  # noqa: E402
+
+app.add_typer(memory_app, name="memory")
 
 out = Console()
 err = Console(stderr=True)

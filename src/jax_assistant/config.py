@@ -43,7 +43,15 @@ from jax_assistant.pipeline.policy import (
     StagePolicy,
 )
 
-DEFAULT_PIPELINE = ["detect_events", "generate_trades", "calculate_risk", "allocate", "persist"]
+DEFAULT_PIPELINE = [
+    "recall_memory",
+    "detect_events",
+    "generate_trades",
+    "calculate_risk",
+    "allocate",
+    "persist",
+    "retain_memory",
+]
 
 
 class EngineConfig(BaseModel):
@@ -104,6 +112,8 @@ class MemoryConfig(BaseModel):
     candidates: int = Field(default=100, ge=1, le=10_000, description="candidates per retrieval arm")
     timeout_s: float = Field(default=2.0, gt=0, description="per-call timeout of remote backends")
     connect_timeout_s: float = Field(default=1.0, gt=0, description="connect timeout of remote backends")
+    # memsvc: how often `jax serve` retries the retains waiting in the outbox.
+    outbox_drain_s: float = Field(default=30.0, gt=0, description="jax serve: seconds between outbox drains")
 
 
 def default_resilience() -> ResilienceConfig:

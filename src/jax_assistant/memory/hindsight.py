@@ -203,7 +203,8 @@ def from_hindsight_result(raw: Mapping[str, Any]) -> MemoryItem:
             "entities": raw.get("entities"),
         }
     )
-    scores = raw.get("scores") if isinstance(raw.get("scores"), Mapping) else {}
+    given = raw.get("scores")
+    scores: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
     final = float(scores.get("final") or 0.0)
     return base.model_copy(
         update={

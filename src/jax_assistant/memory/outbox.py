@@ -13,10 +13,11 @@ and the row's delete retains nothing twice.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select, update
 
@@ -204,3 +205,40 @@ class MemoryOutbox:
                     updated_at=datetime.now(UTC),
                 )
             )
+
+
+# Seconds between two drain attempts inside `jax serve`.
+DRAIN_INTERVAL_S = 30.0
+
+
+class _HasOutbox(Protocol):
+    memory: Memory | None
+    memory_outbox: MemoryOutbox | None
+
+
+async def drain_forever(owner: _HasOutbox, interval_s: float = DRAIN_INTERVAL_S) -> None:
+    """The background task of `jax serve`: drain the outbox every ``interval_s`` seconds.
+
+    Never raises (a drain that fails is retried next time); cancelled at shutdown.
+    """
+    while True:
+        await asyncio.sleep(interval_s)
+        if owner.memory is None or owner.memory_outbox is None:
+            continue
+        try:
+            if await owner.memory_outbox.depth():
+                await owner.memory_outbox.drain(owner.memory)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("memory outbox drain failed; will retry", error=str(exc))
+
+
+async def outbox_status(owner: _HasOutbox) -> dict[str, Any]:
+    """``memoryOutbox`` of /status: how many retains wait (None when memory is off or the db is down)."""
+    if owner.memory_outbox is None:
+        return {"enabled": False, "depth": None}
+    try:
+        return {"enabled": True, "depth": await owner.memory_outbox.depth()}
+    except Exception as exc:
+        return {"enabled": True, "depth": None, "error": str(exc).splitlines()[0] if str(exc) else "error"}

@@ -1,0 +1,206 @@
+"""The memory stages: ``recall_memory`` (first) and ``retain_memory`` (last, after ``persist``).
+
+Both are OPTIONAL: memory being down degrades a symbol, it never fails it.
+
+- ``recall_memory`` (per symbol) puts what memory knows into ``item.extras["recall_memory"]``: the
+  symbol's recent decisions and outcomes and the current strategy beliefs (the same for every symbol of
+  a run, so recalled once per run). Later stages and reports read it from there; it is checkpointed
+  with the item like every other stage output.
+- ``retain_memory`` (run level, so the whole run is ONE ``retain_many``) retains one decision per symbol
+  and event, in the contract's decision shape, with the document id ``decision:<SYMBOL>:<event id>``:
+  a rerun, retry or resume of the same event replaces that memory instead of adding one. When memory
+  cannot be reached the decisions go to the outbox (``memory/outbox.py``) and the symbols end degraded;
+  what the outbox held from earlier outages is drained first, so memories arrive in order.
+
+The stage takes no engine breaker on purpose: a short-circuited retain would never reach the outbox.
+It bounds its own wait instead (``RETAIN_TIMEOUT_S``, below the stage timeout) and keeps what it could
+not deliver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, ClassVar, Final
+
+from jax_assistant.domain import Event, TradeRecord
+from jax_assistant.memory.base import MemoryUnavailableError
+from jax_assistant.memory.facade import Memory
+from jax_assistant.memory.models import Bank, MemoryItem, MemoryQuery, MemorySource
+from jax_assistant.observability.logging import get_logger
+from jax_assistant.pipeline.base import (
+    BaseRunStage,
+    BaseStage,
+    RunStageOutput,
+    StageContext,
+    StageOutput,
+    WorkItem,
+)
+from jax_assistant.pipeline.policy import StagePolicy
+
+log = get_logger("jax_assistant.pipeline.memory")
+
+DECISION_TYPE: Final = "decision"
+ORCHESTRATOR_SYSTEM: Final = "jax-orchestrator"
+DECISION_FALLBACK_SUMMARY: Final = "Decision recorded."
+RECALL_LIMIT: Final = 5
+# Within the stage's 30 s timeout, so a hung memory leaves time to put the batch in the outbox.
+RETAIN_TIMEOUT_S: Final = 10.0
+_MAX_TAGS: Final = 10
+
+
+def _memory(ctx: StageContext) -> Memory | None:
+    memory: Memory | None = getattr(ctx.services, "memory", None)
+    return memory
+
+
+def _dump(items: Sequence[MemoryItem]) -> list[dict[str, Any]]:
+    return [i.model_dump(mode="json", by_alias=True, exclude_none=True) for i in items]
+
+
+class RecallMemoryStage(BaseStage):
+    """What memory holds about the symbol, attached before detection runs."""
+
+    name = "recall_memory"
+    default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=5.0, required=False, breaker="memory")
+
+    def __init__(self, policy: StagePolicy | None = None) -> None:
+        super().__init__(policy)
+        # Beliefs are not per symbol: one recall per run, shared by every symbol (run id -> task).
+        self._beliefs: dict[str, asyncio.Task[list[MemoryItem]]] = {}
+
+    def _run_beliefs(self, memory: Memory, run_id: str) -> asyncio.Task[list[MemoryItem]]:
+        task = self._beliefs.get(run_id)
+        if task is None or (task.done() and task.exception() is not None):
+            query = MemoryQuery(types=["belief"], limit=RECALL_LIMIT)
+            task = asyncio.ensure_future(memory.recall(query, bank=Bank.STRATEGY_BELIEFS.value))
+            self._beliefs = {run_id: task}  # one run per stage instance at a time; drop older runs
+        return task
+
+    async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
+        memory = _memory(ctx)
+        if memory is None:
+            return StageOutput(item=item, status="skipped", reason="memory not configured")
+        beliefs = self._run_beliefs(memory, item.run_id)
+        decisions = await memory.recall(
+            MemoryQuery(symbol=item.symbol, types=[DECISION_TYPE], limit=RECALL_LIMIT),
+            bank=Bank.TRADE_DECISIONS.value,
+        )
+        outcomes = await memory.recall(
+            MemoryQuery(symbol=item.symbol, limit=RECALL_LIMIT), bank=Bank.TRADE_OUTCOMES.value
+        )
+        recalled = {
+            "decisions": _dump(_newest_first(decisions)),
+            "outcomes": _dump(_newest_first(outcomes)),
+            "beliefs": _dump(await asyncio.shield(beliefs)),
+        }
+        return StageOutput(item=item.model_copy(update={"extras": {**item.extras, self.name: recalled}}))
+
+
+def _newest_first(items: Sequence[MemoryItem]) -> list[MemoryItem]:
+    return sorted(items, key=lambda i: (i.ts is not None, i.ts), reverse=True)
+
+
+def decision_document_id(symbol: str, event: Event) -> str:
+    return f"decision:{symbol}:{event.id}"
+
+
+def _trade_json(trade: TradeRecord) -> dict[str, Any]:
+    # Setup and risk only: created_at is wall clock and would make every rerun's content differ.
+    return {"setup": trade.setup.to_contract(), "risk": trade.risk.to_contract()}
+
+
+def _summary(symbol: str, event: Event, trades: Sequence[TradeRecord]) -> str:
+    day = event.session.isoformat()
+    if not trades:
+        return f"{symbol} {event.type} on {day}: no setup."
+    allowed = [t for t in trades if t.risk.allowed]
+    parts = [f"{symbol} {event.type} on {day}: {len(trades)} setup(s), {len(allowed)} allowed"]
+    for trade in allowed[:3]:
+        setup = trade.setup
+        parts.append(
+            f"{setup.strategy_id} {setup.direction.value} {trade.risk.position_size} @ {setup.entry:g}"
+            f" stop {setup.stop:g}"
+        )
+    return "; ".join(parts)[:500] or DECISION_FALLBACK_SUMMARY
+
+
+def decision_items(item: WorkItem, *, run_id: str) -> list[MemoryItem]:
+    """One decision memory per event of the symbol (the contract's decision shape)."""
+    out = []
+    for event in item.events:
+        trades = [
+            t for t in item.trades if t.setup.event_id == event.id or (t.event and t.event.id == event.id)
+        ]
+        research = next((t.setup.research for t in trades if t.setup.research is not None), None)
+        strategies = sorted({t.setup.strategy_id for t in trades})
+        tags = ["decision", f"event:{event.type}", *(f"strategy:{s}" for s in strategies)]
+        doc = decision_document_id(item.symbol, event)
+        out.append(
+            MemoryItem(
+                id=doc,
+                document_id=doc,
+                ts=event.time,
+                type=DECISION_TYPE,
+                symbol=item.symbol,
+                tags=tags[:_MAX_TAGS],
+                summary=_summary(item.symbol, event, trades) or DECISION_FALLBACK_SUMMARY,
+                data={
+                    "inputs": {
+                        "symbol": item.symbol,
+                        "asOf": item.as_of.isoformat(),
+                        "lookback": item.lookback,
+                        "event": event.to_contract(),
+                        "dataIssues": item.data_issues[-5:],
+                    },
+                    "setups": [_trade_json(t) for t in trades],
+                    "research": {"summary": research.summary if research else None},
+                    "signals": [
+                        {"id": e.id, "type": e.type, "time": e.time.isoformat(), "payload": e.payload}
+                        for e in item.events
+                    ],
+                },
+                source=MemorySource(system=ORCHESTRATOR_SYSTEM, ref=run_id),
+            )
+        )
+    return out
+
+
+class RetainMemoryStage(BaseRunStage):
+    """Every symbol's decisions of the run, retained in one batch (or kept in the outbox)."""
+
+    name = "retain_memory"
+    default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=30.0, required=False, after=["persist"])
+
+    async def run_all(self, ctx: StageContext, items: Sequence[WorkItem]) -> RunStageOutput:
+        memory = _memory(ctx)
+        if memory is None:
+            return RunStageOutput(items=list(items), status="skipped", reason="memory not configured")
+        decisions = [d for item in items for d in decision_items(item, run_id=ctx.run_id)]
+        outbox = getattr(ctx.services, "memory_outbox", None)
+        bank = Bank.TRADE_DECISIONS.value
+        try:
+            async with asyncio.timeout(RETAIN_TIMEOUT_S):
+                if outbox is not None:
+                    report = await outbox.drain(memory)
+                    if report.remaining:
+                        raise MemoryUnavailableError(report.error or "memory outbox could not be drained")
+                if decisions:
+                    await memory.retain_many(decisions, bank=bank)
+        except (MemoryUnavailableError, TimeoutError) as exc:
+            reason = str(exc) or "memory timed out"
+            if outbox is None or not decisions:
+                if not decisions:
+                    return RunStageOutput(items=list(items), status="skipped", reason="no decisions to retain")
+                raise
+            kept = await outbox.enqueue(bank, decisions, error=reason, correlation_id=ctx.correlation_id)
+            log.warning("memory unavailable: decisions kept in the outbox", kept=kept, error=reason)
+            return RunStageOutput(
+                items=list(items), status="degraded", reason=f"memory unavailable, {kept} kept in outbox: {reason}"
+            )
+        if not decisions:
+            return RunStageOutput(items=list(items), status="skipped", reason="no decisions to retain")
+        return RunStageOutput(items=list(items))
+
+
+MEMORY_STAGES = {s.name: s for s in (RecallMemoryStage, RetainMemoryStage)}
