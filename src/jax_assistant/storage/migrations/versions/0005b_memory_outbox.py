@@ -1,7 +1,7 @@
 """The memory outbox: retains that could not reach the memory backend, kept until it is back.
 
 Revision ID: 0005b_memory_outbox
-Revises: 0003_decisions_leases
+Revises: 0005_memory
 Create Date: 2026-12-02
 
 One row per (bank, document id): enqueueing the same document again replaces its item but keeps its
@@ -17,7 +17,9 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005b_memory_outbox"
-down_revision: str | Sequence[str] | None = "0003_decisions_leases"
+# The brief's id chains on 0003; in this branch memcore's 0005_memory comes first (one head). The lead
+# re-chains at merge.
+down_revision: str | Sequence[str] | None = "0005_memory"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
