@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import date
 from typing import Any, ClassVar, Final
 
 from jax_assistant.domain import Event, TradeRecord
+from jax_assistant.domain.models import session_time
 from jax_assistant.memory.base import MemoryUnavailableError
 from jax_assistant.memory.facade import Memory
 from jax_assistant.memory.models import Bank, MemoryItem, MemoryQuery, MemorySource
@@ -101,8 +103,9 @@ def _newest_first(items: Sequence[MemoryItem]) -> list[MemoryItem]:
     return sorted(items, key=lambda i: (i.ts is not None, i.ts), reverse=True)
 
 
-def decision_document_id(symbol: str, event: Event) -> str:
-    return f"decision:{symbol}:{event.id}"
+def decision_document_id(symbol: str, event: Event | None, session: date) -> str:
+    """``decision:<SYMBOL>:<event id>``, or ``decision:<SYMBOL>:<session>`` for setups of no event."""
+    return f"decision:{symbol}:{event.id}" if event is not None else f"decision:{symbol}:{session.isoformat()}"
 
 
 def _trade_json(trade: TradeRecord) -> dict[str, Any]:
@@ -110,55 +113,58 @@ def _trade_json(trade: TradeRecord) -> dict[str, Any]:
     return {"setup": trade.setup.to_contract(), "risk": trade.risk.to_contract()}
 
 
-def _summary(symbol: str, event: Event, trades: Sequence[TradeRecord]) -> str:
-    day = event.session.isoformat()
+def _summary(symbol: str, what: str, trades: Sequence[TradeRecord]) -> str:
     if not trades:
-        return f"{symbol} {event.type} on {day}: no setup."
+        return f"{symbol} {what}: no setup."
     allowed = [t for t in trades if t.risk.allowed]
-    parts = [f"{symbol} {event.type} on {day}: {len(trades)} setup(s), {len(allowed)} allowed"]
+    parts = [f"{symbol} {what}: {len(trades)} setup(s), {len(allowed)} allowed"]
     for trade in allowed[:3]:
         setup = trade.setup
         parts.append(
             f"{setup.strategy_id} {setup.direction.value} {trade.risk.position_size} @ {setup.entry:g}"
             f" stop {setup.stop:g}"
         )
-    return "; ".join(parts)[:500] or DECISION_FALLBACK_SUMMARY
+    return "; ".join(parts)[:500]
 
 
 def decision_items(item: WorkItem, *, run_id: str) -> list[MemoryItem]:
-    """One decision memory per event of the symbol (the contract's decision shape)."""
+    """One decision memory per event of the symbol, plus one for its setups that answer no event (code
+    strategies), in the contract's decision shape."""
+    by_event: dict[str | None, list[TradeRecord]] = {e.id: [] for e in item.events}
+    for trade in item.trades:
+        key = trade.setup.event_id or (trade.event.id if trade.event else None)
+        by_event.setdefault(key if key in by_event else None, []).append(trade)
+    events = {e.id: e for e in item.events}
+    signals = [{"id": e.id, "type": e.type, "time": e.time.isoformat(), "payload": e.payload} for e in item.events]
     out = []
-    for event in item.events:
-        trades = [
-            t for t in item.trades if t.setup.event_id == event.id or (t.event and t.event.id == event.id)
-        ]
+    for key, trades in by_event.items():
+        event = events.get(key) if key is not None else None
         research = next((t.setup.research for t in trades if t.setup.research is not None), None)
         strategies = sorted({t.setup.strategy_id for t in trades})
-        tags = ["decision", f"event:{event.type}", *(f"strategy:{s}" for s in strategies)]
-        doc = decision_document_id(item.symbol, event)
+        kind = f"event:{event.type}" if event is not None else "event:none"
+        tags = ["decision", kind, *(f"strategy:{s}" for s in strategies)]
+        doc = decision_document_id(item.symbol, event, item.as_of)
+        what = f"{event.type} on {event.session.isoformat()}" if event else f"on {item.as_of.isoformat()}"
         out.append(
             MemoryItem(
                 id=doc,
                 document_id=doc,
-                ts=event.time,
+                ts=event.time if event is not None else session_time(item.as_of),
                 type=DECISION_TYPE,
                 symbol=item.symbol,
                 tags=tags[:_MAX_TAGS],
-                summary=_summary(item.symbol, event, trades) or DECISION_FALLBACK_SUMMARY,
+                summary=_summary(item.symbol, what, trades) or DECISION_FALLBACK_SUMMARY,
                 data={
                     "inputs": {
                         "symbol": item.symbol,
                         "asOf": item.as_of.isoformat(),
                         "lookback": item.lookback,
-                        "event": event.to_contract(),
+                        "event": event.to_contract() if event is not None else None,
                         "dataIssues": item.data_issues[-5:],
                     },
                     "setups": [_trade_json(t) for t in trades],
                     "research": {"summary": research.summary if research else None},
-                    "signals": [
-                        {"id": e.id, "type": e.type, "time": e.time.isoformat(), "payload": e.payload}
-                        for e in item.events
-                    ],
+                    "signals": signals,
                 },
                 source=MemorySource(system=ORCHESTRATOR_SYSTEM, ref=run_id),
             )
