@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(), nullable=False),
         sa.Column("embedding_model", sa.String(), nullable=True),
         sa.Column("embedding_dim", sa.Integer(), nullable=True),
+        sa.Column("revision", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("created_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_memory_banks"),
     )
