@@ -30,7 +30,14 @@ from typing import Annotated, Any, Final
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jax_assistant import __version__
@@ -81,9 +88,13 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 
 def _is_store_down(exc: BaseException) -> bool:
-    if isinstance(exc, UnavailableError | _STORE_DOWN):
+    if isinstance(exc, (UnavailableError, *_STORE_DOWN)):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    # Any other driver error that is not about the statement itself (a connect refused, a database
+    # not accepting connections, a dropped connection) means the store cannot be used right now.
+    return isinstance(exc, DBAPIError) and not isinstance(
+        exc, IntegrityError | DataError | ProgrammingError | NotSupportedError
+    )
 
 
 def _dump(item: MemoryItem) -> dict[str, Any]:
@@ -402,18 +413,23 @@ def create_app(
         mode = body.get("tags_match") or "any"
         payload = {"route": "hindsight.recall", "bank": name, "query": text, "tags": tags}
 
+        async def strict(group: list[str]) -> list[MemoryItem]:
+            query, docs = _hindsight_query(text, group, limit)
+            hits = await mem().recall(query, bank=name)
+            return [h for h in hits if h.id in docs or h.document_id in docs] if docs else hits
+
         async def run() -> list[MemoryItem]:
             # Our store matches tags strictly (untagged never match); "any" modes run one recall per
             # tag and merge, best score first.
             if tags and mode in ("any", "any_strict") and len(tags) > 1:
                 merged: dict[str, MemoryItem] = {}
                 for tag in tags:
-                    for hit in await mem().recall(MemoryQuery(q=text, tags=[tag], limit=limit), bank=name):
+                    for hit in await strict([tag]):
                         key = hit.id or hit.summary
                         if key not in merged or (hit.score or 0) > (merged[key].score or 0):
                             merged[key] = hit
                 return sorted(merged.values(), key=lambda i: -(i.score or 0.0))[:limit]
-            return await mem().recall(MemoryQuery(q=text, tags=tags, limit=limit), bank=name)
+            return await strict(tags)
 
         found = await audited("memory.recall", payload, run)
         await audit("memory.recall", "success", {**payload, "count": len(found)})
@@ -468,6 +484,29 @@ def create_app(
         return {"success": True, "id": memory_id, "state": target}
 
     return app
+
+
+def _hindsight_query(text: str, tags: list[str], limit: int) -> tuple[MemoryQuery, set[str]]:
+    """A Hindsight recall's tags as our query: the filter tags our Hindsight client adds (``sym:``,
+    ``type:``, ``doc:``) are the item's own fields here, the rest are plain tags."""
+    symbol: str | None = None
+    types: list[str] | None = None
+    docs: set[str] = set()
+    plain: list[str] = []
+    for tag in tags:
+        prefix, _, value = tag.partition(":")
+        if prefix == "sym" and value:
+            symbol = value.upper()
+        elif prefix == "type" and value:
+            types = [value]
+        elif prefix == "doc" and value:
+            docs.add(value)
+        else:
+            plain.append(tag)
+    # A document lookup (invalidation) must not be cut by the ranking: ask for the widest list.
+    size = 1000 if docs else limit
+    query = MemoryQuery(q=None if docs else text, symbol=symbol, types=types, tags=plain, limit=size)
+    return query, docs
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

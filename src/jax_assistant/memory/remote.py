@@ -139,10 +139,13 @@ class RemoteBackend:
         await self._tool("memory.restore", {"bank": bank, "id": memory_id})
 
     async def banks(self) -> list[str]:
-        status, payload = await self._request("GET", "/v1/memory/banks")
-        if status != 200 or not isinstance(payload, list):
+        # The Hindsight-shaped listing: only banks that hold memories (/v1/memory/banks also lists
+        # the product's five banks before anything is in them).
+        status, payload = await self._request("GET", "/v1/default/banks")
+        banks = payload.get("banks") if isinstance(payload, Mapping) else None
+        if status != 200 or not isinstance(banks, list):
             raise MemoryUnavailableError(f"jax-memory banks: HTTP {status}")
-        return sorted(str(b) for b in payload)
+        return sorted(str(b["bank_id"]) for b in banks if isinstance(b, Mapping) and b.get("bank_id"))
 
     async def health(self) -> MemoryHealth:
         try:
