@@ -196,3 +196,41 @@ async def test_items_from_other_clients_are_mapped_field_by_field(rig: Rig) -> N
     assert len(hit.summary) == 500 and hit.data is not None and hit.data["content"].startswith("NVDA")
     assert hit.ts == datetime(2024, 5, 22, 20, 5, tzinfo=UTC)
     assert ITEM_METADATA_KEY not in (hit.data.get("metadata") or {})
+
+
+def outcome(symbol: str, n: int, result: str) -> dict[str, Any]:
+    ts = datetime.now(UTC) - timedelta(days=n)
+    return {
+        "id": f"outcome:{symbol}:{n}",
+        "ts": ts.isoformat(),
+        "type": "outcome",
+        "symbol": symbol,
+        "tags": ["outcome", f"outcome:{result}"],
+        "summary": f"{symbol} trade {n} closed: {result}",
+        "data": {"outcome": result},
+        "source": {"system": "jax-orchestrator"},
+    }
+
+
+async def test_reflect_falls_back_to_local_reflection_without_an_llm_and_says_so(rig: Rig) -> None:
+    await rig.memory.retain_many(
+        [outcome("AAPL", 1, "win"), outcome("AAPL", 2, "win"), outcome("AAPL", 3, "loss")], bank="trade_outcomes"
+    )
+    beliefs = await rig.memory.reflect({"query": "how did AAPL trades go", "window_days": 30}, bank="trade_outcomes")
+    reflect_calls = [r for r in rig.fake.requests if r[1].endswith("/reflect")]
+    assert len(reflect_calls) == 1  # the server was asked first (and answered 400: no LLM)
+    balance = next(b for b in beliefs if b.data and b.data["belief_type"] == "outcome_balance")
+    assert balance.type == "belief" and balance.source is not None and balance.source.system == "jax-reflection"
+    assert balance.data is not None
+    assert balance.data["reflection"] == "local" and "HTTP 400" in balance.data["fallback_reason"]
+    assert balance.data["confidence"] == pytest.approx(0.65)  # 2 wins, 1 loss
+    assert set(balance.data["evidence_ids"]) == {"outcome:AAPL:1", "outcome:AAPL:2", "outcome:AAPL:3"}
+
+
+async def test_reflect_uses_the_servers_answer_when_it_has_an_llm(rig: Rig) -> None:
+    rig.fake.faults.reflect_llm = True
+    await rig.memory.retain(outcome("AAPL", 1, "win"), bank="trade_outcomes")
+    [belief] = await rig.memory.reflect({"query": "AAPL trade"}, bank="trade_outcomes")
+    assert belief.data is not None and belief.data["reflection"] == "hindsight"
+    assert belief.summary.startswith("Based on 1 memories")
+    assert len(belief.data["evidence_ids"]) == 1

@@ -382,9 +382,9 @@ class HindsightBackend:
         # No LLM on the server (400) or no reflect route: reflect locally over recalled memories.
         reason = f"Hindsight reflect unavailable (HTTP {status}); reflected locally"
         memories = await self.recall(bank, MemoryQuery(q=params.query, from_=window[0], to=window[1], limit=1000))
-        from jax_assistant.memory import reflection
+        from jax_assistant.memory.reflection import reflect_items
 
-        beliefs = reflection.reflect_items(memories, params, now=now)
+        beliefs = reflect_items(memories, params, now=now)
         return [
             b.model_copy(update={"data": {**(b.data or {}), "reflection": "local", "fallback_reason": reason}})
             for b in beliefs

@@ -29,6 +29,8 @@ from jax_assistant.domain.models import session_time
 from jax_assistant.memory.base import MemoryUnavailableError
 from jax_assistant.memory.facade import Memory
 from jax_assistant.memory.models import Bank, MemoryItem, MemoryQuery, MemorySource
+from jax_assistant.memory.outbox import MemoryOutbox
+from jax_assistant.observability.correlation import bind_correlation_id
 from jax_assistant.observability.logging import get_logger
 from jax_assistant.pipeline.base import (
     BaseRunStage,
@@ -83,14 +85,16 @@ class RecallMemoryStage(BaseStage):
         memory = _memory(ctx)
         if memory is None:
             return StageOutput(item=item, status="skipped", reason="memory not configured")
-        beliefs = self._run_beliefs(memory, item.run_id)
-        decisions = await memory.recall(
-            MemoryQuery(symbol=item.symbol, types=[DECISION_TYPE], limit=RECALL_LIMIT),
-            bank=Bank.TRADE_DECISIONS.value,
-        )
-        outcomes = await memory.recall(
-            MemoryQuery(symbol=item.symbol, limit=RECALL_LIMIT), bank=Bank.TRADE_OUTCOMES.value
-        )
+        # The run's correlation id on every call, so a remote memory audits under it.
+        with bind_correlation_id(ctx.correlation_id):
+            beliefs = self._run_beliefs(memory, item.run_id)
+            decisions = await memory.recall(
+                MemoryQuery(symbol=item.symbol, types=[DECISION_TYPE], limit=RECALL_LIMIT),
+                bank=Bank.TRADE_DECISIONS.value,
+            )
+            outcomes = await memory.recall(
+                MemoryQuery(symbol=item.symbol, limit=RECALL_LIMIT), bank=Bank.TRADE_OUTCOMES.value
+            )
         recalled = {
             "decisions": _dump(_newest_first(decisions)),
             "outcomes": _dump(_newest_first(outcomes)),
@@ -183,16 +187,11 @@ class RetainMemoryStage(BaseRunStage):
         if memory is None:
             return RunStageOutput(items=list(items), status="skipped", reason="memory not configured")
         decisions = [d for item in items for d in decision_items(item, run_id=ctx.run_id)]
-        outbox = getattr(ctx.services, "memory_outbox", None)
+        outbox: MemoryOutbox | None = getattr(ctx.services, "memory_outbox", None)
         bank = Bank.TRADE_DECISIONS.value
         try:
-            async with asyncio.timeout(RETAIN_TIMEOUT_S):
-                if outbox is not None:
-                    report = await outbox.drain(memory)
-                    if report.remaining:
-                        raise MemoryUnavailableError(report.error or "memory outbox could not be drained")
-                if decisions:
-                    await memory.retain_many(decisions, bank=bank)
+            with bind_correlation_id(ctx.correlation_id):
+                await self._deliver(memory, outbox, decisions, bank)
         except (MemoryUnavailableError, TimeoutError) as exc:
             reason = str(exc) or "memory timed out"
             if outbox is None or not decisions:
@@ -207,6 +206,20 @@ class RetainMemoryStage(BaseRunStage):
         if not decisions:
             return RunStageOutput(items=list(items), status="skipped", reason="no decisions to retain")
         return RunStageOutput(items=list(items))
+
+
+    @staticmethod
+    async def _deliver(
+        memory: Memory, outbox: MemoryOutbox | None, decisions: list[MemoryItem], bank: str
+    ) -> None:
+        async with asyncio.timeout(RETAIN_TIMEOUT_S):
+            if outbox is not None:
+                # What earlier outages left goes first: memories arrive in the order they were made.
+                report = await outbox.drain(memory)
+                if report.remaining:
+                    raise MemoryUnavailableError(report.error or "memory outbox could not be drained")
+            if decisions:
+                await memory.retain_many(decisions, bank=bank)
 
 
 MEMORY_STAGES = {s.name: s for s in (RecallMemoryStage, RetainMemoryStage)}
