@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
-memory_app = typer.Typer(help="The memory service (retain / recall / reflect over HTTP).", no_args_is_help=True)
+memory_app = typer.Typer(
+    help="The memory service (retain / recall / reflect over HTTP).", no_args_is_help=True
+)
 
 
 @memory_app.command("serve")

@@ -98,7 +98,12 @@ class FakeHindsight:
                 "metadata": unit.metadata,
                 "tags": unit.tags,
                 "entities": unit.entities,
-                "scores": {"final": round(0.5 + score / 2, 4), "reranker": None, "semantic": None, "keyword": score},
+                "scores": {
+                    "final": round(0.5 + score / 2, 4),
+                    "reranker": None,
+                    "semantic": None,
+                    "keyword": score,
+                },
             }
             for score, unit in hits[:limit]
         ]
@@ -150,15 +155,25 @@ def create_fake_hindsight(state: FakeHindsight | None = None) -> FastAPI:
         body = await request.json()
         items = body.get("items")
         if not isinstance(items, list):
-            return JSONResponse(status_code=422, content={"detail": [{"loc": ["body", "items"], "msg": "required"}]})
+            return JSONResponse(
+                status_code=422, content={"detail": [{"loc": ["body", "items"], "msg": "required"}]}
+            )
         for index, item in enumerate(items):
             metadata = item.get("metadata") or {}
             bad = [k for k, v in metadata.items() if not isinstance(v, str)]
             if bad or not isinstance(item.get("content"), str):
-                loc = ["body", "items", index, "metadata", bad[0]] if bad else ["body", "items", index, "content"]
+                loc = (
+                    ["body", "items", index, "metadata", bad[0]]
+                    if bad
+                    else ["body", "items", index, "content"]
+                )
                 return JSONResponse(
                     status_code=422,
-                    content={"detail": [{"loc": loc, "msg": "Input should be a valid string", "type": "string_type"}]},
+                    content={
+                        "detail": [
+                            {"loc": loc, "msg": "Input should be a valid string", "type": "string_type"}
+                        ]
+                    },
                 )
         fake.banks.add(bank)
         for item in items:
@@ -196,9 +211,13 @@ def create_fake_hindsight(state: FakeHindsight | None = None) -> FastAPI:
     async def reflect(bank: str, request: Request) -> JSONResponse:
         body = await request.json()
         if not fake.faults.reflect_llm:
-            return JSONResponse(status_code=400, content={"detail": "Reflect requires an LLM provider (LLM_PROVIDER=none)"})
+            return JSONResponse(
+                status_code=400, content={"detail": "Reflect requires an LLM provider (LLM_PROVIDER=none)"}
+            )
         hits = fake.recall(bank, {"query": body.get("query", "")})
-        return JSONResponse({"text": f"Based on {len(hits)} memories.", "based_on": {"memories": hits}, "usage": {}})
+        return JSONResponse(
+            {"text": f"Based on {len(hits)} memories.", "based_on": {"memories": hits}, "usage": {}}
+        )
 
     @app.patch("/v1/default/banks/{bank}/memories/{unit_id}")
     async def set_state(bank: str, unit_id: str, request: Request) -> JSONResponse:

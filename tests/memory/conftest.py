@@ -7,11 +7,10 @@ appending to ``BACKEND_LEGS`` and handling the name in ``_open_leg``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
-
-import os
 
 import pytest
 from tests.pgutil import backend_url, sqlite_url
@@ -36,7 +35,9 @@ BACKEND_LEGS = [
 
 async def _open_leg(name: str, tmp_path: Path, stack: AsyncExitStack) -> Memory:
     if name.startswith("embedded-"):
-        url = await stack.enter_async_context(backend_url(name.removeprefix("embedded-"), tmp_path, "jax_mem"))
+        url = await stack.enter_async_context(
+            backend_url(name.removeprefix("embedded-"), tmp_path, "jax_mem")
+        )
         db = await open_database(url)
         stack.push_async_callback(db.close)
         memory = Memory(EmbeddedBackend(db, MemoryConfig()))

@@ -74,7 +74,8 @@ async def test_recall_is_strict_per_symbol_and_round_trips_the_item(rig: Rig) ->
     # An untagged memory written by some other Hindsight client: "all"/"any" would return it.
     async with httpx.AsyncClient(base_url=rig.url) as client:
         r = await client.post(
-            "/v1/default/banks/trade_decisions/memories", json={"items": [{"content": "AAPL gap up untagged"}]}
+            "/v1/default/banks/trade_decisions/memories",
+            json={"items": [{"content": "AAPL gap up untagged"}]},
         )
         assert r.status_code == 200
     hits = await rig.memory.recall({"q": "AAPL gap", "symbol": "AAPL"})
@@ -96,7 +97,11 @@ async def test_document_id_makes_retain_idempotent(rig: Rig) -> None:
 
 async def test_time_window_and_several_types_are_applied_to_the_results(rig: Rig) -> None:
     await rig.memory.retain_many(
-        [decision("AAPL", 1), decision("AAPL", 5), decision("AAPL", 9, type="outcome", id="o9", document_id="o9")]
+        [
+            decision("AAPL", 1),
+            decision("AAPL", 5),
+            decision("AAPL", 9, type="outcome", id="o9", document_id="o9"),
+        ]
     )
     window = await rig.memory.recall(
         MemoryQuery(symbol="AAPL", from_=T0 + timedelta(days=4), to=T0 + timedelta(days=6))
@@ -113,7 +118,10 @@ async def test_invalidation_is_reversible(rig: Rig) -> None:
     await rig.memory.invalidate("decision:AAPL:1", reason="bad tick")
     assert [h.id for h in await rig.memory.recall({"symbol": "AAPL"})] == ["decision:AAPL:2"]
     await rig.memory.restore("decision:AAPL:1")
-    assert {h.id for h in await rig.memory.recall({"symbol": "AAPL"})} == {"decision:AAPL:1", "decision:AAPL:2"}
+    assert {h.id for h in await rig.memory.recall({"symbol": "AAPL"})} == {
+        "decision:AAPL:1",
+        "decision:AAPL:2",
+    }
 
 
 async def test_every_call_carries_the_correlation_id_and_a_traceparent(rig: Rig) -> None:
@@ -214,13 +222,18 @@ def outcome(symbol: str, n: int, result: str) -> dict[str, Any]:
 
 async def test_reflect_falls_back_to_local_reflection_without_an_llm_and_says_so(rig: Rig) -> None:
     await rig.memory.retain_many(
-        [outcome("AAPL", 1, "win"), outcome("AAPL", 2, "win"), outcome("AAPL", 3, "loss")], bank="trade_outcomes"
+        [outcome("AAPL", 1, "win"), outcome("AAPL", 2, "win"), outcome("AAPL", 3, "loss")],
+        bank="trade_outcomes",
     )
-    beliefs = await rig.memory.reflect({"query": "how did AAPL trades go", "window_days": 30}, bank="trade_outcomes")
+    beliefs = await rig.memory.reflect(
+        {"query": "how did AAPL trades go", "window_days": 30}, bank="trade_outcomes"
+    )
     reflect_calls = [r for r in rig.fake.requests if r[1].endswith("/reflect")]
     assert len(reflect_calls) == 1  # the server was asked first (and answered 400: no LLM)
     balance = next(b for b in beliefs if b.data and b.data["belief_type"] == "outcome_balance")
-    assert balance.type == "belief" and balance.source is not None and balance.source.system == "jax-reflection"
+    assert (
+        balance.type == "belief" and balance.source is not None and balance.source.system == "jax-reflection"
+    )
     assert balance.data is not None
     assert balance.data["reflection"] == "local" and "HTTP 400" in balance.data["fallback_reason"]
     assert balance.data["confidence"] == pytest.approx(0.65)  # 2 wins, 1 loss

@@ -44,7 +44,9 @@ def free_port() -> int:
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") and k not in ("DATABASE_URL", "PORT")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("JAX_") and k not in ("DATABASE_URL", "PORT")
+    }
     env.update({"JAX_DATA_DIR": str(tmp_path / "data"), **extra})
     return env
 
@@ -88,7 +90,10 @@ def jax_process(args: list[str], env: dict[str, str], cwd: Path, url: str) -> It
 def memory_serve(tmp_path: Path, port: int) -> Any:
     db = f"sqlite+aiosqlite:///{tmp_path / 'memory-service.db'}"
     return jax_process(
-        ["memory", "serve", "--port", str(port), "--db", db], clean_env(tmp_path), tmp_path, f"http://127.0.0.1:{port}"
+        ["memory", "serve", "--port", str(port), "--db", db],
+        clean_env(tmp_path),
+        tmp_path,
+        f"http://127.0.0.1:{port}",
     )
 
 
@@ -114,44 +119,47 @@ def test_two_processes_share_the_correlation_id_in_both_audits(tmp_path: Path) -
         JAX_MEMORY__URL=memory_url,
         JAX_MEMORY__TIMEOUT_S="10",
     )
-    with memory_serve(tmp_path, mem_port), jax_process(
-        ["serve", "--port", str(orch_port), "--no-resume"], env, tmp_path, orch_url
+    with (
+        memory_serve(tmp_path, mem_port),
+        jax_process(["serve", "--port", str(orch_port), "--no-resume"], env, tmp_path, orch_url),
+        httpx.Client(base_url=orch_url, timeout=30) as client,
     ):
-        with httpx.Client(base_url=orch_url, timeout=30) as client:
-            cid = "corr_two_processes_1"
-            r = client.post("/process", json={"symbols": SYMBOLS}, headers={"X-Correlation-ID": cid})
-            assert r.status_code == 202, r.text
-            run = asyncio.run(_wait(orch_url, r.json()["runId"]))
-            assert run["run"]["status"] == "completed"
-            assert {s["status"] for s in run["symbols"]} == {"succeeded"}, run["symbols"]
+        cid = "corr_two_processes_1"
+        r = client.post("/process", json={"symbols": SYMBOLS}, headers={"X-Correlation-ID": cid})
+        assert r.status_code == 202, r.text
+        run = asyncio.run(_wait(orch_url, r.json()["runId"]))
+        assert run["run"]["status"] == "completed"
+        assert {s["status"] for s in run["symbols"]} == {"succeeded"}, run["symbols"]
 
-            retained = all_decisions(memory_url)
-            expected = {
-                f"decision:{s['symbol']}:{e['id']}" for s in run["symbols"] for e in s["events"]
-            }
-            assert expected and expected <= {d["id"] for d in retained}
+        retained = all_decisions(memory_url)
+        expected = {f"decision:{s['symbol']}:{e['id']}" for s in run["symbols"] for e in s["events"]}
+        assert expected and expected <= {d["id"] for d in retained}
 
-            mem_audit = httpx.get(f"{memory_url}/audit", params={"correlationId": cid}).json()
-            actions = [(e["action"], e["outcome"]) for e in mem_audit]
-            assert ("memory.retain", "success") in actions
-            assert actions.count(("memory.recall", "success")) >= 2 * len(SYMBOLS)  # decisions + outcomes
-            assert {e["correlationId"] for e in mem_audit} == {cid}
-            orch_audit = client.get("/audit", params={"correlation_id": cid}).json()
-            assert orch_audit and {e["correlationId"] for e in orch_audit} == {cid}
-            assert any(e["action"] == "api.process" for e in orch_audit)
+        mem_audit = httpx.get(f"{memory_url}/audit", params={"correlationId": cid}).json()
+        actions = [(e["action"], e["outcome"]) for e in mem_audit]
+        assert ("memory.retain", "success") in actions
+        assert {e["correlationId"] for e in mem_audit} == {cid}
+        orch_audit = client.get("/audit", params={"correlation_id": cid}).json()
+        assert orch_audit and {e["correlationId"] for e in orch_audit} == {cid}
+        assert any(e["action"] == "api.process" for e in orch_audit)
 
-            # A second run recalls what the first retained (over HTTP) into the work item.
-            r = client.post("/process", json={"symbols": SYMBOLS}, headers={"X-Correlation-ID": "corr_two_2"})
-            second = asyncio.run(_wait(orch_url, r.json()["runId"]))
-            by_symbol = {s["symbol"]: s for s in second["symbols"]}
-            for symbol in SYMBOLS:
-                mine = {d["id"] for d in retained if d["symbol"] == symbol}
-                recalled = {d["id"] for d in by_symbol[symbol]["extras"]["recall_memory"]["decisions"]}
-                if len(mine) <= 5:  # the stage recalls five
-                    assert recalled == mine
-                else:
-                    assert len(recalled) == 5 and recalled <= mine
-            assert len(all_decisions(memory_url)) == len(retained)  # idempotent: nothing added twice
+        # A second run recalls what the first retained (over HTTP) into the work item.
+        r = client.post("/process", json={"symbols": SYMBOLS}, headers={"X-Correlation-ID": "corr_two_2"})
+        second = asyncio.run(_wait(orch_url, r.json()["runId"]))
+        # Memory now holds decisions: every symbol recalled them, audited under the second request's id.
+        second_audit = httpx.get(f"{memory_url}/audit", params={"correlationId": "corr_two_2"}).json()
+        second_actions = [(e["action"], e["outcome"]) for e in second_audit]
+        assert second_actions.count(("memory.recall", "success")) == len(SYMBOLS)
+        assert ("memory.retain", "success") in second_actions
+        by_symbol = {s["symbol"]: s for s in second["symbols"]}
+        for symbol in SYMBOLS:
+            mine = {d["id"] for d in retained if d["symbol"] == symbol}
+            recalled = {d["id"] for d in by_symbol[symbol]["extras"]["recall_memory"]["decisions"]}
+            if len(mine) <= 5:  # the stage recalls five
+                assert recalled == mine
+            else:
+                assert len(recalled) == 5 and recalled <= mine
+        assert len(all_decisions(memory_url)) == len(retained)  # idempotent: nothing added twice
 
 
 async def _wait(url: str, run_id: str) -> dict[str, Any]:
@@ -180,7 +188,9 @@ async def test_memory_killed_mid_run_degrades_fills_the_outbox_and_drains_after_
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            r = await client.post("/process", json={"symbols": SYMBOLS}, headers={"X-Correlation-ID": "corr_kill"})
+            r = await client.post(
+                "/process", json={"symbols": SYMBOLS}, headers={"X-Correlation-ID": "corr_kill"}
+            )
             assert r.status_code == 202, r.text
             await GateStage.wait_entered(len(SYMBOLS), timeout_s=60)  # recall done, memory still up
             proc.kill()  # SIGKILL: no goodbye

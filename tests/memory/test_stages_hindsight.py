@@ -132,11 +132,11 @@ async def test_memory_down_degrades_symbols_and_fills_the_outbox_which_drains_ne
         assert orch.memory_outbox is not None
         waiting = await orch.memory_outbox.pending()
         depth = await orch.memory_outbox.depth()
-    expected = {
-        f"decision:{r.symbol}:{e.id}" for r in outcome.results for e in r.events
-    } | {f"decision:{r.symbol}:{outcome.run.as_of}" for r in outcome.results if any(
-        t.setup.event_id is None for t in r.trades
-    )}
+    expected = {f"decision:{r.symbol}:{e.id}" for r in outcome.results for e in r.events} | {
+        f"decision:{r.symbol}:{outcome.run.as_of}"
+        for r in outcome.results
+        if any(t.setup.event_id is None for t in r.trades)
+    }
     assert depth == len(expected) and {i.document_id for _, i in waiting} == expected
 
     rig.fake.faults.clear()

@@ -381,12 +381,16 @@ class HindsightBackend:
             ]
         # No LLM on the server (400) or no reflect route: reflect locally over recalled memories.
         reason = f"Hindsight reflect unavailable (HTTP {status}); reflected locally"
-        memories = await self.recall(bank, MemoryQuery(q=params.query, from_=window[0], to=window[1], limit=1000))
+        memories = await self.recall(
+            bank, MemoryQuery(q=params.query, from_=window[0], to=window[1], limit=1000)
+        )
         from jax_assistant.memory.reflection import reflect_items
 
         beliefs = reflect_items(memories, params, now=now)
         return [
-            b.model_copy(update={"data": {**(b.data or {}), "reflection": "local", "fallback_reason": reason}})
+            b.model_copy(
+                update={"data": {**(b.data or {}), "reflection": "local", "fallback_reason": reason}}
+            )
             for b in beliefs
         ]
 
@@ -399,7 +403,9 @@ class HindsightBackend:
 
     async def _patch(self, bank: str, unit_id: str, state: str, reason: str | None) -> bool:
         body = {"state": state, **({"reason": reason} if reason else {})}
-        status, _ = await self._call("PATCH", self._bank_path(bank, f"/memories/{unit_id}"), body, allow=(404,))
+        status, _ = await self._call(
+            "PATCH", self._bank_path(bank, f"/memories/{unit_id}"), body, allow=(404,)
+        )
         return status != 404
 
     async def invalidate(self, bank: str, memory_id: str, reason: str | None = None) -> None:

@@ -64,7 +64,9 @@ class RemoteBackend:
             headers={"User-Agent": f"jax-assistant/{__version__}"},
         )
 
-    async def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, Any]:
+    async def _request(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> tuple[int, Any]:
         try:
             async with self._client.stream(method, path, json=body, headers=request_headers()) as response:
                 raw = bytearray()
@@ -130,7 +132,9 @@ class RemoteBackend:
 
     async def reflect(self, bank: str, params: ReflectionParams) -> list[MemoryItem]:
         wire = params.model_dump(mode="json", exclude_none=True)
-        return self._items(await self._tool("memory.reflect", {"bank": bank, "params": wire}), "memory.reflect")
+        return self._items(
+            await self._tool("memory.reflect", {"bank": bank, "params": wire}), "memory.reflect"
+        )
 
     async def invalidate(self, bank: str, memory_id: str, reason: str | None = None) -> None:
         await self._tool("memory.invalidate", {"bank": bank, "id": memory_id, "reason": reason})

@@ -20,7 +20,7 @@ not deliver.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
 from typing import Any, ClassVar, Final
 
@@ -70,15 +70,17 @@ class RecallMemoryStage(BaseStage):
 
     def __init__(self, policy: StagePolicy | None = None) -> None:
         super().__init__(policy)
-        # Beliefs are not per symbol: one recall per run, shared by every symbol (run id -> task).
-        self._beliefs: dict[str, asyncio.Task[list[MemoryItem]]] = {}
+        # Per run, not per symbol: which banks hold anything, and the current beliefs (run id -> tasks).
+        self._shared: dict[str, dict[str, asyncio.Task[Any]]] = {}
 
-    def _run_beliefs(self, memory: Memory, run_id: str) -> asyncio.Task[list[MemoryItem]]:
-        task = self._beliefs.get(run_id)
-        if task is None or (task.done() and task.exception() is not None):
-            query = MemoryQuery(types=["belief"], limit=RECALL_LIMIT)
-            task = asyncio.ensure_future(memory.recall(query, bank=Bank.STRATEGY_BELIEFS.value))
-            self._beliefs = {run_id: task}  # one run per stage instance at a time; drop older runs
+    def _once(self, run_id: str, key: str, make: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
+        tasks = self._shared.get(run_id)
+        if tasks is None:
+            tasks = {}
+            self._shared = {run_id: tasks}  # one run per stage instance at a time: drop older runs
+        task = tasks.get(key)
+        if task is None or (task.done() and not task.cancelled() and task.exception() is not None):
+            task = tasks[key] = asyncio.ensure_future(make())
         return task
 
     async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
@@ -87,18 +89,32 @@ class RecallMemoryStage(BaseStage):
             return StageOutput(item=item, status="skipped", reason="memory not configured")
         # The run's correlation id on every call, so a remote memory audits under it.
         with bind_correlation_id(ctx.correlation_id):
-            beliefs = self._run_beliefs(memory, item.run_id)
-            decisions = await memory.recall(
-                MemoryQuery(symbol=item.symbol, types=[DECISION_TYPE], limit=RECALL_LIMIT),
-                bank=Bank.TRADE_DECISIONS.value,
-            )
-            outcomes = await memory.recall(
-                MemoryQuery(symbol=item.symbol, limit=RECALL_LIMIT), bank=Bank.TRADE_OUTCOMES.value
-            )
+            # A recall costs ~1.5 ms even on an empty bank; 505 symbols x 2 banks adds up, so banks that
+            # hold nothing (no outcomes before the learning loop writes any) are not asked at all.
+            banks = set(await asyncio.shield(self._once(item.run_id, "banks", memory.banks)))
+            beliefs: list[MemoryItem] = []
+            if Bank.STRATEGY_BELIEFS.value in banks:
+                query = MemoryQuery(types=["belief"], limit=RECALL_LIMIT)
+                beliefs = await asyncio.shield(
+                    self._once(
+                        item.run_id, "beliefs", lambda: memory.recall(query, bank=Bank.STRATEGY_BELIEFS.value)
+                    )
+                )
+            decisions: list[MemoryItem] = []
+            if Bank.TRADE_DECISIONS.value in banks:
+                decisions = await memory.recall(
+                    MemoryQuery(symbol=item.symbol, types=[DECISION_TYPE], limit=RECALL_LIMIT),
+                    bank=Bank.TRADE_DECISIONS.value,
+                )
+            outcomes: list[MemoryItem] = []
+            if Bank.TRADE_OUTCOMES.value in banks:
+                outcomes = await memory.recall(
+                    MemoryQuery(symbol=item.symbol, limit=RECALL_LIMIT), bank=Bank.TRADE_OUTCOMES.value
+                )
         recalled = {
             "decisions": _dump(_newest_first(decisions)),
             "outcomes": _dump(_newest_first(outcomes)),
-            "beliefs": _dump(await asyncio.shield(beliefs)),
+            "beliefs": _dump(beliefs),
         }
         return StageOutput(item=item.model_copy(update={"extras": {**item.extras, self.name: recalled}}))
 
@@ -109,7 +125,9 @@ def _newest_first(items: Sequence[MemoryItem]) -> list[MemoryItem]:
 
 def decision_document_id(symbol: str, event: Event | None, session: date) -> str:
     """``decision:<SYMBOL>:<event id>``, or ``decision:<SYMBOL>:<session>`` for setups of no event."""
-    return f"decision:{symbol}:{event.id}" if event is not None else f"decision:{symbol}:{session.isoformat()}"
+    return (
+        f"decision:{symbol}:{event.id}" if event is not None else f"decision:{symbol}:{session.isoformat()}"
+    )
 
 
 def _trade_json(trade: TradeRecord) -> dict[str, Any]:
@@ -139,7 +157,9 @@ def decision_items(item: WorkItem, *, run_id: str) -> list[MemoryItem]:
         key = trade.setup.event_id or (trade.event.id if trade.event else None)
         by_event.setdefault(key if key in by_event else None, []).append(trade)
     events = {e.id: e for e in item.events}
-    signals = [{"id": e.id, "type": e.type, "time": e.time.isoformat(), "payload": e.payload} for e in item.events]
+    signals = [
+        {"id": e.id, "type": e.type, "time": e.time.isoformat(), "payload": e.payload} for e in item.events
+    ]
     out = []
     for key, trades in by_event.items():
         event = events.get(key) if key is not None else None
@@ -196,17 +216,20 @@ class RetainMemoryStage(BaseRunStage):
             reason = str(exc) or "memory timed out"
             if outbox is None or not decisions:
                 if not decisions:
-                    return RunStageOutput(items=list(items), status="skipped", reason="no decisions to retain")
+                    return RunStageOutput(
+                        items=list(items), status="skipped", reason="no decisions to retain"
+                    )
                 raise
             kept = await outbox.enqueue(bank, decisions, error=reason, correlation_id=ctx.correlation_id)
             log.warning("memory unavailable: decisions kept in the outbox", kept=kept, error=reason)
             return RunStageOutput(
-                items=list(items), status="degraded", reason=f"memory unavailable, {kept} kept in outbox: {reason}"
+                items=list(items),
+                status="degraded",
+                reason=f"memory unavailable, {kept} kept in outbox: {reason}",
             )
         if not decisions:
             return RunStageOutput(items=list(items), status="skipped", reason="no decisions to retain")
         return RunStageOutput(items=list(items))
-
 
     @staticmethod
     async def _deliver(
