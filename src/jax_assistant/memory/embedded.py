@@ -66,6 +66,13 @@ MAX_BODY_DATA_CHARS: Final = 2000
 REFLECT_MAX_ITEMS: Final = 10_000
 _IN_CHUNK: Final = 500
 _WORD = re.compile(r"[a-z0-9]+")
+# Dropped from queries (PostgreSQL's english configuration drops them too): OR-ing "the" or "with" into a
+# query only rewards long memories.
+STOPWORDS: Final = frozenset(
+    "a an and are as at be but by for from had has have in into is it its of on or that the their then"
+    " there these they this to was were what when where which while who why will with without after"
+    " before about over under than did do does how".split()
+)
 
 M = cast(Table, MemoryRow.__table__)
 T = cast(Table, MemoryTagRow.__table__)
@@ -81,7 +88,8 @@ def query_terms(q: str | None) -> list[str]:
     """The distinct words of ``q`` (letters and digits only, so nothing reaches the match syntax)."""
     seen: dict[str, None] = {}
     for word in _WORD.findall((q or "").lower()):
-        seen.setdefault(word, None)
+        if word not in STOPWORDS:
+            seen.setdefault(word, None)
     return list(seen)[:MAX_QUERY_TERMS]
 
 
@@ -487,7 +495,7 @@ class EmbeddedBackend:
             return [(r[0], -float(r[1])) for r in conn.execute(stmt, {"match": match})]
         tsq = " | ".join(terms)
         stmt = (
-            select(M.c.seq, text("ts_rank_cd(memories.search, to_tsquery('english', :tsq)) AS rank"))
+            select(M.c.seq, text("ts_rank(memories.search, to_tsquery('english', :tsq), 1) AS rank"))
             .where(text("memories.search @@ to_tsquery('english', :tsq)"), and_(*conds))
             .order_by(text("rank DESC"))
             .limit(k)
