@@ -39,9 +39,17 @@ def _sectors(data: Path) -> dict[str, str]:
 
 
 def load_events(
-    data: Path = DATA, *, file: str = "daily_ohlcv_stooq_longhist.csv.gz", since: str = "2012-01-01"
+    data: Path = DATA,
+    *,
+    file: str = "daily_ohlcv_stooq_longhist.csv.gz",
+    since: str = "2012-01-01",
+    move_pct: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Real events (dicts) from ``file`` on or after ``since``, oldest first."""
+    """Real events (dicts) from ``file`` on or after ``since``, oldest first.
+
+    ``move_pct`` adds intraday moves (open to close) of at least that size as events of kind ``move``
+    (the benchmark uses them to reach 100 000 real memories).
+    """
     bars = (
         pl.read_csv(data / file, try_parse_dates=True)
         .sort("symbol", "date")
@@ -92,12 +100,18 @@ def load_events(
                 "qtr": row["qtr"],
             }
         )
-    for bar in bars.filter((pl.col("gap_pct").abs() >= GAP_PCT) | (pl.col("volume_x") >= SPIKE_X)).iter_rows(
-        named=True
-    ):
+    wanted = (pl.col("gap_pct").abs() >= GAP_PCT) | (pl.col("volume_x") >= SPIKE_X)
+    if move_pct is not None:
+        wanted = wanted | (pl.col("day_pct").abs() >= move_pct)
+    for bar in bars.filter(wanted).iter_rows(named=True):
         if (bar["symbol"], bar["date"]) in reaction_days:
             continue
-        kind = "gap" if abs(bar["gap_pct"]) >= GAP_PCT else "volume"
+        if abs(bar["gap_pct"]) >= GAP_PCT:
+            kind = "gap"
+        elif bar["volume_x"] >= SPIKE_X:
+            kind = "volume"
+        else:
+            kind = "move"
         events.append(
             {
                 "kind": kind,
@@ -131,6 +145,11 @@ def summary(event: dict[str, Any]) -> str:
         return (
             f"{sym} ({sector}) gapped {direction(event)} {abs(event['gap_pct']):.1f}% at the open on {when}"
             f" with no earnings report; it finished the session {event['day_pct']:+.1f}%."
+        )
+    if event["kind"] == "move":
+        return (
+            f"{sym} ({sector}) moved {event['day_pct']:+.1f}% from open to close on {when}"
+            f" on {event['volume_x']:.1f}x its average volume."
         )
     return (
         f"{sym} ({sector}) traded {event['volume_x']:.1f}x its 20-day average volume on {when};"

@@ -30,6 +30,7 @@ import functools
 import hashlib
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ RRF_K: Final = 60
 MAX_QUERY_TERMS: Final = 32
 MAX_BODY_DATA_CHARS: Final = 2000
 REFLECT_MAX_ITEMS: Final = 10_000
+COMMON_SHARE: Final = 0.02
+COMMON_MIN_DOCS: Final = 2_000
+DF_CACHE_S: Final = 60.0
 _IN_CHUNK: Final = 500
 _WORD = re.compile(r"[a-z0-9]+")
 # Dropped from queries (PostgreSQL's english configuration drops them too): OR-ing "the" or "with" into a
@@ -178,6 +182,8 @@ class EmbeddedBackend:
         self._clock = clock
         self._vectors: dict[str, _VectorCache] = {}
         self._cache_lock = asyncio.Lock()
+        self._df_cache: dict[str, tuple[float, int]] = {}
+        self._total_cache: tuple[float, int] | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -478,11 +484,75 @@ class EmbeddedBackend:
             conds.append(M.c.seq.in_(tagged))
         return conds
 
+    def _term_counts(self, conn: Connection, terms: list[str], cap: int) -> dict[str, int]:
+        """How many memories (all banks) match each term, counted up to ``cap + 1`` and cached a while."""
+        now = time.monotonic()
+        out: dict[str, int] = {}
+        for term in terms:
+            cached = self._df_cache.get(term)
+            if cached is not None and now - cached[0] < DF_CACHE_S:
+                out[term] = cached[1]
+                continue
+            if conn.dialect.name == "sqlite":
+                sql = (
+                    "SELECT count(*) FROM (SELECT rowid FROM memories_fts"
+                    " WHERE memories_fts MATCH :t LIMIT :cap)"
+                )
+                params: dict[str, Any] = {"t": f'"{term}"', "cap": cap + 1}
+            else:
+                sql = (
+                    "SELECT count(*) FROM (SELECT 1 FROM memories"
+                    " WHERE search @@ to_tsquery('english', :t) LIMIT :cap) AS s"
+                )
+                params = {"t": term, "cap": cap + 1}
+            count = int(conn.execute(text(sql), params).scalar() or 0)
+            self._df_cache[term] = (now, count)
+            out[term] = count
+        return out
+
+    def _total(self, conn: Connection) -> int:
+        now = time.monotonic()
+        if self._total_cache is None or now - self._total_cache[0] >= DF_CACHE_S:
+            self._total_cache = (now, int(conn.execute(select(func.count()).select_from(M)).scalar() or 0))
+        return self._total_cache[1]
+
+    def _selective_terms(self, conn: Connection, terms: list[str]) -> list[tuple[list[str], bool]]:
+        """The keyword queries to try in turn: (terms, OR them?) — the first that matches anything wins.
+
+        A term in more than ``COMMON_SHARE`` of a large store ("open" in every market note) has a small
+        BM25 weight (IDF under ~4) but makes the keyword arm score thousands of memories: at 100 000
+        memories that is tens to hundreds of milliseconds for little change in the top results. Such
+        terms are left out of the OR of the selective ones; if every matching term is that common they
+        are AND-ed (narrow again), then OR-ed as a last resort. Stores of up to ``COMMON_MIN_DOCS``
+        memories are never pruned, so their ranking is plain BM25 over every term.
+        """
+        total = self._total(conn)
+        cap = max(COMMON_MIN_DOCS, int(COMMON_SHARE * total))
+        if total <= cap or len(terms) == 1:
+            return [(terms, True)]
+        counts = self._term_counts(conn, terms, cap)
+        matched = [t for t in terms if counts[t] > 0]
+        rare = [t for t in matched if counts[t] <= cap]
+        if rare:
+            return [(rare, True)]
+        if not matched:
+            return []
+        return [(matched, False), (matched, True)] if len(matched) > 1 else [(matched, True)]
+
     def _keyword_sync(
         self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], k: int
     ) -> list[tuple[int, float]]:
+        for chosen, any_term in self._selective_terms(conn, terms):
+            hits = self._keyword_query(conn, conds, chosen, any_term, k)
+            if hits:
+                return hits
+        return []
+
+    def _keyword_query(
+        self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], any_term: bool, k: int
+    ) -> list[tuple[int, float]]:
         if conn.dialect.name == "sqlite":
-            match = " OR ".join(f'"{t}"' for t in terms)
+            match = (" OR " if any_term else " AND ").join(f'"{t}"' for t in terms)
             fts = text("memories_fts")
             stmt = (
                 select(M.c.seq, text("bm25(memories_fts) AS rank"))
@@ -493,7 +563,7 @@ class EmbeddedBackend:
             )
             # bm25() is lower-is-better; negate so every arm's score is higher-is-better.
             return [(r[0], -float(r[1])) for r in conn.execute(stmt, {"match": match})]
-        tsq = " | ".join(terms)
+        tsq = (" | " if any_term else " & ").join(terms)
         stmt = (
             select(M.c.seq, text("ts_rank(memories.search, to_tsquery('english', :tsq), 1) AS rank"))
             .where(text("memories.search @@ to_tsquery('english', :tsq)"), and_(*conds))
@@ -539,28 +609,32 @@ class EmbeddedBackend:
         if not fused:
             return []
 
-        def load(conn: Connection) -> list[Any]:
-            rows: list[Any] = []
+        def load(conn: Connection) -> list[MemoryItem]:
+            # Scores need only ts; the whole rows (JSON data) are read for the winners alone.
+            stamps: list[tuple[int, datetime]] = []
             for chunk in _chunks(list(fused)):
-                rows.extend(conn.execute(select(M).where(M.c.seq.in_(chunk))).all())
-            return rows
+                stamps.extend(
+                    (r[0], r[1]) for r in conn.execute(select(M.c.seq, M.c.ts).where(M.c.seq.in_(chunk)))
+                )
+            scored: list[tuple[float, datetime, int, MemoryScores]] = []
+            for seq, ts in stamps:
+                boost = recency_factor(
+                    ts,
+                    reference,
+                    weight=self.config.recency_weight,
+                    half_life_days=self.config.recency_half_life_days,
+                )
+                final = fused[seq] * boost
+                scores = MemoryScores(
+                    final=final, keyword=kw_score.get(seq), semantic=sem_score.get(seq), recency=boost
+                )
+                scored.append((final, ts, seq, scores))
+            scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
+            top = scored[: query.limit]
+            rows = {r.seq: r for r in conn.execute(select(M).where(M.c.seq.in_([s[2] for s in top])))}
+            return [_to_item(rows[seq], scores) for _, _, seq, scores in top if seq in rows]
 
-        rows = await self._read(load)
-        scored = []
-        for r in rows:
-            boost = recency_factor(
-                r.ts,
-                reference,
-                weight=self.config.recency_weight,
-                half_life_days=self.config.recency_half_life_days,
-            )
-            final = fused[r.seq] * boost
-            scores = MemoryScores(
-                final=final, keyword=kw_score.get(r.seq), semantic=sem_score.get(r.seq), recency=boost
-            )
-            scored.append((final, r.ts, r.seq, r, scores))
-        scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
-        return [_to_item(r, scores) for _, _, _, r, scores in scored[: query.limit]]
+        return await self._read(load)
 
     async def _semantic(
         self, bank: str, query: MemoryQuery, conds: list[ColumnElement[bool]], k: int
