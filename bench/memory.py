@@ -39,7 +39,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for tests.pgutil
 
 from _common import git_revision, write_results  # bench/ is sys.path[0] when run as a script
-from memory_dataset import DATA, _QUERY_TEMPLATES, load_events, memory_item
+from memory_dataset import _QUERY_TEMPLATES, DATA, load_events, memory_item
 from rich.console import Console
 from rich.table import Table
 
@@ -138,7 +138,9 @@ async def run_one(
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--modes", default="fulltext,semantic")
@@ -166,14 +168,24 @@ async def main() -> None:
                     run = await run_one(url, events, args, modes, console)
             run |= {"backend": backend, "size": size}
             results["runs"].append(run)
-            ft, ss, sm = run.get("fulltext", {}), run.get("semantic_search", {}), run.get("semantic_model", {})
+            ft, ss, sm = (
+                run.get("fulltext", {}),
+                run.get("semantic_search", {}),
+                run.get("semantic_model", {}),
+            )
 
             def f(d: dict[str, float], k: str) -> str:
                 return f"{d[k]:.1f}" if k in d else "-"
 
             table.add_row(
-                backend, str(size), f"{run['retain_items_per_s']:.0f}", f(ft, "p50_ms"), f(ft, "p99_ms"),
-                f(ss, "p50_ms"), f(ss, "p99_ms"), f"{f(sm, 'p50_ms')}/{f(sm, 'p99_ms')}",
+                backend,
+                str(size),
+                f"{run['retain_items_per_s']:.0f}",
+                f(ft, "p50_ms"),
+                f(ft, "p99_ms"),
+                f(ss, "p50_ms"),
+                f(ss, "p99_ms"),
+                f"{f(sm, 'p50_ms')}/{f(sm, 'p99_ms')}",
             )
             console.print(run)
     console.print(table)

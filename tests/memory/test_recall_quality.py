@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from bench.memory_dataset import labelled_queries, load_events, memory_item, recall_at
+
 from jax_assistant.config import MemoryConfig
 from jax_assistant.memory import Memory
 from jax_assistant.memory.embedded import EmbeddedBackend

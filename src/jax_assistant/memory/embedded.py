@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, text, update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
 from jax_assistant.domain.errors import ConfigError
@@ -73,9 +73,7 @@ _WORD = re.compile(r"[a-z0-9]+")
 # Dropped from queries (PostgreSQL's english configuration drops them too): OR-ing "the" or "with" into a
 # query only rewards long memories.
 STOPWORDS: Final = frozenset(
-    "a an and are as at be but by for from had has have in into is it its of on or that the their then"
-    " there these they this to was were what when where which while who why will with without after"
-    " before about over under than did do does how".split()
+    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "had", "has", "have", "in", "into", "is", "it", "its", "of", "on", "or", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "were", "what", "when", "where", "which", "while", "who", "why", "will", "with", "without", "after", "before", "about", "over", "under", "than", "did", "do", "does", "how"]
 )
 
 M = cast(Table, MemoryRow.__table__)
@@ -250,9 +248,16 @@ class EmbeddedBackend:
         model = self.embedder.model_name if self.embedder is not None else None
         dim = self.embedder.dim if self.embedder is not None else None
         now = self._clock()
-        ids = await self._write(
-            lambda conn: self._retain_sync(conn, bank, items, bodies, vectors, model, dim, now)
-        )
+
+        def write(conn: Connection) -> list[str]:
+            return self._retain_sync(conn, bank, items, bodies, vectors, model, dim, now)
+
+        try:
+            ids = await self._write(write)
+        except IntegrityError:
+            # A concurrent writer (another process on PostgreSQL) stored the same document or bank first;
+            # run again: this time the lookup sees its row and updates or reuses it.
+            ids = await self._write(write)
         if self.embedder is not None:
             await self._backfill(bank)
         return ids
@@ -640,6 +645,14 @@ class EmbeddedBackend:
         self, bank: str, query: MemoryQuery, conds: list[ColumnElement[bool]], k: int
     ) -> list[tuple[int, float]]:
         assert self.embedder is not None
+
+        def revision(conn: Connection) -> int | None:
+            return conn.execute(select(B.c.revision).where(B.c.name == bank)).scalar()
+
+        cached = self._vectors.get(bank)
+        if cached is None or cached.revision != await self._read(revision):
+            # Memories retained while semantic was off get their vectors before they are searched.
+            await self._backfill(bank)
         cache = await self._vector_cache(bank)
         if cache.seqs.size == 0:
             return []
