@@ -1,6 +1,6 @@
 """Embedded memory backend: retain throughput and recall latency at 10 000 and 100 000 memories.
 
-    python bench/memory.py                                    # 10k and 100k, SQLite and PostgreSQL, both modes
+    python bench/memory.py                 # 10k and 100k, SQLite and PostgreSQL, both modes
     python bench/memory.py --sizes 10000 --backends sqlite --modes fulltext
     python bench/memory.py --out bench/results/memory.json
 

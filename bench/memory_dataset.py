@@ -137,9 +137,10 @@ def summary(event: dict[str, Any]) -> str:
     if event["kind"] == "earnings":
         verdict = {"beat": "beat", "miss": "missed", "inline": "matched"}[event["surprise"]]
         return (
-            f"{sym} ({sector}) {verdict} estimates on {when}: EPS {event['eps']} vs {event['eps_est']} expected"
-            f" ({event['release']}-market report). It opened {abs(event['gap_pct']):.1f}%"
-            f" {'higher' if event['gap_pct'] > 0 else 'lower'} and closed the session {event['day_pct']:+.1f}%."
+            f"{sym} ({sector}) {verdict} estimates on {when}: EPS {event['eps']} vs {event['eps_est']}"
+            f" expected ({event['release']}-market report). It opened {abs(event['gap_pct']):.1f}%"
+            f" {'higher' if event['gap_pct'] > 0 else 'lower'} and closed the session"
+            f" {event['day_pct']:+.1f}%."
         )
     if event["kind"] == "gap":
         return (

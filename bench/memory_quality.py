@@ -1,6 +1,6 @@
 """Recall quality of the embedded memory backend on labelled trading memories built from real events.
 
-    python bench/memory_quality.py                       # longhist file (15 symbols), SQLite, full text + embeddings
+    python bench/memory_quality.py         # longhist file (15 symbols), SQLite, full text + embeddings
     python bench/memory_quality.py --file daily_ohlcv_stooq_sp500.csv.gz --since 2016-01-01 --backend postgres
     python bench/memory_quality.py --no-semantic --out bench/results/memory_quality.json
 

@@ -83,7 +83,7 @@ async def test_unknown_backend_is_a_config_error(tmp_path: Path, monkeypatch: py
 
     settings = load_settings(database_url=sqlite_url(tmp_path))
     monkeypatch.setitem(facade.BACKEND_MODULES, "embedded", "jax_assistant.memory.no_such_module")
-    with pytest.raises(ConfigError, match="memory.backend"):
+    with pytest.raises(ConfigError, match=r"memory\.backend"):
         await open_memory(settings)
     with pytest.raises(ConfigError):
         load_settings(memory={"backend": "carrier-pigeon"})
@@ -125,7 +125,7 @@ needs_semantic = pytest.mark.skipif(not semantic_available(), reason="the `seman
 
 
 class OtherSpace:
-    """The shipped model under another name: stands for a different embedding model (a second vector space)."""
+    """The shipped model under another name: stands for another embedding model (a second vector space)."""
 
     model_name = "test/other-vector-space"
 

@@ -1,8 +1,8 @@
 """Recall quality on labelled trading memories built from the real events in ../shared/data.
 
-The floor is below the measured figure (0.55 recall_any@5 full text on SQLite, 0.83 on PostgreSQL; docs/memory.md) with
-room for ranking noise, and far above what ranking without the text arm gives, so it fails when the
-keyword arm or the fusion breaks.
+The floor is below the measured figures (recall_any@5 full text 0.55 on SQLite, 0.83 on PostgreSQL;
+docs/memory.md) with room for ranking noise, and far above what ranking without the text arm gives,
+so it fails when the keyword arm or the fusion breaks.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ async def test_full_text_recall_at_5_floor(memory_db_url: str, shared_data: Path
             hits = await memory.recall({"q": query.q, "limit": 5}, bank="market_events")
             ranked.append([h.document_id or "" for h in hits])
         textless = []
-        for query in queries:
+        for _ in queries:
             hits = await memory.recall({"limit": 5}, bank="market_events")
             textless.append([h.document_id or "" for h in hits])
     finally:

@@ -72,9 +72,12 @@ _IN_CHUNK: Final = 500
 _WORD = re.compile(r"[a-z0-9]+")
 # Dropped from queries (PostgreSQL's english configuration drops them too): OR-ing "the" or "with" into a
 # query only rewards long memories.
-STOPWORDS: Final = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "had", "has", "have", "in", "into", "is", "it", "its", "of", "on", "or", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "were", "what", "when", "where", "which", "while", "who", "why", "will", "with", "without", "after", "before", "about", "over", "under", "than", "did", "do", "does", "how"]
+_STOPWORD_TEXT = (
+    "a an and are as at be but by for from had has have in into is it its of on or that the their "
+    "then there these they this to was were what when where which while who why will with without "
+    "after before about over under than did do does how "
 )
+STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
 
 M = cast(Table, MemoryRow.__table__)
 T = cast(Table, MemoryTagRow.__table__)
