@@ -205,6 +205,7 @@ async def test_correlation_id_is_echoed_and_every_call_audited_under_it(svc: Mem
         ("memory.retain", "success"),
         ("memory.recall", "success"),
         ("memory.reflect", "success"),
+        ("memory.retain", "rejected"),
     ]
     assert {e["correlationId"] for e in events} == {cid}
     assert events[0]["payload"]["id"] == "decision:AAPL:1"
@@ -218,12 +219,12 @@ async def test_a_rejected_call_is_audited_as_rejected(svc: MemoryService) -> Non
         "memory.retain", {"bank": "trade_decisions", "item": _without("ts")}, **{"X-Correlation-ID": cid}
     )
     assert r.status_code == 400
-    [event] = (await svc.client.get("/audit", params={"correlationId": cid})).json()
-    assert (event["action"], event["outcome"], event["error"]) == (
-        "memory.retain",
-        "rejected",
-        "memory item timestamp required",
-    )
+    await svc.tool("memory.recall", {"query": {}}, **{"X-Correlation-ID": cid})  # refused: no bank
+    events = (await svc.client.get("/audit", params={"correlationId": cid})).json()
+    assert [(e["action"], e["outcome"], e["error"]) for e in events] == [
+        ("memory.retain", "rejected", "memory item timestamp required"),
+        ("memory.recall", "rejected", "bank is required"),
+    ]
 
 
 async def test_hindsight_clients_can_use_the_service(svc: MemoryService) -> None:

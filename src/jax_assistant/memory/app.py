@@ -64,6 +64,8 @@ DEFAULT_PORT: Final = 8090
 MEMORY_DATABASE_ENV: Final = "JAX_MEMORY_DATABASE_URL"
 # Hindsight recall "budget": candidates asked of each arm (hindsight.md).
 BUDGET_LIMITS: Final = {"low": 100, "mid": 300, "high": 1000}
+# Set on a validation error the audited() wrapper has already recorded.
+_AUDITED: Final = "_jax_audited"
 
 log = get_logger("jax_assistant.memory.app")
 
@@ -164,6 +166,7 @@ def create_app(
             result = await call()
         except MemoryValidationError as exc:
             await audit(action, "rejected", payload, str(exc))
+            setattr(exc, _AUDITED, True)  # so call_tool does not audit it a second time
             raise
         except Exception as exc:
             await audit(action, "error", payload, str(exc))
@@ -294,7 +297,14 @@ def create_app(
             inp = {}
         if not isinstance(inp, dict):
             raise ToolError("input must be an object", field="input", rule="type object")
-        return {"output": await handler(inp)}
+        try:
+            return {"output": await handler(inp)}
+        except InputError as exc:
+            # Refused before the call reached memory (no bank, bad envelope): still audited.
+            if not getattr(exc, _AUDITED, False):
+                action = "memory.retain" if name == "memory.retain_many" else str(name)
+                await audit(action, "rejected", {"tool": name, "bank": inp.get("bank")}, str(exc))
+            raise
 
     # ------------------------------------------------------------------ Jax REST
 

@@ -96,7 +96,7 @@ class RemoteBackend:
             raise MemoryNotFoundError(str(inp.get("bank")), str(inp.get("id")))
         if status in (400, 422):
             raise MemoryValidationError(str(message or f"rejected by jax-memory (HTTP {status})"))
-        if status == 429 or status >= 500 or status >= 400:
+        if status >= 400:  # 429, 5xx and anything else unexpected: the service is not serving us
             raise MemoryUnavailableError(f"jax-memory {tool}: HTTP {status}: {message or ''}".rstrip(": "))
         output = payload.get("output") if isinstance(payload, Mapping) else None
         if not isinstance(output, dict):
