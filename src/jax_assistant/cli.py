@@ -74,6 +74,11 @@ from jax_assistant.cli_keys import keys_app  # noqa: E402 - its own module, impo
 
 app.add_typer(keys_app, name="keys")
 
+# memsvc: `jax memory serve` (the jax-memory service) lives in its own module.
+from jax_assistant.cli_memory import memory_app  # noqa: E402
+
+app.add_typer(memory_app, name="memory")
+
 out = Console()
 err = Console(stderr=True)
 

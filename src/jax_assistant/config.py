@@ -43,7 +43,15 @@ from jax_assistant.pipeline.policy import (
     StagePolicy,
 )
 
-DEFAULT_PIPELINE = ["detect_events", "generate_trades", "calculate_risk", "allocate", "persist"]
+DEFAULT_PIPELINE = [
+    "recall_memory",
+    "detect_events",
+    "generate_trades",
+    "calculate_risk",
+    "allocate",
+    "persist",
+    "retain_memory",
+]
 
 
 class EngineConfig(BaseModel):
@@ -115,6 +123,32 @@ class DataSourceConfig(BaseModel):
     path: Path | None = Field(default=None, description="csv file or folder (csv provider)")
 
 
+class MemoryConfig(BaseModel):
+    """``[memory]``: which backend remembers, and how recall ranks (see docs/memory.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["embedded", "remote", "hindsight"] = Field(
+        default="embedded", description="embedded = the project database; remote = jax-memory; hindsight"
+    )
+    url: str | None = Field(default=None, description="base URL of the remote service or Hindsight server")
+    bank: str = Field(default="trade_decisions", description="bank used when a call names none")
+    semantic: bool = Field(
+        default=False, description="embedded: add the embedding arm (needs the `semantic` extra)"
+    )
+    recency_half_life_days: float = Field(
+        default=30.0, gt=0, allow_inf_nan=False, description="age at which the recency boost halves"
+    )
+    recency_weight: float = Field(
+        default=0.1, ge=0, le=1, description="largest recency boost: score x (1 + weight) for a new memory"
+    )
+    candidates: int = Field(default=100, ge=1, le=10_000, description="candidates per retrieval arm")
+    timeout_s: float = Field(default=2.0, gt=0, description="per-call timeout of remote backends")
+    connect_timeout_s: float = Field(default=1.0, gt=0, description="connect timeout of remote backends")
+    # memsvc: how often `jax serve` retries the retains waiting in the outbox.
+    outbox_drain_s: float = Field(default=30.0, gt=0, description="jax serve: seconds between outbox drains")
+
+
 def default_resilience() -> ResilienceConfig:
     """Dependency settings shipped by default (the research and memory stages of later issues use them)."""
     return ResilienceConfig(
@@ -177,6 +211,7 @@ class Settings(BaseSettings):
     resilience: ResilienceConfig = Field(default_factory=default_resilience)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
     # --- observability
     log_level: str = "WARNING"

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jax_assistant.config import Settings, setting_source
 from jax_assistant.domain import Run, RunStatus, SymbolResult, SymbolStatus, TradeRecord, utc_now
@@ -36,6 +36,10 @@ from jax_assistant.risk import RiskManager, load_risk_constraints
 from jax_assistant.risk.portfolio import PortfolioBook, PortfolioState
 from jax_assistant.storage import Database, Repository, open_database
 from jax_assistant.strategies.registry import StrategyRegistry
+
+if TYPE_CHECKING:
+    from jax_assistant.memory.facade import Memory
+    from jax_assistant.memory.outbox import MemoryOutbox
 
 log = get_logger("jax_assistant.orchestrator")
 
@@ -119,6 +123,8 @@ class Orchestrator:
         # Stage discovery, once: entry_points() reads every installed distribution's metadata (~10 ms,
         # which every HTTP run request paid). A plugin installed later needs a restart, as any code does.
         self._stage_factories: dict[str, StageFactory] | None = None
+        self.memory: Memory | None = None
+        self.memory_outbox: MemoryOutbox | None = None
 
     async def __aenter__(self) -> Orchestrator:
         await self.open()
@@ -137,8 +143,25 @@ class Orchestrator:
             except Exception as exc:
                 raise _database_error(self.settings.database_url, exc) from exc
             self.repository = Repository(self.db)
+            await self._open_memory()
+
+    async def _open_memory(self) -> None:
+        """memsvc: the memory client, once per orchestrator (so once per `jax run`), for the memory stages."""
+        from jax_assistant.pipeline.memory_stages import MEMORY_STAGES
+
+        if self.memory is None and self.db is not None and set(MEMORY_STAGES) & set(self.settings.pipeline):
+            from jax_assistant.memory.facade import open_memory
+            from jax_assistant.memory.outbox import MemoryOutbox
+
+            self.memory = await open_memory(self.settings, database=self.db)
+            self.memory_outbox = MemoryOutbox(self.db)
 
     async def close(self) -> None:
+        if self.memory is not None:
+            with contextlib.suppress(Exception):  # a client that cannot close cleanly must not block
+                await self.memory.close()
+            self.memory = None
+            self.memory_outbox = None
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -224,6 +247,8 @@ class Orchestrator:
             strategies=strategies,
             risk=risk,
             repository=self.repository,
+            memory=self.memory,
+            memory_outbox=self.memory_outbox,
         )
 
     def _engine(self, stages: list[Stage], services: Services) -> LocalEngine:

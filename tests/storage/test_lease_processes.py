@@ -33,7 +33,8 @@ from jax_assistant.storage.tables import RunRow
 
 pytestmark = pytest.mark.slow
 
-PIPELINE = ["detect_events", "trace", *DEFAULT_PIPELINE[1:]]
+# "trace" right after detect_events, wherever that stands in the default pipeline.
+PIPELINE = [n for name in DEFAULT_PIPELINE for n in ([name, "trace"] if name == "detect_events" else [name])]
 TIMEOUT_S = 120.0
 
 TRACE_STAGE = """

@@ -52,6 +52,7 @@ from jax_assistant.config import Settings
 from jax_assistant.domain import AuditEvent, Run, RunStatus, TradeRecord
 from jax_assistant.domain.errors import InputError, JaxError
 from jax_assistant.marketdata.base import MarketDataError
+from jax_assistant.memory.outbox import drain_forever, outbox_status
 from jax_assistant.observability.correlation import get_correlation_id, new_audit_event
 from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.metrics import NullMetrics
@@ -127,6 +128,8 @@ def create_app(
         if own_tracing:
             configure_tracing(True, service_name=SERVICE_NAME, otlp_endpoint=settings.otlp_endpoint)
         await orch.open()
+        # memsvc: retains that memory missed are retried in the background (memory/outbox.py).
+        drainer = asyncio.create_task(drain_forever(orch, settings.memory.outbox_drain_s), name="jax-outbox")
         try:
             data_state["error"] = await _warm_provider(orch)
             if resume_on_startup:
@@ -141,6 +144,7 @@ def create_app(
             # in-flight stages finish; they stay `running` for the next start-up to resume. Only then
             # cancel what is left.
             admission.close()  # from here on a run request gets a 503, not a place in the queue
+            drainer.cancel()
             await _drain_active_runs(orch, SHUTDOWN_DRAIN_S)
             await runs.shutdown(SHUTDOWN_TIMEOUT_S)
             if owns_orchestrator:
@@ -247,6 +251,7 @@ def create_app(
                 "runs": runs.snapshot(),
                 "admission": admission.snapshot(),
                 **orch.status(),
+                "memoryOutbox": await outbox_status(orch),
             }
         )
 

@@ -188,6 +188,7 @@ class StatusOut(_Out):
     in_flight: int
     resilience: dict[str, Any]
     admission: dict[str, Any] | None = None
+    memory_outbox: dict[str, Any] | None = None
 
 
 class AcceptedOut(_Out):

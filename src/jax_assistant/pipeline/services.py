@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jax_assistant.analysis.detectors import DetectorConfig
 from jax_assistant.domain import Event, TradeRecord
@@ -12,6 +12,10 @@ from jax_assistant.marketdata.base import MarketDataProvider
 from jax_assistant.risk.manager import RiskManager
 from jax_assistant.storage.repository import Repository
 from jax_assistant.strategies.registry import StrategyRegistry
+
+if TYPE_CHECKING:
+    from jax_assistant.memory.facade import Memory
+    from jax_assistant.memory.outbox import MemoryOutbox
 
 
 class RunStorage(Protocol):
@@ -34,6 +38,9 @@ class Services:
     repository: Repository | None = None
     # Set by the orchestrator for a run with storage; stages write through it, not the repository.
     storage: RunStorage | None = None
+    # Opened once by the orchestrator (memory stages); retains that cannot reach it go to the outbox.
+    memory: Memory | None = None
+    memory_outbox: MemoryOutbox | None = None
     # Plugins may keep their own clients here (keyed by their stage name).
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -28,6 +28,7 @@ from jax_assistant.pipeline.base import (
     StageOutput,
     WorkItem,
 )
+from jax_assistant.pipeline.memory_stages import MEMORY_STAGES
 from jax_assistant.pipeline.policy import RetryPolicy, StagePolicy
 from jax_assistant.risk.allocation import Candidate
 
@@ -298,3 +299,5 @@ BUILTIN_STAGES: dict[str, type[BaseStage] | type[BaseRunStage]] = {
     s.name: s
     for s in (DetectEventsStage, GenerateTradesStage, CalculateRiskStage, AllocateStage, PersistStage)
 }
+# memsvc: recall_memory / retain_memory are built-ins too (pipeline/memory_stages.py).
+BUILTIN_STAGES.update(MEMORY_STAGES)
