@@ -265,7 +265,7 @@ class RedisBarCache:
         await self._redis.aclose()
 
 
-def _encode(candles: Sequence[Candle]) -> dict[str, str]:
+def _encode(candles: Sequence[Candle]) -> dict[Any, Any]:  # redis-py's mapping type is invariant
     return {c.date.isoformat(): json.dumps([c.open, c.high, c.low, c.close, c.volume]) for c in candles}
 
 

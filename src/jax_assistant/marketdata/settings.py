@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from jax_assistant.pipeline.policy import RateLimitConfig, RetryPolicy
 
 VendorName = Literal["polygon", "alpaca", "financialdatasets", "ibbridge", "yfinance"]
+DEFAULT_CHAIN: tuple[VendorName, ...] = ("polygon", "alpaca")
 LIVE_PROVIDERS: tuple[str, ...] = ("polygon", "alpaca", "financialdatasets", "ibbridge", "yfinance", "chain")
 
 
@@ -72,7 +73,7 @@ class MarketDataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    chain: list[VendorName] = Field(default_factory=lambda: ["polygon", "alpaca"])
+    chain: list[VendorName] = Field(default_factory=lambda: list(DEFAULT_CHAIN))
     history_days: int = Field(default=730, ge=30, le=20_000, description="calendar days fetched the first time")
     cache: Literal["database", "redis", "none"] = "database"
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -15,7 +15,9 @@ replaced (``observability.redaction``), and headers are never shown.
 
 from __future__ import annotations
 
+import collections
 import json
+import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -113,6 +115,26 @@ def exchange_date_from_text(text: str) -> date:
     return stamp.date() if stamp.tzinfo is None else stamp.astimezone(EXCHANGE_TZ).date()
 
 
+class _RedactUrls(logging.Filter):
+    """Rewrites URLs in httpx's own log records ("HTTP Request: GET <url> ..."), which would otherwise
+    print a query-string key such as Polygon's ``apiKey`` at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(safe_url(a) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+_URL_FILTER = _RedactUrls()
+
+
+def guard_httpx_logging() -> None:
+    """Install the URL redaction on the ``httpx`` logger (idempotent)."""
+    logger = logging.getLogger("httpx")
+    if _URL_FILTER not in logger.filters:
+        logger.addFilter(_URL_FILTER)
+
+
 @dataclass(frozen=True)
 class VendorResponse:
     status: int
@@ -136,6 +158,7 @@ class VendorHttp:
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        guard_httpx_logging()
         self.source = source
         self.base_url = base_url.rstrip("/")
         self.limiter = limiter
@@ -144,6 +167,8 @@ class VendorHttp:
         self.clock: Clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self.requests = 0  # HTTP requests sent (every attempt of every page)
+        # When the most recent requests were sent (clock time): what the rate limit is judged on.
+        self.sent_at: collections.deque[float] = collections.deque(maxlen=1000)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=dict(headers or {}),
@@ -170,6 +195,7 @@ class VendorHttp:
         async def once() -> VendorResponse:
             await self.limiter.acquire()
             self.requests += 1
+            self.sent_at.append(self.clock.monotonic())
             return await self._send(url, params)
 
         try:
@@ -183,8 +209,12 @@ class VendorHttp:
         log.info("vendor call failed; retrying", source=self.source, attempt=attempt, delay_s=round(delay, 3), error=str(exc))
 
     async def _send(self, url: str, params: Mapping[str, Any] | None) -> VendorResponse:
+        target = httpx.URL(url)
+        if params:
+            # Merged by hand: httpx replaces a URL's own query (a next_url cursor) with ``params``.
+            target = target.copy_merge_params(dict(params))
         try:
-            async with self._client.stream("GET", url, params=params) as resp:
+            async with self._client.stream("GET", target) as resp:
                 shown = safe_url(resp.request.url)
                 status = resp.status_code
                 if status == 429 or status >= 500:
