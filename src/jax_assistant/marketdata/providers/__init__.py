@@ -145,16 +145,19 @@ def build_live_provider(
     registry: ResilienceRegistry,
     database: Callable[[], Database | None],
     *,
+    kind: str | None = None,
     clock: Clock | None = None,
 ) -> LiveProvider:
+    """The live provider ``kind`` (default: the configured ``provider``): one vendor, or the chain."""
     md = settings.marketdata
-    names: list[VendorName] = list(md.chain) if settings.provider == "chain" else [settings.provider]  # type: ignore[list-item]
+    kind = kind or settings.provider
+    names: list[VendorName] = list(md.chain) if kind == "chain" else [kind]  # type: ignore[list-item]
     if not names:
         raise ConfigError("marketdata.chain is empty: name at least one vendor", key="marketdata.chain")
     sources = [build_source(n, md, registry, clock=clock) for n in names]
     adjustments = {s.name: s.adjustment for s in sources}
     return LiveProvider(
-        settings.provider,
+        kind,
         ProviderChain(sources, registry),
         build_cache(md, database),
         history_days=md.history_days,

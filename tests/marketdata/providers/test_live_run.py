@@ -1,0 +1,63 @@
+"""A whole run on a live provider: fetch stage first, unknown symbols failed by name, cache reused."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from tests.fakes.vendors import FakeVendors
+from tests.marketdata.providers.conftest import md_config
+from tests.pgutil import backend_url
+
+from jax_assistant.config import DEFAULT_PIPELINE, Settings
+from jax_assistant.domain import SymbolStatus
+from jax_assistant.orchestrator import Orchestrator, RunRequest
+
+END = date(2026, 11, 27)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    async with backend_url(request.param, tmp_path) as url:
+        yield url
+
+
+def live_settings(vendors: FakeVendors, database_url: str, provider: str = "polygon") -> Settings:
+    md = md_config(vendors.url).model_copy(update={"cache": "database", "history_days": 300, "chain": ["polygon", "alpaca"]})
+    return Settings(provider=provider, database_url=database_url, marketdata=md)  # type: ignore[arg-type]
+
+
+async def test_live_run_fetches_then_detects_and_reuses_the_cache(vendors: FakeVendors, database_url: str) -> None:
+    async with Orchestrator(live_settings(vendors, database_url)) as orch:
+        assert [s.name for s in orch.stages()] == ["fetch_market_data", *DEFAULT_PIPELINE]
+        outcome = await orch.start_run(RunRequest(symbols=["AAPL", "MSFT", "ZZZZ"], as_of=END))
+        by = {r.symbol: r for r in outcome.results}
+        assert outcome.run.provider == "polygon" and not outcome.run.simulated
+        for sym in ("AAPL", "MSFT"):
+            assert by[sym].status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED), by[sym].error
+            assert [s.stage for s in by[sym].stages][:2] == ["fetch_market_data", "detect_events"]
+            assert by[sym].extras["fetch_market_data"]["reason"] == "cold"
+            assert by[sym].extras["fetch_market_data"]["bars"] > 150
+        assert by["ZZZZ"].status is SymbolStatus.FAILED
+        assert "unknown symbol 'ZZZZ'" in (by["ZZZZ"].error or "")
+        sent = len(vendors.requests)
+        again = await orch.start_run(RunRequest(symbols=["AAPL", "MSFT"], as_of=END))
+        assert len(vendors.requests) == sent  # history and tail both cached: no request at all
+        assert {r.extras["fetch_market_data"]["reason"] for r in again.results} == {"fresh"}
+
+
+async def test_chain_run_falls_back_when_the_first_vendor_is_down(vendors: FakeVendors, database_url: str) -> None:
+    vendors.down.add("polygon")
+    async with Orchestrator(live_settings(vendors, database_url, provider="chain")) as orch:
+        outcome = await orch.start_run(RunRequest(symbols=["NVDA"], as_of=END))
+    (result,) = outcome.results
+    assert result.status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED), result.error
+    assert result.extras["fetch_market_data"]["source"] == "alpaca"
+
+
+def test_the_default_pipelines_do_not_change() -> None:
+    for provider in ("sample", "csv"):
+        orch = Orchestrator(Settings(provider=provider))  # type: ignore[arg-type]
+        assert [s.name for s in orch.stages()] == DEFAULT_PIPELINE
