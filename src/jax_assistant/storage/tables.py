@@ -23,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -273,6 +274,87 @@ class IngestedObservationRow(Base):
     received_at: Mapped[datetime]
 
 
+class MemoryBankRow(Base):
+    """A memory bank and the embedding model its vectors were made with (None until one is used).
+
+    Recording the model per bank is what keeps a bank from mixing vector spaces (docs/memory.md).
+    """
+
+    __tablename__ = "memory_banks"
+
+    name: Mapped[str] = mapped_column(primary_key=True)
+    embedding_model: Mapped[str | None]
+    embedding_dim: Mapped[int | None] = mapped_column(Integer)
+    # Bumped by every write that adds or removes memories: vector caches reload only when it moves.
+    revision: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    created_at: Mapped[datetime]
+
+
+class MemoryRow(Base):
+    """One memory of the embedded backend (``memory/embedded.py``).
+
+    ``seq`` is the integer row key the full-text index is keyed on (SQLite FTS5 ``rowid``); a re-retain that
+    changes a document gets a new row and ``seq`` under the same ``id``. ``body`` is the text the full-text
+    arm searches; ``embedding`` the float32 vector (semantic extra). Full-text structures made by raw DDL
+    in migration 0005 (FTS5 table and triggers on SQLite, a generated tsvector column and GIN index on
+    PostgreSQL) are listed in ``UNMODELLED_NAMES``.
+    """
+
+    __tablename__ = "memories"
+    __table_args__ = (
+        UniqueConstraint("bank", "id"),
+        UniqueConstraint("bank", "document_id"),
+        Index(None, "bank", "content_hash"),
+        Index(None, "bank", "ts"),
+        Index(None, "bank", "symbol", "ts"),
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str]
+    bank: Mapped[str] = mapped_column(ForeignKey("memory_banks.name"))
+    type: Mapped[str]
+    symbol: Mapped[str | None]
+    ts: Mapped[datetime]
+    tags: Mapped[list[Any]]
+    summary: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]]
+    source_system: Mapped[str]
+    source_ref: Mapped[str | None]
+    document_id: Mapped[str | None]
+    content_hash: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    invalidated_at: Mapped[datetime | None]
+    invalidation_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class MemoryTagRow(Base):
+    """One row per (memory, tag): strict tag matching is a grouped lookup on ``tag``."""
+
+    __tablename__ = "memory_tags"
+    __table_args__ = (Index(None, "tag", "seq"),)
+
+    seq: Mapped[int] = mapped_column(ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(primary_key=True)
+
+
+# Made by raw DDL in migration 0005_memory (dialect-specific full text), so absent from the models above.
+UNMODELLED_NAMES = frozenset(
+    {
+        "memories_fts",
+        "memories_fts_data",
+        "memories_fts_idx",
+        "memories_fts_content",
+        "memories_fts_docsize",
+        "memories_fts_config",
+        "search",
+        "ix_memories_search",
+    }
+)
+
+
 ALL_TABLES = (
     RunRow.__tablename__,
     SymbolResultRow.__tablename__,
@@ -285,4 +367,7 @@ ALL_TABLES = (
     BarSeriesRow.__tablename__,
     CachedBarRow.__tablename__,
     IngestedObservationRow.__tablename__,
+    MemoryBankRow.__tablename__,
+    MemoryRow.__tablename__,
+    MemoryTagRow.__tablename__,
 )

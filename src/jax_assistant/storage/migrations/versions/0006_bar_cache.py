@@ -1,7 +1,7 @@
 """Bar cache and ingested observations.
 
 Revision ID: 0006_bar_cache
-Revises: 0003_decisions_leases
+Revises: 0005_memory
 Create Date: 2026-12-02
 
 - ``bar_series`` / ``cached_bars``: vendor history cached per (source, symbol), tagged with its price
@@ -19,7 +19,9 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_bar_cache"
-down_revision: str | Sequence[str] | None = "0003_decisions_leases"
+# Brief: 0003_decisions_leases; chained after memcore's 0005_memory once that branch was merged in, so the
+# branch has one head (the lead re-chains at merge).
+down_revision: str | Sequence[str] | None = "0005_memory"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

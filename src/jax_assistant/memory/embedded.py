@@ -1,0 +1,741 @@
+"""The embedded memory backend: memories in the project database, no service and no LLM needed.
+
+Behaviourally it is a Hindsight server without an LLM (reference/hindsight.md):
+
+- **Retrieval.** A keyword arm (SQLite FTS5 with BM25, or PostgreSQL ``tsvector`` with ``ts_rank_cd``; query
+  words are OR-ed so a partial match still ranks) and, with the ``semantic`` extra, a vector arm (cosine
+  over all-MiniLM-L6-v2 vectors). Each arm returns its best ``memory.candidates``; ranks are fused by
+  reciprocal rank (``sum 1 / (60 + rank)``, Hindsight's k) and the fused score is boosted for recency,
+  ``x (1 + recency_weight * 0.5 ** (age_days / recency_half_life_days))``, age measured from the query's
+  ``to`` (or now). A query without text ranks the filtered memories by recency alone.
+- **Filters are exact**: bank (hard isolation), symbol, types, ``from``/``to`` on ``ts``, and strict tags
+  (every query tag present; untagged memories never match a tag query). Invalidated memories never return.
+- **Idempotent retain.** The same ``document_id`` (else the same ``id``) in a bank is the same memory:
+  unchanged content is a no-op, changed content replaces it under the same id (keeping an invalidation).
+  Without either, a memory whose content hash is already in the bank returns the existing id.
+- **One vector space per bank.** A bank records the model its vectors come from on first embedding. A
+  backend with another model refuses the bank (``ConfigError``) until ``reembed(bank)`` recomputes every
+  vector; memories retained while semantic was off are embedded (same model) the next time it is on.
+
+Why no vector index: at 100 000 memories x 384 float32 a bank is 150 MB and one query is one 38 M
+multiply-add matrix-vector product (a few ms in numpy), so brute force is exact and as fast as an
+approximate index would be at this size, with nothing to build or tune. The matrix is cached per bank and
+reloaded only when the bank's ``revision`` moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.sql.elements import ColumnElement
+
+from jax_assistant.domain.errors import ConfigError
+from jax_assistant.memory.base import MemoryHealth, MemoryUnavailableError
+from jax_assistant.memory.models import (
+    MemoryItem,
+    MemoryNotFoundError,
+    MemoryQuery,
+    MemoryScores,
+    MemorySource,
+    ReflectionParams,
+)
+from jax_assistant.memory.reflection import reflect_items
+from jax_assistant.storage.tables import MemoryBankRow, MemoryRow, MemoryTagRow
+
+if TYPE_CHECKING:
+    from jax_assistant.config import MemoryConfig, Settings
+    from jax_assistant.memory.semantic import Embedder
+    from jax_assistant.storage.db import Database
+
+RRF_K: Final = 60
+MAX_QUERY_TERMS: Final = 32
+MAX_BODY_DATA_CHARS: Final = 2000
+REFLECT_MAX_ITEMS: Final = 10_000
+_IN_CHUNK: Final = 500
+_WORD = re.compile(r"[a-z0-9]+")
+
+M = cast(Table, MemoryRow.__table__)
+T = cast(Table, MemoryTagRow.__table__)
+B = cast(Table, MemoryBankRow.__table__)
+R = TypeVar("R")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def query_terms(q: str | None) -> list[str]:
+    """The distinct words of ``q`` (letters and digits only, so nothing reaches the match syntax)."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall((q or "").lower()):
+        seen.setdefault(word, None)
+    return list(seen)[:MAX_QUERY_TERMS]
+
+
+def _leaf_strings(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _leaf_strings(v, out)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _leaf_strings(v, out)
+
+
+def item_body(item: MemoryItem) -> str:
+    """The text the keyword and vector arms see: summary, symbol, type, tags and the data's strings."""
+    strings: list[str] = []
+    _leaf_strings(item.data or {}, strings)
+    data_text = " ".join(strings)[:MAX_BODY_DATA_CHARS]
+    parts = [item.summary, item.symbol or "", item.type, " ".join(item.tags), data_text]
+    return " ".join(p for p in parts if p).strip()
+
+
+def content_hash(item: MemoryItem) -> str:
+    payload = {
+        "ts": item.ts.isoformat() if item.ts else None,
+        "type": item.type,
+        "symbol": item.symbol,
+        "tags": sorted(item.tags),
+        "summary": item.summary,
+        "data": item.data,
+        "source": item.source.model_dump() if item.source else None,
+    }
+    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def recency_factor(ts: datetime, reference: datetime, *, weight: float, half_life_days: float) -> float:
+    age_days = max(0.0, (reference - ts).total_seconds() / 86_400)
+    return 1.0 + weight * float(0.5 ** (age_days / half_life_days))
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError | ConnectionError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+@dataclass
+class _VectorCache:
+    revision: int = -1
+    model: str | None = None
+    seqs: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    matrix: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+
+
+@dataclass
+class _Row:
+    seq: int
+    id: str
+    document_id: str | None
+    content_hash: str
+    invalidated_at: datetime | None
+    invalidation_reason: str | None
+    created_at: datetime
+
+
+class EmbeddedBackend:
+    """Memory in the project database (see the module docstring for the semantics)."""
+
+    name = "embedded"
+
+    def __init__(
+        self,
+        db: Database,
+        config: MemoryConfig,
+        *,
+        embedder: Embedder | None = None,
+        owns_database: bool = False,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.embedder = embedder
+        self._owns_database = owns_database
+        self._clock = clock
+        self._vectors: dict[str, _VectorCache] = {}
+        self._cache_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _write(self, fn: Callable[[Connection], R]) -> R:
+        """``fn(conn)`` in one write transaction (the SQLite writer thread when there is one)."""
+        box: list[R] = []
+        try:
+            if self.db.sync_writer is not None:
+                await self.db.run_write(lambda conn: box.append(fn(conn)))
+            else:
+                async with self.db.transaction() as conn:
+                    box.append(await conn.run_sync(fn))
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise MemoryUnavailableError(
+                    f"memory store unavailable: {type(exc).__name__}: {exc}"
+                ) from exc
+            raise
+        return box[0]
+
+    async def _read(self, fn: Callable[[Connection], R]) -> R:
+        try:
+            async with self.db.engine.connect() as conn:
+                return await conn.run_sync(fn)
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise MemoryUnavailableError(
+                    f"memory store unavailable: {type(exc).__name__}: {exc}"
+                ) from exc
+            raise
+
+    async def _embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32] | None:
+        if self.embedder is None or not texts:
+            return None
+        return await asyncio.to_thread(self.embedder.embed, texts)
+
+    def _check_model(self, bank: str, recorded: str | None) -> None:
+        if self.embedder is not None and recorded is not None and recorded != self.embedder.model_name:
+            raise ConfigError(
+                f"memory bank {bank!r} holds vectors of {recorded!r}, not {self.embedder.model_name!r};"
+                " vector spaces are never mixed: re-embed the bank (EmbeddedBackend.reembed) or turn"
+                " memory.semantic off",
+                key="memory.semantic",
+            )
+
+    async def _bank_model(self, bank: str) -> str | None:
+        def read(conn: Connection) -> str | None:
+            return conn.execute(select(B.c.embedding_model).where(B.c.name == bank)).scalar()
+
+        return await self._read(read)
+
+    # ------------------------------------------------------------------ retain
+
+    async def retain(self, bank: str, item: MemoryItem) -> str:
+        return (await self.retain_many(bank, [item]))[0]
+
+    async def retain_many(self, bank: str, items: Sequence[MemoryItem]) -> list[str]:
+        if not items:
+            return []
+        if self.embedder is not None:
+            self._check_model(bank, await self._bank_model(bank))
+        bodies = [item_body(item) for item in items]
+        vectors = await self._embed(bodies)
+        model = self.embedder.model_name if self.embedder is not None else None
+        dim = self.embedder.dim if self.embedder is not None else None
+        now = self._clock()
+        ids = await self._write(
+            lambda conn: self._retain_sync(conn, bank, items, bodies, vectors, model, dim, now)
+        )
+        if self.embedder is not None:
+            await self._backfill(bank)
+        return ids
+
+    def _retain_sync(
+        self,
+        conn: Connection,
+        bank: str,
+        items: Sequence[MemoryItem],
+        bodies: Sequence[str],
+        vectors: npt.NDArray[np.float32] | None,
+        model: str | None,
+        dim: int | None,
+        now: datetime,
+    ) -> list[str]:
+        recorded = conn.execute(select(B.c.name, B.c.embedding_model).where(B.c.name == bank)).first()
+        if recorded is None:
+            conn.execute(
+                insert(B).values(
+                    name=bank, embedding_model=model, embedding_dim=dim, revision=0, created_at=now
+                )
+            )
+        else:
+            self._check_model(bank, recorded.embedding_model)
+            if model is not None and recorded.embedding_model is None:
+                conn.execute(
+                    update(B).where(B.c.name == bank).values(embedding_model=model, embedding_dim=dim)
+                )
+        hashes = [content_hash(item) for item in items]
+        existing = self._existing(conn, bank, items, hashes)
+        by_doc = {r.document_id: r for r in existing if r.document_id is not None}
+        by_id = {r.id: r for r in existing}
+        by_hash: dict[str, str] = {r.content_hash: r.id for r in existing}
+        to_delete: set[int] = set()
+        pending: dict[str, dict[str, Any]] = {}  # id -> row to insert (a later duplicate replaces it)
+        pending_doc: dict[str, str] = {}
+        pending_hash: dict[str, str] = {}
+        out: list[str] = []
+        for index, (item, body, digest) in enumerate(zip(items, bodies, hashes, strict=True)):
+            target: str | None = None
+            if item.document_id is not None:
+                target = pending_doc.get(item.document_id)
+                old = by_doc.get(item.document_id)
+                if target is None and old is not None:
+                    target = old.id
+            elif item.id is not None:
+                target = item.id
+            if target is None and item.document_id is None:
+                same = pending_hash.get(digest) or by_hash.get(digest)
+                if same is not None:
+                    out.append(same)
+                    continue
+            memory_id = target or item.id or f"mem_{uuid.uuid4().hex}"
+            old_row = by_id.get(memory_id)
+            previous = pending.get(memory_id)
+            if previous is not None and previous["content_hash"] == digest:
+                out.append(memory_id)
+                continue
+            if previous is None and old_row is not None and old_row.content_hash == digest:
+                out.append(memory_id)
+                continue
+            if old_row is not None:
+                to_delete.add(old_row.seq)
+            row = {
+                "id": memory_id,
+                "bank": bank,
+                "type": item.type,
+                "symbol": item.symbol,
+                "ts": item.ts,
+                "tags": list(item.tags),
+                "summary": item.summary,
+                "data": item.data or {},
+                "source_system": (item.source or MemorySource()).system or "",
+                "source_ref": (item.source or MemorySource()).ref,
+                "document_id": item.document_id,
+                "content_hash": digest,
+                "body": body,
+                "embedding": vectors[index].tobytes() if vectors is not None else None,
+                "invalidated_at": old_row.invalidated_at if old_row else None,
+                "invalidation_reason": old_row.invalidation_reason if old_row else None,
+                "created_at": old_row.created_at if old_row else now,
+                "updated_at": now,
+            }
+            pending[memory_id] = row
+            if item.document_id is not None:
+                pending_doc[item.document_id] = memory_id
+            pending_hash[digest] = memory_id
+            out.append(memory_id)
+        if to_delete:
+            for chunk in _chunks(sorted(to_delete)):
+                conn.execute(delete(M).where(M.c.seq.in_(chunk)))
+        if pending:
+            rows = list(pending.values())
+            inserted = conn.execute(
+                insert(M).returning(M.c.seq, M.c.id, sort_by_parameter_order=True), rows
+            ).all()
+            tag_rows = [
+                {"seq": seq, "tag": tag}
+                for (seq, _), row in zip(inserted, rows, strict=True)
+                for tag in dict.fromkeys(row["tags"])
+            ]
+            if tag_rows:
+                conn.execute(insert(T), tag_rows)
+        if pending or to_delete:
+            conn.execute(update(B).where(B.c.name == bank).values(revision=B.c.revision + 1))
+        return out
+
+    def _existing(
+        self, conn: Connection, bank: str, items: Sequence[MemoryItem], hashes: Sequence[str]
+    ) -> list[_Row]:
+        docs = sorted({i.document_id for i in items if i.document_id is not None})
+        ids = sorted({i.id for i in items if i.id is not None})
+        found: dict[int, _Row] = {}
+        cols = (
+            M.c.seq,
+            M.c.id,
+            M.c.document_id,
+            M.c.content_hash,
+            M.c.invalidated_at,
+            M.c.invalidation_reason,
+            M.c.created_at,
+        )
+        for column, values in (
+            (M.c.document_id, docs),
+            (M.c.id, ids),
+            (M.c.content_hash, sorted(set(hashes))),
+        ):
+            for chunk in _chunks(values):
+                for r in conn.execute(select(*cols).where(M.c.bank == bank, column.in_(chunk))):
+                    found[r.seq] = _Row(
+                        r.seq,
+                        r.id,
+                        r.document_id,
+                        r.content_hash,
+                        r.invalidated_at,
+                        r.invalidation_reason,
+                        r.created_at,
+                    )
+        # Document ids found must also be reachable by memory id (a replace keeps the id).
+        extra_ids = sorted({r.id for r in found.values()} - set(ids))
+        for chunk in _chunks(extra_ids):
+            for r in conn.execute(select(*cols).where(M.c.bank == bank, M.c.id.in_(chunk))):
+                found[r.seq] = _Row(
+                    r.seq,
+                    r.id,
+                    r.document_id,
+                    r.content_hash,
+                    r.invalidated_at,
+                    r.invalidation_reason,
+                    r.created_at,
+                )
+        return list(found.values())
+
+    async def _backfill(self, bank: str, batch: int = 256) -> int:
+        """Embed the bank's memories that have no vector yet (retained while semantic was off)."""
+        if self.embedder is None:
+            return 0
+        done = 0
+        while True:
+
+            def pick(conn: Connection) -> list[tuple[int, str]]:
+                rows = conn.execute(
+                    select(M.c.seq, M.c.body).where(M.c.bank == bank, M.c.embedding.is_(None)).limit(batch)
+                )
+                return [(r.seq, r.body) for r in rows]
+
+            todo = await self._read(pick)
+            if not todo:
+                return done
+            vectors = await self._embed([body for _, body in todo])
+            assert vectors is not None
+            await self._write(functools.partial(self._store_vectors, bank=bank, todo=todo, vectors=vectors))
+            done += len(todo)
+
+    def _store_vectors(
+        self, conn: Connection, *, bank: str, todo: list[tuple[int, str]], vectors: npt.NDArray[np.float32]
+    ) -> None:
+        assert self.embedder is not None
+        recorded = conn.execute(select(B.c.embedding_model).where(B.c.name == bank)).scalar()
+        self._check_model(bank, recorded)
+        conn.execute(
+            update(M).where(M.c.seq == bindparam("b_seq")).values(embedding=bindparam("b_vec")),
+            [{"b_seq": seq, "b_vec": vectors[i].tobytes()} for i, (seq, _) in enumerate(todo)],
+        )
+        conn.execute(
+            update(B)
+            .where(B.c.name == bank)
+            .values(
+                embedding_model=self.embedder.model_name,
+                embedding_dim=self.embedder.dim,
+                revision=B.c.revision + 1,
+            )
+        )
+
+    async def reembed(self, bank: str) -> int:
+        """Recompute every vector of ``bank`` with this backend's model and record it; returns the count."""
+        if self.embedder is None:
+            raise ConfigError("reembed needs memory.semantic = true", key="memory.semantic")
+
+        def clear(conn: Connection) -> None:
+            conn.execute(update(M).where(M.c.bank == bank).values(embedding=None))
+            conn.execute(
+                update(B)
+                .where(B.c.name == bank)
+                .values(embedding_model=None, embedding_dim=None, revision=B.c.revision + 1)
+            )
+
+        await self._write(clear)
+        self._vectors.pop(bank, None)
+        return await self._backfill(bank)
+
+    # ------------------------------------------------------------------ recall
+
+    def _filters(self, bank: str, query: MemoryQuery) -> list[ColumnElement[bool]]:
+        conds: list[ColumnElement[bool]] = [M.c.bank == bank, M.c.invalidated_at.is_(None)]
+        if query.symbol:
+            conds.append(M.c.symbol == query.symbol)
+        if query.types:
+            conds.append(M.c.type.in_(query.types))
+        if query.from_ is not None:
+            conds.append(M.c.ts >= query.from_)
+        if query.to is not None:
+            conds.append(M.c.ts <= query.to)
+        tags = sorted(set(query.tags))
+        if tags:
+            tagged = (
+                select(T.c.seq).where(T.c.tag.in_(tags)).group_by(T.c.seq).having(func.count() == len(tags))
+            )
+            conds.append(M.c.seq.in_(tagged))
+        return conds
+
+    def _keyword_sync(
+        self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], k: int
+    ) -> list[tuple[int, float]]:
+        if conn.dialect.name == "sqlite":
+            match = " OR ".join(f'"{t}"' for t in terms)
+            fts = text("memories_fts")
+            stmt = (
+                select(M.c.seq, text("bm25(memories_fts) AS rank"))
+                .select_from(M.join(fts, text("memories_fts.rowid = memories.seq")))
+                .where(text("memories_fts MATCH :match"), and_(*conds))
+                .order_by(text("rank"))
+                .limit(k)
+            )
+            # bm25() is lower-is-better; negate so every arm's score is higher-is-better.
+            return [(r[0], -float(r[1])) for r in conn.execute(stmt, {"match": match})]
+        tsq = " | ".join(terms)
+        stmt = (
+            select(M.c.seq, text("ts_rank_cd(memories.search, to_tsquery('english', :tsq)) AS rank"))
+            .where(text("memories.search @@ to_tsquery('english', :tsq)"), and_(*conds))
+            .order_by(text("rank DESC"))
+            .limit(k)
+        )
+        return [(r[0], float(r[1])) for r in conn.execute(stmt, {"tsq": tsq})]
+
+    async def recall(self, bank: str, query: MemoryQuery) -> list[MemoryItem]:
+        conds = self._filters(bank, query)
+        terms = query_terms(query.q)
+        k = max(self.config.candidates, query.limit)
+        reference = query.to or self._clock()
+        if not terms:
+
+            def latest(conn: Connection) -> list[MemoryItem]:
+                rows = conn.execute(
+                    select(M).where(*conds).order_by(M.c.ts.desc(), M.c.seq.desc()).limit(query.limit)
+                ).all()
+                out = []
+                for r in rows:
+                    boost = recency_factor(
+                        r.ts,
+                        reference,
+                        weight=self.config.recency_weight,
+                        half_life_days=self.config.recency_half_life_days,
+                    )
+                    out.append(_to_item(r, MemoryScores(final=boost, recency=boost)))
+                return out
+
+            return await self._read(latest)
+
+        keyword = await self._read(lambda conn: self._keyword_sync(conn, conds, terms, k))
+        semantic: list[tuple[int, float]] = []
+        if self.embedder is not None and query.q:
+            semantic = await self._semantic(bank, query, conds, k)
+        fused: dict[int, float] = {}
+        kw_score = dict(keyword)
+        sem_score = dict(semantic)
+        for arm in (keyword, semantic):
+            for rank, (seq, _) in enumerate(arm, start=1):
+                fused[seq] = fused.get(seq, 0.0) + 1.0 / (RRF_K + rank)
+        if not fused:
+            return []
+
+        def load(conn: Connection) -> list[Any]:
+            rows: list[Any] = []
+            for chunk in _chunks(list(fused)):
+                rows.extend(conn.execute(select(M).where(M.c.seq.in_(chunk))).all())
+            return rows
+
+        rows = await self._read(load)
+        scored = []
+        for r in rows:
+            boost = recency_factor(
+                r.ts,
+                reference,
+                weight=self.config.recency_weight,
+                half_life_days=self.config.recency_half_life_days,
+            )
+            final = fused[r.seq] * boost
+            scores = MemoryScores(
+                final=final, keyword=kw_score.get(r.seq), semantic=sem_score.get(r.seq), recency=boost
+            )
+            scored.append((final, r.ts, r.seq, r, scores))
+        scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
+        return [_to_item(r, scores) for _, _, _, r, scores in scored[: query.limit]]
+
+    async def _semantic(
+        self, bank: str, query: MemoryQuery, conds: list[ColumnElement[bool]], k: int
+    ) -> list[tuple[int, float]]:
+        assert self.embedder is not None
+        cache = await self._vector_cache(bank)
+        if cache.seqs.size == 0:
+            return []
+        filtered = bool(query.symbol or query.types or query.from_ or query.to or query.tags)
+
+        def allowed(conn: Connection) -> npt.NDArray[np.int64]:
+            if filtered:
+                stmt = select(M.c.seq).where(*conds).order_by(M.c.seq)
+            else:
+                # Only invalidations need excluding; there are few, so fetch those rather than all seqs.
+                stmt = select(M.c.seq).where(M.c.bank == bank, M.c.invalidated_at.is_not(None))
+            return np.fromiter((r[0] for r in conn.execute(stmt)), dtype=np.int64)
+
+        seqs = await self._read(allowed)
+        vector = await self._embed([query.q or ""])
+        assert vector is not None
+        if filtered:
+            # Both arrays are sorted seqs; keep the cached rows whose seq passed the SQL filters.
+            pos = np.searchsorted(cache.seqs, seqs)
+            inside = pos < cache.seqs.size
+            pos, wanted = pos[inside], seqs[inside]
+            pos = pos[cache.seqs[pos] == wanted]
+            if pos.size == 0:
+                return []
+            sims = cache.matrix[pos] @ vector[0]
+            cand_seqs = cache.seqs[pos]
+        else:
+            sims = cache.matrix @ vector[0]
+            cand_seqs = cache.seqs
+            if seqs.size:
+                keep = ~np.isin(cand_seqs, seqs)
+                sims, cand_seqs = sims[keep], cand_seqs[keep]
+        take = min(k, sims.size)
+        if take == 0:
+            return []
+        top = np.argpartition(-sims, take - 1)[:take]
+        top = top[np.argsort(-sims[top], kind="stable")]
+        return [(int(cand_seqs[i]), float(sims[i])) for i in top]
+
+    async def _vector_cache(self, bank: str) -> _VectorCache:
+        assert self.embedder is not None
+        async with self._cache_lock:
+            cache = self._vectors.setdefault(bank, _VectorCache())
+
+            def revision(conn: Connection) -> tuple[int, str | None] | None:
+                row = conn.execute(select(B.c.revision, B.c.embedding_model).where(B.c.name == bank)).first()
+                return (int(row[0]), row[1]) if row is not None else None
+
+            current = await self._read(revision)
+            if current is None:
+                return _VectorCache()
+            rev, model = current
+            self._check_model(bank, model)
+            if rev == cache.revision:
+                return cache
+            known = set(cache.seqs.tolist())
+
+            def reload(conn: Connection) -> tuple[list[int], list[tuple[int, bytes]]]:
+                present = [
+                    r[0]
+                    for r in conn.execute(
+                        select(M.c.seq).where(M.c.bank == bank, M.c.embedding.is_not(None)).order_by(M.c.seq)
+                    )
+                ]
+                fresh = [s for s in present if s not in known]
+                loaded: list[tuple[int, bytes]] = []
+                for chunk in _chunks(fresh):
+                    loaded.extend(
+                        (r[0], r[1])
+                        for r in conn.execute(select(M.c.seq, M.c.embedding).where(M.c.seq.in_(chunk)))
+                    )
+                return present, loaded
+
+            present, loaded = await self._read(reload)
+            dim = self.embedder.dim
+            old_rows = {int(s): i for i, s in enumerate(cache.seqs.tolist())}
+            new_vectors = {seq: np.frombuffer(blob, dtype=np.float32) for seq, blob in loaded}
+            matrix = np.empty((len(present), dim), dtype=np.float32)
+            for i, seq in enumerate(present):
+                vec = new_vectors.get(seq)
+                matrix[i] = vec if vec is not None else cache.matrix[old_rows[seq]]
+            cache.seqs = np.asarray(present, dtype=np.int64)
+            cache.matrix = matrix
+            cache.revision = rev
+            cache.model = model
+            return cache
+
+    # ------------------------------------------------------------------ reflect, invalidate, banks
+
+    async def reflect(self, bank: str, params: ReflectionParams) -> list[MemoryItem]:
+        now = self._clock()
+        start = now - timedelta(days=params.window_days)
+
+        def window(conn: Connection) -> list[MemoryItem]:
+            rows = conn.execute(
+                select(M)
+                .where(M.c.bank == bank, M.c.invalidated_at.is_(None), M.c.ts >= start, M.c.ts <= now)
+                .order_by(M.c.ts.desc())
+                .limit(REFLECT_MAX_ITEMS)
+            ).all()
+            return [_to_item(r, None) for r in rows]
+
+        return reflect_items(await self._read(window), params, now)
+
+    async def _set_state(self, bank: str, memory_id: str, when: datetime | None, reason: str | None) -> None:
+        def apply(conn: Connection) -> int:
+            result = conn.execute(
+                update(M)
+                .where(M.c.bank == bank, M.c.id == memory_id)
+                .values(invalidated_at=when, invalidation_reason=reason)
+            )
+            return int(result.rowcount or 0)
+
+        if await self._write(apply) == 0:
+            raise MemoryNotFoundError(bank, memory_id)
+
+    async def invalidate(self, bank: str, memory_id: str, reason: str | None = None) -> None:
+        await self._set_state(bank, memory_id, self._clock(), reason)
+
+    async def restore(self, bank: str, memory_id: str) -> None:
+        await self._set_state(bank, memory_id, None, None)
+
+    async def banks(self) -> list[str]:
+        def read(conn: Connection) -> list[str]:
+            stmt = select(M.c.bank).distinct().order_by(M.c.bank)
+            return [r[0] for r in conn.execute(stmt)]
+
+        return await self._read(read)
+
+    async def health(self) -> MemoryHealth:
+        model = self.embedder.model_name if self.embedder is not None else None
+        try:
+            await self._read(lambda conn: conn.execute(select(func.count()).select_from(B)).scalar())
+        except MemoryUnavailableError as exc:
+            return MemoryHealth(ok=False, backend=self.name, detail=str(exc), embedding_model=model)
+        return MemoryHealth(ok=True, backend=self.name, detail=self.db.dialect, embedding_model=model)
+
+    async def close(self) -> None:
+        self._vectors.clear()
+        if self._owns_database:
+            await self.db.close()
+
+
+def _chunks(values: Sequence[Any] | list[Any]) -> Iterable[list[Any]]:
+    seq = list(values)
+    for start in range(0, len(seq), _IN_CHUNK):
+        yield seq[start : start + _IN_CHUNK]
+
+
+def _to_item(r: Any, scores: MemoryScores | None) -> MemoryItem:
+    return MemoryItem(
+        id=r.id,
+        ts=r.ts,
+        type=r.type,
+        symbol=r.symbol,
+        tags=list(r.tags),
+        summary=r.summary,
+        data=dict(r.data),
+        source=MemorySource(system=r.source_system, ref=r.source_ref),
+        document_id=r.document_id,
+        score=scores.final if scores else None,
+        scores=scores,
+    )
+
+
+async def open_backend(settings: Settings, *, database: Database | None = None) -> EmbeddedBackend:
+    """The embedded backend on ``database`` (shared) or on the configured one (owned: closed on close)."""
+    embedder: Embedder | None = None
+    if settings.memory.semantic:
+        from jax_assistant.memory.semantic import load_embedder
+
+        embedder = await asyncio.to_thread(load_embedder)
+    if database is not None:
+        return EmbeddedBackend(database, settings.memory, embedder=embedder)
+    from jax_assistant.storage.db import open_database
+
+    try:
+        db = await open_database(settings.database_url)
+    except (OSError, OperationalError, InterfaceError) as exc:
+        raise MemoryUnavailableError(f"memory store unavailable: {exc}") from exc
+    return EmbeddedBackend(db, settings.memory, embedder=embedder, owns_database=True)
