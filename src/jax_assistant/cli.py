@@ -38,6 +38,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from jax_assistant.cli_ingest import register as _register_ingest  # typer and rich only at import
+
 # Everything of ours is imported by the command that uses it: `jax --help` should not pay for storage,
 # migrations, polars and the pipeline (measured in the report of this change), and `jax run` never
 # loads FastAPI or uvicorn.
@@ -70,6 +72,7 @@ app.add_typer(trades_app, name="trades")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
+_register_ingest(app)  # `jax ingest FILE` (cli_ingest.py)
 
 out = Console()
 err = Console(stderr=True)

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from jax_assistant import __version__
 from jax_assistant.api.errors import install_error_handlers
 from jax_assistant.api.middleware import CorrelationIdMiddleware
+from jax_assistant.api.ingest import router as ingest_router
 from jax_assistant.api.runs import RunManager
 from jax_assistant.api.schemas import OrchestrateRequest, ProcessRequest
 from jax_assistant.config import Settings
@@ -107,6 +108,7 @@ def create_app(
     )
     app.state.orchestrator = orch
     app.state.runs = runs
+    app.include_router(ingest_router)  # POST /ingest (api/ingest.py)
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
 
