@@ -28,9 +28,12 @@ def register(app: typer.Typer) -> None:
 def ingest(
     file: Annotated[str, typer.Argument(help="JSON batch {generated_at, observations: [...]}; - for stdin")],
     process: Annotated[
-        bool | None, typer.Option("--process/--no-process", help="run the significant symbols (default [ingest])")
+        bool | None,
+        typer.Option("--process/--no-process", help="run the significant symbols (default [ingest])"),
     ] = None,
-    correlation_id: Annotated[str | None, typer.Option("--correlation-id", help="audit under this ID")] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option("--correlation-id", help="audit under this ID")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the whole result as JSON")] = False,
     db: Annotated[str | None, typer.Option("--db", help="database URL")] = None,
 ) -> None:
@@ -47,7 +50,9 @@ def ingest(
         try:
             text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise InputError(f"{file}: cannot read ({exc.strerror or exc})", field="FILE", rule="readable") from None
+            raise InputError(
+                f"{file}: cannot read ({exc.strerror or exc})", field="FILE", rule="readable"
+            ) from None
         try:
             payload = json.loads(text)
         except ValueError as exc:

@@ -138,9 +138,9 @@ class Settings(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
 
     # --- market data
-    provider: Literal["sample", "csv", "polygon", "alpaca", "financialdatasets", "ibbridge", "yfinance", "chain"] = (
-        "sample"  # the live vendors are configured in [marketdata] (docs/marketdata.md)
-    )
+    provider: Literal[
+        "sample", "csv", "polygon", "alpaca", "financialdatasets", "ibbridge", "yfinance", "chain"
+    ] = "sample"  # the live vendors are configured in [marketdata] (docs/marketdata.md)
     marketdata: MarketDataConfig = Field(default_factory=MarketDataConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)  # jax-ingest (docs/ingest.md)
     data_path: Path | None = Field(default=None, description="csv file or folder for the csv provider")

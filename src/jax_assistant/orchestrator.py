@@ -147,7 +147,9 @@ class Orchestrator:
         if key not in self._providers and kind in LIVE_PROVIDERS:  # vendors + bar cache (docs/marketdata.md)
             from jax_assistant.marketdata.providers import build_live_provider  # httpx: only when used
 
-            self._providers[key] = build_live_provider(self.settings, self.resilience, lambda: self.db, kind=kind)
+            self._providers[key] = build_live_provider(
+                self.settings, self.resilience, lambda: self.db, kind=kind
+            )
         if key not in self._providers:
             with _reading_data(path or kind):
                 provider = create_provider(

@@ -65,15 +65,22 @@ def sessions(start: date, end: date) -> list[date]:
     return out
 
 
-def make_bars(symbol: str, start: date = date(2023, 1, 3), end: date = LAST_SESSION) -> dict[date, list[float]]:
+def make_bars(
+    symbol: str, start: date = date(2023, 1, 3), end: date = LAST_SESSION
+) -> dict[date, list[float]]:
     """Deterministic raw (unadjusted) OHLCV per session: a wave around a symbol-specific level."""
     base = 50.0 + 10.0 * (sum(map(ord, symbol)) % 17)
     out = {}
     for i, day in enumerate(sessions(start, end)):
         close = base * (1.0 + 0.1 * math.sin(i / 9.0)) + 0.01 * i
         open_ = close * (1.0 - 0.004 * math.cos(i / 3.0))
-        out[day] = [round(open_, 4), round(max(open_, close) * 1.01, 4), round(min(open_, close) * 0.99, 4),
-                    round(close, 4), float(1_000_000 + 1000 * (i % 50))]
+        out[day] = [
+            round(open_, 4),
+            round(max(open_, close) * 1.01, 4),
+            round(min(open_, close) * 0.99, 4),
+            round(close, 4),
+            float(1_000_000 + 1000 * (i % 50)),
+        ]
     return out
 
 
@@ -98,7 +105,9 @@ class FakeVendors:
     def seen(self, vendor: str) -> list[Seen]:
         return [r for r in self.requests if r.vendor == vendor]
 
-    def prices(self, symbol: str, start: date, end: date, *, adjusted: bool) -> list[tuple[date, list[float]]]:
+    def prices(
+        self, symbol: str, start: date, end: date, *, adjusted: bool
+    ) -> list[tuple[date, list[float]]]:
         split = self.splits.get(symbol)
         out = []
         for day, row in sorted(self.bars.get(symbol, {}).items()):
@@ -114,7 +123,9 @@ class FakeVendors:
     # ------------------------------------------------------------------ the app
 
     async def _gate(self, vendor: str, request: Request) -> Response | None:
-        self.requests.append(Seen(vendor, request.url.path, dict(request.query_params), dict(request.headers)))
+        self.requests.append(
+            Seen(vendor, request.url.path, dict(request.query_params), dict(request.headers))
+        )
         if vendor in self.down:
             return JSONResponse({"status": "ERROR", "error": "service unavailable"}, status_code=503)
         planned = self.faults.get(vendor)
@@ -125,22 +136,30 @@ class FakeVendors:
             await self.released.wait()
             return JSONResponse({}, status_code=504)
         if fault.kind == "garbage":
-            return Response(b"<html><body>502 Bad Gateway</body></html>", status_code=200, media_type="text/html")
+            return Response(
+                b"<html><body>502 Bad Gateway</body></html>", status_code=200, media_type="text/html"
+            )
         if fault.kind == "oversized":
             return Response(b"[" + b"0," * 600_000 + b"0]", status_code=200, media_type="application/json")
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-        return JSONResponse({"status": "ERROR", "error": f"HTTP {fault.kind}"}, status_code=int(fault.kind), headers=headers)
+        return JSONResponse(
+            {"status": "ERROR", "error": f"HTTP {fault.kind}"}, status_code=int(fault.kind), headers=headers
+        )
 
     def app(self) -> FastAPI:
         app = FastAPI()
 
         @app.get("/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{start}/{end}")
-        async def polygon_aggs(request: Request, ticker: str, multiplier: int, timespan: str, start: str, end: str) -> Response:
+        async def polygon_aggs(
+            request: Request, ticker: str, multiplier: int, timespan: str, start: str, end: str
+        ) -> Response:
             if (early := await self._gate("polygon", request)) is not None:
                 return early
             q = request.query_params
             if q.get("apiKey") != POLYGON_KEY:
-                return JSONResponse({"status": "ERROR", "request_id": "r1", "error": "Unknown API Key"}, status_code=401)
+                return JSONResponse(
+                    {"status": "ERROR", "request_id": "r1", "error": "Unknown API Key"}, status_code=401
+                )
             adjusted = q.get("adjusted", "true") == "true"
             rows = self.prices(ticker, date.fromisoformat(start), date.fromisoformat(end), adjusted=adjusted)
             offset = int(q.get("cursor", "0"))
@@ -156,14 +175,23 @@ class FakeVendors:
             }
             if page:
                 body["results"] = [
-                    {"v": v, "vw": round((h + lo + c) / 3, 4), "o": o, "c": c, "h": h, "l": lo,
-                     "t": int(datetime.combine(d, time(0), NY).timestamp() * 1000), "n": 1000}
+                    {
+                        "v": v,
+                        "vw": round((h + lo + c) / 3, 4),
+                        "o": o,
+                        "c": c,
+                        "h": h,
+                        "l": lo,
+                        "t": int(datetime.combine(d, time(0), NY).timestamp() * 1000),
+                        "n": 1000,
+                    }
                     for d, (o, h, lo, c, v) in page
                 ]
             if offset + limit < len(rows):
                 body["next_url"] = (
                     f"{self.url}/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{start}/{end}"
-                    f"?cursor={offset + limit}&adjusted={q.get('adjusted', 'true')}&sort=asc&limit={q.get('limit', '5000')}"
+                    f"?cursor={offset + limit}&adjusted={q.get('adjusted', 'true')}&sort=asc"
+                    f"&limit={q.get('limit', '5000')}"
                 )
             return JSONResponse(body)
 
@@ -172,7 +200,10 @@ class FakeVendors:
             if (early := await self._gate("polygon", request)) is not None:
                 return early
             if ticker not in self.bars:
-                return JSONResponse({"status": "NOT_FOUND", "request_id": "r", "message": "Ticker not found."}, status_code=404)
+                return JSONResponse(
+                    {"status": "NOT_FOUND", "request_id": "r", "message": "Ticker not found."},
+                    status_code=404,
+                )
             return JSONResponse({"status": "OK", "results": {"ticker": ticker, "active": True}})
 
         @app.get("/v2/stocks/{symbol}/bars")
@@ -183,22 +214,42 @@ class FakeVendors:
             if h.get("apca-api-key-id") != ALPACA_KEY_ID or h.get("apca-api-secret-key") != ALPACA_SECRET:
                 return JSONResponse({"message": "forbidden."}, status_code=403)
             if symbol not in self.bars:
-                return JSONResponse({"code": 42210000, "message": f"invalid symbol: {symbol}"}, status_code=422)
+                return JSONResponse(
+                    {"code": 42210000, "message": f"invalid symbol: {symbol}"}, status_code=422
+                )
             q = request.query_params
             adjusted = q.get("adjustment", "raw") != "raw"
-            rows = self.prices(symbol, date.fromisoformat(q["start"][:10]), date.fromisoformat(q["end"][:10]), adjusted=adjusted)
+            rows = self.prices(
+                symbol,
+                date.fromisoformat(q["start"][:10]),
+                date.fromisoformat(q["end"][:10]),
+                adjusted=adjusted,
+            )
             offset = int(q.get("page_token", "0") or 0)
             limit = min(int(q.get("limit", "1000")), self.page_size)
             page = rows[offset : offset + limit]
-            return JSONResponse({
-                "bars": [
-                    {"t": datetime.combine(d, time(0), NY).astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                     "o": o, "h": hi, "l": lo, "c": c, "v": v, "n": 100, "vw": c}
-                    for d, (o, hi, lo, c, v) in page
-                ] or None,
-                "symbol": symbol,
-                "next_page_token": str(offset + limit) if offset + limit < len(rows) else None,
-            })
+            return JSONResponse(
+                {
+                    "bars": [
+                        {
+                            "t": datetime.combine(d, time(0), NY)
+                            .astimezone(ZoneInfo("UTC"))
+                            .strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "o": o,
+                            "h": hi,
+                            "l": lo,
+                            "c": c,
+                            "v": v,
+                            "n": 100,
+                            "vw": c,
+                        }
+                        for d, (o, hi, lo, c, v) in page
+                    ]
+                    or None,
+                    "symbol": symbol,
+                    "next_page_token": str(offset + limit) if offset + limit < len(rows) else None,
+                }
+            )
 
         @app.get("/prices/")
         async def fds_prices(request: Request) -> Response:
@@ -210,14 +261,23 @@ class FakeVendors:
             ticker = q.get("ticker", "")
             if ticker not in self.bars:
                 return JSONResponse({"error": f"Ticker {ticker} not found"}, status_code=404)
-            rows = self.prices(ticker, date.fromisoformat(q["start_date"]), date.fromisoformat(q["end_date"]), adjusted=True)
+            rows = self.prices(
+                ticker, date.fromisoformat(q["start_date"]), date.fromisoformat(q["end_date"]), adjusted=True
+            )
             offset = int(q.get("offset", "0"))
             page = rows[offset : offset + self.page_size]
             body: dict[str, Any] = {
                 "prices": [
-                    {"ticker": ticker, "open": o, "close": c, "high": hi, "low": lo, "volume": int(v),
-                     "time": datetime.combine(d, time(0), NY).isoformat(),
-                     "time_milliseconds": int(datetime.combine(d, time(0), NY).timestamp() * 1000)}
+                    {
+                        "ticker": ticker,
+                        "open": o,
+                        "close": c,
+                        "high": hi,
+                        "low": lo,
+                        "volume": int(v),
+                        "time": datetime.combine(d, time(0), NY).isoformat(),
+                        "time_milliseconds": int(datetime.combine(d, time(0), NY).timestamp() * 1000),
+                    }
                     for d, (o, hi, lo, c, v) in page
                 ]
             }
@@ -237,14 +297,23 @@ class FakeVendors:
             q = request.query_params
             limit = int(q.get("limit", "100"))
             rows = self.prices(symbol, date(1900, 1, 1), date(2100, 1, 1), adjusted=True)[-limit:]
-            return JSONResponse({
-                "symbol": symbol,
-                "candles": [
-                    {"timestamp": datetime.combine(d, time(16), NY).isoformat(), "open": o, "high": hi, "low": lo,
-                     "close": c, "volume": v, "vwap": c}
-                    for d, (o, hi, lo, c, v) in rows
-                ],
-            })
+            return JSONResponse(
+                {
+                    "symbol": symbol,
+                    "candles": [
+                        {
+                            "timestamp": datetime.combine(d, time(16), NY).isoformat(),
+                            "open": o,
+                            "high": hi,
+                            "low": lo,
+                            "close": c,
+                            "volume": v,
+                            "vwap": c,
+                        }
+                        for d, (o, hi, lo, c, v) in rows
+                    ],
+                }
+            )
 
         return app
 

@@ -1,4 +1,4 @@
-"""POST /ingest on a real uvicorn: a mixed good/bad batch, memory written, a run triggered, idempotent re-send."""
+"""POST /ingest on a real uvicorn: a mixed batch, memory written, a run triggered, an idempotent re-send."""
 
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ async def _stored_keys(url: str) -> list[str]:
 
 async def _memories(settings: Settings) -> dict[str, list[Any]]:
     async with await open_memory(settings) as memory:
-        return {bank: await memory.recall({"tags": ["ingest"], "limit": 50}, bank=bank) for bank in ("signals", "market_events")}
+        return {
+            bank: await memory.recall({"tags": ["ingest"], "limit": 50}, bank=bank)
+            for bank in ("signals", "market_events")
+        }
 
 
 async def _finished(client: Any, run_id: str) -> dict[str, Any]:
@@ -43,7 +46,9 @@ async def test_mixed_batch_outcomes_memory_processing_and_idempotent_resend(data
     settings = Settings(database_url=database_url)
     app = create_app(settings, resume_on_startup=False)
     async with serve(app) as svc:
-        resp = await svc.client.post("/ingest", json=mixed_batch(), headers={"X-Correlation-ID": "corr_ingest_one"})
+        resp = await svc.client.post(
+            "/ingest", json=mixed_batch(), headers={"X-Correlation-ID": "corr_ingest_one"}
+        )
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert resp.headers["x-correlation-id"] == "corr_ingest_one" == body["correlation_id"]
@@ -63,24 +68,52 @@ async def test_mixed_batch_outcomes_memory_processing_and_idempotent_resend(data
         audit = (await svc.client.get("/audit", params={"correlation_id": "corr_ingest_one"})).json()
         ingest_audit = [a for a in audit if a["action"] == "ingest.observation"]
         assert sorted((a["payload"]["index"], a["outcome"]) for a in ingest_audit) == [
-            (0, "success"), (1, "success"), (2, "success"), (3, "success"), (4, "rejected"), (5, "rejected"),
-            (6, "rejected"), (7, "rejected"), (8, "skipped"), (9, "rejected"),
+            (0, "success"),
+            (1, "success"),
+            (2, "success"),
+            (3, "success"),
+            (4, "rejected"),
+            (5, "rejected"),
+            (6, "rejected"),
+            (7, "rejected"),
+            (8, "skipped"),
+            (9, "rejected"),
         ]
 
         keys = await _stored_keys(database_url)
         assert keys == sorted(i["key"] for i in body["items"][:4])
         memories = await _memories(settings)
-        assert [(m.symbol, m.type, m.source.ref) for m in memories["signals"]] == [("ACME.SIM", "price_gap", body["items"][0]["key"])]
-        assert sorted((m.symbol, m.type) for m in memories["market_events"]) == [("BOLT.SIM", "news_headline"), ("BYTE.SIM", "earnings")]
+        assert [(m.symbol, m.type, m.source.ref) for m in memories["signals"]] == [
+            ("ACME.SIM", "price_gap", body["items"][0]["key"])
+        ]
+        assert sorted((m.symbol, m.type) for m in memories["market_events"]) == [
+            ("BOLT.SIM", "news_headline"),
+            ("BYTE.SIM", "earnings"),
+        ]
         gap = memories["signals"][0]
-        assert gap.data is not None and gap.data["impact_estimate"] == -0.8 and gap.data["correlationId"] == "corr_ingest_one"
+        assert (
+            gap.data is not None
+            and gap.data["impact_estimate"] == -0.8
+            and gap.data["correlationId"] == "corr_ingest_one"
+        )
 
         # The same batch again (another request): nothing stored twice, nothing re-run.
-        again = (await svc.client.post("/ingest", json=mixed_batch(), headers={"X-Correlation-ID": "corr_ingest_two"})).json()
-        assert [i["status"] for i in again["items"]] == ["duplicate"] * 4 + ["rejected"] * 3 + ["rejected", "duplicate", "rejected"]
+        again = (
+            await svc.client.post(
+                "/ingest", json=mixed_batch(), headers={"X-Correlation-ID": "corr_ingest_two"}
+            )
+        ).json()
+        assert [i["status"] for i in again["items"]] == ["duplicate"] * 4 + ["rejected"] * 3 + [
+            "rejected",
+            "duplicate",
+            "rejected",
+        ]
         assert again["processing"] is None
         assert await _stored_keys(database_url) == keys
-        assert {b: len(v) for b, v in (await _memories(settings)).items()} == {"signals": 1, "market_events": 2}
+        assert {b: len(v) for b, v in (await _memories(settings)).items()} == {
+            "signals": 1,
+            "market_events": 2,
+        }
         runs = (await svc.client.get("/runs")).json()
         assert len(runs if isinstance(runs, list) else runs["runs"]) == 1
 
@@ -90,8 +123,12 @@ async def test_bad_envelope_is_refused_naming_the_field(database_url: str) -> No
     async with serve(app) as svc:
         missing = await svc.client.post("/ingest", json={"observations": [{"type": "news"}]})
         assert missing.status_code == 400 and missing.json()["field"] == "generated_at"
-        empty = await svc.client.post("/ingest", json={"generated_at": "2026-11-27T00:00:00Z", "observations": []})
+        empty = await svc.client.post(
+            "/ingest", json={"generated_at": "2026-11-27T00:00:00Z", "observations": []}
+        )
         assert empty.status_code == 400 and empty.json()["field"] == "observations"
-        garbage = await svc.client.post("/ingest", content=b"{nope", headers={"content-type": "application/json"})
+        garbage = await svc.client.post(
+            "/ingest", content=b"{nope", headers={"content-type": "application/json"}
+        )
         assert garbage.status_code == 400 and garbage.json()["field"] == "body"
         assert await _stored_keys(database_url) == []

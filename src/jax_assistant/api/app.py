@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from jax_assistant import __version__
 from jax_assistant.api.errors import install_error_handlers
-from jax_assistant.api.middleware import CorrelationIdMiddleware
 from jax_assistant.api.ingest import router as ingest_router
+from jax_assistant.api.middleware import CorrelationIdMiddleware
 from jax_assistant.api.runs import RunManager
 from jax_assistant.api.schemas import OrchestrateRequest, ProcessRequest
 from jax_assistant.config import Settings

@@ -61,7 +61,9 @@ Trigger = Callable[[Sequence[str], str], Awaitable[Processing]]
 def parse_batch(payload: object) -> ObservationBatch:
     """The envelope, or InputError naming the field (the whole request is refused)."""
     if not isinstance(payload, Mapping):
-        raise InputError("the body must be a JSON object {generated_at, observations}", field="body", rule="object")
+        raise InputError(
+            "the body must be a JSON object {generated_at, observations}", field="body", rule="object"
+        )
     try:
         return ObservationBatch.model_validate(payload)
     except ValidationError as exc:
@@ -93,9 +95,9 @@ class IngestService:
         for index, raw in enumerate(batch.observations):
             outcome = await self._one(index, raw, correlation_id)
             items.append(outcome)
-            if outcome.status == "accepted" and outcome.significant and outcome.symbol:
-                if outcome.symbol not in to_process:
-                    to_process.append(outcome.symbol)
+            new_signal = outcome.status == "accepted" and outcome.significant and outcome.symbol
+            if new_signal and outcome.symbol not in to_process:
+                to_process.append(str(outcome.symbol))
             await self._audit(outcome, raw, correlation_id)
         processing = None
         if to_process:
@@ -104,7 +106,9 @@ class IngestService:
                 if self.trigger is not None
                 else Processing(symbols=to_process, skipped="processing not requested")
             )
-        count = {s: sum(1 for i in items if i.status == s) for s in ("accepted", "duplicate", "rejected", "failed")}
+        count = {
+            s: sum(1 for i in items if i.status == s) for s in ("accepted", "duplicate", "rejected", "failed")
+        }
         log.info("ingested batch", correlation_id=correlation_id, **count)
         return IngestResult(
             correlation_id=correlation_id,
@@ -192,7 +196,11 @@ class IngestService:
             "received_at": utc_now(),
         }
         dialect = postgresql if self.db.dialect == "postgresql" else sqlite
-        stmt = dialect.insert(IngestedObservationRow).values(values).on_conflict_do_nothing(index_elements=["key"])
+        stmt = (
+            dialect.insert(IngestedObservationRow)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
         async with self.db.transaction() as conn:
             result = await conn.execute(stmt)
             return bool(result.rowcount == 1)
@@ -208,5 +216,7 @@ class IngestService:
         )
         # Keyed per request and item: the same request retried is audited once, a new request again.
         await self.repository.record_audit(
-            event, idempotency_key=f"{AUDIT_ACTION}:{correlation_id}:{outcome.index}:{key}", symbol=outcome.symbol
+            event,
+            idempotency_key=f"{AUDIT_ACTION}:{correlation_id}:{outcome.index}:{key}",
+            symbol=outcome.symbol,
         )

@@ -1,4 +1,4 @@
-"""The bar cache: vendor history kept in the project database (or Redis), so repeated runs fetch only the tail.
+"""The bar cache: vendor history in the project database (or Redis); repeated runs fetch only the tail.
 
 One cached series per (vendor, symbol), tagged with its ``adjustment`` (the vendor's price basis:
 Polygon ``adjusted``, Alpaca ``adjustment``, yfinance ``auto_adjust``). The rules that keep adjusted and
@@ -61,7 +61,7 @@ class BarCache(Protocol):
         ...
 
     async def append(self, bars: VendorBars, fetched_through: date) -> None:
-        """Add (or overwrite) sessions of a stored series of the same adjustment; AdjustmentMismatchError else."""
+        """Add or overwrite sessions of a series of the same adjustment (else AdjustmentMismatchError)."""
         ...
 
     async def invalidate(self, source: str, symbol: str) -> None: ...
@@ -154,8 +154,12 @@ class SqlBarCache:
 
     @staticmethod
     async def _delete(conn: Any, source: str, symbol: str) -> None:
-        await conn.execute(sa.delete(CachedBarRow).where(CachedBarRow.source == source, CachedBarRow.symbol == symbol))
-        await conn.execute(sa.delete(BarSeriesRow).where(BarSeriesRow.source == source, BarSeriesRow.symbol == symbol))
+        await conn.execute(
+            sa.delete(CachedBarRow).where(CachedBarRow.source == source, CachedBarRow.symbol == symbol)
+        )
+        await conn.execute(
+            sa.delete(BarSeriesRow).where(BarSeriesRow.source == source, BarSeriesRow.symbol == symbol)
+        )
 
     @staticmethod
     def _meta(bars: VendorBars, fetched_through: date) -> dict[str, Any]:
@@ -219,7 +223,9 @@ class RedisBarCache:
         candles = sorted(
             (Candle(date.fromisoformat(d), *json.loads(v)) for d, v in raw.items()), key=lambda c: c.date
         )
-        return CachedSeries(source, symbol, meta["adjustment"], date.fromisoformat(meta["fetched_through"]), candles)
+        return CachedSeries(
+            source, symbol, meta["adjustment"], date.fromisoformat(meta["fetched_through"]), candles
+        )
 
     async def replace(self, bars: VendorBars, fetched_through: date) -> None:
         meta_key, bars_key = self._keys(bars.source, bars.symbol)
@@ -227,7 +233,10 @@ class RedisBarCache:
             pipe.delete(meta_key, bars_key)
             if bars.candles:
                 pipe.hset(bars_key, mapping=_encode(bars.candles))
-            pipe.hset(meta_key, mapping={"adjustment": bars.adjustment, "fetched_through": fetched_through.isoformat()})
+            pipe.hset(
+                meta_key,
+                mapping={"adjustment": bars.adjustment, "fetched_through": fetched_through.isoformat()},
+            )
             await pipe.execute()
 
     async def append(self, bars: VendorBars, fetched_through: date) -> None:
@@ -256,7 +265,9 @@ class RedisBarCache:
                     return
                 except WatchError:
                     continue
-        raise MarketDataError(f"{bars.source}/{bars.symbol}: the cached series kept changing; append abandoned")
+        raise MarketDataError(
+            f"{bars.source}/{bars.symbol}: the cached series kept changing; append abandoned"
+        )
 
     async def invalidate(self, source: str, symbol: str) -> None:
         await self._redis.delete(*self._keys(source, symbol))
@@ -278,7 +289,9 @@ def _dedupe(candles: Sequence[Candle]) -> list[Candle]:
 
 
 class Fetcher(Protocol):
-    async def fetch_daily(self, symbol: str, start: date, end: date, *, only: str | None = None) -> VendorBars: ...
+    async def fetch_daily(
+        self, symbol: str, start: date, end: date, *, only: str | None = None
+    ) -> VendorBars: ...
 
 
 @dataclass(frozen=True)
@@ -335,7 +348,12 @@ async def fetch_with_cache(
         return await _cold(fetcher, cache, symbol, start, end, "adjustment_changed")
     overlap = next((c for c in tail.candles if c.date == last.date), None)
     if overlap is not None and not _same_bar(overlap, last):
-        log.info("vendor history re-adjusted; refetching it whole", source=cached.source, symbol=symbol, session=str(last.date))
+        log.info(
+            "vendor history re-adjusted; refetching it whole",
+            source=cached.source,
+            symbol=symbol,
+            session=str(last.date),
+        )
         await cache.invalidate(cached.source, symbol)
         return await _cold(fetcher, cache, symbol, start, end, "readjusted")
     new = [c for c in tail.candles if c.date > last.date]
@@ -360,7 +378,9 @@ def _source_names(fetcher: Fetcher) -> list[str]:
     return [str(getattr(fetcher, "name", ""))]
 
 
-async def _cold(fetcher: Fetcher, cache: BarCache | None, symbol: str, start: date, end: date, reason: str) -> FetchReport:
+async def _cold(
+    fetcher: Fetcher, cache: BarCache | None, symbol: str, start: date, end: date, reason: str
+) -> FetchReport:
     bars = await fetcher.fetch_daily(symbol, start, end)
     if cache is not None:
         await cache.replace(bars, end)

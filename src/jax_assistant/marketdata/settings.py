@@ -74,7 +74,9 @@ class MarketDataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     chain: list[VendorName] = Field(default_factory=lambda: list(DEFAULT_CHAIN))
-    history_days: int = Field(default=730, ge=30, le=20_000, description="calendar days fetched the first time")
+    history_days: int = Field(
+        default=730, ge=30, le=20_000, description="calendar days fetched the first time"
+    )
     cache: Literal["database", "redis", "none"] = "database"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "jax:bars"

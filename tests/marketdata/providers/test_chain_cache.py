@@ -53,7 +53,9 @@ async def test_vendor_limit_never_exceeded_over_any_window(vendors: FakeVendors,
 # --------------------------------------------------------------------------------------- fallback
 
 
-def chain_of(vendors: FakeVendors, registry: ResilienceRegistry, clock: FakeClock, *names: str) -> ProviderChain:
+def chain_of(
+    vendors: FakeVendors, registry: ResilienceRegistry, clock: FakeClock, *names: str
+) -> ProviderChain:
     md = md_config(vendors.url)
     return ProviderChain(
         [build_source(n, md, registry, clock=clock, rng=random.Random(2)) for n in names],  # type: ignore[arg-type]
@@ -92,7 +94,7 @@ async def test_chain_falls_back_in_priority_order_and_breaks_a_dead_vendor(
 async def test_chain_unknown_everywhere_is_unknown(vendors: FakeVendors, clock: FakeClock) -> None:
     registry = ResilienceRegistry(ResilienceConfig(), clock)
     chain = chain_of(vendors, registry, clock, "alpaca", "ibbridge")
-    with pytest.raises(UnknownSymbolError, match="alpaca: .*ibbridge: "):
+    with pytest.raises(UnknownSymbolError, match=r"alpaca: .*ibbridge: "):
         await chain.fetch_daily("NOPE", date(2026, 1, 2), END)
     vendors.down.add("ibbridge")  # one vendor down: "unknown" is not certain any more
     with pytest.raises(VendorUnavailableError):
@@ -133,13 +135,19 @@ async def test_repeated_runs_fetch_only_the_missing_tail(
 ) -> None:
     registry = ResilienceRegistry(ResilienceConfig(), clock)
     chain = chain_of(vendors, registry, clock, "polygon", "alpaca")
-    first = await fetch_with_cache(chain, cache, "AAPL", date(2026, 11, 20), history_days=400, adjustment_of=adjustments().get)
+    first = await fetch_with_cache(
+        chain, cache, "AAPL", date(2026, 11, 20), history_days=400, adjustment_of=adjustments().get
+    )
     assert first.reason == "cold" and first.source == "polygon"
     cold_requests = len(vendors.requests)
-    again = await fetch_with_cache(chain, cache, "AAPL", date(2026, 11, 20), history_days=400, adjustment_of=adjustments().get)
+    again = await fetch_with_cache(
+        chain, cache, "AAPL", date(2026, 11, 20), history_days=400, adjustment_of=adjustments().get
+    )
     assert again.reason == "fresh" and len(vendors.requests) == cold_requests  # not one request
     assert again.candles == first.candles
-    tail = await fetch_with_cache(chain, cache, "AAPL", END, history_days=400, adjustment_of=adjustments().get)
+    tail = await fetch_with_cache(
+        chain, cache, "AAPL", END, history_days=400, adjustment_of=adjustments().get
+    )
     assert tail.reason == "tail" and len(vendors.requests) == cold_requests + 1
     assert vendors.requests[-1].path == "/v2/aggs/ticker/AAPL/range/1/day/2026-11-20/2026-11-27"
     want = vendors.prices("AAPL", date(2026, 11, 20) - timedelta(days=400), END, adjusted=True)  # first start
@@ -154,9 +162,13 @@ async def test_a_readjusted_history_is_refetched_whole_not_spliced(
 ) -> None:
     registry = ResilienceRegistry(ResilienceConfig(), clock)
     chain = chain_of(vendors, registry, clock, "polygon")
-    await fetch_with_cache(chain, cache, "MSFT", date(2026, 11, 20), history_days=200, adjustment_of=adjustments().get)
+    await fetch_with_cache(
+        chain, cache, "MSFT", date(2026, 11, 20), history_days=200, adjustment_of=adjustments().get
+    )
     vendors.splits["MSFT"] = (date(2026, 11, 24), 2.0)  # a 2:1 split after the cached history
-    report = await fetch_with_cache(chain, cache, "MSFT", END, history_days=200, adjustment_of=adjustments().get)
+    report = await fetch_with_cache(
+        chain, cache, "MSFT", END, history_days=200, adjustment_of=adjustments().get
+    )
     assert report.reason == "readjusted"
     want = vendors.prices("MSFT", date(2026, 5, 11), END, adjusted=True)
     assert [c.close for c in report.candles] == [row[3] for _, row in want]  # one basis throughout
@@ -171,11 +183,18 @@ async def test_a_changed_adjustment_setting_invalidates_the_series(
     vendors.splits["NVDA"] = (date(2026, 6, 1), 10.0)
     registry = ResilienceRegistry(ResilienceConfig(), clock)
     chain = chain_of(vendors, registry, clock, "polygon")
-    await fetch_with_cache(chain, cache, "NVDA", date(2026, 11, 20), history_days=300, adjustment_of=adjustments().get)
+    await fetch_with_cache(
+        chain, cache, "NVDA", date(2026, 11, 20), history_days=300, adjustment_of=adjustments().get
+    )
     raw_md = md_config(vendors.url, polygon={"adjusted": False})
     raw_chain = ProviderChain([build_source("polygon", raw_md, registry, clock=clock)], registry)
     report = await fetch_with_cache(
-        raw_chain, cache, "NVDA", date(2026, 11, 20), history_days=300, adjustment_of=adjustments(polygon="raw").get
+        raw_chain,
+        cache,
+        "NVDA",
+        date(2026, 11, 20),
+        history_days=300,
+        adjustment_of=adjustments(polygon="raw").get,
     )
     assert report.reason == "adjustment_changed"
     stored = await cache.load("polygon", "NVDA")
@@ -204,9 +223,13 @@ async def test_tail_falls_back_when_the_series_vendor_is_down(
 ) -> None:
     registry = ResilienceRegistry(ResilienceConfig(), clock)
     chain = chain_of(vendors, registry, clock, "polygon", "alpaca")
-    await fetch_with_cache(chain, cache, "AAPL", date(2026, 11, 20), history_days=100, adjustment_of=adjustments().get)
+    await fetch_with_cache(
+        chain, cache, "AAPL", date(2026, 11, 20), history_days=100, adjustment_of=adjustments().get
+    )
     vendors.down.add("polygon")
-    report = await fetch_with_cache(chain, cache, "AAPL", END, history_days=100, adjustment_of=adjustments().get)
+    report = await fetch_with_cache(
+        chain, cache, "AAPL", END, history_days=100, adjustment_of=adjustments().get
+    )
     assert report.reason == "fallback" and report.source == "alpaca"
     assert report.candles[-1].date == END
     assert (await cache.load("alpaca", "AAPL")) is not None  # cached apart from polygon's series

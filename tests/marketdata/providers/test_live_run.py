@@ -25,11 +25,15 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 def live_settings(vendors: FakeVendors, database_url: str, provider: str = "polygon") -> Settings:
-    md = md_config(vendors.url).model_copy(update={"cache": "database", "history_days": 300, "chain": ["polygon", "alpaca"]})
+    md = md_config(vendors.url).model_copy(
+        update={"cache": "database", "history_days": 300, "chain": ["polygon", "alpaca"]}
+    )
     return Settings(provider=provider, database_url=database_url, marketdata=md)  # type: ignore[arg-type]
 
 
-async def test_live_run_fetches_then_detects_and_reuses_the_cache(vendors: FakeVendors, database_url: str) -> None:
+async def test_live_run_fetches_then_detects_and_reuses_the_cache(
+    vendors: FakeVendors, database_url: str
+) -> None:
     async with Orchestrator(live_settings(vendors, database_url)) as orch:
         assert [s.name for s in orch.stages()] == ["fetch_market_data", *DEFAULT_PIPELINE]
         outcome = await orch.start_run(RunRequest(symbols=["AAPL", "MSFT", "ZZZZ"], as_of=END))
@@ -48,7 +52,9 @@ async def test_live_run_fetches_then_detects_and_reuses_the_cache(vendors: FakeV
         assert {r.extras["fetch_market_data"]["reason"] for r in again.results} == {"fresh"}
 
 
-async def test_chain_run_falls_back_when_the_first_vendor_is_down(vendors: FakeVendors, database_url: str) -> None:
+async def test_chain_run_falls_back_when_the_first_vendor_is_down(
+    vendors: FakeVendors, database_url: str
+) -> None:
     vendors.down.add("polygon")
     async with Orchestrator(live_settings(vendors, database_url, provider="chain")) as orch:
         outcome = await orch.start_run(RunRequest(symbols=["NVDA"], as_of=END))

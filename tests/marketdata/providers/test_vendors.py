@@ -54,9 +54,16 @@ async def test_keys_go_where_each_vendor_documents_them(
         src = source(vendors, name, registry, clock)  # type: ignore[arg-type]
         await src.fetch_daily("MSFT", date(2026, 11, 2), END)
         await src.aclose()
-    polygon, alpaca, fds = vendors.seen("polygon")[0], vendors.seen("alpaca")[0], vendors.seen("financialdatasets")[0]
+    polygon, alpaca, fds = (
+        vendors.seen("polygon")[0],
+        vendors.seen("alpaca")[0],
+        vendors.seen("financialdatasets")[0],
+    )
     assert polygon.query["apiKey"] == POLYGON_KEY and polygon.query["adjusted"] == "true"
-    assert polygon.query["sort"] == "asc" and polygon.path == "/v2/aggs/ticker/MSFT/range/1/day/2026-11-02/2026-11-27"
+    assert (
+        polygon.query["sort"] == "asc"
+        and polygon.path == "/v2/aggs/ticker/MSFT/range/1/day/2026-11-02/2026-11-27"
+    )
     assert alpaca.headers["apca-api-secret-key"] == ALPACA_SECRET and "apiKey" not in alpaca.query
     assert alpaca.query["timeframe"] == "1Day" and alpaca.query["adjustment"] == "all"
     assert fds.headers["x-api-key"] == FDS_KEY and fds.query["interval"] == "day"
@@ -170,7 +177,7 @@ async def test_next_url_off_the_vendors_origin_is_not_followed(
 def test_missing_key_is_a_config_error_naming_the_setting(registry: ResilienceRegistry) -> None:
     md = md_config("http://127.0.0.1:9")
     md.alpaca.api_secret = None
-    with pytest.raises(ConfigError, match="marketdata.alpaca.api_secret") as info:
+    with pytest.raises(ConfigError, match=r"marketdata\.alpaca\.api_secret") as info:
         build_source("alpaca", md, registry)
     assert info.value.key == "marketdata.alpaca.api_secret"
 

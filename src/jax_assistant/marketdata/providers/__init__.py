@@ -124,7 +124,9 @@ def build_source(
         transport=transport,
     )
     if name == "polygon":
-        return PolygonSource(http, api_key=_secret(md, name, "api_key"), adjusted=cfg.adjusted, max_pages=cfg.max_pages)
+        return PolygonSource(
+            http, api_key=_secret(md, name, "api_key"), adjusted=cfg.adjusted, max_pages=cfg.max_pages
+        )
     if name == "alpaca":
         return AlpacaSource(http, adjustment=cfg.adjustment, feed=cfg.feed, max_pages=cfg.max_pages)
     if name == "financialdatasets":

@@ -30,7 +30,9 @@ PAGE_LIMIT = 10_000
 class AlpacaSource:
     name = "alpaca"
 
-    def __init__(self, http: VendorHttp, *, adjustment: str = "all", feed: str | None = None, max_pages: int = 200) -> None:
+    def __init__(
+        self, http: VendorHttp, *, adjustment: str = "all", feed: str | None = None, max_pages: int = 200
+    ) -> None:
         self.http = http
         self.adjustment = adjustment
         self.feed = feed
@@ -54,7 +56,9 @@ class AlpacaSource:
             if resp.status in (404, 422) or (resp.status == 400 and "symbol" in error_text(body).lower()):
                 raise UnknownSymbolError(symbol, f"alpaca: {error_text(body) or 'invalid symbol'}")
             if resp.status != 200 or not isinstance(body, Mapping):
-                raise VendorResponseError(self.name, f"{symbol}: HTTP {resp.status} {error_text(body)}".rstrip())
+                raise VendorResponseError(
+                    self.name, f"{symbol}: HTTP {resp.status} {error_text(body)}".rstrip()
+                )
             bars = body.get("bars") or []  # null when there are none
             if not isinstance(bars, list):
                 raise VendorResponseError(self.name, f"{symbol}: 'bars' is not a list")
@@ -73,9 +77,13 @@ class AlpacaSource:
                 )
             token = body.get("next_page_token")
             if not isinstance(token, str) or not token:
-                return VendorBars(self.name, symbol, self.adjustment, [c for c in candles if start <= c.date <= end])
+                return VendorBars(
+                    self.name, symbol, self.adjustment, [c for c in candles if start <= c.date <= end]
+                )
             params = {**params, "page_token": token}
-        raise VendorResponseError(self.name, f"{symbol}: more than {self.max_pages} pages (next_page_token loop?)")
+        raise VendorResponseError(
+            self.name, f"{symbol}: more than {self.max_pages} pages (next_page_token loop?)"
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -98,7 +98,9 @@ def safe_url(url: str | httpx.URL) -> str:
     parts = urlsplit(str(url))
     if not parts.query:
         return str(url)
-    query = [(k, REDACTED if is_sensitive_key(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    query = [
+        (k, REDACTED if is_sensitive_key(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
     return urlunsplit(parts._replace(query=urlencode(query, safe="[]")))
 
 
@@ -190,7 +192,9 @@ class VendorHttp:
         that are not JSON or exceed ``max_body_bytes``.
         """
         if url.startswith(("http://", "https://")) and not self.same_origin(url):
-            raise VendorResponseError(self.source, f"refusing to follow a link off {self.base_url}: {safe_url(url)}")
+            raise VendorResponseError(
+                self.source, f"refusing to follow a link off {self.base_url}: {safe_url(url)}"
+            )
 
         async def once() -> VendorResponse:
             await self.limiter.acquire()
@@ -199,14 +203,22 @@ class VendorHttp:
             return await self._send(url, params)
 
         try:
-            response, attempts = await call_with_retry(once, self.retry, clock=self.clock, rng=self.rng, on_retry=self._log_retry)
+            response, attempts = await call_with_retry(
+                once, self.retry, clock=self.clock, rng=self.rng, on_retry=self._log_retry
+            )
         except TransientError as exc:
             attempts = getattr(exc, "attempts", 1)
             raise VendorUnavailableError(self.source, f"{exc} (gave up after {attempts} attempt(s))") from exc
         return response
 
     def _log_retry(self, attempt: int, exc: Exception, delay: float) -> None:
-        log.info("vendor call failed; retrying", source=self.source, attempt=attempt, delay_s=round(delay, 3), error=str(exc))
+        log.info(
+            "vendor call failed; retrying",
+            source=self.source,
+            attempt=attempt,
+            delay_s=round(delay, 3),
+            error=str(exc),
+        )
 
     async def _send(self, url: str, params: Mapping[str, Any] | None) -> VendorResponse:
         target = httpx.URL(url)
@@ -222,7 +234,8 @@ class VendorHttp:
                     raise TransientError(f"HTTP {status} from {shown}", retry_after=retry_after_of(error))
                 if status in (401, 403):
                     raise VendorUnavailableError(
-                        self.source, f"HTTP {status} from {shown}: the API key was refused (check [marketdata.{self.source}])"
+                        self.source,
+                        f"HTTP {status} from {shown}: key refused (check [marketdata.{self.source}])",
                     )
                 body = await self._read_capped(resp, shown)
         except httpx.TimeoutException as exc:
@@ -235,7 +248,9 @@ class VendorHttp:
             try:
                 parsed = json.loads(body)
             except ValueError:
-                raise VendorResponseError(self.source, f"HTTP {status} from {shown}: the body is not JSON") from None
+                raise VendorResponseError(
+                    self.source, f"HTTP {status} from {shown}: the body is not JSON"
+                ) from None
         if status >= 300 and status not in (400, 404, 422):
             raise VendorResponseError(self.source, f"unexpected HTTP {status} from {shown}")
         return VendorResponse(status, parsed)
@@ -243,7 +258,9 @@ class VendorHttp:
     async def _read_capped(self, resp: httpx.Response, shown: str) -> bytes:
         declared = resp.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise VendorResponseError(self.source, f"{shown}: body of {declared} bytes exceeds {self.max_body_bytes}")
+            raise VendorResponseError(
+                self.source, f"{shown}: body of {declared} bytes exceeds {self.max_body_bytes}"
+            )
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.aiter_bytes():

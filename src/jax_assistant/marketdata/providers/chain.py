@@ -35,7 +35,9 @@ class ProviderChain:
         self.sources = list(sources)
         self.registry = registry
 
-    async def fetch_daily(self, symbol: str, start: date, end: date, *, only: str | None = None) -> VendorBars:
+    async def fetch_daily(
+        self, symbol: str, start: date, end: date, *, only: str | None = None
+    ) -> VendorBars:
         """Bars from the first healthy vendor (or from ``only``, the vendor a cached series came from)."""
         failures: list[str] = []
         unknown: list[str] = []
@@ -59,7 +61,12 @@ class ProviderChain:
             except (VendorUnavailableError, MarketDataError) as exc:
                 if breaker is not None:
                     breaker.on_error(breaker.clock.monotonic() - started, exc, permit)
-                log.warning("market-data vendor failed; trying the next", source=source.name, symbol=symbol, error=str(exc))
+                log.warning(
+                    "market-data vendor failed; trying the next",
+                    source=source.name,
+                    symbol=symbol,
+                    error=str(exc),
+                )
                 failures.append(str(exc))
                 continue
             except BaseException:
@@ -71,7 +78,9 @@ class ProviderChain:
             return bars
         if unknown and not failures:
             raise UnknownSymbolError(symbol, "; ".join(unknown))
-        raise VendorUnavailableError(self.name, f"no vendor could serve {symbol}: " + "; ".join(failures + unknown))
+        raise VendorUnavailableError(
+            self.name, f"no vendor could serve {symbol}: " + "; ".join(failures + unknown)
+        )
 
     async def aclose(self) -> None:
         for source in self.sources:

@@ -1,4 +1,4 @@
-"""financialdatasets.ai prices: ``GET /prices/?ticker=&interval=day&interval_multiplier=1&start_date=&end_date=``.
+"""financialdatasets.ai prices: ``GET /prices/?ticker=&interval=day&start_date=&end_date=``.
 
 Header ``X-API-KEY``. Body ``{prices: [{open, close, high, low, volume, time}], next_page_url?}``;
 ``time`` is an ISO timestamp. Unknown tickers answer 404 (or 400 naming the ticker).
@@ -49,7 +49,9 @@ class FinancialDatasetsSource:
             if resp.status == 404 or (resp.status == 400 and "ticker" in error_text(body).lower()):
                 raise UnknownSymbolError(symbol, f"financialdatasets: {error_text(body) or 'unknown ticker'}")
             if resp.status != 200 or not isinstance(body, Mapping):
-                raise VendorResponseError(self.name, f"{symbol}: HTTP {resp.status} {error_text(body)}".rstrip())
+                raise VendorResponseError(
+                    self.name, f"{symbol}: HTTP {resp.status} {error_text(body)}".rstrip()
+                )
             prices = body.get("prices") or []
             if not isinstance(prices, list):
                 raise VendorResponseError(self.name, f"{symbol}: 'prices' is not a list")
@@ -69,9 +71,13 @@ class FinancialDatasetsSource:
             nxt = body.get("next_page_url")
             if not isinstance(nxt, str) or not nxt:
                 candles.sort(key=lambda c: c.date)
-                return VendorBars(self.name, symbol, self.adjustment, [c for c in candles if start <= c.date <= end])
+                return VendorBars(
+                    self.name, symbol, self.adjustment, [c for c in candles if start <= c.date <= end]
+                )
             url, params = nxt, None  # the link carries the query; the key stays in the header
-        raise VendorResponseError(self.name, f"{symbol}: more than {self.max_pages} pages (next_page_url loop?)")
+        raise VendorResponseError(
+            self.name, f"{symbol}: more than {self.max_pages} pages (next_page_url loop?)"
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -45,7 +45,9 @@ class IbBridgeSource:
     async def fetch_daily(self, symbol: str, start: date, end: date) -> VendorBars:
         # Sessions in the range plus the days since `end` (the bridge counts back from today).
         limit = min(MAX_LIMIT, (date.today() - start).days + 1)
-        resp = await self.http.get(f"/candles/{quote(symbol, safe='')}", {"limit": max(limit, 1), "timeframe": "1d"})
+        resp = await self.http.get(
+            f"/candles/{quote(symbol, safe='')}", {"limit": max(limit, 1), "timeframe": "1d"}
+        )
         body = resp.body
         if resp.status == 404:
             raise UnknownSymbolError(symbol, f"ib bridge: {error_text(body) or 'unknown contract'}")

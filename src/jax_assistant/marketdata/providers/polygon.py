@@ -31,7 +31,9 @@ PAGE_LIMIT = 50_000
 class PolygonSource:
     name = "polygon"
 
-    def __init__(self, http: VendorHttp, *, api_key: str, adjusted: bool = True, max_pages: int = 200) -> None:
+    def __init__(
+        self, http: VendorHttp, *, api_key: str, adjusted: bool = True, max_pages: int = 200
+    ) -> None:
         self.http = http
         self._key = api_key
         self.adjusted = adjusted
@@ -52,18 +54,26 @@ class PolygonSource:
         while url is not None:
             pages += 1
             if pages > self.max_pages:
-                raise VendorResponseError(self.name, f"{symbol}: more than {self.max_pages} pages (next_url loop?)")
+                raise VendorResponseError(
+                    self.name, f"{symbol}: more than {self.max_pages} pages (next_url loop?)"
+                )
             resp = await self.http.get(url, params)
             body = resp.body
             if resp.status == 404:
                 raise UnknownSymbolError(symbol, f"polygon has no ticker {symbol!r}")
             if resp.status != 200 or not isinstance(body, Mapping):
-                raise VendorResponseError(self.name, f"{symbol}: HTTP {resp.status} {error_text(body)}".rstrip())
+                raise VendorResponseError(
+                    self.name, f"{symbol}: HTTP {resp.status} {error_text(body)}".rstrip()
+                )
             if body.get("status") not in ("OK", "DELAYED"):
-                raise VendorResponseError(self.name, f"{symbol}: status {body.get('status')!r} {error_text(body)}".rstrip())
+                raise VendorResponseError(
+                    self.name, f"{symbol}: status {body.get('status')!r} {error_text(body)}".rstrip()
+                )
             if "adjusted" in body and bool(body["adjusted"]) != self.adjusted:
                 # Never mix price bases: the cache keys series by adjustment.
-                raise VendorResponseError(self.name, f"{symbol}: asked adjusted={self.adjusted}, got {body['adjusted']}")
+                raise VendorResponseError(
+                    self.name, f"{symbol}: asked adjusted={self.adjusted}, got {body['adjusted']}"
+                )
             results = body.get("results") or []
             if not isinstance(results, list):
                 raise VendorResponseError(self.name, f"{symbol}: 'results' is not a list")
