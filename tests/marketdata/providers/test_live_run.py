@@ -67,3 +67,23 @@ def test_the_default_pipelines_do_not_change() -> None:
     for provider in ("sample", "csv"):
         orch = Orchestrator(Settings(provider=provider))  # type: ignore[arg-type]
         assert [s.name for s in orch.stages()] == DEFAULT_PIPELINE
+
+
+async def test_a_resumed_process_reads_bars_fetched_by_another_from_the_cache(
+    vendors: FakeVendors, database_url: str
+) -> None:
+    import asyncio
+
+    settings = live_settings(vendors, database_url)
+    async with Orchestrator(settings) as first:
+        live = first.provider()
+        await live.load("AAPL", END)  # type: ignore[attr-defined]
+        want = live.bars("AAPL", END)
+    sent = len(vendors.requests)
+    async with Orchestrator(settings) as second:  # a new process: nothing loaded in memory
+        live = second.provider()
+        assert live.symbols() == []
+        # Detection calls bars() on a worker thread; it loads the symbol from the cache on the loop.
+        got = await asyncio.to_thread(live.bars, "AAPL", END)
+    assert len(vendors.requests) == sent  # from the cache, no vendor request
+    assert got.close.tolist() == want.close.tolist() and got.last_date == END

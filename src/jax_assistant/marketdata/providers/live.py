@@ -21,6 +21,7 @@ from jax_assistant.marketdata.validation import clean_series
 
 # Vendors publish the final daily bar a while after the 16:00 close; before this the session is open.
 DAILY_BAR_READY = time(17, 0)
+LOAD_ON_DEMAND_TIMEOUT_S = 300.0
 
 
 def last_closed_session(now: datetime | None = None) -> date:
@@ -59,6 +60,13 @@ class LiveProvider:
         self._series: dict[str, BarSeries] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.reports: dict[str, FetchReport] = {}
+        # The loop the provider serves (captured when built inside one, or at the first load): bars()
+        # called on a worker thread for a symbol not loaded in this process - a run resumed after its
+        # fetch stage had completed elsewhere - loads it on that loop, from the cache.
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
 
     def symbols(self) -> list[str]:
         return sorted(self._series)
@@ -68,6 +76,7 @@ class LiveProvider:
 
     async def load(self, symbol: str, as_of: date) -> FetchReport:
         """Fetch (cache first, then only the missing tail) and hold the symbol's bars through ``as_of``."""
+        self._loop = asyncio.get_running_loop()
         lock = self._locks.setdefault(symbol, asyncio.Lock())
         async with lock:  # two runs of one symbol at once fetch once
             report = await fetch_with_cache(
@@ -93,6 +102,10 @@ class LiveProvider:
 
     def bars(self, symbol: str, as_of: date | None = None) -> BarSeries:
         series = self._series.get(symbol)
+        if series is None and as_of is not None and self._loop is not None and self._off_loop():
+            future = asyncio.run_coroutine_threadsafe(self.load(symbol, as_of), self._loop)
+            future.result(timeout=LOAD_ON_DEMAND_TIMEOUT_S)
+            series = self._series.get(symbol)
         if series is None:
             raise DataSourceError(
                 f"{symbol}: bars not fetched yet (the fetch_market_data stage runs before detection)",
@@ -100,6 +113,13 @@ class LiveProvider:
                 symbol=symbol,
             )
         return series if as_of is None else series.upto(as_of)
+
+    def _off_loop(self) -> bool:
+        """True on a thread other than the loop's own (waiting there for the loop would deadlock)."""
+        try:
+            return asyncio.get_running_loop() is not self._loop
+        except RuntimeError:
+            return True
 
     def earnings_dates(self, symbol: str) -> list[date]:
         return []  # no vendor here supplies an earnings calendar; configure earnings_path for that
