@@ -87,3 +87,36 @@ async def test_a_resumed_process_reads_bars_fetched_by_another_from_the_cache(
         got = await asyncio.to_thread(live.bars, "AAPL", END)
     assert len(vendors.requests) == sent  # from the cache, no vendor request
     assert got.close.tolist() == want.close.tolist() and got.last_date == END
+
+
+async def test_process_route_runs_a_live_provider_with_a_fetch_stage_override(
+    vendors: FakeVendors, database_url: str
+) -> None:
+    import asyncio
+
+    from tests.api.helpers import serve
+
+    from jax_assistant.api import create_app
+
+    app = create_app(live_settings(vendors, database_url), resume_on_startup=False)
+    async with serve(app) as svc:
+        resp = await svc.client.post(
+            "/process",
+            json={
+                "symbols": ["MSFT"],
+                "asOf": END.isoformat(),
+                "stageOverrides": {"fetch_market_data": {"timeout_s": 60}},
+            },
+        )
+        assert resp.status_code == 202, resp.text
+        run_id = resp.json()["runId"]
+        for _ in range(400):
+            body = (await svc.client.get(f"/runs/{run_id}")).json()
+            if body["run"]["status"] not in ("pending", "running"):
+                break
+            await asyncio.sleep(0.05)
+        assert body["run"]["status"] == "completed", body
+        (symbol,) = body["symbols"]
+        assert symbol["stages"][0]["stage"] == "fetch_market_data"
+        status = (await svc.client.get("/status")).json()
+        assert "marketdata.polygon" in status["resilience"]["rate_limits"]
