@@ -7,7 +7,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from jax_assistant.domain.errors import JaxError
 from jax_assistant.ingest.models import Processing
 from jax_assistant.ingest.service import IngestService, Retainer, Trigger
+from jax_assistant.observability.logging import get_logger
 from jax_assistant.orchestrator import Orchestrator, PreparedRun, RunRequest
+
+log = get_logger("jax_assistant.ingest")
 
 
 async def open_retainer(orch: Orchestrator) -> Retainer:
@@ -27,7 +30,11 @@ def run_trigger(orch: Orchestrator, start: Callable[[PreparedRun], Awaitable[Non
             )
         except JaxError as exc:  # e.g. no symbol the market-data provider knows: nothing to process
             return Processing(symbols=list(symbols), skipped=str(exc))
-        await start(prepared)
+        try:
+            await start(prepared)
+        except Exception as exc:  # the observations are stored and audited: say so, do not fail them
+            log.warning("ingest could not start processing", error=str(exc), correlation_id=correlation_id)
+            return Processing(symbols=prepared.run.symbols, skipped=f"could not start a run: {exc}")
         skipped = ", ".join(prepared.unknown)
         return Processing(
             symbols=prepared.run.symbols,
