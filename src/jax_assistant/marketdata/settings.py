@@ -6,9 +6,9 @@ never appear in a repr, a log line or an error message.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from jax_assistant.pipeline.policy import RateLimitConfig, RetryPolicy
 
@@ -43,29 +43,23 @@ class VendorConfig(BaseModel):
     feed: str | None = Field(default=None, description="Alpaca data feed (iex, sip); vendor default if unset")
 
 
-def _polygon() -> VendorConfig:
-    return VendorConfig(base_url="https://api.polygon.io", rate_limit=RateLimitConfig(limit=5, period_s=60))
+# Where each vendor is and the limit of its entry plan. A partial `[marketdata.polygon]` (just the key,
+# or JAX_MARKETDATA__POLYGON__API_KEY) is merged onto these, so only what differs need be written.
+# Yahoo publishes no limit; its self-imposed one keeps a watchlist scan polite.
+VENDOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "polygon": {"base_url": "https://api.polygon.io", "rate_limit": {"limit": 5, "period_s": 60}},
+    "alpaca": {"base_url": "https://data.alpaca.markets", "rate_limit": {"limit": 200, "period_s": 60}},
+    "financialdatasets": {
+        "base_url": "https://api.financialdatasets.ai",
+        "rate_limit": {"limit": 60, "period_s": 60},
+    },
+    "ibbridge": {"base_url": "http://127.0.0.1:8081", "rate_limit": {"limit": 50, "period_s": 1}},
+    "yfinance": {"base_url": "https://query1.finance.yahoo.com", "rate_limit": {"limit": 60, "period_s": 60}},
+}
 
 
-def _alpaca() -> VendorConfig:
-    return VendorConfig(
-        base_url="https://data.alpaca.markets", rate_limit=RateLimitConfig(limit=200, period_s=60)
-    )
-
-
-def _financialdatasets() -> VendorConfig:
-    return VendorConfig(
-        base_url="https://api.financialdatasets.ai", rate_limit=RateLimitConfig(limit=60, period_s=60)
-    )
-
-
-def _ibbridge() -> VendorConfig:
-    return VendorConfig(base_url="http://127.0.0.1:8081", rate_limit=RateLimitConfig(limit=50, period_s=1))
-
-
-def _yfinance() -> VendorConfig:
-    # Yahoo publishes no limit; this self-imposed one keeps a watchlist scan polite.
-    return VendorConfig(base_url="https://query1.finance.yahoo.com", rate_limit=RateLimitConfig(limit=60))
+def _default(name: str) -> Any:
+    return lambda: VendorConfig.model_validate(VENDOR_DEFAULTS[name])
 
 
 class MarketDataConfig(BaseModel):
@@ -80,11 +74,21 @@ class MarketDataConfig(BaseModel):
     cache: Literal["database", "redis", "none"] = "database"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "jax:bars"
-    polygon: VendorConfig = Field(default_factory=_polygon)
-    alpaca: VendorConfig = Field(default_factory=_alpaca)
-    financialdatasets: VendorConfig = Field(default_factory=_financialdatasets)
-    ibbridge: VendorConfig = Field(default_factory=_ibbridge)
-    yfinance: VendorConfig = Field(default_factory=_yfinance)
+    polygon: VendorConfig = Field(default_factory=_default("polygon"))
+    alpaca: VendorConfig = Field(default_factory=_default("alpaca"))
+    financialdatasets: VendorConfig = Field(default_factory=_default("financialdatasets"))
+    ibbridge: VendorConfig = Field(default_factory=_default("ibbridge"))
+    yfinance: VendorConfig = Field(default_factory=_default("yfinance"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _vendor_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, default in VENDOR_DEFAULTS.items():
+                given = data.get(name)
+                if isinstance(given, dict):
+                    data = {**data, name: {**default, **given}}
+        return data
 
     def vendor(self, name: VendorName) -> VendorConfig:
         cfg: VendorConfig = getattr(self, name)

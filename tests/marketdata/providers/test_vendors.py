@@ -190,3 +190,18 @@ def test_yfinance_without_the_extra_says_how_to_install_it(registry: ResilienceR
             build_source("yfinance", md_config("http://127.0.0.1:9"), registry)
     else:
         pytest.skip("yfinance is installed: its source builds (it would need the network to fetch)")
+
+
+def test_a_partial_vendor_section_keeps_the_vendors_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jax_assistant.config import load_settings
+
+    monkeypatch.setenv("JAX_PROVIDER", "polygon")
+    monkeypatch.setenv("JAX_MARKETDATA__POLYGON__API_KEY", "pk_from_env")
+    monkeypatch.setenv("JAX_MARKETDATA__ALPACA__RATE_LIMIT__LIMIT", "1000")
+    settings = load_settings()
+    polygon, alpaca = settings.marketdata.polygon, settings.marketdata.alpaca
+    assert polygon.base_url == "https://api.polygon.io" and polygon.rate_limit.limit == 5
+    assert polygon.api_key is not None and polygon.api_key.get_secret_value() == "pk_from_env"
+    assert "pk_from_env" not in repr(settings)  # SecretStr
+    assert alpaca.base_url == "https://data.alpaca.markets" and alpaca.rate_limit.limit == 1000
+    assert alpaca.rate_limit.period_s == 60
