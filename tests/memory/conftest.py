@@ -27,7 +27,9 @@ BACKEND_LEGS = [
 
 async def _open_leg(name: str, tmp_path: Path, stack: AsyncExitStack) -> Memory:
     if name.startswith("embedded-"):
-        url = await stack.enter_async_context(backend_url(name.removeprefix("embedded-"), tmp_path, "jax_mem"))
+        url = await stack.enter_async_context(
+            backend_url(name.removeprefix("embedded-"), tmp_path, "jax_mem")
+        )
         db = await open_database(url)
         stack.push_async_callback(db.close)
         memory = Memory(EmbeddedBackend(db, MemoryConfig()))

@@ -104,7 +104,9 @@ async def test_tags_match_strictly(memory_backend: Memory) -> None:
     one = await memory_backend.retain(item("gap up without volume", tags=["sym:aapl"]))
     untagged = await memory_backend.retain(item("gap up, no tags", tags=[]))
     assert {h.id for h in await memory_backend.recall({"q": "gap", "tags": ["SYM:AAPL"]})} == {both, one}
-    assert [h.id for h in await memory_backend.recall({"q": "gap", "tags": ["sym:aapl", "setup:gap"]})] == [both]
+    assert [h.id for h in await memory_backend.recall({"q": "gap", "tags": ["sym:aapl", "setup:gap"]})] == [
+        both
+    ]
     assert [h.id for h in await memory_backend.recall({"tags": ["setup:gap"]})] == [both]
     assert untagged in {h.id for h in await memory_backend.recall({"q": "gap"})}
 
@@ -159,14 +161,21 @@ async def test_reflect_outcome_balance_golden_case(memory_backend: Memory) -> No
     outcomes = [("out_1", "win", 3), ("out_2", "loss", 2), ("out_3", "win", 1)]
     for memory_id, result, days in outcomes:
         await memory_backend.retain(
-            item(f"AAPL trade closed: {result}", id=memory_id, type="outcome", days_ago=days,
-                 tags=["sym:aapl", "kind:outcome"], data={"outcome": result}),
+            item(
+                f"AAPL trade closed: {result}",
+                id=memory_id,
+                type="outcome",
+                days_ago=days,
+                tags=["sym:aapl", "kind:outcome"],
+                data={"outcome": result},
+            ),
             bank="trade_outcomes",
         )
     with pytest.raises(MemoryValidationError, match=r"^params\.query is required$"):
         await memory_backend.reflect({"window_days": 30}, bank="trade_outcomes")
-    beliefs = await memory_backend.reflect({"query": "how did AAPL trades go", "window_days": 30},
-                                           bank="trade_outcomes")
+    beliefs = await memory_backend.reflect(
+        {"query": "how did AAPL trades go", "window_days": 30}, bank="trade_outcomes"
+    )
     [balance] = [b for b in beliefs if b.data and b.data["belief_type"] == "outcome_balance"]
     assert balance.type == "belief"
     assert balance.source is not None and balance.source.system == "jax-reflection"

@@ -30,6 +30,7 @@ import functools
 import hashlib
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, text, update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
 from jax_assistant.domain.errors import ConfigError
@@ -64,8 +65,19 @@ RRF_K: Final = 60
 MAX_QUERY_TERMS: Final = 32
 MAX_BODY_DATA_CHARS: Final = 2000
 REFLECT_MAX_ITEMS: Final = 10_000
+COMMON_SHARE: Final = 0.02
+COMMON_MIN_DOCS: Final = 2_000
+DF_CACHE_S: Final = 60.0
 _IN_CHUNK: Final = 500
 _WORD = re.compile(r"[a-z0-9]+")
+# Dropped from queries (PostgreSQL's english configuration drops them too): OR-ing "the" or "with" into a
+# query only rewards long memories.
+_STOPWORD_TEXT = (
+    "a an and are as at be but by for from had has have in into is it its of on or that the their "
+    "then there these they this to was were what when where which while who why will with without "
+    "after before about over under than did do does how "
+)
+STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
 
 M = cast(Table, MemoryRow.__table__)
 T = cast(Table, MemoryTagRow.__table__)
@@ -81,7 +93,8 @@ def query_terms(q: str | None) -> list[str]:
     """The distinct words of ``q`` (letters and digits only, so nothing reaches the match syntax)."""
     seen: dict[str, None] = {}
     for word in _WORD.findall((q or "").lower()):
-        seen.setdefault(word, None)
+        if word not in STOPWORDS:
+            seen.setdefault(word, None)
     return list(seen)[:MAX_QUERY_TERMS]
 
 
@@ -170,6 +183,8 @@ class EmbeddedBackend:
         self._clock = clock
         self._vectors: dict[str, _VectorCache] = {}
         self._cache_lock = asyncio.Lock()
+        self._df_cache: dict[str, tuple[float, int]] = {}
+        self._total_cache: tuple[float, int] | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -236,9 +251,16 @@ class EmbeddedBackend:
         model = self.embedder.model_name if self.embedder is not None else None
         dim = self.embedder.dim if self.embedder is not None else None
         now = self._clock()
-        ids = await self._write(
-            lambda conn: self._retain_sync(conn, bank, items, bodies, vectors, model, dim, now)
-        )
+
+        def write(conn: Connection) -> list[str]:
+            return self._retain_sync(conn, bank, items, bodies, vectors, model, dim, now)
+
+        try:
+            ids = await self._write(write)
+        except IntegrityError:
+            # A concurrent writer (another process on PostgreSQL) stored the same document or bank first;
+            # run again: this time the lookup sees its row and updates or reuses it.
+            ids = await self._write(write)
         if self.embedder is not None:
             await self._backfill(bank)
         return ids
@@ -470,11 +492,75 @@ class EmbeddedBackend:
             conds.append(M.c.seq.in_(tagged))
         return conds
 
+    def _term_counts(self, conn: Connection, terms: list[str], cap: int) -> dict[str, int]:
+        """How many memories (all banks) match each term, counted up to ``cap + 1`` and cached a while."""
+        now = time.monotonic()
+        out: dict[str, int] = {}
+        for term in terms:
+            cached = self._df_cache.get(term)
+            if cached is not None and now - cached[0] < DF_CACHE_S:
+                out[term] = cached[1]
+                continue
+            if conn.dialect.name == "sqlite":
+                sql = (
+                    "SELECT count(*) FROM (SELECT rowid FROM memories_fts"
+                    " WHERE memories_fts MATCH :t LIMIT :cap)"
+                )
+                params: dict[str, Any] = {"t": f'"{term}"', "cap": cap + 1}
+            else:
+                sql = (
+                    "SELECT count(*) FROM (SELECT 1 FROM memories"
+                    " WHERE search @@ to_tsquery('english', :t) LIMIT :cap) AS s"
+                )
+                params = {"t": term, "cap": cap + 1}
+            count = int(conn.execute(text(sql), params).scalar() or 0)
+            self._df_cache[term] = (now, count)
+            out[term] = count
+        return out
+
+    def _total(self, conn: Connection) -> int:
+        now = time.monotonic()
+        if self._total_cache is None or now - self._total_cache[0] >= DF_CACHE_S:
+            self._total_cache = (now, int(conn.execute(select(func.count()).select_from(M)).scalar() or 0))
+        return self._total_cache[1]
+
+    def _selective_terms(self, conn: Connection, terms: list[str]) -> list[tuple[list[str], bool]]:
+        """The keyword queries to try in turn: (terms, OR them?) — the first that matches anything wins.
+
+        A term in more than ``COMMON_SHARE`` of a large store ("open" in every market note) has a small
+        BM25 weight (IDF under ~4) but makes the keyword arm score thousands of memories: at 100 000
+        memories that is tens to hundreds of milliseconds for little change in the top results. Such
+        terms are left out of the OR of the selective ones; if every matching term is that common they
+        are AND-ed (narrow again), then OR-ed as a last resort. Stores of up to ``COMMON_MIN_DOCS``
+        memories are never pruned, so their ranking is plain BM25 over every term.
+        """
+        total = self._total(conn)
+        cap = max(COMMON_MIN_DOCS, int(COMMON_SHARE * total))
+        if total <= cap or len(terms) == 1:
+            return [(terms, True)]
+        counts = self._term_counts(conn, terms, cap)
+        matched = [t for t in terms if counts[t] > 0]
+        rare = [t for t in matched if counts[t] <= cap]
+        if rare:
+            return [(rare, True)]
+        if not matched:
+            return []
+        return [(matched, False), (matched, True)] if len(matched) > 1 else [(matched, True)]
+
     def _keyword_sync(
         self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], k: int
     ) -> list[tuple[int, float]]:
+        for chosen, any_term in self._selective_terms(conn, terms):
+            hits = self._keyword_query(conn, conds, chosen, any_term, k)
+            if hits:
+                return hits
+        return []
+
+    def _keyword_query(
+        self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], any_term: bool, k: int
+    ) -> list[tuple[int, float]]:
         if conn.dialect.name == "sqlite":
-            match = " OR ".join(f'"{t}"' for t in terms)
+            match = (" OR " if any_term else " AND ").join(f'"{t}"' for t in terms)
             fts = text("memories_fts")
             stmt = (
                 select(M.c.seq, text("bm25(memories_fts) AS rank"))
@@ -485,9 +571,9 @@ class EmbeddedBackend:
             )
             # bm25() is lower-is-better; negate so every arm's score is higher-is-better.
             return [(r[0], -float(r[1])) for r in conn.execute(stmt, {"match": match})]
-        tsq = " | ".join(terms)
+        tsq = (" | " if any_term else " & ").join(terms)
         stmt = (
-            select(M.c.seq, text("ts_rank_cd(memories.search, to_tsquery('english', :tsq)) AS rank"))
+            select(M.c.seq, text("ts_rank(memories.search, to_tsquery('english', :tsq), 1) AS rank"))
             .where(text("memories.search @@ to_tsquery('english', :tsq)"), and_(*conds))
             .order_by(text("rank DESC"))
             .limit(k)
@@ -531,33 +617,45 @@ class EmbeddedBackend:
         if not fused:
             return []
 
-        def load(conn: Connection) -> list[Any]:
-            rows: list[Any] = []
+        def load(conn: Connection) -> list[MemoryItem]:
+            # Scores need only ts; the whole rows (JSON data) are read for the winners alone.
+            stamps: list[tuple[int, datetime]] = []
             for chunk in _chunks(list(fused)):
-                rows.extend(conn.execute(select(M).where(M.c.seq.in_(chunk))).all())
-            return rows
+                stamps.extend(
+                    (r[0], r[1]) for r in conn.execute(select(M.c.seq, M.c.ts).where(M.c.seq.in_(chunk)))
+                )
+            scored: list[tuple[float, datetime, int, MemoryScores]] = []
+            for seq, ts in stamps:
+                boost = recency_factor(
+                    ts,
+                    reference,
+                    weight=self.config.recency_weight,
+                    half_life_days=self.config.recency_half_life_days,
+                )
+                final = fused[seq] * boost
+                scores = MemoryScores(
+                    final=final, keyword=kw_score.get(seq), semantic=sem_score.get(seq), recency=boost
+                )
+                scored.append((final, ts, seq, scores))
+            scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
+            top = scored[: query.limit]
+            rows = {r.seq: r for r in conn.execute(select(M).where(M.c.seq.in_([s[2] for s in top])))}
+            return [_to_item(rows[seq], scores) for _, _, seq, scores in top if seq in rows]
 
-        rows = await self._read(load)
-        scored = []
-        for r in rows:
-            boost = recency_factor(
-                r.ts,
-                reference,
-                weight=self.config.recency_weight,
-                half_life_days=self.config.recency_half_life_days,
-            )
-            final = fused[r.seq] * boost
-            scores = MemoryScores(
-                final=final, keyword=kw_score.get(r.seq), semantic=sem_score.get(r.seq), recency=boost
-            )
-            scored.append((final, r.ts, r.seq, r, scores))
-        scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
-        return [_to_item(r, scores) for _, _, _, r, scores in scored[: query.limit]]
+        return await self._read(load)
 
     async def _semantic(
         self, bank: str, query: MemoryQuery, conds: list[ColumnElement[bool]], k: int
     ) -> list[tuple[int, float]]:
         assert self.embedder is not None
+
+        def revision(conn: Connection) -> int | None:
+            return conn.execute(select(B.c.revision).where(B.c.name == bank)).scalar()
+
+        cached = self._vectors.get(bank)
+        if cached is None or cached.revision != await self._read(revision):
+            # Memories retained while semantic was off get their vectors before they are searched.
+            await self._backfill(bank)
         cache = await self._vector_cache(bank)
         if cache.seqs.size == 0:
             return []
