@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from jax_assistant.domain import utc_now
+from jax_assistant.domain.errors import ConfigError
 from jax_assistant.marketdata.base import MarketDataError
 from jax_assistant.marketdata.providers.base import Candle, VendorBars, VendorUnavailableError
 from jax_assistant.observability.logging import get_logger
@@ -202,8 +203,13 @@ class RedisBarCache:
 
     def __init__(self, url: str, *, prefix: str = "jax:bars", client: Any | None = None) -> None:
         if client is None:
-            import redis.asyncio as aioredis  # optional: only loaded when the Redis cache is configured
-
+            try:
+                import redis.asyncio as aioredis  # optional: only loaded when the Redis cache is configured
+            except ImportError:
+                raise ConfigError(
+                    "marketdata.cache = 'redis' needs the redis package: pip install 'jax-assistant[redis]'",
+                    key="marketdata.cache",
+                ) from None
             client = aioredis.from_url(url, decode_responses=True)
         self._redis = client
         self.prefix = prefix
