@@ -120,3 +120,21 @@ async def test_process_route_runs_a_live_provider_with_a_fetch_stage_override(
         assert symbol["stages"][0]["stage"] == "fetch_market_data"
         status = (await svc.client.get("/status")).json()
         assert "marketdata.polygon" in status["resilience"]["rate_limits"]
+
+
+async def test_an_unreachable_cache_does_not_stop_the_run(vendors: FakeVendors, tmp_path: Path) -> None:
+    md = md_config(vendors.url).model_copy(
+        update={
+            "cache": "redis",
+            "redis_url": "redis://127.0.0.1:1/0",
+            "history_days": 200,
+        }  # nothing listens
+    )
+    settings = Settings(
+        provider="polygon", database_url=f"sqlite+aiosqlite:///{tmp_path / 'j.db'}", marketdata=md
+    )  # type: ignore[arg-type]
+    async with Orchestrator(settings) as orch:
+        outcome = await orch.start_run(RunRequest(symbols=["AAPL"], as_of=END))
+    (result,) = outcome.results
+    assert result.status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED), result.error
+    assert result.extras["fetch_market_data"]["reason"] == "cold" and vendors.seen("polygon")

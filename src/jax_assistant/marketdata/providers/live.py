@@ -12,12 +12,22 @@ from __future__ import annotations
 import asyncio
 from datetime import date, datetime, time, timedelta
 
+from jax_assistant.domain.errors import UnavailableError
 from jax_assistant.domain.sessions import is_session
-from jax_assistant.marketdata.base import BarSeries, DataIssue, DataSourceError, EarningsReport
+from jax_assistant.marketdata.base import (
+    BarSeries,
+    DataIssue,
+    DataSourceError,
+    EarningsReport,
+    MarketDataError,
+)
 from jax_assistant.marketdata.cache import BarCache, FetchReport, fetch_with_cache
 from jax_assistant.marketdata.providers.base import EXCHANGE_TZ
 from jax_assistant.marketdata.providers.chain import ProviderChain
 from jax_assistant.marketdata.validation import clean_series
+from jax_assistant.observability.logging import get_logger
+
+log = get_logger("jax_assistant.marketdata.live")
 
 # Vendors publish the final daily bar a while after the 16:00 close; before this the session is open.
 DAILY_BAR_READY = time(17, 0)
@@ -33,6 +43,17 @@ def last_closed_session(now: datetime | None = None) -> date:
     while not is_session(day):
         day -= timedelta(days=1)
     return day
+
+
+# Errors of the cache's store (database or Redis) that mean "unreachable", matched by class name so that
+# neither driver has to be imported here. Market-data errors (vendors) are never among them.
+_CACHE_OUTAGES = frozenset({"OperationalError", "InterfaceError", "RedisError", "ConnectionError", "OSError"})
+
+
+def _is_cache_outage(exc: BaseException) -> bool:
+    if isinstance(exc, MarketDataError | UnavailableError):
+        return False
+    return any(cls.__name__ in _CACHE_OUTAGES for cls in type(exc).__mro__)
 
 
 class LiveProvider:
@@ -79,14 +100,14 @@ class LiveProvider:
         self._loop = asyncio.get_running_loop()
         lock = self._locks.setdefault(symbol, asyncio.Lock())
         async with lock:  # two runs of one symbol at once fetch once
-            report = await fetch_with_cache(
-                self.chain,
-                self.cache,
-                symbol,
-                as_of,
-                history_days=self.history_days,
-                adjustment_of=self.adjustments.get,
-            )
+            try:
+                report = await self._fetch(symbol, as_of, self.cache)
+            except Exception as exc:
+                if self.cache is None or not _is_cache_outage(exc):
+                    raise
+                # The cache is a speed-up, not a dependency: without it the run still gets its bars.
+                log.warning("bar cache unavailable; fetching without it", symbol=symbol, error=str(exc))
+                report = await self._fetch(symbol, as_of, None)
             c = report.candles
             self._series[symbol] = clean_series(
                 symbol,
@@ -99,6 +120,16 @@ class LiveProvider:
             )
             self.reports[symbol] = report
             return report
+
+    async def _fetch(self, symbol: str, as_of: date, cache: BarCache | None) -> FetchReport:
+        return await fetch_with_cache(
+            self.chain,
+            cache,
+            symbol,
+            as_of,
+            history_days=self.history_days,
+            adjustment_of=self.adjustments.get,
+        )
 
     def bars(self, symbol: str, as_of: date | None = None) -> BarSeries:
         series = self._series.get(symbol)
