@@ -38,6 +38,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from jax_assistant.cli_ingest import register as _register_ingest  # typer and rich only at import
+
 # Everything of ours is imported by the command that uses it: `jax --help` should not pay for storage,
 # migrations, polars and the pipeline (measured in the report of this change), and `jax run` never
 # loads FastAPI or uvicorn.
@@ -78,6 +80,8 @@ app.add_typer(keys_app, name="keys")
 from jax_assistant.cli_memory import memory_app  # noqa: E402
 
 app.add_typer(memory_app, name="memory")
+
+_register_ingest(app)  # `jax ingest FILE` (cli_ingest.py)
 
 out = Console()
 err = Console(stderr=True)

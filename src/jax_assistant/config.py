@@ -35,6 +35,8 @@ from pydantic_settings import (
 
 from jax_assistant.analysis.detectors import DetectorConfig
 from jax_assistant.domain.errors import ConfigError
+from jax_assistant.ingest.models import IngestConfig
+from jax_assistant.marketdata.settings import MarketDataConfig
 from jax_assistant.pipeline.policy import (
     BreakerConfig,
     BulkheadConfig,
@@ -179,7 +181,11 @@ class Settings(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
 
     # --- market data
-    provider: Literal["sample", "csv"] = "sample"
+    provider: Literal[
+        "sample", "csv", "polygon", "alpaca", "financialdatasets", "ibbridge", "yfinance", "chain"
+    ] = "sample"  # the live vendors are configured in [marketdata] (docs/marketdata.md)
+    marketdata: MarketDataConfig = Field(default_factory=MarketDataConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)  # jax-ingest (docs/ingest.md)
     data_path: Path | None = Field(default=None, description="csv file or folder for the csv provider")
     earnings_path: Path | None = None
     sectors_path: Path | None = None

@@ -24,11 +24,13 @@ from jax_assistant.engines.local import LocalEngine, ProgressSink, StartPoint, f
 from jax_assistant.engines.writer import GroupCommitWriter
 from jax_assistant.marketdata import create_provider
 from jax_assistant.marketdata.base import DataSourceError, MarketDataProvider
+from jax_assistant.marketdata.settings import LIVE_PROVIDERS
 from jax_assistant.observability.correlation import new_correlation_id
 from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.metrics import MetricsSink, NullMetrics, PipelineMetrics
 from jax_assistant.pipeline import plugins
 from jax_assistant.pipeline.base import Stage, WorkItem
+from jax_assistant.pipeline.fetch_stage import with_fetch_stage
 from jax_assistant.pipeline.plugins import StageFactory, build_pipeline
 from jax_assistant.pipeline.resilience import Clock, ResilienceRegistry
 from jax_assistant.pipeline.services import Services
@@ -157,6 +159,9 @@ class Orchestrator:
             self.memory_outbox = MemoryOutbox(self.db)
 
     async def close(self) -> None:
+        for provider in self._providers.values():
+            if (closer := getattr(provider, "aclose", None)) is not None:  # live vendors' HTTP clients
+                await closer()
         if self.memory is not None:
             with contextlib.suppress(Exception):  # a client that cannot close cleanly must not block
                 await self.memory.close()
@@ -173,6 +178,12 @@ class Orchestrator:
         kind = kind or self.settings.provider
         path = data_path or (str(self.settings.data_path) if self.settings.data_path else None)
         key = (kind, path)
+        if key not in self._providers and kind in LIVE_PROVIDERS:  # vendors + bar cache (docs/marketdata.md)
+            from jax_assistant.marketdata.providers import build_live_provider  # httpx: only when used
+
+            self._providers[key] = build_live_provider(
+                self.settings, self.resilience, lambda: self.db, kind=kind
+            )
         if key not in self._providers:
             with _reading_data(path or kind):
                 provider = create_provider(
@@ -194,7 +205,7 @@ class Orchestrator:
         ``persit.timeout_s`` would otherwise run with the default policy. Raises ConfigError for the
         config's ``[stages.X]``, InputError for a run's overrides, PipelineConfigError for bad values.
         """
-        pipeline = list(names or self.settings.pipeline)
+        pipeline = with_fetch_stage(list(names or self.settings.pipeline), self.settings.provider)
         configurable = set(pipeline) | set(self.settings.pipeline)
         for name in self.settings.stages:
             if name not in configurable:
@@ -373,7 +384,8 @@ class Orchestrator:
             if not sym or sym in seen:
                 continue
             seen.add(sym)
-            (known if sym in known_set else unknown).append(sym)
+            # A live provider's universe is open: its vendors say what exists (in the fetch stage).
+            (known if sym in known_set or getattr(provider, "open_universe", False) else unknown).append(sym)
         return known, unknown
 
     @staticmethod

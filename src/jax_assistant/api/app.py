@@ -32,6 +32,7 @@ from jax_assistant.api.compat import CompatRoute
 from jax_assistant.api.compat import router as v1_router
 from jax_assistant.api.dead_letters import router as dead_letters_router
 from jax_assistant.api.errors import install_error_handlers
+from jax_assistant.api.ingest import router as ingest_router
 from jax_assistant.api.middleware import CorrelationIdMiddleware
 from jax_assistant.api.page import router as page_router
 from jax_assistant.api.runs import RunManager
@@ -173,6 +174,8 @@ def create_app(
     harden(
         app, settings.api, key_store=key_store, needs=scope_resolver(settings.api, admin_prefixes=["/audit"])
     )
+
+    app.include_router(ingest_router)  # POST /ingest (api/ingest.py)
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
 

@@ -36,6 +36,7 @@ from jax_assistant.orchestrator import (
     new_run_id,
     unknown_symbols_message,
 )
+from jax_assistant.pipeline.fetch_stage import with_fetch_stage
 from jax_assistant.pipeline.plugins import PipelineConfigError
 from jax_assistant.service.admission import Ticket
 from jax_assistant.storage import Repository
@@ -174,7 +175,7 @@ class RunManager:
                 f"asOf {request.as_of.isoformat()} is after the last session in the data "
                 f"({latest.isoformat()})"
             )
-        pipeline = list(orch.settings.pipeline)
+        pipeline = with_fetch_stage(list(orch.settings.pipeline), orch.settings.provider)
         foreign = sorted(set(request.stage_overrides or {}) - set(pipeline))
         if foreign:
             raise InvalidOverrideError(

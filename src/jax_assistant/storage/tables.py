@@ -244,6 +244,49 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class BarSeriesRow(Base):
+    """One cached vendor series (marketdata/cache.py): its price basis and how far it was fetched."""
+
+    __tablename__ = "bar_series"
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(32), primary_key=True)
+    adjustment: Mapped[str] = mapped_column(String(16))
+    fetched_through: Mapped[date]
+    updated_at: Mapped[datetime]
+
+
+class CachedBarRow(Base):
+    """One cached daily bar of a vendor series (same source and symbol as its ``bar_series`` row)."""
+
+    __tablename__ = "cached_bars"
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)  # the session
+    open: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    low: Mapped[float] = mapped_column(Float)
+    close: Mapped[float] = mapped_column(Float)
+    volume: Mapped[float] = mapped_column(Float)
+
+
+class IngestedObservationRow(Base):
+    """One observation accepted by jax-ingest, keyed by the hash of its normalised content (idempotency)."""
+
+    __tablename__ = "ingested_observations"
+    __table_args__ = (Index(None, "symbol", "timestamp"),)
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str | None] = mapped_column(String(32))
+    timestamp: Mapped[datetime]
+    significant: Mapped[bool] = mapped_column(Boolean)
+    correlation_id: Mapped[str]
+    observation: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime]
+
+
 class MemoryBankRow(Base):
     """A memory bank and the embedding model its vectors were made with (None until one is used).
 
@@ -352,6 +395,9 @@ ALL_TABLES = (
     AuditEventRow.__tablename__,
     DeadLetterRow.__tablename__,
     ApiKeyRow.__tablename__,
+    BarSeriesRow.__tablename__,
+    CachedBarRow.__tablename__,
+    IngestedObservationRow.__tablename__,
     MemoryBankRow.__tablename__,
     MemoryRow.__tablename__,
     MemoryTagRow.__tablename__,
