@@ -35,6 +35,7 @@ from pydantic_settings import (
 
 from jax_assistant.analysis.detectors import DetectorConfig
 from jax_assistant.domain.errors import ConfigError
+from jax_assistant.research.config import ResearchConfig
 from jax_assistant.pipeline.policy import (
     BreakerConfig,
     BulkheadConfig,
@@ -43,7 +44,7 @@ from jax_assistant.pipeline.policy import (
     StagePolicy,
 )
 
-DEFAULT_PIPELINE = ["detect_events", "generate_trades", "calculate_risk", "allocate", "persist"]
+DEFAULT_PIPELINE = ["detect_events", "generate_trades", "calculate_risk", "allocate", "research", "persist"]
 
 
 class EngineConfig(BaseModel):
@@ -87,10 +88,14 @@ def default_resilience() -> ResilienceConfig:
     return ResilienceConfig(
         breakers={
             "research.dexter": BreakerConfig(slow_call_duration_threshold_s=60.0),
+            "research.llm": BreakerConfig(slow_call_duration_threshold_s=30.0),
             "memory": BreakerConfig(slow_call_duration_threshold_s=2.0),
         },
         rate_limits={"research.dexter": RateLimitConfig(limit=60, period_s=60.0)},
-        bulkheads={"research.dexter": BulkheadConfig(max_concurrent=4)},
+        bulkheads={
+            "research.dexter": BulkheadConfig(max_concurrent=4),
+            "research.llm": BulkheadConfig(max_concurrent=4),
+        },
     )
 
 
@@ -140,6 +145,7 @@ class Settings(BaseSettings):
     )
     resilience: ResilienceConfig = Field(default_factory=default_resilience)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    research: ResearchConfig = Field(default_factory=ResearchConfig)
 
     # --- observability
     log_level: str = "WARNING"

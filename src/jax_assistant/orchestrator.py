@@ -31,6 +31,7 @@ from jax_assistant.pipeline.base import Stage, WorkItem
 from jax_assistant.pipeline.plugins import build_pipeline
 from jax_assistant.pipeline.resilience import Clock, ResilienceRegistry
 from jax_assistant.pipeline.services import Services
+from jax_assistant.research.service import ResearchService
 from jax_assistant.risk import RiskManager, load_risk_constraints
 from jax_assistant.risk.portfolio import PortfolioBook, PortfolioState
 from jax_assistant.storage import Database, Repository, open_database
@@ -108,6 +109,7 @@ class Orchestrator:
         self.engine: LocalEngine | None = None  # the most recent engine (the CLI's Ctrl-C target)
         self.active: dict[str, LocalEngine] = {}  # run id -> engine, while the run is in progress
         self.owner_id = new_owner_id()  # the lease owner for every run this orchestrator executes
+        self._research: ResearchService | None = None  # built on first use with the open database
 
     async def __aenter__(self) -> Orchestrator:
         await self.open()
@@ -128,6 +130,9 @@ class Orchestrator:
             self.repository = Repository(self.db)
 
     async def close(self) -> None:
+        if self._research is not None:
+            await self._research.aclose()
+            self._research = None
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -208,7 +213,16 @@ class Orchestrator:
             strategies=strategies,
             risk=risk,
             repository=self.repository,
+            research=self.research_service(),
         )
+
+    def research_service(self) -> ResearchService:
+        """The research providers, cache and budget; one per open database (breakers outlive runs)."""
+        if self._research is None or (self.db is not None and self._research.store is None):
+            self._research = ResearchService.from_settings(
+                self.settings.research, resilience=self.resilience, db=self.db
+            )
+        return self._research
 
     def _engine(self, stages: list[Stage], services: Services) -> LocalEngine:
         eng = self.settings.engine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jax_assistant.analysis.detectors import DetectorConfig
 from jax_assistant.domain import Event, TradeRecord
@@ -12,6 +12,9 @@ from jax_assistant.marketdata.base import MarketDataProvider
 from jax_assistant.risk.manager import RiskManager
 from jax_assistant.storage.repository import Repository
 from jax_assistant.strategies.registry import StrategyRegistry
+
+if TYPE_CHECKING:
+    from jax_assistant.research.service import ResearchService
 
 
 class RunStorage(Protocol):
@@ -34,6 +37,8 @@ class Services:
     repository: Repository | None = None
     # Set by the orchestrator for a run with storage; stages write through it, not the repository.
     storage: RunStorage | None = None
+    # The research stage's providers, cache and budget (None: the stage uses built-in research only).
+    research: ResearchService | None = None
     # Plugins may keep their own clients here (keyed by their stage name).
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -1,0 +1,207 @@
+"""Research persistence on the project database: the answer cache, the spend ledger, and past
+decisions read back from the trades table (the history used when no memory service is wired in)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from jax_assistant.domain import ResearchBundle, utc_now
+from jax_assistant.research.base import PastDecision
+from jax_assistant.storage.db import Database
+from jax_assistant.storage.tables import ResearchCacheRow, ResearchSpendRow, TradeRow
+
+
+def question_key(questions: Sequence[str]) -> str:
+    """The cache key of a question set (order kept: it is the order the provider is asked in)."""
+    return hashlib.sha256("\n".join(questions).encode()).hexdigest()[:32]
+
+
+@dataclass
+class CachedAnswer:
+    bundle: ResearchBundle
+    tokens: int
+    cost: float
+    created_at: datetime
+
+
+@dataclass
+class Spend:
+    calls: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "tokens": self.tokens, "cost": round(self.cost, 6)}
+
+
+class ResearchStore:
+    def __init__(self, db: Database, *, now: Callable[[], datetime] = utc_now) -> None:
+        self.db = db
+        self.now = now
+
+    # ------------------------------------------------------------------ cache
+
+    async def get(
+        self, symbol: str, questions: Sequence[str], provider: str, *, event_key: str | None
+    ) -> CachedAnswer | None:
+        """A live cached answer, or None. An answer fetched before the symbol's newest event is stale:
+        every cached answer of that symbol is dropped (the news changes all of them)."""
+        qk = question_key(questions)
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(ResearchCacheRow.__table__).where(
+                        ResearchCacheRow.symbol == symbol,
+                        ResearchCacheRow.question_key == qk,
+                        ResearchCacheRow.provider == provider,
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        if event_key is not None and row.event_key != event_key:
+            await self.invalidate(symbol)
+            return None
+        expires = row.expires_at
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=self.now().tzinfo)
+        if expires <= self.now():
+            return None
+        return CachedAnswer(
+            bundle=ResearchBundle.model_validate(row.bundle),
+            tokens=row.tokens,
+            cost=row.cost,
+            created_at=row.created_at,
+        )
+
+    async def put(
+        self,
+        symbol: str,
+        questions: Sequence[str],
+        provider: str,
+        bundle: ResearchBundle,
+        *,
+        event_key: str | None,
+        ttl_s: float,
+        tokens: int = 0,
+        cost: float = 0.0,
+    ) -> None:
+        now = self.now()
+        values = {
+            "symbol": symbol,
+            "question_key": question_key(questions),
+            "provider": provider,
+            "questions": list(questions),
+            "event_key": event_key,
+            "bundle": bundle.model_dump(mode="json"),
+            "tokens": tokens,
+            "cost": cost,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=ttl_s),
+        }
+        upsert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
+        stmt = upsert(ResearchCacheRow).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["symbol", "question_key", "provider"],
+            set_={k: stmt.excluded[k] for k in values if k not in ("symbol", "question_key", "provider")},
+        )
+        async with self.db.transaction() as conn:
+            await conn.execute(stmt)
+
+    async def invalidate(self, symbol: str) -> int:
+        async with self.db.transaction() as conn:
+            result = await conn.execute(delete(ResearchCacheRow).where(ResearchCacheRow.symbol == symbol))
+        return int(result.rowcount or 0)
+
+    # ------------------------------------------------------------------ spend ledger
+
+    async def record_spend(
+        self,
+        *,
+        run_id: str | None,
+        symbol: str,
+        provider: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: float,
+    ) -> None:
+        now = self.now()
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                insert(ResearchSpendRow).values(
+                    run_id=run_id,
+                    symbol=symbol,
+                    provider=provider,
+                    day=now.date(),
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost=cost,
+                    created_at=now,
+                )
+            )
+
+    async def spend(self, *, day: date | None = None, run_id: str | None = None) -> Spend:
+        """Total spend of one UTC day and/or one run."""
+        stmt = select(
+            func.count(ResearchSpendRow.id),
+            func.coalesce(func.sum(ResearchSpendRow.prompt_tokens + ResearchSpendRow.completion_tokens), 0),
+            func.coalesce(func.sum(ResearchSpendRow.cost), 0.0),
+        )
+        if day is not None:
+            stmt = stmt.where(ResearchSpendRow.day == day)
+        if run_id is not None:
+            stmt = stmt.where(ResearchSpendRow.run_id == run_id)
+        async with self.db.engine.connect() as conn:
+            calls, tokens, cost = (await conn.execute(stmt)).one()
+        return Spend(calls=int(calls), tokens=int(tokens), cost=float(cost))
+
+
+class StorageHistory:
+    """Past decisions from the trades table: what was set up for this symbol or strategy before the
+    run's date and whether risk allowed it. (Outcomes are not stored there; memory has them.)"""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def for_symbol(self, symbol: str, *, before: date, limit: int) -> list[PastDecision]:
+        return await self._read(TradeRow.symbol == symbol, before, limit)
+
+    async def for_strategy(self, strategy_id: str, *, before: date, limit: int) -> list[PastDecision]:
+        return await self._read(TradeRow.strategy_id == strategy_id, before, limit)
+
+    async def _read(self, where: Any, before: date, limit: int) -> list[PastDecision]:
+        stmt = (
+            select(TradeRow.symbol, TradeRow.strategy_id, TradeRow.allowed, TradeRow.setup, TradeRow.risk)
+            .where(where)
+            .order_by(TradeRow.created_at.desc())
+            .limit(limit * 4)  # some rows are at or after `before` (a replay of an earlier date)
+        )
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        out: list[PastDecision] = []
+        for symbol, strategy_id, allowed, setup, risk in rows:
+            when = setup.get("time") if isinstance(setup, dict) else None
+            session = date.fromisoformat(str(when)[:10]) if when else None
+            if session is None or session >= before:
+                continue  # never look ahead: only sessions before the run's date count
+            r = risk.get("rMultiple") if isinstance(risk, dict) else None
+            out.append(
+                PastDecision(
+                    symbol=symbol,
+                    strategy_id=strategy_id,
+                    session=session,
+                    allowed=bool(allowed),
+                    r_multiple=float(r) if isinstance(r, int | float) else None,
+                )
+            )
+            if len(out) >= limit:
+                break
+        return out
