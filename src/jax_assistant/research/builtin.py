@@ -20,6 +20,7 @@ from jax_assistant.research.base import OutcomeHistory, PastDecision, ProviderAn
 from jax_assistant.research.http import ResearchError
 
 TRADING_DAYS = 252
+ANNOUNCED_DAYS_AHEAD = 21
 
 
 def market_metrics(series: BarSeries) -> dict[str, float]:
@@ -71,7 +72,11 @@ def earnings_metrics(reports: Sequence[EarningsReport], as_of: date) -> dict[str
             assert last.eps_estimate is not None
             m["eps_surprise_pct"] = (last.eps - last.eps_estimate) / abs(last.eps_estimate) * 100.0
     if future:
-        m["days_to_earnings"] = float((min(r.date for r in future) - as_of).days)
+        ahead = (min(r.date for r in future) - as_of).days
+        # Companies announce report dates a few weeks ahead; a replay showing one further out would
+        # know something the trader could not have known that day.
+        if ahead <= ANNOUNCED_DAYS_AHEAD:
+            m["days_to_earnings"] = float(ahead)
     return m
 
 
