@@ -4,7 +4,7 @@ Each fake decides per request what to do through a queue of scripted behaviours 
 a test can say "the next two calls return 500, then answer normally". Behaviours: ``ok``,
 ``slow:<seconds>``, ``hang`` (holds the connection until the server stops), ``429:<retry-after>``,
 ``429`` (no Retry-After), ``500``, ``400``, ``malformed`` (not JSON), ``oversized`` (a huge valid
-JSON body), ``error`` (the vendor's documented error body with status 200 or its usual status).
+JSON body; ``stream``: the same, chunked without Content-Length), ``error`` (the vendor's documented error body with status 200 or its usual status).
 The thread keeps answering while the test's event loop waits, which is how a hang looks for real.
 """
 
@@ -130,6 +130,8 @@ class FakeServer:
             return Reply(200, b'{"output": {"ticker": "AAPL", "summ')
         if kind == "oversized":
             return Reply(200, json.dumps(self.oversized(path, body)).encode())
+        if kind == "stream":  # chunked, no Content-Length: only reading it tells how big it is
+            return Reply(200, json.dumps(self.oversized(path, body)).encode(), {"Transfer-Encoding": "chunked"})
         if kind == "error":
             return self.error_reply(200 if not arg else int(arg), "upstream tool failed")
         raise ValueError(f"unknown behaviour {behaviour!r}")
@@ -138,11 +140,19 @@ class FakeServer:
         try:
             handler.send_response(reply.status)
             handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(reply.body)))
+            chunked = reply.headers.get("Transfer-Encoding") == "chunked"
+            if not chunked:
+                handler.send_header("Content-Length", str(len(reply.body)))
             for k, v in reply.headers.items():
                 handler.send_header(k, v)
             handler.end_headers()
-            handler.wfile.write(reply.body)
+            if not chunked:
+                handler.wfile.write(reply.body)
+                return
+            for i in range(0, len(reply.body), 65536):
+                piece = reply.body[i : i + 65536]
+                handler.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            handler.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (its timeout): what a real server sees too
 

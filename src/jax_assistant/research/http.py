@@ -68,7 +68,9 @@ async def post_json(
                 _raise_for_status(response, service, raw)
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise ResearchError(f"{service}: response of {declared} bytes exceeds the {max_bytes} cap")
+                raise ResearchError(
+                    f"{service}: response body of {declared} bytes exceeds the {max_bytes} byte cap"
+                )
             raw = await _read_capped(response, max_bytes, service)
     except httpx.TimeoutException as exc:
         raise TimeoutError(f"{service}: no answer within {timeout_s:g}s ({type(exc).__name__})") from exc

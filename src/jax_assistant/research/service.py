@@ -325,7 +325,7 @@ class ResearchService:
     async def _audit_failure(self, request: ResearchRequest, provider: str, reason: str) -> None:
         log.info("research provider failed", provider=provider, symbol=request.symbol, reason=reason)
         payload = {"provider": provider, "symbols": [request.symbol], "questions": request.questions}
-        await self._record(request, "research.unavailable", "error", payload, reason)
+        await self._record(request, "research.provider_failed", "error", payload, reason)
 
     async def _record(
         self, request: ResearchRequest, action: str, outcome: AuditOutcome, payload: dict[str, Any], error: str | None

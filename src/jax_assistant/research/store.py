@@ -56,19 +56,16 @@ class ResearchStore:
         every cached answer of that symbol is dropped (the news changes all of them)."""
         qk = question_key(questions)
         async with self.db.engine.connect() as conn:
-            row = (
+            rows = (
                 await conn.execute(
-                    select(ResearchCacheRow.__table__).where(
-                        ResearchCacheRow.symbol == symbol,
-                        ResearchCacheRow.question_key == qk,
-                        ResearchCacheRow.provider == provider,
-                    )
+                    select(ResearchCacheRow.__table__).where(ResearchCacheRow.symbol == symbol)
                 )
-            ).first()
-        if row is None:
-            return None
-        if event_key is not None and row.event_key != event_key:
+            ).all()
+        if event_key is not None and any(r.event_key != event_key for r in rows):
             await self.invalidate(symbol)
+            return None
+        row = next((r for r in rows if r.question_key == qk and r.provider == provider), None)
+        if row is None:
             return None
         expires = row.expires_at
         if expires.tzinfo is None:
