@@ -16,7 +16,7 @@ from tests.fakes._http import FakeServer, Reply
 
 
 class FakeOpenAI(FakeServer):
-    def __init__(self, *, prompt_tokens: int = 400, completion_tokens: int = 100) -> None:
+    def __init__(self, *, prompt_tokens: int | None = None, completion_tokens: int = 100) -> None:
         super().__init__()
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
@@ -25,6 +25,11 @@ class FakeOpenAI(FakeServer):
         if path != "/v1/chat/completions":
             return 404, {"error": {"message": "not found", "type": "invalid_request_error", "code": None}}
         user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        # Like a real tokenizer, about 4 characters a token; the completion never exceeds max_tokens.
+        prompt = self.prompt_tokens
+        if prompt is None:
+            prompt = sum(len(m["content"]) for m in body["messages"]) // 4
+        completion = min(self.completion_tokens, int(body.get("max_tokens") or self.completion_tokens))
         ticker = user.split("\n", 1)[0].removeprefix("Ticker: ").strip()
         content = json.dumps(
             {"summary": f"LLM view of {ticker}.", "key_points": [f"{ticker}: risks are priced in"]}
@@ -38,9 +43,9 @@ class FakeOpenAI(FakeServer):
                 {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
             ],
             "usage": {
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
             },
         }
 
