@@ -28,6 +28,7 @@ from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.metrics import NullMetrics
 from jax_assistant.observability.tracing import configure_tracing, shutdown_tracing, tracing_enabled
 from jax_assistant.orchestrator import Orchestrator, RunRequest
+from jax_assistant.research.report import research_status
 from jax_assistant.storage import Repository
 
 SERVICE_NAME = "jax-orchestrator"
@@ -136,6 +137,7 @@ def create_app(
             },
             "runs": runs.snapshot(),
             **orch.status(),
+            "research": await research_status(settings.research, orch.db),
         }
 
     async def metrics() -> Response:
