@@ -81,10 +81,10 @@ async def test_builtin_metrics_match_hand_computation_from_the_csv(research_data
     assert "20-day volatility" in trade.setup.research.summary
 
 
-async def test_past_decisions_from_storage_feed_the_next_run(research_data: Path, sqlite_db: str) -> None:
+async def test_past_decisions_from_storage_feed_the_next_run(research_data: Path, db_url: str) -> None:
     from jax_assistant.orchestrator import RunRequest
 
-    async with Orchestrator(make_settings(research_data, sqlite_db, {})) as orch:
+    async with Orchestrator(make_settings(research_data, db_url, {})) as orch:
         await orch.start_run(RunRequest(symbols=["JNJ", "XOM"], as_of=date(2017, 10, 20), lookback=5))
         ran = await run_once(orch, ["JNJ", "XOM"])
     earlier = {t.setup.symbol: t for t in ran.allocated()}

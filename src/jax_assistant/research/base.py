@@ -60,22 +60,22 @@ class ResearchProvider(Protocol):
     async def aclose(self) -> None: ...
 
 
-class PastDecision(BaseModel):
-    """One earlier setup and what risk decided about it (from memory or storage)."""
+class PastOutcomes(BaseModel):
+    """What earlier setups of one symbol or strategy came to (before the run's date)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    symbol: str
-    strategy_id: str
-    session: date | None
-    allowed: bool
-    outcome: str | None = Field(default=None, description="win / loss / ... when an outcome is known")
-    r_multiple: float | None = None
+    setups: int = Field(default=0, ge=0)
+    allowed: int = Field(default=0, ge=0)
+    wins: int = Field(default=0, ge=0, description="known outcomes only (memory's trade_outcomes)")
+    losses: int = Field(default=0, ge=0)
+    last_session: date | None = None
+    source: str = Field(default="storage", description="memory or storage")
 
 
 class OutcomeHistory(Protocol):
-    """Past decisions and outcomes, read strictly before ``before`` (no look-ahead in replays)."""
+    """Past decisions and outcomes, counted strictly before ``before`` (no look-ahead in replays)."""
 
-    async def for_symbol(self, symbol: str, *, before: date, limit: int) -> list[PastDecision]: ...
+    async def for_symbol(self, symbol: str, *, before: date) -> PastOutcomes: ...
 
-    async def for_strategy(self, strategy_id: str, *, before: date, limit: int) -> list[PastDecision]: ...
+    async def for_strategy(self, strategy_id: str, *, before: date) -> PastOutcomes: ...

@@ -16,7 +16,7 @@ import numpy as np
 
 from jax_assistant.domain import Event, ResearchBundle
 from jax_assistant.marketdata.base import BarSeries, EarningsReport, MarketDataProvider
-from jax_assistant.research.base import OutcomeHistory, PastDecision, ProviderAnswer, ResearchRequest
+from jax_assistant.research.base import OutcomeHistory, PastOutcomes, ProviderAnswer, ResearchRequest
 from jax_assistant.research.http import ResearchError
 
 TRADING_DAYS = 252
@@ -91,16 +91,11 @@ def trend_label(m: dict[str, float]) -> str:
     return "sideways"
 
 
-def _history_metrics(prefix: str, decisions: Sequence[PastDecision]) -> dict[str, float]:
-    m = {
-        f"{prefix}_past_setups": float(len(decisions)),
-        f"{prefix}_past_allowed": float(sum(1 for d in decisions if d.allowed)),
-    }
-    wins = sum(1 for d in decisions if d.outcome == "win")
-    losses = sum(1 for d in decisions if d.outcome == "loss")
-    if wins or losses:
-        m[f"{prefix}_past_wins"] = float(wins)
-        m[f"{prefix}_past_losses"] = float(losses)
+def _history_metrics(prefix: str, past: PastOutcomes) -> dict[str, float]:
+    m = {f"{prefix}_past_setups": float(past.setups), f"{prefix}_past_allowed": float(past.allowed)}
+    if past.wins or past.losses:
+        m[f"{prefix}_past_wins"] = float(past.wins)
+        m[f"{prefix}_past_losses"] = float(past.losses)
     return m
 
 
@@ -117,12 +112,9 @@ class BuiltinProvider:
     remote = False
     max_batch = 1
 
-    def __init__(
-        self, market: MarketDataProvider, history: OutcomeHistory | None = None, *, history_limit: int = 200
-    ) -> None:
+    def __init__(self, market: MarketDataProvider, history: OutcomeHistory | None = None) -> None:
         self.market = market
         self.history = history
-        self.history_limit = history_limit
 
     async def research(self, request: ResearchRequest) -> ProviderAnswer:
         return ProviderAnswer(bundle=await self.facts(request))
@@ -143,11 +135,11 @@ class BuiltinProvider:
         metrics["events_in_run"] = float(len(request.events))
         points = [_event_line(e) for e in sorted(request.events, key=lambda e: (e.time, e.id))]
         if self.history is not None:
-            own = await self.history.for_symbol(symbol, before=as_of, limit=self.history_limit)
+            own = await self.history.for_symbol(symbol, before=as_of)
             metrics.update(_history_metrics("symbol", own))
             points.append(_history_line(f"{symbol}", own))
             for sid in request.strategy_ids:
-                past = await self.history.for_strategy(sid, before=as_of, limit=self.history_limit)
+                past = await self.history.for_strategy(sid, before=as_of)
                 metrics.update(_history_metrics(f"strategy_{sid}", past))
                 points.append(_history_line(f"strategy {sid}", past))
         summary = _summary(symbol, as_of, metrics)
@@ -157,16 +149,15 @@ class BuiltinProvider:
         )
 
 
-def _history_line(who: str, decisions: Sequence[PastDecision]) -> str:
-    if not decisions:
+def _history_line(who: str, past: PastOutcomes) -> str:
+    if not past.setups:
         return f"no earlier setups recorded for {who}"
-    allowed = sum(1 for d in decisions if d.allowed)
-    wins = sum(1 for d in decisions if d.outcome == "win")
-    losses = sum(1 for d in decisions if d.outcome == "loss")
-    line = f"{who}: {len(decisions)} earlier setup(s), {allowed} allowed"
-    if wins or losses:
-        line += f", {wins} won / {losses} lost"
-    return line
+    line = f"{who}: {past.setups} earlier setup(s), {past.allowed} allowed"
+    if past.last_session is not None:
+        line += f", the last on {past.last_session.isoformat()}"
+    if past.wins or past.losses:
+        line += f"; {past.wins} won / {past.losses} lost"
+    return line + f" ({past.source})"
 
 
 def _summary(symbol: str, as_of: date, m: dict[str, float]) -> str:

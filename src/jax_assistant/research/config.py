@@ -73,7 +73,6 @@ class ResearchConfig(_Strict):
     cache_ttl_s: float = Field(default=86_400.0, ge=0, description="research cache lifetime (0 = no cache)")
     # Keyed by strategy id or event type (strategy wins); see research/questions.py for the defaults.
     questions: dict[str, list[str]] = Field(default_factory=dict)
-    history_limit: int = Field(default=200, ge=1, description="past decisions read per symbol/strategy")
     dexter: DexterConfig = Field(default_factory=DexterConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
 

@@ -118,7 +118,7 @@ class ResearchService:
     async def research(
         self, request: ResearchRequest, *, market: MarketDataProvider, event_key: str | None
     ) -> ResearchOutcome:
-        builtin = BuiltinProvider(market, self.history, history_limit=self.config.history_limit)
+        builtin = BuiltinProvider(market, self.history)
         fallbacks: list[str] = []
         for name in self.config.providers:
             t0 = time.perf_counter()

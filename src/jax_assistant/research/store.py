@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from jax_assistant.domain import ResearchBundle, utc_now
-from jax_assistant.research.base import PastDecision
+from jax_assistant.research.base import PastOutcomes
 from jax_assistant.storage.db import Database
 from jax_assistant.storage.tables import ResearchCacheRow, ResearchSpendRow, TradeRow
 
@@ -162,43 +162,33 @@ class ResearchStore:
 
 
 class StorageHistory:
-    """Past decisions from the trades table: what was set up for this symbol or strategy before the
-    run's date and whether risk allowed it. (Outcomes are not stored there; memory has them.)"""
+    """Past decisions from the trades table: how many setups this symbol or strategy had before the
+    run's date and how many risk allowed. (Outcomes are not stored there; memory has them.)
+
+    One aggregate query each; the session is read from the stored setup's ``time`` (ISO text, so a
+    string comparison with the date orders it), never the wall-clock ``created_at``.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def for_symbol(self, symbol: str, *, before: date, limit: int) -> list[PastDecision]:
-        return await self._read(TradeRow.symbol == symbol, before, limit)
+    async def for_symbol(self, symbol: str, *, before: date) -> PastOutcomes:
+        return await self._count(TradeRow.symbol == symbol, before)
 
-    async def for_strategy(self, strategy_id: str, *, before: date, limit: int) -> list[PastDecision]:
-        return await self._read(TradeRow.strategy_id == strategy_id, before, limit)
+    async def for_strategy(self, strategy_id: str, *, before: date) -> PastOutcomes:
+        return await self._count(TradeRow.strategy_id == strategy_id, before)
 
-    async def _read(self, where: Any, before: date, limit: int) -> list[PastDecision]:
-        stmt = (
-            select(TradeRow.symbol, TradeRow.strategy_id, TradeRow.allowed, TradeRow.setup, TradeRow.risk)
-            .where(where)
-            .order_by(TradeRow.created_at.desc())
-            .limit(limit * 4)  # some rows are at or after `before` (a replay of an earlier date)
-        )
+    async def _count(self, where: Any, before: date) -> PastOutcomes:
+        session = TradeRow.setup["time"].as_string()
+        stmt = select(
+            func.count(),
+            func.coalesce(func.sum(case((TradeRow.allowed, 1), else_=0)), 0),
+            func.max(session),
+        ).where(where, session < before.isoformat())
         async with self.db.engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        out: list[PastDecision] = []
-        for symbol, strategy_id, allowed, setup, risk in rows:
-            when = setup.get("time") if isinstance(setup, dict) else None
-            session = date.fromisoformat(str(when)[:10]) if when else None
-            if session is None or session >= before:
-                continue  # never look ahead: only sessions before the run's date count
-            r = risk.get("rMultiple") if isinstance(risk, dict) else None
-            out.append(
-                PastDecision(
-                    symbol=symbol,
-                    strategy_id=strategy_id,
-                    session=session,
-                    allowed=bool(allowed),
-                    r_multiple=float(r) if isinstance(r, int | float) else None,
-                )
-            )
-            if len(out) >= limit:
-                break
-        return out
+            setups, allowed, last = (await conn.execute(stmt)).one()
+        return PastOutcomes(
+            setups=int(setups),
+            allowed=int(allowed),
+            last_session=date.fromisoformat(str(last)[:10]) if last else None,
+        )
