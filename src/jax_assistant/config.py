@@ -35,7 +35,6 @@ from pydantic_settings import (
 
 from jax_assistant.analysis.detectors import DetectorConfig
 from jax_assistant.domain.errors import ConfigError
-from jax_assistant.research.config import ResearchConfig
 from jax_assistant.pipeline.policy import (
     BreakerConfig,
     BulkheadConfig,
@@ -43,6 +42,7 @@ from jax_assistant.pipeline.policy import (
     ResilienceConfig,
     StagePolicy,
 )
+from jax_assistant.research.config import ResearchConfig
 
 DEFAULT_PIPELINE = ["detect_events", "generate_trades", "calculate_risk", "allocate", "research", "persist"]
 

@@ -4,7 +4,8 @@ Each fake decides per request what to do through a queue of scripted behaviours 
 a test can say "the next two calls return 500, then answer normally". Behaviours: ``ok``,
 ``slow:<seconds>``, ``hang`` (holds the connection until the server stops), ``429:<retry-after>``,
 ``429`` (no Retry-After), ``500``, ``400``, ``malformed`` (not JSON), ``oversized`` (a huge valid
-JSON body; ``stream``: the same, chunked without Content-Length), ``error`` (the vendor's documented error body with status 200 or its usual status).
+JSON body; ``stream``: the same, chunked without Content-Length), ``error`` (the vendor's documented
+error body, status 200 or ``error:<status>``).
 The thread keeps answering while the test's event loop waits, which is how a hang looks for real.
 """
 
@@ -64,7 +65,9 @@ class FakeServer:
                     fake._send(self, fake.error_reply(400, "invalid JSON"))
                     return
                 with fake._lock:
-                    fake.requests.append(Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    fake.requests.append(
+                        Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
                     behaviour = fake.script.popleft() if fake.script else fake.default
                 fake._send(self, fake._behave(behaviour, self.path, body))
 
@@ -131,7 +134,9 @@ class FakeServer:
         if kind == "oversized":
             return Reply(200, json.dumps(self.oversized(path, body)).encode())
         if kind == "stream":  # chunked, no Content-Length: only reading it tells how big it is
-            return Reply(200, json.dumps(self.oversized(path, body)).encode(), {"Transfer-Encoding": "chunked"})
+            return Reply(
+                200, json.dumps(self.oversized(path, body)).encode(), {"Transfer-Encoding": "chunked"}
+            )
         if kind == "error":
             return self.error_reply(200 if not arg else int(arg), "upstream tool failed")
         raise ValueError(f"unknown behaviour {behaviour!r}")

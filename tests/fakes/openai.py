@@ -50,7 +50,13 @@ class FakeOpenAI(FakeServer):
         }
 
     def error_reply(self, status: int, message: str) -> Reply:
-        kind = "rate_limit_error" if status == 429 else "server_error" if status >= 500 else "invalid_request_error"
+        kind = (
+            "rate_limit_error"
+            if status == 429
+            else "server_error"
+            if status >= 500
+            else "invalid_request_error"
+        )
         return Reply(status, json.dumps({"error": {"message": message, "type": kind, "code": None}}).encode())
 
     def oversized(self, path: str, body: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -42,8 +43,15 @@ async def test_dexter_answers_batched_with_correlation_and_audit(
         assert prov is not None and prov.provider == "dexter" and prov.source == "fresh", prov
         assert t.setup.research is not None and t.setup.research.ticker == t.setup.symbol
     # 7 symbols asking the same questions: compare_companies answered them in fewer calls than symbols.
-    tickers = [tk for r in dexter.requests if r.body["tool"] == "dexter.compare_companies" for tk in r.body["input"]["tickers"]]
-    singles = [r.body["input"]["ticker"] for r in dexter.requests if r.body["tool"] == "dexter.research_company"]
+    tickers = [
+        tk
+        for r in dexter.requests
+        if r.body["tool"] == "dexter.compare_companies"
+        for tk in r.body["input"]["tickers"]
+    ]
+    singles = [
+        r.body["input"]["ticker"] for r in dexter.requests if r.body["tool"] == "dexter.research_company"
+    ]
     assert sorted(tickers + singles) == sorted(ALLOCATED)
     assert len(dexter.requests) < len(ALLOCATED)
     assert max(len(r.body["input"].get("tickers", [])) for r in dexter.requests) == 5
@@ -55,9 +63,12 @@ async def test_dexter_answers_batched_with_correlation_and_audit(
     assert all(a.correlation_id == "corr-research-1" and a.outcome == "success" for a in calls)
 
 
-async def test_cache_hit_then_invalidated_by_a_new_event(research_data: Path, db_url: str, dexter: FakeDexter) -> None:
-    from jax_assistant.orchestrator import RunRequest
+async def test_cache_hit_then_invalidated_by_a_new_event(
+    research_data: Path, db_url: str, dexter: FakeDexter
+) -> None:
     from tests.research.conftest import AS_OF, SYMBOLS
+
+    from jax_assistant.orchestrator import RunRequest
 
     async with Orchestrator(make_settings(research_data, db_url, dexter_cfg(dexter))) as orch:
         await run_once(orch)
@@ -132,7 +143,9 @@ async def test_dexter_only_failure_degrades_symbols_but_never_fails_the_run(
     research_data: Path, db_url: str, dexter: FakeDexter
 ) -> None:
     dexter.default = "500"
-    async with Orchestrator(make_settings(research_data, db_url, dexter_cfg(dexter, providers=["dexter"]))) as orch:
+    async with Orchestrator(
+        make_settings(research_data, db_url, dexter_cfg(dexter, providers=["dexter"]))
+    ) as orch:
         ran = await run_once(orch)
         assert orch.repository is not None
         stored = await orch.repository.get_trade(ran.allocated()[0].setup.id)
@@ -154,7 +167,9 @@ async def test_dexter_only_failure_degrades_symbols_but_never_fails_the_run(
     assert stored.setup.research_provenance.status == "unavailable"
 
 
-async def test_hanging_dexter_times_out_per_call(research_data: Path, sqlite_db: str, dexter: FakeDexter) -> None:
+async def test_hanging_dexter_times_out_per_call(
+    research_data: Path, sqlite_db: str, dexter: FakeDexter
+) -> None:
     dexter.default = "hang"
     cfg = dexter_cfg(dexter, timeout_s=0.5)
     t0 = time.monotonic()
@@ -206,12 +221,14 @@ async def test_breaker_opens_then_recovers(research_data: Path, db_url: str, dex
         assert breaker.state.value == "open"
         # Two failed calls opened it; every later symbol was short-circuited without a call.
         assert len(dexter.requests) == 2
-        notes = [t.setup.research_provenance.fallbacks[0] for t in ran.allocated() if t.setup.research_provenance]
+        notes = [
+            t.setup.research_provenance.fallbacks[0] for t in ran.allocated() if t.setup.research_provenance
+        ]
         assert sum("circuit breaker open" in n for n in notes) == len(ALLOCATED) - 2
         assert orch.status()["resilience"]["breakers"]["research.dexter"]["state"] == "open"
 
         dexter.default = "ok"
-        time.sleep(1.1)  # the breaker's wait in open
+        await asyncio.sleep(1.1)  # the breaker's wait in open
         again = await run_once(orch)
         assert breaker.state.value == "closed"
         assert all(

@@ -107,7 +107,9 @@ async def test_run_budget_stops_research_not_the_pipeline(
     assert all(r.stages[-1].stage == "persist" for r in ran.results if r.status is not SymbolStatus.FAILED)
 
 
-async def test_daily_budget_is_read_back_from_the_ledger(research_data: Path, db_url: str, openai: FakeOpenAI) -> None:
+async def test_daily_budget_is_read_back_from_the_ledger(
+    research_data: Path, db_url: str, openai: FakeOpenAI
+) -> None:
     async with Orchestrator(make_settings(research_data, db_url, llm_cfg(openai))) as orch:
         await run_once(orch, ["JNJ"])
         assert orch.db is not None
@@ -125,7 +127,16 @@ async def test_daily_budget_is_read_back_from_the_ledger(research_data: Path, db
     assert len(openai.requests) == calls_before
 
 
-@pytest.mark.parametrize(("behaviour", "reason"), [("500", "HTTP 500"), ("hang", "no answer within"), ("malformed", "malformed JSON"), ("error", "not a chat completion"), ("401", "HTTP 401")])
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [
+        ("500", "HTTP 500"),
+        ("hang", "no answer within"),
+        ("malformed", "malformed JSON"),
+        ("error", "not a chat completion"),
+        ("401", "HTTP 401"),
+    ],
+)
 async def test_llm_failures_fall_back_and_cost_nothing(
     research_data: Path, sqlite_db: str, openai: FakeOpenAI, behaviour: str, reason: str
 ) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import csv
+import gzip
 from datetime import date
 from pathlib import Path
 
@@ -56,7 +56,16 @@ def _closes(data: Path, symbol: str, as_of: date) -> tuple[list[float], list[flo
     return closes, volumes
 
 
-async def test_builtin_metrics_match_hand_computation_from_the_csv(research_data: Path, sqlite_db: str) -> None:
+def _report_dates(path: Path, symbol: str, as_of: date) -> list[str]:
+    with open(path, newline="") as f:
+        return sorted(
+            r["date"] for r in csv.DictReader(f) if r["symbol"] == symbol and r["date"] <= as_of.isoformat()
+        )
+
+
+async def test_builtin_metrics_match_hand_computation_from_the_csv(
+    research_data: Path, sqlite_db: str
+) -> None:
     async with Orchestrator(make_settings(research_data, sqlite_db, {})) as orch:
         ran = await run_once(orch)
     trade = next(t for t in ran.allocated() if t.setup.symbol == "JNJ")
@@ -73,9 +82,7 @@ async def test_builtin_metrics_match_hand_computation_from_the_csv(research_data
     assert m["volatility_20d_pct"] == pytest.approx(sd * 100)
     assert m["avg_volume_20d"] == pytest.approx(sum(volumes[-21:-1]) / 20)
     assert m["volume_ratio_20d"] == pytest.approx(volumes[-1] / (sum(volumes[-21:-1]) / 20))
-    # JNJ reported on 2017-10-17 (earnings_dates.csv): 17 calendar days before 2017-11-03.
-    with open(research_data.parent / "earnings_dates.csv", newline="") as f:
-        reports = sorted(r["date"] for r in csv.DictReader(f) if r["symbol"] == "JNJ" and r["date"] <= "2017-11-03")
+    reports = _report_dates(research_data.parent / "earnings_dates.csv", "JNJ", AS_OF)
     assert m["days_since_earnings"] == float((AS_OF - date.fromisoformat(reports[-1])).days)
     assert np.isfinite(list(m.values())).all()
     assert "20-day volatility" in trade.setup.research.summary

@@ -20,7 +20,9 @@ from jax_assistant.research.store import ResearchStore
 pytestmark = pytest.mark.realdata
 
 
-async def test_status_shows_todays_spend_and_budgets(research_data: Path, sqlite_db: str, openai: FakeOpenAI) -> None:
+async def test_status_shows_todays_spend_and_budgets(
+    research_data: Path, sqlite_db: str, openai: FakeOpenAI
+) -> None:
     settings = make_settings(research_data, sqlite_db, llm_cfg(openai, budget={"day_cost": 3.5}))
     async with Orchestrator(settings) as orch:
         await run_once(orch)

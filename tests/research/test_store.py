@@ -68,10 +68,16 @@ async def test_new_event_invalidates_every_answer_of_the_symbol(db: Database) ->
 async def test_spend_ledger_sums_by_day_and_run(db: Database) -> None:
     clock = Clock()
     store = ResearchStore(db, now=clock)
-    await store.record_spend(run_id="r1", symbol="A", provider="llm", prompt_tokens=100, completion_tokens=20, cost=0.01)
-    await store.record_spend(run_id="r2", symbol="B", provider="llm", prompt_tokens=50, completion_tokens=5, cost=0.02)
+    await store.record_spend(
+        run_id="r1", symbol="A", provider="llm", prompt_tokens=100, completion_tokens=20, cost=0.01
+    )
+    await store.record_spend(
+        run_id="r2", symbol="B", provider="llm", prompt_tokens=50, completion_tokens=5, cost=0.02
+    )
     clock.now += timedelta(days=1)
-    await store.record_spend(run_id="r2", symbol="C", provider="llm", prompt_tokens=1, completion_tokens=1, cost=1.0)
+    await store.record_spend(
+        run_id="r2", symbol="C", provider="llm", prompt_tokens=1, completion_tokens=1, cost=1.0
+    )
     day1 = await store.spend(day=date(2026, 12, 1))
     assert (day1.calls, day1.tokens) == (2, 175) and day1.cost == pytest.approx(0.03)
     r2 = await store.spend(run_id="r2")

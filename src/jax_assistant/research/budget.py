@@ -26,7 +26,9 @@ class Reservation:
 
 
 class Budget:
-    def __init__(self, limits: LLMBudget, *, provider: str, day_spend: Callable[[date], Awaitable[Spend]]) -> None:
+    def __init__(
+        self, limits: LLMBudget, *, provider: str, day_spend: Callable[[date], Awaitable[Spend]]
+    ) -> None:
         self.limits = limits
         self.provider = provider
         self._day_spend = day_spend

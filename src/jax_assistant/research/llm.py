@@ -59,7 +59,10 @@ class LLMProvider:
 
     def cost_of(self, prompt_tokens: int, completion_tokens: int) -> float:
         c = self.config
-        return prompt_tokens / 1000 * c.price_per_1k_prompt + completion_tokens / 1000 * c.price_per_1k_completion
+        return (
+            prompt_tokens / 1000 * c.price_per_1k_prompt
+            + completion_tokens / 1000 * c.price_per_1k_completion
+        )
 
     def estimate(self, request: ResearchRequest, max_tokens: int) -> tuple[int, float]:
         """The most a call for ``request`` may spend: (tokens, cost)."""

@@ -27,7 +27,9 @@ def research_line(allowed: Sequence[TradeRecord]) -> str | None:
     unavailable = sum(1 for p in provs if p.status == "unavailable")
     tokens = sum(p.tokens for p in provs)
     cost = sum(p.cost for p in provs)
-    line = f"research: {len(provs)} setup(s): {', '.join(parts) or 'none answered'} | unavailable {unavailable}"
+    line = (
+        f"research: {len(provs)} setup(s): {', '.join(parts) or 'none answered'} | unavailable {unavailable}"
+    )
     line += f" | {tokens:,} tokens, cost {cost:.4f}"
     reasons = Counter(p.reason for p in provs if p.status == "unavailable" and p.reason)
     if reasons:

@@ -158,7 +158,9 @@ class ResearchService:
     ) -> tuple[ProviderAnswer, str]:
         provider = self.remote.get(name)
         if provider is None:
-            where = "research.dexter.url or DEXTER_SERVICE_URL" if name == "dexter" else "research.llm.base_url"
+            where = (
+                "research.dexter.url or DEXTER_SERVICE_URL" if name == "dexter" else "research.llm.base_url"
+            )
             raise ResearchError(f"{name}: not configured ({where} is not set)")
         ttl = self.config.cache_ttl_s
         if self.store is not None and ttl > 0:
@@ -184,7 +186,9 @@ class ResearchService:
             )
         return answer, "fresh"
 
-    async def _paid(self, provider: LLMProvider, request: ResearchRequest, builtin: BuiltinProvider) -> ProviderAnswer:
+    async def _paid(
+        self, provider: LLMProvider, request: ResearchRequest, builtin: BuiltinProvider
+    ) -> ProviderAnswer:
         if request.facts is None:  # prompted with the built-in facts
             request = request.model_copy(update={"facts": await builtin.facts(request)})
         max_tokens = provider.config.max_tokens
@@ -254,14 +258,19 @@ class ResearchService:
                 continue
             answer = answers.get(request.symbol)
             if answer is None:
-                fut.set_exception(ResearchError(f"{provider.name}: the batch answer left out {request.symbol}"))
+                fut.set_exception(
+                    ResearchError(f"{provider.name}: the batch answer left out {request.symbol}")
+                )
             else:
                 fut.set_result(answer)
 
     # ------------------------------------------------------------------ resilience + audit
 
     async def _guarded(
-        self, provider: ResearchProvider, requests: Sequence[ResearchRequest], call: Callable[[], Awaitable[T]]
+        self,
+        provider: ResearchProvider,
+        requests: Sequence[ResearchRequest],
+        call: Callable[[], Awaitable[T]],
     ) -> T:
         """``call`` under the provider's breaker, rate limit and bulkhead (``research.<name>`` in
         ``[resilience]``) and retry policy; every attempt is audited under the run's id."""
@@ -328,7 +337,12 @@ class ResearchService:
         await self._record(request, "research.provider_failed", "error", payload, reason)
 
     async def _record(
-        self, request: ResearchRequest, action: str, outcome: AuditOutcome, payload: dict[str, Any], error: str | None
+        self,
+        request: ResearchRequest,
+        action: str,
+        outcome: AuditOutcome,
+        payload: dict[str, Any],
+        error: str | None,
     ) -> None:
         if self.audit is None:
             return
