@@ -25,7 +25,10 @@ from jax_assistant.config import Settings, load_settings
 from jax_assistant.domain import SymbolResult, TradeRecord
 from jax_assistant.orchestrator import Orchestrator, RunOutcome, RunRequest
 
-SYMBOLS = ["AAPL", "MSFT", "AMZN", "NFLX", "JPM", "EIX", "XOM", "KO", "PG", "JNJ", "WMT", "CAT", "BA", "GE", "IBM", "INTC", "MCD", "CVX", "PFE", "T"]
+SYMBOLS = [
+    *("AAPL", "MSFT", "AMZN", "NFLX", "JPM", "EIX", "XOM", "KO", "PG", "JNJ"),
+    *("WMT", "CAT", "BA", "GE", "IBM", "INTC", "MCD", "CVX", "PFE", "T"),
+]
 ALLOCATED = {"XOM", "JPM", "BA", "WMT", "IBM", "JNJ", "MCD"}
 AS_OF = date(2017, 11, 3)
 LOOKBACK = 5
