@@ -65,6 +65,8 @@ class ResearchStage(BaseStage):
             )
             groups.setdefault(tuple(questions), []).append(i)
         key = event_key(item.events)
+        # The memory facade, once the services carry one (another module owns it): past outcomes.
+        memory = getattr(ctx.services, "memory", None)
 
         async def ask(questions: tuple[str, ...], members: list[int]) -> ResearchOutcome:
             request = ResearchRequest(
@@ -76,7 +78,7 @@ class ResearchStage(BaseStage):
                 strategy_ids=sorted({item.trades[i].setup.strategy_id for i in members}),
                 events=item.events,
             )
-            return await service.research(request, market=ctx.services.provider, event_key=key)
+            return await service.research(request, market=ctx.services.provider, event_key=key, memory=memory)
 
         outcomes = await asyncio.gather(*(ask(q, m) for q, m in groups.items()))
         trades = list(item.trades)

@@ -30,6 +30,7 @@ from jax_assistant.research.config import ResearchConfig
 from jax_assistant.research.dexter import DexterProvider
 from jax_assistant.research.http import BudgetExhaustedError, ResearchError
 from jax_assistant.research.llm import LLMProvider
+from jax_assistant.research.memory_history import MemoryHistory, MemoryRecall
 from jax_assistant.research.store import ResearchStore, StorageHistory
 from jax_assistant.storage.db import Database
 from jax_assistant.storage.repository import Repository
@@ -116,9 +117,16 @@ class ResearchService:
     # ------------------------------------------------------------------ the one entry point
 
     async def research(
-        self, request: ResearchRequest, *, market: MarketDataProvider, event_key: str | None
+        self,
+        request: ResearchRequest,
+        *,
+        market: MarketDataProvider,
+        event_key: str | None,
+        memory: MemoryRecall | None = None,
     ) -> ResearchOutcome:
-        builtin = BuiltinProvider(market, self.history)
+        """Research ``request``; with ``memory`` (the run's memory facade) past outcomes come from it."""
+        history = MemoryHistory(memory, self.history) if memory is not None else self.history
+        builtin = BuiltinProvider(market, history)
         fallbacks: list[str] = []
         for name in self.config.providers:
             t0 = time.perf_counter()
