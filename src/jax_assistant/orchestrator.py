@@ -220,7 +220,7 @@ class Orchestrator:
         """The research providers, cache and budget; one per open database (breakers outlive runs)."""
         if self._research is None or (self.db is not None and self._research.store is None):
             self._research = ResearchService.from_settings(
-                self.settings.research, resilience=self.resilience, db=self.db
+                self.settings.research, resilience=self.resilience, db=self.db, metrics=self.metrics
             )
         return self._research
 

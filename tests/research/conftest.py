@@ -83,9 +83,8 @@ def openai() -> Iterator[FakeOpenAI]:
 
 
 def make_settings(data: Path, db: str, research: dict[str, Any], **extra: Any) -> Settings:
-    return load_settings(
-        provider="csv", data_path=data, database_url=db, research=research, metrics_enabled=False, **extra
-    )
+    extra.setdefault("metrics_enabled", False)
+    return load_settings(provider="csv", data_path=data, database_url=db, research=research, **extra)
 
 
 @dataclass

@@ -32,10 +32,14 @@ async def test_dexter_answers_batched_with_correlation_and_audit(
     research_data: Path, sqlite_db: str, dexter: FakeDexter
 ) -> None:
     cfg = dexter_cfg(dexter, batch_size=5, batch_window_s=0.3)
-    async with Orchestrator(make_settings(research_data, sqlite_db, cfg)) as orch:
+    async with Orchestrator(make_settings(research_data, sqlite_db, cfg, metrics_enabled=True)) as orch:
         ran = await run_once(orch, correlation_id="corr-research-1")
         assert orch.repository is not None
         audit = await orch.repository.list_audit(run_id=ran.outcome.run.id)
+        exposition = orch.metrics.render()[0].decode()
+    # Research call latency is a dependency histogram, one observation per call.
+    count = f'jax_dependency_call_seconds_count{{dependency="research.dexter",outcome="success"}} {len(dexter.requests)}.0'
+    assert count in exposition
     allocated = ran.allocated()
     assert {t.setup.symbol for t in allocated} == ALLOCATED
     for t in allocated:

@@ -58,14 +58,22 @@ class DexterProvider:
         self.config = config
         self.url = url.rstrip("/") + "/tools"
         self.max_batch = config.batch_size
-        self._client = client or httpx.AsyncClient()
+        # Created on first use: a provider built but never called (a validation pass) holds no connection.
+        self._client = client
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        return self._client
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def _tool(self, tool: str, payload: dict[str, Any], correlation_id: str) -> Any:
         _, body = await post_json(
-            self._client,
+            self.client,
             self.url,
             {"tool": tool, "input": payload},
             correlation_id=correlation_id,

@@ -52,10 +52,18 @@ class LLMProvider:
             raise ResearchError("llm: no base URL configured (research.llm.base_url)")
         self.config = config
         self.url = config.base_url.rstrip("/") + "/chat/completions"
-        self._client = client or httpx.AsyncClient()
+        # Created on first use: a provider built but never called (a validation pass) holds no connection.
+        self._client = client
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        return self._client
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     def cost_of(self, prompt_tokens: int, completion_tokens: int) -> float:
         c = self.config
@@ -82,7 +90,7 @@ class LLMProvider:
         }
         headers = {"Authorization": f"Bearer {c.api_key.get_secret_value()}"} if c.api_key else {}
         _, out = await post_json(
-            self._client,
+            self.client,
             self.url,
             body,
             correlation_id=request.correlation_id,

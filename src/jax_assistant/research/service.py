@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from jax_assistant.domain import AuditEvent, AuditOutcome, ResearchBundle, ResearchProvenance, utc_now
 from jax_assistant.marketdata.base import MarketDataProvider
 from jax_assistant.observability.logging import get_logger
+from jax_assistant.observability.metrics import MetricsSink, NullMetrics
 from jax_assistant.observability.redaction import redact
 from jax_assistant.pipeline.resilience import CallNotPermittedError, ResilienceRegistry, call_with_retry
 from jax_assistant.research.base import OutcomeHistory, ProviderAnswer, ResearchProvider, ResearchRequest
@@ -61,9 +62,11 @@ class ResearchService:
         store: ResearchStore | None = None,
         audit: Repository | None = None,
         history: OutcomeHistory | None = None,
+        metrics: MetricsSink | None = None,
         seed: int | None = None,
     ) -> None:
         self.config = config
+        self.metrics: MetricsSink = metrics or NullMetrics()
         self.resilience = resilience
         self.remote = {p.name: p for p in remote}
         self.store = store
@@ -83,6 +86,7 @@ class ResearchService:
         resilience: ResilienceRegistry,
         db: Database | None,
         history: OutcomeHistory | None = None,
+        metrics: MetricsSink | None = None,
     ) -> ResearchService:
         """The providers ``config`` names; a remote one that is not configured is left out (and said so
         in every provenance that would have used it) rather than failing the whole run."""
@@ -100,6 +104,7 @@ class ResearchService:
             store=ResearchStore(db) if db is not None else None,
             audit=Repository(db) if db is not None else None,
             history=history or (StorageHistory(db) if db is not None else None),
+            metrics=metrics,
         )
 
     async def aclose(self) -> None:
@@ -307,10 +312,12 @@ class ResearchService:
                     except Exception as exc:
                         breaker.on_error(reg.clock.monotonic() - t0, exc, permit)
                         settled = True
+                        self.metrics.observe_dependency(key, "error", reg.clock.monotonic() - t0)
                         await self._audit_call(provider.name, requests, attempts, "error", t0, str(exc))
                         raise
                     breaker.on_success(reg.clock.monotonic() - t0, permit)
                     settled = True
+                    self.metrics.observe_dependency(key, "success", reg.clock.monotonic() - t0)
                     await self._audit_call(provider.name, requests, attempts, "success", t0, None)
                     return out
             except BaseException:
