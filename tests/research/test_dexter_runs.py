@@ -38,8 +38,8 @@ async def test_dexter_answers_batched_with_correlation_and_audit(
         audit = await orch.repository.list_audit(run_id=ran.outcome.run.id)
         exposition = orch.metrics.render()[0].decode()
     # Research call latency is a dependency histogram, one observation per call.
-    count = f'jax_dependency_call_seconds_count{{dependency="research.dexter",outcome="success"}} {len(dexter.requests)}.0'
-    assert count in exposition
+    series = 'jax_dependency_call_seconds_count{dependency="research.dexter",outcome="success"}'
+    assert f"{series} {len(dexter.requests)}.0" in exposition
     allocated = ran.allocated()
     assert {t.setup.symbol for t in allocated} == ALLOCATED
     for t in allocated:
