@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jax_assistant.domain import Run, SymbolResult, TradeRecord
+from jax_assistant.research.report import research_line
 
 EVENT_CODES = {"earnings_surprise": "E", "gap_open": "G", "volume_spike": "V", "volatility_spike": "X"}
 STATUS_LABELS = {
@@ -337,6 +338,8 @@ class Report:
             lines.append("rejections: " + ", ".join(f"{escape(k)} {n}" for k, n in reasons.most_common()))
         if self.sector_of is not None and allowed and self.account:
             lines.append("exposure: " + sector_exposure(allowed, self.sector_of, self.account))
+        if (research := research_line(allowed)) is not None:
+            lines.append(escape(research))
         if c.get("failed"):
             lines.append("[dim]failed symbols are in the dead-letter queue: `jax dlq list`[/]")
         return lines

@@ -44,6 +44,7 @@ from jax_assistant.pipeline.policy import (
     ResilienceConfig,
     StagePolicy,
 )
+from jax_assistant.research.config import ResearchConfig
 
 DEFAULT_PIPELINE = [
     "recall_memory",
@@ -51,6 +52,7 @@ DEFAULT_PIPELINE = [
     "generate_trades",
     "calculate_risk",
     "allocate",
+    "research",
     "persist",
     "retain_memory",
 ]
@@ -156,10 +158,14 @@ def default_resilience() -> ResilienceConfig:
     return ResilienceConfig(
         breakers={
             "research.dexter": BreakerConfig(slow_call_duration_threshold_s=60.0),
+            "research.llm": BreakerConfig(slow_call_duration_threshold_s=30.0),
             "memory": BreakerConfig(slow_call_duration_threshold_s=2.0),
         },
         rate_limits={"research.dexter": RateLimitConfig(limit=60, period_s=60.0)},
-        bulkheads={"research.dexter": BulkheadConfig(max_concurrent=4)},
+        bulkheads={
+            "research.dexter": BulkheadConfig(max_concurrent=4),
+            "research.llm": BulkheadConfig(max_concurrent=4),
+        },
     )
 
 
@@ -218,6 +224,7 @@ class Settings(BaseSettings):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    research: ResearchConfig = Field(default_factory=ResearchConfig)
 
     # --- observability
     log_level: str = "WARNING"

@@ -34,6 +34,7 @@ from jax_assistant.pipeline.fetch_stage import with_fetch_stage
 from jax_assistant.pipeline.plugins import StageFactory, build_pipeline
 from jax_assistant.pipeline.resilience import Clock, ResilienceRegistry
 from jax_assistant.pipeline.services import Services
+from jax_assistant.research.service import ResearchService
 from jax_assistant.risk import RiskManager, load_risk_constraints
 from jax_assistant.risk.portfolio import PortfolioBook, PortfolioState
 from jax_assistant.storage import Database, Repository, open_database
@@ -127,6 +128,7 @@ class Orchestrator:
         self._stage_factories: dict[str, StageFactory] | None = None
         self.memory: Memory | None = None
         self.memory_outbox: MemoryOutbox | None = None
+        self._research: ResearchService | None = None  # built on first use with the open database
 
     async def __aenter__(self) -> Orchestrator:
         await self.open()
@@ -167,6 +169,9 @@ class Orchestrator:
                 await self.memory.close()
             self.memory = None
             self.memory_outbox = None
+        if self._research is not None:
+            await self._research.aclose()
+            self._research = None
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -260,7 +265,16 @@ class Orchestrator:
             repository=self.repository,
             memory=self.memory,
             memory_outbox=self.memory_outbox,
+            research=self.research_service(),
         )
+
+    def research_service(self) -> ResearchService:
+        """The research providers, cache and budget; one per open database (breakers outlive runs)."""
+        if self._research is None or (self.db is not None and self._research.store is None):
+            self._research = ResearchService.from_settings(
+                self.settings.research, resilience=self.resilience, db=self.db, metrics=self.metrics
+            )
+        return self._research
 
     def _engine(self, stages: list[Stage], services: Services) -> LocalEngine:
         eng = self.settings.engine

@@ -167,7 +167,7 @@ async def test_several_sse_clients_and_concurrent_runs(service: Service) -> None
         ({"stageOverrides": {"persist": {"timeout_s": 0}}}, "stageOverrides", "timeout_s"),
         ({"stageOverrides": {"persist": {"retries": 3}}}, "stageOverrides", "retries"),
         (
-            {"stageOverrides": {"research": {"required": False}}},
+            {"stageOverrides": {"sentiment": {"required": False}}},
             "stageOverrides",
             "not a stage of the pipeline",
         ),

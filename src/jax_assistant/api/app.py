@@ -59,6 +59,7 @@ from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.metrics import NullMetrics
 from jax_assistant.observability.tracing import configure_tracing, shutdown_tracing, tracing_enabled
 from jax_assistant.orchestrator import Orchestrator, RunError, RunRequest
+from jax_assistant.research.report import research_status
 from jax_assistant.service import Admission, ApiKeyStore, KeyStore, harden, scope_resolver
 from jax_assistant.storage import Repository
 from jax_assistant.storage.db import HEAD_REVISION
@@ -255,6 +256,7 @@ def create_app(
                 "admission": admission.snapshot(),
                 **orch.status(),
                 "memoryOutbox": await outbox_status(orch),
+                "research": await research_status(settings.research, orch.db),
             }
         )
 

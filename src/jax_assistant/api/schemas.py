@@ -189,6 +189,7 @@ class StatusOut(_Out):
     resilience: dict[str, Any]
     admission: dict[str, Any] | None = None
     memory_outbox: dict[str, Any] | None = None
+    research: dict[str, Any] | None = None
 
 
 class AcceptedOut(_Out):

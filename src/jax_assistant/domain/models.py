@@ -110,6 +110,31 @@ class ResearchBundle(BaseModel):
     raw_markdown: str = ""
 
 
+class ResearchProvenance(CamelModel):
+    """Where a setup's research came from, or why there is none (``status == "unavailable"``).
+
+    Research is never fatal: a setup whose providers all failed (or whose budget was spent) carries
+    ``status="unavailable"`` and the reason instead of a bundle.
+    """
+
+    status: Literal["ok", "unavailable"]
+    provider: str | None = None
+    source: Literal["cached", "fresh"] | None = None
+    latency_ms: float = Field(default=0.0, ge=0)
+    tokens: int = Field(default=0, ge=0)
+    cost: float = Field(default=0.0, ge=0)
+    questions: list[str] = Field(default_factory=list)
+    reason: str | None = None
+    # One note per provider tried before the one that answered (e.g. "dexter: HTTP 500").
+    fallbacks: list[str] = Field(default_factory=list)
+
+    def describe(self) -> str:
+        """One line for reports: ``research: builtin (fresh)`` or ``research: unavailable (why)``."""
+        if self.status == "unavailable":
+            return f"research: unavailable ({self.reason})"
+        return f"research: {self.provider} ({self.source})"
+
+
 # --------------------------------------------------------------------------- trade setups & risk
 
 
@@ -129,6 +154,7 @@ class TradeSetup(CamelModel):
     strategy_id: str
     notes: str = ""
     research: ResearchBundle | None = None
+    research_provenance: ResearchProvenance | None = None
     confidence: float = Field(default=0.5, ge=0, le=1)
     reason: str = ""
     time: datetime | None = None

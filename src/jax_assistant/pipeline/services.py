@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from jax_assistant.memory.facade import Memory
     from jax_assistant.memory.outbox import MemoryOutbox
 
+    from jax_assistant.research.service import ResearchService
+
 
 class RunStorage(Protocol):
     """What a stage may write during a run. The engine's group-commit writer implements it, so a
@@ -41,6 +43,8 @@ class Services:
     # Opened once by the orchestrator (memory stages); retains that cannot reach it go to the outbox.
     memory: Memory | None = None
     memory_outbox: MemoryOutbox | None = None
+    # The research stage's providers, cache and budget (None: the stage uses built-in research only).
+    research: ResearchService | None = None
     # Plugins may keep their own clients here (keyed by their stage name).
     extras: dict[str, Any] = field(default_factory=dict)
 

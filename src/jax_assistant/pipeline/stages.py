@@ -295,9 +295,23 @@ class PersistStage(BaseStage):
         return StageOutput(item=item)
 
 
+def _research_stage() -> type[BaseStage]:
+    # Imported here: the research package imports the pipeline base, not this module.
+    from jax_assistant.pipeline.research_stage import ResearchStage
+
+    return ResearchStage
+
+
 BUILTIN_STAGES: dict[str, type[BaseStage] | type[BaseRunStage]] = {
     s.name: s
-    for s in (DetectEventsStage, GenerateTradesStage, CalculateRiskStage, AllocateStage, PersistStage)
+    for s in (
+        DetectEventsStage,
+        GenerateTradesStage,
+        CalculateRiskStage,
+        AllocateStage,
+        _research_stage(),
+        PersistStage,
+    )
 }
 # memsvc: recall_memory / retain_memory are built-ins too (pipeline/memory_stages.py).
 BUILTIN_STAGES.update(MEMORY_STAGES)

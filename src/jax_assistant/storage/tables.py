@@ -385,6 +385,44 @@ class MemoryOutboxRow(Base):
     updated_at: Mapped[datetime]
 
 
+class ResearchCacheRow(Base):
+    """A research answer kept for reuse: one row per (symbol, question set, provider).
+
+    ``event_key`` is the newest event of the symbol when the answer was fetched: a lookup made after
+    a newer event arrived misses (and the stale rows are dropped), so research never predates news.
+    """
+
+    __tablename__ = "research_cache"
+
+    symbol: Mapped[str] = mapped_column(primary_key=True)
+    question_key: Mapped[str] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(primary_key=True)
+    questions: Mapped[list[Any]]
+    event_key: Mapped[str | None]
+    bundle: Mapped[dict[str, Any]]
+    tokens: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ResearchSpendRow(Base):
+    """The spend ledger: one row per paid research call (tokens and cost), for run and day budgets."""
+
+    __tablename__ = "research_spend"
+    __table_args__ = (Index(None, "day"), Index(None, "run_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str | None]
+    symbol: Mapped[str]
+    provider: Mapped[str]
+    day: Mapped[date]
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime]
+
+
 ALL_TABLES = (
     RunRow.__tablename__,
     SymbolResultRow.__tablename__,
@@ -402,4 +440,6 @@ ALL_TABLES = (
     MemoryRow.__tablename__,
     MemoryTagRow.__tablename__,
     MemoryOutboxRow.__tablename__,
+    ResearchCacheRow.__tablename__,
+    ResearchSpendRow.__tablename__,
 )
