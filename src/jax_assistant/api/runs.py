@@ -160,9 +160,9 @@ class RunManager:
     def prepare(self, request: RunRequest) -> PreparedRun:
         """Validate ``request`` as the orchestrator does, without recording or starting anything.
 
-        Raises RunError (bad input: a 400) or InvalidOverrideError (a 400 with ``details``). Stricter than the CLI on
-        purpose: an unknown symbol refuses the whole request instead of being skipped, because an HTTP
-        caller has no terminal to read a "skipped" warning on.
+        Raises RunError (bad input: a 400) or InvalidOverrideError (a 400 with ``details``). Stricter
+        than the CLI on purpose: an unknown symbol refuses the whole request instead of being skipped,
+        because an HTTP caller has no terminal to read a "skipped" warning on.
         """
         orch = self.orchestrator
         provider = orch.request_provider(request)
