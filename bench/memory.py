@@ -127,7 +127,8 @@ async def run_one(
             stored = await backend._backfill(BANK, batch=2000)
             out["vector_store_items_per_s"] = stored / (time.perf_counter() - started)
             semantic = Memory(backend)
-            pooled.query_cache = {q: model.embed([q])[0] for q in dict.fromkeys(queries)}
+            unique = list(dict.fromkeys(queries))
+            pooled.query_cache = dict(zip(unique, model.embed(unique), strict=True))
             pooled.use_model_for_queries = False
             out["semantic_search"] = await timed_recalls(semantic, queries)
             pooled.use_model_for_queries = True

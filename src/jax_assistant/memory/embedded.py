@@ -39,7 +39,19 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -83,6 +95,8 @@ M = cast(Table, MemoryRow.__table__)
 T = cast(Table, MemoryTagRow.__table__)
 B = cast(Table, MemoryBankRow.__table__)
 R = TypeVar("R")
+# PostgreSQL's generated tsvector column (raw DDL in migration 0005, not in the portable models).
+_SEARCH: ColumnElement[Any] = literal_column("memories.search")
 
 
 def _now() -> datetime:
@@ -572,10 +586,22 @@ class EmbeddedBackend:
             # bm25() is lower-is-better; negate so every arm's score is higher-is-better.
             return [(r[0], -float(r[1])) for r in conn.execute(stmt, {"match": match})]
         tsq = (" | " if any_term else " & ").join(terms)
+        # The text match is materialised first so the planner always takes the GIN index: without
+        # statistics (a freshly loaded bank) it would otherwise walk the bank index and test every row.
+        hits = (
+            select(
+                M.c.seq.label("hit_seq"),
+                func.ts_rank(_SEARCH, func.to_tsquery("english", bindparam("tsq")), 1).label("rank"),
+            )
+            .where(_SEARCH.op("@@")(func.to_tsquery("english", bindparam("tsq"))))
+            .cte("keyword_hits")
+            .prefix_with("MATERIALIZED")
+        )
         stmt = (
-            select(M.c.seq, text("ts_rank(memories.search, to_tsquery('english', :tsq), 1) AS rank"))
-            .where(text("memories.search @@ to_tsquery('english', :tsq)"), and_(*conds))
-            .order_by(text("rank DESC"))
+            select(M.c.seq, hits.c.rank)
+            .join(hits, hits.c.hit_seq == M.c.seq)
+            .where(and_(*conds))
+            .order_by(hits.c.rank.desc())
             .limit(k)
         )
         return [(r[0], float(r[1])) for r in conn.execute(stmt, {"tsq": tsq})]
