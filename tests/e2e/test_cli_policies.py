@@ -32,8 +32,8 @@ def test_run_override_applies_to_that_run_only_and_failures_reach_the_dlq(
         runner, "run", "ACME.SIM", "ZEST.SIM", "--policy", "detect_events.timeout_s=0.000001"
     )
     assert [s["status"] for s in failed["symbols"]] == ["failed", "failed"]
-    stage = failed["symbols"][0]["stages"][0]
-    assert stage["stage"] == "detect_events" and stage["status"] == "timed_out"
+    stage = next(s for s in failed["symbols"][0]["stages"] if s["stage"] == "detect_events")
+    assert stage["status"] == "timed_out"
     assert "timed out" in stage["reason"]
     assert failed["run"]["params"]["stageOverrides"] == {"detect_events": {"timeout_s": 0.000001}}
 
