@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from tests.research.conftest import ALLOCATED, make_settings, run_once
 
 from jax_assistant.domain import SymbolStatus
 from jax_assistant.orchestrator import Orchestrator
+from jax_assistant.pipeline.resilience import FakeClock
 from jax_assistant.research.questions import FALLBACK
 
 pytestmark = pytest.mark.realdata
@@ -210,7 +210,7 @@ async def test_breaker_opens_then_recovers(research_data: Path, db_url: str, dex
                 "sliding_window_size": 2,
                 "minimum_number_of_calls": 2,
                 "failure_rate_threshold": 50,
-                "wait_duration_in_open_s": 1.0,
+                "wait_duration_in_open_s": 30.0,
                 "permitted_number_of_calls_in_half_open": 1,
             }
         },
@@ -219,7 +219,9 @@ async def test_breaker_opens_then_recovers(research_data: Path, db_url: str, dex
     settings = make_settings(
         research_data, db_url, dexter_cfg(dexter), resilience=resilience, engine={"concurrency": 1}
     )
-    async with Orchestrator(settings) as orch:
+    # Virtual time for the breaker: its wait in open passes when the test says, not with machine load.
+    clock = FakeClock()
+    async with Orchestrator(settings, clock=clock) as orch:
         ran = await run_once(orch)
         breaker = orch.resilience.breaker("research.dexter")
         assert breaker.state.value == "open"
@@ -232,7 +234,7 @@ async def test_breaker_opens_then_recovers(research_data: Path, db_url: str, dex
         assert orch.status()["resilience"]["breakers"]["research.dexter"]["state"] == "open"
 
         dexter.default = "ok"
-        await asyncio.sleep(1.1)  # the breaker's wait in open
+        clock.advance(31.0)  # past the breaker's wait in open: the next call is its half-open trial
         again = await run_once(orch)
         assert breaker.state.value == "closed"
         assert all(

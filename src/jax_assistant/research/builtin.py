@@ -20,7 +20,6 @@ from jax_assistant.research.base import OutcomeHistory, PastOutcomes, ProviderAn
 from jax_assistant.research.http import ResearchError
 
 TRADING_DAYS = 252
-ANNOUNCED_DAYS_AHEAD = 21
 
 
 def market_metrics(series: BarSeries) -> dict[str, float]:
@@ -56,10 +55,10 @@ def market_metrics(series: BarSeries) -> dict[str, float]:
 
 
 def earnings_metrics(reports: Sequence[EarningsReport], as_of: date) -> dict[str, float]:
-    """Calendar days since the last report on or before ``as_of`` and to the next one, with the last
-    report's EPS surprise when the source has estimates."""
+    """Calendar days since the last report on or before ``as_of``, with its EPS surprise when the source
+    has estimates. The next report date is left out: the earnings file holds reports that happened, and
+    a replay reading the next one would know what the trader could not (tests/e2e prefix invariance)."""
     past = [r for r in reports if r.date <= as_of]
-    future = [r for r in reports if r.date > as_of]
     m: dict[str, float] = {}
     if past:
         last = max(past, key=lambda r: r.date)
@@ -71,12 +70,6 @@ def earnings_metrics(reports: Sequence[EarningsReport], as_of: date) -> dict[str
         if last.eps is not None and last.eps_estimate not in (None, 0.0):
             assert last.eps_estimate is not None
             m["eps_surprise_pct"] = (last.eps - last.eps_estimate) / abs(last.eps_estimate) * 100.0
-    if future:
-        ahead = (min(r.date for r in future) - as_of).days
-        # Companies announce report dates a few weeks ahead; a replay showing one further out would
-        # know something the trader could not have known that day.
-        if ahead <= ANNOUNCED_DAYS_AHEAD:
-            m["days_to_earnings"] = float(ahead)
     return m
 
 
@@ -176,8 +169,6 @@ def _summary(symbol: str, as_of: date, m: dict[str, float]) -> str:
         parts.append(f"volume {m['volume_ratio_20d']:.1f}x its 20-day average")
     if "days_since_earnings" in m:
         parts.append(f"last earnings {m['days_since_earnings']:.0f} days ago")
-    if "days_to_earnings" in m:
-        parts.append(f"next earnings in {m['days_to_earnings']:.0f} days")
     return "; ".join(parts) + "."
 
 
