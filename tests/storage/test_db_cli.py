@@ -29,10 +29,10 @@ def test_db_init_creates_then_finds_the_schema_up_to_date(tmp_path: Path) -> Non
     url = f"sqlite+aiosqlite:///{tmp_path / 'new' / 'dir' / 'jax.db'}"
     first = invoke("db", "init", url=url)
     assert first.exit_code == 0, first.output
-    assert "migrated empty database -> 0003_decisions_leases" in first.stdout
+    assert "migrated empty database -> 0008_outcomes" in first.stdout
     second = invoke("db", "init", url=url)
     assert second.exit_code == 0, second.output
-    assert "schema up to date (0003_decisions_leases)" in second.stdout
+    assert "schema up to date (0008_outcomes)" in second.stdout
 
 
 @pytest.mark.postgres

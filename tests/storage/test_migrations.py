@@ -21,7 +21,7 @@ from jax_assistant.storage import Repository, open_database
 from jax_assistant.storage.db import HEAD_REVISION, MIGRATIONS_DIR, alembic_config, build_engine, migrate
 from jax_assistant.storage.tables import ALL_TABLES, Base
 
-HEAD = "0003_decisions_leases"
+HEAD = "0008_outcomes"
 
 
 def _schema(conn: Connection) -> dict[str, Any]:
