@@ -82,6 +82,30 @@ class StorageConfig(BaseModel):
         return self
 
 
+class MemoryConfig(BaseModel):
+    """``[memory]``: which backend remembers, and how recall ranks (see docs/memory.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["embedded", "remote", "hindsight"] = Field(
+        default="embedded", description="embedded = the project database; remote = jax-memory; hindsight"
+    )
+    url: str | None = Field(default=None, description="base URL of the remote service or Hindsight server")
+    bank: str = Field(default="trade_decisions", description="bank used when a call names none")
+    semantic: bool = Field(
+        default=False, description="embedded: add the embedding arm (needs the `semantic` extra)"
+    )
+    recency_half_life_days: float = Field(
+        default=30.0, gt=0, allow_inf_nan=False, description="age at which the recency boost halves"
+    )
+    recency_weight: float = Field(
+        default=0.1, ge=0, le=1, description="largest recency boost: score x (1 + weight) for a new memory"
+    )
+    candidates: int = Field(default=100, ge=1, le=10_000, description="candidates per retrieval arm")
+    timeout_s: float = Field(default=2.0, gt=0, description="per-call timeout of remote backends")
+    connect_timeout_s: float = Field(default=1.0, gt=0, description="connect timeout of remote backends")
+
+
 def default_resilience() -> ResilienceConfig:
     """Dependency settings shipped by default (the research and memory stages of later issues use them)."""
     return ResilienceConfig(
@@ -140,6 +164,7 @@ class Settings(BaseSettings):
     )
     resilience: ResilienceConfig = Field(default_factory=default_resilience)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
     # --- observability
     log_level: str = "WARNING"
