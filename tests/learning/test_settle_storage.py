@@ -41,7 +41,9 @@ async def count(repo: Repository) -> int:
         return int(await session.scalar(select(func.count()).select_from(TradeOutcomeRow)) or 0)
 
 
-async def test_settle_persists_once_and_later_bars_change_nothing(repo: Repository, aapl: CsvProvider) -> None:
+async def test_settle_persists_once_and_later_bars_change_nothing(
+    repo: Repository, aapl: CsvProvider
+) -> None:
     stop_out = record("a", date(2015, 8, 19), 110.25, 106.0, 115.0)  # stopped 08-21 at 105.87 (gap)
     target = record("c", date(2015, 8, 25), 99.452, 97.0, 108.0)  # target 08-27
     await repo.save_trades([stop_out, target], run_id=None, simulated=False)

@@ -46,6 +46,7 @@ class ViolationCode(StrEnum):
     POSITION_SIZE_ZERO = "POSITION_SIZE_ZERO"
     LEVERAGE_TOO_HIGH = "LEVERAGE_TOO_HIGH"
     CORRELATED_EXPOSURE_TOO_HIGH = "CORRELATED_EXPOSURE_TOO_HIGH"
+    STRATEGY_SUSPENDED = "STRATEGY_SUSPENDED"  # its beliefs' expectancy is negative (strategies/weighting)
 
 
 def violation(code: ViolationCode, message: str, *, limit: float, actual: float) -> Violation:
