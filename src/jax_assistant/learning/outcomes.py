@@ -182,10 +182,8 @@ def evaluate(
         if j == 0 and status in ("stop", "target") and config.fill == "entry_touch":
             # A touch fill happens inside the bar, after its open: a stop beyond the fill price (the
             # bar gapped through both) exits at the fill, a target at its level.
-            if status == "stop":
-                px = min(level, fill) if longs[r] else max(level, fill)
-            else:
-                px = level
+            touch_stop = min(level, fill) if longs[r] else max(level, fill)
+            px = touch_stop if status == "stop" else level
         best = hi[r, : j + 1].max() if longs[r] else lo[r, : j + 1].min()
         worst = lo[r, : j + 1].min() if longs[r] else hi[r, : j + 1].max()
         fill_day = s.date_at(int(fill_i[r]))

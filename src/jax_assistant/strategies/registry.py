@@ -155,7 +155,8 @@ class StrategyRegistry:
                     )
                 if sid in self.influence:
                     note = f"beliefs: {self.influence[sid]}"
-                    setup = setup.model_copy(update={"notes": f"{setup.notes}; {note}" if setup.notes else note})
+                    notes = f"{setup.notes}; {note}" if setup.notes else note
+                    setup = setup.model_copy(update={"notes": notes})
                 out.append(setup)
         out.sort(key=lambda t: (t.time is None, t.time, t.strategy_id))
         return out
@@ -168,9 +169,8 @@ class StrategyRegistry:
             return risk
         from jax_assistant.risk.protections import ViolationCode, violation
 
-        found = violation(
-            ViolationCode.STRATEGY_SUSPENDED, f"strategy {setup.strategy_id} suspended: {reason}", limit=0, actual=0
-        )
+        message = f"strategy {setup.strategy_id} suspended: {reason}"
+        found = violation(ViolationCode.STRATEGY_SUSPENDED, message, limit=0, actual=0)
         constraints = risk.constraints.model_copy(
             update={
                 "allowed": False,
