@@ -12,6 +12,9 @@ Rules (docs/learning.md, "Outcome rules"):
   beyond the level exits at its open (a gap through the stop loses more than 1R).
 * **Expiry.** After ``max_sessions`` sessions held (the fill bar is the first) with neither level
   reached, the trade is closed at that bar's close: ``expired``.
+* **Known on** (``settled_through``): a settled outcome's date is the bar that decided it (the exit
+  bar, or the last bar of an unfilled entry window), so settling later never changes it; an open
+  one's is the last bar read.
 * **R** is measured against the setup's planned risk ``|entry - stop|``; MFE/MAE are the best and
   worst excursions from the fill over the held bars (exit bar included), in R, both >= 0.
 
@@ -159,7 +162,8 @@ def evaluate(
             "rule": config.rule,
         }
         if fill_i[r] == -2:  # never touched inside the entry window: settled, nothing traded
-            out.append(TradeOutcome(**base, status="unfilled"))
+            last = s.date_at(min(n - 1, int(start[r]) + config.entry_window - 1))
+            out.append(TradeOutcome(**(base | {"settled_through": last}), status="unfilled"))
             continue
         if fill_i[r] < 0:  # the fill bar is not there yet
             out.append(TradeOutcome(**base, status="open"))
@@ -190,7 +194,7 @@ def evaluate(
         exit_day = s.date_at(int(fill_i[r]) + j)
         out.append(
             TradeOutcome(
-                **base,
+                **(base | {"settled_through": exit_day if status != "open" else through}),
                 status=status,
                 fill_on=fill_day,
                 fill_price=round(fill, 6),

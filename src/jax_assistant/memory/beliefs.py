@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any, Final, Literal
 
@@ -182,11 +182,12 @@ def reflect_outcomes(
     window_days: int | None = None,
     prior_strength: float = DEFAULT_PRIOR_STRENGTH,
     min_samples: int = 1,
+    kinds: Collection[BeliefType] | None = None,
 ) -> list[Belief]:
     """Beliefs from the outcomes that exited on or before ``as_of`` (and within ``window_days`` of it).
 
     Outcomes exiting after ``as_of`` are ignored, never an error: a replay as of D cannot know them.
-    Sorted by belief type, then subject.
+    ``kinds`` limits the belief types computed (default: all). Sorted by belief type, then subject.
     """
     start = date.fromordinal(as_of.toordinal() - window_days + 1) if window_days else None
     chosen = sorted(
@@ -200,6 +201,8 @@ def reflect_outcomes(
     ]
     beliefs: list[Belief] = []
     for kind, key_of in groups:
+        if kinds is not None and kind not in kinds:
+            continue
         buckets: dict[tuple[str, ...], list[OutcomeEvidence]] = {}
         for o in chosen:
             key = key_of(o)

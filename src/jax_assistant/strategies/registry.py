@@ -146,20 +146,24 @@ class StrategyRegistry:
         """
         events = list(events)
         out: list[TradeSetup] = []
-        for sid, strategy in self._strategies.items():
-            w = self.weight(sid)
+        for strategy in self._strategies.values():
             for setup in strategy.generate(series, events, as_of=as_of, lookback=lookback):
-                if w != 1.0:
-                    setup = setup.model_copy(
-                        update={"confidence": round(min(1.0, max(0.0, setup.confidence * w)), 4)}
-                    )
-                if sid in self.influence:
-                    note = f"beliefs: {self.influence[sid]}"
-                    notes = f"{setup.notes}; {note}" if setup.notes else note
-                    setup = setup.model_copy(update={"notes": notes})
-                out.append(setup)
+                out.append(self.shape(setup))
         out.sort(key=lambda t: (t.time is None, t.time, t.strategy_id))
         return out
+
+    def shape(self, setup: TradeSetup) -> TradeSetup:
+        """A strategy's raw setup with its weight applied to the confidence (capped to [0, 1]) and, when
+        beliefs set the weight, a note citing them. The same object at weight 1 with no note."""
+        sid = setup.strategy_id
+        w = self.weight(sid)
+        if w != 1.0:
+            confidence = round(min(1.0, max(0.0, setup.confidence * w)), 4)
+            setup = setup.model_copy(update={"confidence": confidence})
+        if sid in self.influence:
+            note = f"beliefs: {self.influence[sid]}"
+            setup = setup.model_copy(update={"notes": f"{setup.notes}; {note}" if setup.notes else note})
+        return setup
 
     def admit(self, setup: TradeSetup, risk: RiskResult) -> RiskResult:
         """``risk`` unchanged, unless the setup's strategy is suspended by its beliefs: then a rejected
