@@ -56,6 +56,12 @@ data_app = typer.Typer(help="Market data checks.", no_args_is_help=True)
 db_app = typer.Typer(help="The database: create or migrate it, prune old runs.", no_args_is_help=True)
 
 
+def _register_learning(main: typer.Typer) -> None:
+    from jax_assistant.cli_learning import register  # jax replay / jax reflect
+
+    register(main)
+
+
 @app.callback()
 def _process_setup() -> None:
     """jax-assistant: scan markets, detect events, size trades, keep running."""
@@ -70,6 +76,7 @@ app.add_typer(trades_app, name="trades")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
+_register_learning(app)
 
 out = Console()
 err = Console(stderr=True)

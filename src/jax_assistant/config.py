@@ -35,6 +35,7 @@ from pydantic_settings import (
 
 from jax_assistant.analysis.detectors import DetectorConfig
 from jax_assistant.domain.errors import ConfigError
+from jax_assistant.learning.settings import LearningConfig
 from jax_assistant.pipeline.policy import (
     BreakerConfig,
     BulkheadConfig,
@@ -165,6 +166,7 @@ class Settings(BaseSettings):
     resilience: ResilienceConfig = Field(default_factory=default_resilience)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    learning: LearningConfig = Field(default_factory=LearningConfig)
 
     # --- observability
     log_level: str = "WARNING"
