@@ -335,7 +335,7 @@ class Replayer:
         beliefs = reflect_outcomes(
             known, as_of=last, window_days=p.window_days, prior_strength=p.weighting.prior_strength
         )
-        records = {name: self._records(arm, universe, sizing) for name, arm in arms.items()}
+        records = {name: self._records(arm, universe, sizing, risk) for name, arm in arms.items()}
         return ReplayResult(p, universe, arms, resumed_from, records, beliefs)
 
     def _day(
@@ -434,10 +434,13 @@ class Replayer:
             )
         )
 
-    def _records(self, arm: ArmState, universe: Universe, sizing: dict[str, RiskResult]) -> list[TradeRecord]:
+    def _records(
+        self, arm: ArmState, universe: Universe, sizing: dict[str, RiskResult], risk: RiskManager
+    ) -> list[TradeRecord]:
         """The arm's allocated trades as storable records: the setup as shaped on its day (its notes
         cite the belief that set its weight) with the size it was allocated."""
         by_id = {s.id: s for day in universe.setups.values() for s in day}
+        registry = self.registry_factory()
         out: list[TradeRecord] = []
         for t in arm.taken:
             raw = by_id[t.setup_id]
@@ -447,7 +450,10 @@ class Replayer:
             setup = raw.model_copy(
                 update={"confidence": t.confidence, "notes": f"{raw.notes}; {note}" if raw.notes else note}
             )
-            cand = sizing[t.setup_id]
+            cand = sizing.get(t.setup_id)
+            if cand is None:  # decided before a resume: the same sizing, computed again
+                cap = getattr(registry.get(raw.strategy_id), "max_risk_percent", None)
+                cand = risk.candidate(raw, strategy_max_risk_percent=cap)
             decision = cand.model_copy(
                 update={
                     "decision": "allocated",
