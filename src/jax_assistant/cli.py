@@ -541,14 +541,19 @@ def trades_list(
     ] = None,
 ) -> None:
     """Stored trade setups with their risk decision, newest first."""
-    trades = _with_orch(
-        db,
-        lambda o: o.repository.list_trades(
+    from jax_assistant.learning.outcomes import with_outcome
+
+    async def fetch(o: Orchestrator) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+        assert o.repository is not None
+        found = await o.repository.list_trades(
             symbol=symbol.upper() if symbol else None, strategy_id=strategy, limit=limit, run_id=run_id
-        ),
-    )
+        )
+        return found, await o.repository.outcomes_for(t.setup.id for t in found)  # settled ones
+
+    trades, settled = _with_orch(db, fetch)
     if json_out:
-        sys.stdout.write(json.dumps([t.to_contract() for t in trades], indent=2) + "\n")
+        rows = [with_outcome(t.to_contract(), settled.get(t.setup.id)) for t in trades]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     table = Table(title="Trades")
     for col in (
@@ -562,6 +567,7 @@ def trades_list(
         "size",
         "risk $",
         "decision",
+        "outcome",
     ):
         table.add_column(col)
     for t in trades:
@@ -577,8 +583,15 @@ def trades_list(
             str(t.risk.position_size),
             f"{t.risk.total_risk:,.2f}",
             _decision(t.risk),
+            _outcome_cell(settled.get(s.id)),
         )
     out.print(table)
+
+
+def _outcome_cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "[dim]open[/]"
+    return f"{row['status']} {row['r_multiple']:+.2f}R"
 
 
 # ---------------------------------------------------------------------------- dead letters

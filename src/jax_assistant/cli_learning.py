@@ -15,8 +15,8 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from jax_assistant.config import Settings
-    from jax_assistant.learning.report import ReplayReport
     from jax_assistant.learning.replay import ReplayResult
+    from jax_assistant.learning.report import ReplayReport
     from jax_assistant.storage import Repository
 
 
@@ -40,15 +40,21 @@ def register(app: typer.Typer) -> None:
 def replay(
     start: Annotated[str, typer.Option("--from", help="first session YYYY-MM-DD")],
     end: Annotated[str, typer.Option("--to", help="last session YYYY-MM-DD")],
-    symbols: Annotated[list[str] | None, typer.Argument(help="symbols (default: the watchlist, else all)")] = None,
+    symbols: Annotated[
+        list[str] | None, typer.Argument(help="symbols (default: the watchlist, else all)")
+    ] = None,
     watchlist: Annotated[Path | None, typer.Option(help="file of symbols")] = None,
     compare_static: Annotated[
         bool, typer.Option("--compare-static", help="also run the same period with learning off")
     ] = False,
-    report: Annotated[Path | None, typer.Option("--report", help="write a self-contained HTML report")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="write a self-contained HTML report")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="ignore a checkpoint of the same replay")] = False,
-    state_dir: Annotated[Path | None, typer.Option(help="checkpoints and reports (default: data dir)")] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="checkpoints and reports (default: data dir)")
+    ] = None,
     data: Annotated[Path | None, typer.Option(help="csv file or folder (implies --provider csv)")] = None,
     provider: Annotated[str | None, typer.Option(help="sample | csv")] = None,
     db: Annotated[str | None, typer.Option(help="database URL (default: SQLite file)")] = None,
@@ -183,7 +189,8 @@ async def _store(repo: Repository, result: ReplayResult) -> None:
 def _print_report(rep: ReplayReport, result: ReplayResult) -> None:
     out = _cli().out
     out.print(
-        f"replay {rep.start.isoformat()} .. {rep.end.isoformat()}: {rep.sessions} sessions, {rep.symbols} symbols, "
+        f"replay {rep.start.isoformat()} .. {rep.end.isoformat()}: {rep.sessions} sessions, "
+        f"{rep.symbols} symbols, "
         f"{rep.setups} setups, {rep.reflections} reflections"
         + (f" (resumed at session {result.resumed_from + 1})" if result.resumed_from else "")
     )
@@ -220,7 +227,9 @@ def _print_report(rep: ReplayReport, result: ReplayResult) -> None:
 
 
 def reflect(
-    as_of: Annotated[str | None, typer.Option("--as-of", help="settle and reflect as of (default: latest)")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="settle and reflect as of (default: latest)")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
     db: Annotated[str | None, typer.Option(help="database URL (default: SQLite file)")] = None,
     data: Annotated[Path | None, typer.Option(help="csv file or folder (implies --provider csv)")] = None,

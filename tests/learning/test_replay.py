@@ -5,6 +5,7 @@ HTML report's charts."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
 from datetime import date
@@ -28,7 +29,9 @@ SYMBOLS = ["AAPL", "MSFT", "XOM", "JPM", "GE", "KO", "PG", "INTC"]
 START, END = date(2015, 1, 2), date(2015, 12, 31)
 
 
-def replay(provider: CsvProvider, start: date, end: date, *, static: bool = True, **kw: object) -> ReplayResult:
+def replay(
+    provider: CsvProvider, start: date, end: date, *, static: bool = True, **kw: object
+) -> ReplayResult:
     params = ReplayParams(start=start, end=end, symbols=SYMBOLS, compare_static=static, **kw)  # type: ignore[arg-type]
     return Replayer(
         provider,
@@ -72,17 +75,23 @@ def test_reflections_change_weights_and_later_setups_cite_the_beliefs(year: Repl
 def test_suspension_keeps_paper_tracking_and_a_strategy_earns_its_way_back(year: ReplayResult) -> None:
     history = year.arms["learning"].weight_history
     back = None
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in itertools.pairwise(history):
         for sid in set(before.suspended) - set(after.suspended):
             back = (sid, before.day, after.day)
     assert back is not None, "some strategy must be suspended and later re-admitted in this period"
     sid, suspended_on, readmitted_on = back
-    start = max(p.day for p in history if p.day <= suspended_on and sid not in p.suspended) if any(
-        p.day <= suspended_on and sid not in p.suspended for p in history
-    ) else history[0].day
+    start = (
+        max(p.day for p in history if p.day <= suspended_on and sid not in p.suspended)
+        if any(p.day <= suspended_on and sid not in p.suspended for p in history)
+        else history[0].day
+    )
     window = [p.day for p in history if sid in p.suspended and p.day <= suspended_on]
     span_start = window[0]
-    taken = [t for t in year.arms["learning"].taken if t.strategy_id == sid and span_start <= t.decided_on < readmitted_on]
+    taken = [
+        t
+        for t in year.arms["learning"].taken
+        if t.strategy_id == sid and span_start <= t.decided_on < readmitted_on
+    ]
     suspended_days = {p.day for p in history if sid in p.suspended}
     # Nothing of it was allocated while it was suspended (between a suspension and the next reflection).
     assert not [t for t in taken if t.decided_on in suspended_days]
@@ -90,7 +99,8 @@ def test_suspension_keeps_paper_tracking_and_a_strategy_earns_its_way_back(year:
     assert start <= suspended_on
     # Paper tracking: its setups kept settling while it was suspended, so its evidence grew.
     during = [
-        o for o in year.universe.outcomes.values()
+        o
+        for o in year.universe.outcomes.values()
         if o.strategy_id == sid and o.settled and span_start <= o.settled_through < readmitted_on
     ]
     assert during
@@ -120,7 +130,9 @@ def test_prefix_invariance_data_cut_at_d(provider: CsvProvider, tmp_path: Path, 
     assert len(a.taken) > 10
 
 
-def test_replay_decides_as_jax_run_on_the_first_day(provider: CsvProvider, shared_data: Path, tmp_path: Path) -> None:
+def test_replay_decides_as_jax_run_on_the_first_day(
+    provider: CsvProvider, shared_data: Path, tmp_path: Path
+) -> None:
     runner = CliRunner()
     decided = 0
     for day in (date(2015, 3, 2), date(2015, 8, 24)):
@@ -135,7 +147,9 @@ def test_replay_decides_as_jax_run_on_the_first_day(provider: CsvProvider, share
         run = json.loads(out.stdout)
         trades = [t for r in run["symbols"] for t in r["trades"]]
         assert {t["setup"]["id"] for t in trades} == {s.id for s in result.universe.setups.get(day, [])}
-        allowed = {t["setup"]["id"]: t["risk"]["positionSize"] for t in trades if t["risk"]["constraints"]["allowed"]}
+        allowed = {
+            t["setup"]["id"]: t["risk"]["positionSize"] for t in trades if t["risk"]["constraints"]["allowed"]
+        }
         assert allowed == {t.setup_id: t.size for t in result.arms["learning"].taken}
         decided += len(allowed)
     assert decided > 0, "the sample days must allocate something for the comparison to mean anything"

@@ -30,7 +30,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_replay(shared_data: Path, t
     env = {**os.environ, "JAX_DATA_DIR": str(tmp_path)}
     killed_state = tmp_path / "killed"
     proc = subprocess.Popen(
-        command(shared_data, killed_state, tmp_path / "a.db"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        command(shared_data, killed_state, tmp_path / "a.db"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 120
     checkpoint = None
@@ -50,7 +53,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_replay(shared_data: Path, t
     assert 60 <= done_before < 450  # two years are 504 sessions: it was stopped well before the end
 
     resumed = subprocess.run(
-        command(shared_data, killed_state, tmp_path / "a.db"), env=env, capture_output=True, text=True, timeout=300
+        command(shared_data, killed_state, tmp_path / "a.db"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
     clean = subprocess.run(

@@ -22,6 +22,8 @@ from jax_assistant.api.schemas import OrchestrateRequest, ProcessRequest
 from jax_assistant.config import Settings
 from jax_assistant.domain import Run
 from jax_assistant.domain.errors import JaxError
+from jax_assistant.learning import service as learning
+from jax_assistant.learning.outcomes import with_outcome
 from jax_assistant.marketdata.base import MarketDataError
 from jax_assistant.observability.correlation import get_correlation_id, new_audit_event
 from jax_assistant.observability.logging import get_logger
@@ -79,6 +81,7 @@ def create_app(
         if own_tracing:
             configure_tracing(True, service_name=SERVICE_NAME, otlp_endpoint=settings.otlp_endpoint)
         await orch.open()
+        reflector = None
         try:
             await _warm_provider(orch)
             if resume_on_startup:
@@ -87,8 +90,11 @@ def create_app(
                     await runs.resume_interrupted()
                 else:
                     runs.spawn_after(serving, runs.resume_interrupted, name="jax-resume-when-serving")
+            reflector = learning.start_reflector(orch)  # [learning] reflect_interval_s
             yield
         finally:
+            if reflector is not None:
+                await learning.stop_reflector(reflector)
             # engine: drain first (SIGTERM / shutdown): active runs stop taking symbols and let their
             # in-flight stages finish; they stay `running` for the next start-up to resume. Only then
             # cancel what is left.
@@ -135,6 +141,7 @@ def create_app(
                 "drainTimeoutS": settings.engine.drain_timeout_s,
             },
             "runs": runs.snapshot(),
+            "learning": learning.status(),
             **orch.status(),
         }
 
@@ -245,14 +252,16 @@ def create_app(
             limit=limit,
             run_id=run_id,
         )
-        return [t.to_contract() for t in trades]
+        settled = await repo().outcomes_for(t.setup.id for t in trades)  # "outcome" once settled
+        return [with_outcome(t.to_contract(), settled.get(t.setup.id)) for t in trades]
 
     @app.get("/trades/{trade_id}")
     async def get_trade(trade_id: str) -> dict[str, Any]:
         trade = await repo().get_trade(trade_id)
         if trade is None:
             raise HTTPException(404, f"no trade {trade_id!r}")
-        return trade.to_contract()
+        settled = await repo().outcomes_for([trade_id])
+        return with_outcome(trade.to_contract(), settled.get(trade_id))
 
     @app.get("/audit")
     async def audit(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -334,3 +334,30 @@ async def settle(
             )
     report.settled = await repo.save_outcomes(rows) if rows else 0
     return report
+
+
+_CONTRACT_FIELDS: Final = {
+    "status": "status",
+    "fill_on": "fillOn",
+    "fill_price": "fillPrice",
+    "exit_on": "exitOn",
+    "exit_price": "exitPrice",
+    "r_multiple": "rMultiple",
+    "mfe_r": "mfeR",
+    "mae_r": "maeR",
+    "sessions_held": "sessionsHeld",
+    "days_held": "daysHeld",
+    "pnl": "pnl",
+    "rule": "rule",
+}
+
+
+def with_outcome(trade: dict[str, Any], row: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A trade's contract JSON plus ``outcome`` (camelCase) once it is settled; unchanged before."""
+    if row is None:
+        return trade
+    outcome = {
+        out: (row[col].isoformat() if isinstance(row[col], date) else row[col])
+        for col, out in _CONTRACT_FIELDS.items()
+    }
+    return {**trade, "outcome": outcome}

@@ -51,10 +51,15 @@ from jax_assistant.memory.beliefs import Belief, BeliefType, OutcomeEvidence, re
 from jax_assistant.risk.allocation import Candidate, allocate, rank_key
 from jax_assistant.risk.constraints import RiskConstraints
 from jax_assistant.risk.manager import RiskManager
-from jax_assistant.risk.portfolio import PortfolioState, Position
+from jax_assistant.risk.portfolio import PortfolioState
 from jax_assistant.risk.protections import RealisedTrade, state_from_outcomes
 from jax_assistant.strategies.registry import StrategyRegistry
-from jax_assistant.strategies.weighting import StrategyWeight, WeightingConfig, apply_weights, strategy_weights
+from jax_assistant.strategies.weighting import (
+    StrategyWeight,
+    WeightingConfig,
+    apply_weights,
+    strategy_weights,
+)
 
 ArmName = Literal["learning", "static"]
 _ALLOCATE_CHUNK = 32
@@ -466,9 +471,7 @@ class Replayer:
         return out
 
 
-def _recent(
-    universe: Universe, symbols: Sequence[str], day: date, window: int
-) -> dict[str, _Closes]:
+def _recent(universe: Universe, symbols: Sequence[str], day: date, window: int) -> dict[str, _Closes]:
     """Each symbol's last ``window + 1`` closes up to ``day``: the correlation's calendar is the last
     window + 1 dates of the union, and any such date is among the last window + 1 of every symbol
     that has it, so this slice gives exactly the matrix of the full series (and reads no later bar)."""

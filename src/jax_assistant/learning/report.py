@@ -167,11 +167,19 @@ def build_report(result: ReplayResult) -> ReplayReport:
 
 
 def _polyline_chart(
-    title: str, series: list[tuple[str, list[tuple[date, float]]]], *, kind: str, width: int = 760, height: int = 260
+    title: str,
+    series: list[tuple[str, list[tuple[date, float]]]],
+    *,
+    kind: str,
+    width: int = 760,
+    height: int = 260,
 ) -> str:
     pts = [p for _, s in series for p in s]
     if not pts:
-        return f'<svg class="chart" data-chart="{kind}" width="{width}" height="40"><text x="8" y="24">no data</text></svg>'
+        return (
+            f'<svg class="chart" data-chart="{kind}" width="{width}" height="40">'
+            '<text x="8" y="24">no data</text></svg>'
+        )
     x0, x1 = min(p[0] for p in pts).toordinal(), max(p[0] for p in pts).toordinal()
     y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
     if y1 == y0:
@@ -188,7 +196,8 @@ def _polyline_chart(
         f'<text x="2" y="{pad + 4}" font-size="10">{y1:,.2f}</text>',
         f'<text x="2" y="{height - pad}" font-size="10">{y0:,.2f}</text>',
         f'<text x="{pad}" y="{height - pad + 14}" font-size="10">{date.fromordinal(x0).isoformat()}</text>',
-        f'<text x="{width - pad - 60}" y="{height - pad + 14}" font-size="10">{date.fromordinal(x1).isoformat()}</text>',
+        f'<text x="{width - pad - 60}" y="{height - pad + 14}" font-size="10">'
+        f"{date.fromordinal(x1).isoformat()}</text>",
     ]
     for i, (name, s) in enumerate(series):
         colour = _COLOURS[i % len(_COLOURS)]
@@ -200,7 +209,8 @@ def _polyline_chart(
             f'points="{coords}"/>'
         )
         parts.append(
-            f'<text x="{width - pad + 4 - 120}" y="{pad + 14 * i}" font-size="11" fill="{colour}">{html.escape(name)}</text>'
+            f'<text x="{width - pad + 4 - 120}" y="{pad + 14 * i}" font-size="11" fill="{colour}">'
+            f"{html.escape(name)}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -223,7 +233,8 @@ def _histogram(title: str, values: list[float], *, width: int = 360, height: int
         h = (height - 2 * pad) * c / top
         colour = "#d62728" if bins[i][1] <= 0 else "#2ca02c"
         parts.append(
-            f'<rect data-bin="{bins[i][0]:+.1f}" data-count="{c}" x="{pad + i * bw:.1f}" y="{height - pad - h:.1f}" '
+            f'<rect data-bin="{bins[i][0]:+.1f}" data-count="{c}" x="{pad + i * bw:.1f}" '
+            f'y="{height - pad - h:.1f}" '
             f'width="{bw - 2:.1f}" height="{h:.1f}" fill="{colour}"/>'
         )
     parts.append(f'<text x="{pad}" y="{height - 8}" font-size="10">-3R</text>')
@@ -232,10 +243,14 @@ def _histogram(title: str, values: list[float], *, width: int = 360, height: int
     return "".join(parts)
 
 
+def _pf(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _table(arm: ArmFigures) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(s.strategy_id)}</td><td>{s.trades}</td><td>{s.win_rate:.1%}</td>"
-        f"<td>{s.expectancy:+.3f}R</td><td>{'-' if s.profit_factor is None else f'{s.profit_factor:.2f}'}</td>"
+        f"<td>{s.expectancy:+.3f}R</td><td>{_pf(s.profit_factor)}</td>"
         f"<td>{s.max_drawdown_r:.2f}R</td><td>{s.pnl:,.2f}</td></tr>"
         for s in arm.strategies
     )
@@ -251,9 +266,7 @@ def _table(arm: ArmFigures) -> str:
 
 
 def render_html(report: ReplayReport) -> str:
-    equity = _polyline_chart(
-        "Equity (realised)", [(a.name, a.equity) for a in report.arms], kind="equity"
-    )
+    equity = _polyline_chart("Equity (realised)", [(a.name, a.equity) for a in report.arms], kind="equity")
     learning = report.arms[0]
     ids = sorted({sid for w in learning.weights for sid in w.weights})
     weights = _polyline_chart(

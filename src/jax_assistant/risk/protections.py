@@ -242,4 +242,3 @@ def state_from_outcomes(
             "last_stop_out": stops,
         }
     )
-
