@@ -178,7 +178,8 @@ class StrategyRegistry:
         constraints = risk.constraints.model_copy(
             update={
                 "allowed": False,
-                "reason": risk.constraints.reason or found.message,
+                # A candidate's reason only says it awaits allocation: the suspension is the reason now.
+                "reason": found.message if risk.constraints.allowed else risk.constraints.reason,
                 "violations": [*risk.constraints.violations, found],
             }
         )
