@@ -69,3 +69,24 @@ def test_weak_evidence_has_low_confidence_and_the_future_is_ignored() -> None:
     assert later[0].evidence_ids == ["out_1"]  # exits after as_of are unknown on as_of
     windowed = reflect_outcomes([ev(1, 3.0), ev(30, -1.0)], as_of=D0 + timedelta(30), window_days=10)
     assert windowed[0].evidence_ids == ["out_30"]
+
+
+def test_outcomes_as_memory_items_feed_both_reasoners() -> None:
+    from jax_assistant.learning.outcomes import outcome_memory_item
+    from jax_assistant.memory.beliefs import evidence_from_items, track_record_items
+
+    rows = [
+        {
+            "setup_id": f"out_{i}", "symbol": "AAPL", "strategy_id": "s1", "event_type": "gap_open",
+            "direction": "long", "decided_on": D0, "status": "target" if r > 0 else "stop",
+            "settled_through": D0 + timedelta(i), "exit_on": D0 + timedelta(i), "r_multiple": r,
+            "sessions_held": 2, "pnl": 10.0 * r,
+        }
+        for i, r in ((1, 2.0), (2, 1.0), (3, -1.0))
+    ]  # fmt: skip
+    items = [validate_item(outcome_memory_item(r)) for r in rows]
+    assert [i.data["outcome"] for i in items if i.data] == ["win", "win", "loss"]
+    assert [e.setup_id for e in evidence_from_items(items)] == ["out_1", "out_2", "out_3"]
+    [strategy, _event, _symbol] = track_record_items(items, as_of=D0 + timedelta(5), window_days=None)
+    assert strategy.data is not None and strategy.data["evidence_ids"] == ["out_1", "out_2", "out_3"]
+    assert strategy.data["win_rate"] == round(2 / 3, 6)

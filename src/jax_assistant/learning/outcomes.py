@@ -26,7 +26,7 @@ The evaluator is vectorised per symbol: every setup of the symbol is one row of 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
@@ -38,6 +38,7 @@ from jax_assistant.marketdata.base import BarSeries
 
 if TYPE_CHECKING:
     from jax_assistant.marketdata.base import MarketDataProvider
+    from jax_assistant.memory.models import MemoryItem
     from jax_assistant.storage.repository import Repository
 
 FillRule = Literal["next_open", "entry_touch"]
@@ -361,3 +362,31 @@ def with_outcome(trade: dict[str, Any], row: Mapping[str, Any] | None) -> dict[s
         for col, out in _CONTRACT_FIELDS.items()
     }
     return {**trade, "outcome": outcome}
+
+
+def outcome_memory_item(row: Mapping[str, Any]) -> MemoryItem:
+    """A settled outcome as a ``trade_outcome`` memory item for the ``trade_outcomes`` bank.
+
+    ``data.outcome`` is ``win``/``loss`` and ``data.r_multiple`` the realised R, which is what the
+    old ``outcome_balance`` belief reads; ``document_id`` is the setup id, so retaining twice is one memory.
+    """
+    from jax_assistant.memory.beliefs import TRADE_OUTCOME_TYPE
+    from jax_assistant.memory.models import MemoryItem
+
+    data = {k: (v.isoformat() if isinstance(v, date | datetime) else v) for k, v in row.items()}
+    r = float(row["r_multiple"])
+    data["outcome"] = "win" if r > 0 else "loss" if r < 0 else "flat"
+    when = row.get("settled_through") or row["decided_on"]
+    return MemoryItem(
+        ts=datetime.combine(when, time(21), UTC),
+        type=TRADE_OUTCOME_TYPE,
+        symbol=row["symbol"],
+        tags=["outcome", str(row["status"]), str(row["strategy_id"]).lower()],
+        summary=(
+            f"{row['symbol']} {row['strategy_id']}: {row['status']} {r:+.2f}R "
+            f"({row['sessions_held']} sessions)"
+        ),
+        data=data,
+        source={"system": "jax-orchestrator", "ref": str(row["setup_id"])},
+        document_id=str(row["setup_id"]),
+    )

@@ -252,3 +252,30 @@ def _belief(
         summary=summary,
         **subject,
     )
+
+
+# --------------------------------------------------------------------------- memory-item adapters
+
+TRADE_OUTCOME_TYPE: Final = "trade_outcome"
+
+
+def evidence_from_items(items: Iterable[MemoryItem]) -> list[OutcomeEvidence]:
+    """Settled outcomes retained to the ``trade_outcomes`` bank (see ``outcome_memory_item``)."""
+    out: list[OutcomeEvidence] = []
+    for item in items:
+        data = item.data or {}
+        if item.type != TRADE_OUTCOME_TYPE or data.get("exit_on") is None:
+            continue
+        out.append(OutcomeEvidence.model_validate(data))
+    return out
+
+
+def track_record_items(
+    items: Sequence[MemoryItem], *, as_of: date, window_days: int | None
+) -> list[MemoryItem]:
+    """The track-record beliefs of ``items`` as ``belief`` memory items: what ``memory.reflect`` adds to
+    the old ``outcome_balance`` / ``tag_pattern`` beliefs (``memory/reflection.reflect_items``)."""
+    return [
+        b.to_memory_item()
+        for b in reflect_outcomes(evidence_from_items(items), as_of=as_of, window_days=window_days)
+    ]
