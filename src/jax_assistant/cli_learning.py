@@ -63,6 +63,8 @@ def replay(
     """Walk real history day by day: decide, settle outcomes, reflect; resumes after a kill."""
     cli = _cli()
     first, last = _date(start, "--from"), _date(end, "--to")
+    if last < first:
+        raise cli._fail(f"--to {last.isoformat()} is before --from {first.isoformat()}")
     overrides: dict[str, Any] = {"database_url": db}
     if data is not None:
         overrides.update(data_path=data, provider=provider or "csv")

@@ -63,3 +63,26 @@ def test_run_reflect_run(shared_data: Path, tmp_path: Path) -> None:
         assert "STRATEGY_SUSPENDED" in [v["code"] for v in t["risk"]["constraints"]["violations"]]
         assert t["risk"]["constraints"]["reason"].startswith("strategy ")
     assert gated, "this period suspends ma_crossover_v1 (323 paper trades, negative expectancy)"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--from", "2016-02-01", "--to", "2016-01-01", "AAPL"],
+            "--to 2016-01-01 is before --from 2016-02-01",
+        ),
+        (["--from", "2016-13-01", "--to", "2016-02-01", "AAPL"], "--from '2016-13-01' is not a date"),
+        (["--from", "2016-01-04", "--to", "2016-02-01", "NOPE"], "unknown symbol(s)"),
+    ],
+)
+def test_replay_bad_input_is_one_clear_line(
+    args: list[str], message: str, shared_data: Path, tmp_path: Path
+) -> None:
+    data = ["--data", str(shared_data / "daily_ohlcv_stooq_sp500.csv.gz"), "--state-dir", str(tmp_path)]
+    out = CliRunner().invoke(
+        app, ["replay", *data, *args], env={"JAX_DATA_DIR": str(tmp_path), "COLUMNS": "250"}
+    )
+    assert out.exit_code == 2
+    assert message in out.output
+    assert not list(tmp_path.glob("replay_*.json"))  # nothing started, nothing checkpointed
