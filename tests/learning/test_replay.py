@@ -73,37 +73,41 @@ def test_reflections_change_weights_and_later_setups_cite_the_beliefs(year: Repl
 
 
 def test_suspension_keeps_paper_tracking_and_a_strategy_earns_its_way_back(year: ReplayResult) -> None:
-    history = year.arms["learning"].weight_history
-    back = None
-    for before, after in itertools.pairwise(history):
-        for sid in set(before.suspended) - set(after.suspended):
-            back = (sid, before.day, after.day)
-    assert back is not None, "some strategy must be suspended and later re-admitted in this period"
-    sid, suspended_on, readmitted_on = back
-    start = (
-        max(p.day for p in history if p.day <= suspended_on and sid not in p.suspended)
-        if any(p.day <= suspended_on and sid not in p.suspended for p in history)
-        else history[0].day
-    )
-    window = [p.day for p in history if sid in p.suspended and p.day <= suspended_on]
-    span_start = window[0]
-    taken = [
-        t
-        for t in year.arms["learning"].taken
-        if t.strategy_id == sid and span_start <= t.decided_on < readmitted_on
+    learning = year.arms["learning"]
+    history = learning.weight_history
+    readmitted = [
+        (sid, after.day)
+        for before, after in itertools.pairwise(history)
+        for sid in sorted(set(before.suspended) - set(after.suspended))
     ]
-    suspended_days = {p.day for p in history if sid in p.suspended}
-    # Nothing of it was allocated while it was suspended (between a suspension and the next reflection).
-    assert not [t for t in taken if t.decided_on in suspended_days]
-    assert year.arms["learning"].rejected_suspended > 0
-    assert start <= suspended_on
-    # Paper tracking: its setups kept settling while it was suspended, so its evidence grew.
-    during = [
-        o
-        for o in year.universe.outcomes.values()
-        if o.strategy_id == sid and o.settled and span_start <= o.settled_through < readmitted_on
-    ]
-    assert during
+    assert readmitted, "some strategy must be suspended and later re-admitted in this period"
+    # Which strategies were suspended on each session: those of the newest reflection up to it.
+    suspended_on: dict[date, set[str]] = {}
+    points = iter(history)
+    current = next(points)
+    upcoming = next(points, None)
+    for day in year.universe.sessions:
+        while upcoming is not None and upcoming.day <= day:
+            current, upcoming = upcoming, next(points, None)
+        suspended_on[day] = set(current.suspended)
+    # Never allocated on a day it was suspended...
+    assert not [t for t in learning.taken if t.strategy_id in suspended_on[t.decided_on]]
+    assert learning.rejected_suspended > 0
+    # ...but its setups kept being generated and settled (paper-tracked): that evidence re-admitted it.
+    for sid, back_on in readmitted:
+        paper = [
+            o
+            for day, ids in suspended_on.items()
+            if sid in ids
+            for s in year.universe.setups.get(day, [])
+            if s.strategy_id == sid
+            for o in [year.universe.outcomes[s.id]]
+            if o.settled and o.settled_through < back_on
+        ]
+        assert paper, f"{sid} must have paper trades settled while suspended"
+    # And a re-admitted strategy is allocated room again.
+    for sid, back_on in readmitted:
+        assert any(t.strategy_id == sid and t.decided_on >= back_on for t in learning.taken), sid
 
 
 def test_prefix_invariance_data_cut_at_d(provider: CsvProvider, tmp_path: Path, shared_data: Path) -> None:
