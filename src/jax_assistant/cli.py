@@ -58,6 +58,12 @@ data_app = typer.Typer(help="Market data checks.", no_args_is_help=True)
 db_app = typer.Typer(help="The database: create or migrate it, prune old runs.", no_args_is_help=True)
 
 
+def _register_learning(main: typer.Typer) -> None:
+    from jax_assistant.cli_learning import register  # jax replay / jax reflect
+
+    register(main)
+
+
 @app.callback()
 def _process_setup() -> None:
     """jax-assistant: scan markets, detect events, size trades, keep running."""
@@ -82,6 +88,7 @@ from jax_assistant.cli_memory import memory_app  # noqa: E402
 app.add_typer(memory_app, name="memory")
 
 _register_ingest(app)  # `jax ingest FILE` (cli_ingest.py)
+_register_learning(app)
 
 out = Console()
 err = Console(stderr=True)
@@ -551,14 +558,19 @@ def trades_list(
     ] = None,
 ) -> None:
     """Stored trade setups with their risk decision, newest first."""
-    trades = _with_orch(
-        db,
-        lambda o: o.repository.list_trades(
+    from jax_assistant.learning.outcomes import with_outcome
+
+    async def fetch(o: Orchestrator) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+        assert o.repository is not None
+        found = await o.repository.list_trades(
             symbol=symbol.upper() if symbol else None, strategy_id=strategy, limit=limit, run_id=run_id
-        ),
-    )
+        )
+        return found, await o.repository.outcomes_for(t.setup.id for t in found)  # settled ones
+
+    trades, settled = _with_orch(db, fetch)
     if json_out:
-        sys.stdout.write(json.dumps([t.to_contract() for t in trades], indent=2) + "\n")
+        rows = [with_outcome(t.to_contract(), settled.get(t.setup.id)) for t in trades]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     table = Table(title="Trades")
     for col in (
@@ -572,6 +584,7 @@ def trades_list(
         "size",
         "risk $",
         "decision",
+        "outcome",
     ):
         table.add_column(col)
     for t in trades:
@@ -587,8 +600,15 @@ def trades_list(
             str(t.risk.position_size),
             f"{t.risk.total_risk:,.2f}",
             _decision(t.risk),
+            _outcome_cell(settled.get(s.id)),
         )
     out.print(table)
+
+
+def _outcome_cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "[dim]open[/]"
+    return f"{row['status']} {row['r_multiple']:+.2f}R"
 
 
 # ---------------------------------------------------------------------------- dead letters

@@ -36,6 +36,7 @@ from pydantic_settings import (
 from jax_assistant.analysis.detectors import DetectorConfig
 from jax_assistant.domain.errors import ConfigError
 from jax_assistant.ingest.models import IngestConfig
+from jax_assistant.learning.settings import LearningConfig
 from jax_assistant.marketdata.settings import MarketDataConfig
 from jax_assistant.pipeline.policy import (
     BreakerConfig,
@@ -225,6 +226,7 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     research: ResearchConfig = Field(default_factory=ResearchConfig)
+    learning: LearningConfig = Field(default_factory=LearningConfig)
 
     # --- observability
     log_level: str = "WARNING"

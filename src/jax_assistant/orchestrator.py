@@ -22,6 +22,7 @@ from jax_assistant.domain import Run, RunStatus, SymbolResult, SymbolStatus, Tra
 from jax_assistant.domain.errors import ConfigError, InputError, UnavailableError
 from jax_assistant.engines.local import LocalEngine, ProgressSink, StartPoint, fresh_starts
 from jax_assistant.engines.writer import GroupCommitWriter
+from jax_assistant.learning.service import feed_run
 from jax_assistant.marketdata import create_provider
 from jax_assistant.marketdata.base import DataSourceError, MarketDataProvider
 from jax_assistant.marketdata.settings import LIVE_PROVIDERS
@@ -503,7 +504,9 @@ class Orchestrator:
             await self.record_run(prepared)
         run = prepared.run
         assert run.as_of is not None
-        engine = self._engine(prepared.stages, self.services(prepared.provider, run))
+        services = self.services(prepared.provider, run)
+        await feed_run(self.repository, services, run.as_of)  # beliefs and realised outcomes, if any
+        engine = self._engine(prepared.stages, services)
         starts = fresh_starts(run, run.symbols, run.as_of, int(run.params["lookback"]))
         run, results = await self._run_engine(engine, run, starts, progress)
         return RunOutcome(run, results, prepared.unknown)

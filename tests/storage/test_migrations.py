@@ -21,7 +21,7 @@ from jax_assistant.storage import Repository, open_database
 from jax_assistant.storage.db import HEAD_REVISION, MIGRATIONS_DIR, alembic_config, build_engine, migrate
 from jax_assistant.storage.tables import ALL_TABLES, UNMODELLED_NAMES, Base
 
-HEAD = "0007_research"
+HEAD = "0008_outcomes"
 
 
 def _schema(conn: Connection) -> dict[str, Any]:

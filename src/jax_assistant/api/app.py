@@ -48,10 +48,13 @@ from jax_assistant.api.schemas import (
     RunDetailOut,
     RunOut,
     StatusOut,
+    TradeOut,
 )
 from jax_assistant.config import Settings
-from jax_assistant.domain import AuditEvent, Run, RunStatus, TradeRecord
+from jax_assistant.domain import AuditEvent, Run, RunStatus
 from jax_assistant.domain.errors import InputError, JaxError
+from jax_assistant.learning import service as learning
+from jax_assistant.learning.outcomes import with_outcome
 from jax_assistant.marketdata.base import MarketDataError
 from jax_assistant.memory.outbox import drain_forever, outbox_status
 from jax_assistant.observability.correlation import get_correlation_id, new_audit_event
@@ -132,6 +135,7 @@ def create_app(
         await orch.open()
         # memsvc: retains that memory missed are retried in the background (memory/outbox.py).
         drainer = asyncio.create_task(drain_forever(orch, settings.memory.outbox_drain_s), name="jax-outbox")
+        reflector = None
         try:
             data_state["error"] = await _warm_provider(orch)
             if resume_on_startup:
@@ -140,8 +144,11 @@ def create_app(
                     await runs.resume_interrupted()
                 else:
                     runs.spawn_after(serving, runs.resume_interrupted, name="jax-resume-when-serving")
+            reflector = learning.start_reflector(orch)  # [learning] reflect_interval_s
             yield
         finally:
+            if reflector is not None:
+                await learning.stop_reflector(reflector)
             # engine: drain first (SIGTERM / shutdown): active runs stop taking symbols and let their
             # in-flight stages finish; they stay `running` for the next start-up to resume. Only then
             # cancel what is left.
@@ -254,6 +261,7 @@ def create_app(
                 },
                 "runs": runs.snapshot(),
                 "admission": admission.snapshot(),
+                "learning": learning.status(),
                 **orch.status(),
                 "memoryOutbox": await outbox_status(orch),
                 "research": await research_status(settings.research, orch.db),
@@ -509,27 +517,32 @@ def create_app(
 
     # ------------------------------------------------------------------ stored data
 
-    @app.get("/trades", response_model=list[TradeRecord], responses=errors(422))
+    @app.get("/trades", response_model=list[TradeOut], responses=errors(422))
     async def list_trades(
         symbol: Annotated[str | None, Query(max_length=32)] = None,
         strategy_id: Annotated[str | None, Query(alias="strategyId", max_length=128)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         run_id: Annotated[str | None, Query(alias="runId", max_length=128)] = None,
-    ) -> list[TradeRecord]:
+    ) -> list[TradeOut]:
         # With runId: that run's setups with that run's own decisions (sizes depend on the run).
-        return await repo().list_trades(
+        trades = await repo().list_trades(
             symbol=symbol.strip().upper() if symbol else None,
             strategy_id=strategy_id,
             limit=limit,
             run_id=run_id,
         )
+        settled = await repo().outcomes_for(t.setup.id for t in trades)  # "outcome" once settled
+        return [
+            TradeOut.model_validate(with_outcome(t.to_contract(), settled.get(t.setup.id))) for t in trades
+        ]
 
-    @app.get("/trades/{trade_id}", response_model=TradeRecord, responses=errors(404))
-    async def get_trade(trade_id: str) -> TradeRecord:
+    @app.get("/trades/{trade_id}", response_model=TradeOut, responses=errors(404))
+    async def get_trade(trade_id: str) -> TradeOut:
         trade = await repo().get_trade(trade_id)
         if trade is None:
             raise HTTPException(404, f"no trade {trade_id!r}")
-        return trade
+        settled = await repo().outcomes_for([trade_id])
+        return TradeOut.model_validate(with_outcome(trade.to_contract(), settled.get(trade_id)))
 
     @app.get(
         "/audit",

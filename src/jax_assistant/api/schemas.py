@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from jax_assistant.domain import Run, SymbolResult
+from jax_assistant.domain import Run, SymbolResult, TradeRecord
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # "Not blank", checked by Python's re in the validators and published as the schema's pattern, so the
@@ -190,6 +190,7 @@ class StatusOut(_Out):
     admission: dict[str, Any] | None = None
     memory_outbox: dict[str, Any] | None = None
     research: dict[str, Any] | None = None
+    learning: dict[str, Any] | None = None
 
 
 class AcceptedOut(_Out):
@@ -276,3 +277,26 @@ class RiskCalcOut(_Out):
     risk_per_unit: float
     total_risk: float
     r_multiple: float
+
+
+class TradeOutcomeOut(_Out):
+    """A setup's settled outcome (``learning/outcomes.py``): absent until later bars settle it."""
+
+    status: Literal["target", "stop", "expired", "unfilled", "open"]
+    fill_on: date | None = None
+    fill_price: float | None = None
+    exit_on: date | None = None
+    exit_price: float | None = None
+    r_multiple: float
+    mfe_r: float
+    mae_r: float
+    sessions_held: int
+    days_held: int
+    pnl: float | None = None
+    rule: str
+
+
+class TradeOut(TradeRecord):
+    """A TradeRecord as the API serves it: plus ``outcome`` once the setup is settled."""
+
+    outcome: TradeOutcomeOut | None = None

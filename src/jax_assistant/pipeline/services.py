@@ -16,7 +16,6 @@ from jax_assistant.strategies.registry import StrategyRegistry
 if TYPE_CHECKING:
     from jax_assistant.memory.facade import Memory
     from jax_assistant.memory.outbox import MemoryOutbox
-
     from jax_assistant.research.service import ResearchService
 
 

@@ -213,6 +213,7 @@ class CalculateRiskStage(BaseStage):
             risk = ctx.services.risk.candidate(
                 setup, strategy_max_risk_percent=getattr(strategy, "max_risk_percent", None)
             )
+            risk = ctx.services.strategies.admit(setup, risk)  # a suspended strategy only paper-trades
             trades.append(
                 TradeRecord(
                     setup=setup, risk=risk, event=events.get(setup.event_id) if setup.event_id else None

@@ -12,7 +12,7 @@ Checked in this order (the first one becomes the decision's reason):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -46,6 +46,7 @@ class ViolationCode(StrEnum):
     POSITION_SIZE_ZERO = "POSITION_SIZE_ZERO"
     LEVERAGE_TOO_HIGH = "LEVERAGE_TOO_HIGH"
     CORRELATED_EXPOSURE_TOO_HIGH = "CORRELATED_EXPOSURE_TOO_HIGH"
+    STRATEGY_SUSPENDED = "STRATEGY_SUSPENDED"  # its beliefs' expectancy is negative (strategies/weighting)
 
 
 def violation(code: ViolationCode, message: str, *, limit: float, actual: float) -> Violation:
@@ -191,3 +192,53 @@ PROTECTIONS: dict[str, Callable[[RiskConstraints], Protection]] = {
 def build_protections(constraints: RiskConstraints) -> list[Protection]:
     """The enabled protections, in their configured order (the first violation becomes the reason)."""
     return [PROTECTIONS[name](constraints) for name in constraints.protections.enabled]
+
+
+# --------------------------------------------------------------------------- fed by realised outcomes
+
+
+@dataclass(frozen=True)
+class RealisedTrade:
+    """A closed, sized trade as the protections need it (from ``trade_outcomes``)."""
+
+    symbol: str
+    exit_on: date
+    pnl: float
+    stopped: bool
+
+
+def state_from_outcomes(
+    base: PortfolioState, trades: Iterable[RealisedTrade], *, as_of: date
+) -> PortfolioState:
+    """``base`` moved on by the realised trades that closed on or before ``as_of``.
+
+    Equity grows by their P&L, the peak follows the equity path in exit order (so a drawdown halt sees
+    the real peak, not just today's level), today's realised P&L is the sum of trades closed on
+    ``as_of``, and every stop-out updates the symbol's cooldown date. Trades closing after ``as_of``
+    are ignored: a replay must not see the future. Feeding yesterday's result (its
+    ``realised_pnl_today`` reset to 0) as ``base`` with only today's trades gives the same state as
+    feeding the whole history at once.
+    """
+    closed = sorted((t for t in trades if t.exit_on <= as_of), key=lambda t: (t.exit_on, t.symbol))
+    equity, peak = base.equity, base.peak_equity
+    today = base.realised_pnl_today  # the file's own figure for today, if it states one
+    stops = dict(base.last_stop_out)
+    day_pnl: dict[date, float] = {}
+    for t in closed:
+        day_pnl[t.exit_on] = day_pnl.get(t.exit_on, 0.0) + t.pnl
+        if t.stopped and (t.symbol not in stops or stops[t.symbol] < t.exit_on):
+            stops[t.symbol.upper()] = t.exit_on
+    for day in sorted(day_pnl):
+        equity += day_pnl[day]
+        peak = max(peak, equity)
+    today += day_pnl.get(as_of, 0.0)
+    # Equity must stay positive for the model (an account wiped out halts through the drawdown check).
+    equity = max(equity, 0.01)
+    return base.model_copy(
+        update={
+            "equity": round(equity, 6),
+            "peak_equity": round(max(peak, equity), 6),
+            "realised_pnl_today": round(today, 6),
+            "last_stop_out": stops,
+        }
+    )

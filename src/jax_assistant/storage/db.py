@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR: Final = Path(__file__).resolve().with_name("migrations")
 # The newest migration's revision id (a test keeps it equal to Alembic's head): a start-up that finds
 # the schema already there needs neither Alembic's import nor a migration pass (~0.3 s of `jax run`).
-HEAD_REVISION: Final = "0007_research"
+HEAD_REVISION: Final = "0008_outcomes"
 DEFAULT_DATA_DIR: Final = "~/.local/share/jax-assistant"
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
@@ -62,6 +62,7 @@ from jax_assistant.storage.tables import (
     RunRow,
     StageCheckpointRow,
     SymbolResultRow,
+    TradeOutcomeRow,
     TradeRow,
 )
 
@@ -1101,3 +1102,61 @@ class Repository:
         async with self._db.engine.connect() as conn:
             rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
             return sorted(str(r[0]) for r in rows)
+
+    # ------------------------------------------------------------------ trade outcomes (learning)
+
+    async def unsettled_trades(self, symbols: Iterable[str] | None = None) -> list[TradeRecord]:
+        """Stored setups with no settled outcome yet (first run's sizing), oldest first."""
+        stmt = (
+            select(TradeRow)
+            .where(TradeRow.id.not_in(select(TradeOutcomeRow.setup_id)))
+            .order_by(TradeRow.symbol, TradeRow.id)
+        )
+        if symbols is not None:
+            stmt = stmt.where(TradeRow.symbol.in_(sorted(set(symbols))))
+        async with self._db.sessionmaker() as session:
+            return [_trade_from_row(row) for row in await session.scalars(stmt)]
+
+    async def save_outcomes(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Upsert settled outcomes by setup id (re-settling the same setup rewrites the same row)."""
+        values = _last_by((dict(r) for r in rows), ("setup_id",))
+        async with self._db.transaction() as conn:
+            for chunk in _chunks(values):
+                await self._upsert(conn, TradeOutcomeRow, list(chunk), ("setup_id",))
+        return len(values)
+
+    async def list_outcomes(
+        self,
+        *,
+        strategy_id: str | None = None,
+        symbol: str | None = None,
+        exited_through: date | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Settled outcomes as column dicts, by exit date then setup id (``exited_through``: only
+        trades that ended on or before that date, so a replay as of D never reads a later exit)."""
+        stmt = select(TradeOutcomeRow).order_by(TradeOutcomeRow.exit_on, TradeOutcomeRow.setup_id)
+        if strategy_id is not None:
+            stmt = stmt.where(TradeOutcomeRow.strategy_id == strategy_id)
+        if symbol is not None:
+            stmt = stmt.where(TradeOutcomeRow.symbol == symbol)
+        if exited_through is not None:
+            stmt = stmt.where(TradeOutcomeRow.exit_on <= exited_through)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        async with self._db.sessionmaker() as session:
+            return [_outcome_dict(row) for row in await session.scalars(stmt)]
+
+    async def outcomes_for(self, setup_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Settled outcomes of these setups, by setup id (missing: not settled yet)."""
+        found: dict[str, dict[str, Any]] = {}
+        async with self._db.sessionmaker() as session:
+            for chunk in _chunks(sorted(set(setup_ids))):
+                stmt = select(TradeOutcomeRow).where(TradeOutcomeRow.setup_id.in_(chunk))
+                for row in await session.scalars(stmt):
+                    found[row.setup_id] = _outcome_dict(row)
+        return found
+
+
+def _outcome_dict(row: TradeOutcomeRow) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in TradeOutcomeRow.__table__.columns}

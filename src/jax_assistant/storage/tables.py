@@ -195,6 +195,41 @@ class DecisionRow(Base):
     decided_at: Mapped[datetime]
 
 
+class TradeOutcomeRow(Base):
+    """How one stored setup played out once later bars existed (``learning.outcomes``).
+
+    Keyed by setup id: the price path does not depend on which run sized it. ``position_size`` and
+    ``pnl`` are the first run's sizing (the trades row), which is what the protections' equity reads.
+    Only settled outcomes are stored; a trade still running is recomputed on each settle.
+    """
+
+    __tablename__ = "trade_outcomes"
+    __table_args__ = (Index(None, "strategy_id"), Index(None, "symbol"), Index(None, "exit_on"))
+
+    setup_id: Mapped[str] = mapped_column(primary_key=True)
+    symbol: Mapped[str]
+    strategy_id: Mapped[str]
+    event_type: Mapped[str | None]
+    direction: Mapped[str] = mapped_column(String(16))
+    decided_on: Mapped[date]
+    status: Mapped[str] = mapped_column(String(16))
+    fill_on: Mapped[date | None]
+    fill_price: Mapped[float | None] = mapped_column(Float)
+    exit_on: Mapped[date | None]
+    exit_price: Mapped[float | None] = mapped_column(Float)
+    r_multiple: Mapped[float] = mapped_column(Float)
+    mfe_r: Mapped[float] = mapped_column(Float)
+    mae_r: Mapped[float] = mapped_column(Float)
+    sessions_held: Mapped[int] = mapped_column(Integer)
+    days_held: Mapped[int] = mapped_column(Integer)
+    settled_through: Mapped[date]
+    rule: Mapped[str]
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    position_size: Mapped[int] = mapped_column(Integer)
+    pnl: Mapped[float] = mapped_column(Float)
+    settled_at: Mapped[datetime]
+
+
 class AuditEventRow(Base):
     __tablename__ = "audit_events"
 
@@ -430,6 +465,7 @@ ALL_TABLES = (
     EventRow.__tablename__,
     TradeRow.__tablename__,
     DecisionRow.__tablename__,
+    TradeOutcomeRow.__tablename__,
     AuditEventRow.__tablename__,
     DeadLetterRow.__tablename__,
     ApiKeyRow.__tablename__,

@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from jax_assistant.domain import Event, TradeSetup
+from jax_assistant.domain import Event, RiskResult, TradeSetup
 from jax_assistant.domain.errors import ConfigError
 from jax_assistant.strategies.code import CODE_STRATEGIES
 from jax_assistant.strategies.config import default_strategies_dir, load_strategy_configs
@@ -61,6 +61,10 @@ class StrategyRegistry:
     ) -> None:
         self._strategies: dict[str, Strategy] = {}
         self.weights: dict[str, float] = {}
+        # Set by strategies.weighting from the current beliefs (empty without any): the note each
+        # setup of a strategy carries, and the strategies whose setups are paper-tracked only.
+        self.influence: dict[str, str] = {}
+        self.suspended: dict[str, str] = {}
         for strategy in strategies:
             self.add(strategy)
         for sid, w in (weights or {}).items():
@@ -142,13 +146,41 @@ class StrategyRegistry:
         """
         events = list(events)
         out: list[TradeSetup] = []
-        for sid, strategy in self._strategies.items():
-            w = self.weight(sid)
+        for strategy in self._strategies.values():
             for setup in strategy.generate(series, events, as_of=as_of, lookback=lookback):
-                if w != 1.0:
-                    setup = setup.model_copy(
-                        update={"confidence": round(min(1.0, max(0.0, setup.confidence * w)), 4)}
-                    )
-                out.append(setup)
+                out.append(self.shape(setup))
         out.sort(key=lambda t: (t.time is None, t.time, t.strategy_id))
         return out
+
+    def shape(self, setup: TradeSetup) -> TradeSetup:
+        """A strategy's raw setup with its weight applied to the confidence (capped to [0, 1]) and, when
+        beliefs set the weight, a note citing them. The same object at weight 1 with no note."""
+        sid = setup.strategy_id
+        w = self.weight(sid)
+        if w != 1.0:
+            confidence = round(min(1.0, max(0.0, setup.confidence * w)), 4)
+            setup = setup.model_copy(update={"confidence": confidence})
+        if sid in self.influence:
+            note = f"beliefs: {self.influence[sid]}"
+            setup = setup.model_copy(update={"notes": f"{setup.notes}; {note}" if setup.notes else note})
+        return setup
+
+    def admit(self, setup: TradeSetup, risk: RiskResult) -> RiskResult:
+        """``risk`` unchanged, unless the setup's strategy is suspended by its beliefs: then a rejected
+        candidate (``STRATEGY_SUSPENDED``, size 0) that is stored and settled but never allocated."""
+        reason = self.suspended.get(setup.strategy_id)
+        if reason is None:
+            return risk
+        from jax_assistant.risk.protections import ViolationCode, violation
+
+        message = f"strategy {setup.strategy_id} suspended: {reason}"
+        found = violation(ViolationCode.STRATEGY_SUSPENDED, message, limit=0, actual=0)
+        constraints = risk.constraints.model_copy(
+            update={
+                "allowed": False,
+                # A candidate's reason only says it awaits allocation: the suspension is the reason now.
+                "reason": found.message if risk.constraints.allowed else risk.constraints.reason,
+                "violations": [*risk.constraints.violations, found],
+            }
+        )
+        return risk.model_copy(update={"constraints": constraints, "position_size": 0, "total_risk": 0.0})

@@ -1,0 +1,167 @@
+"""Reflection as a service: settle, reflect, record; and the weights a run reads back.
+
+A reflection is recorded as an audit event (correlation id ``learning.reflect``) holding the beliefs
+and the strategy weights they imply: the audit trail says which beliefs shaped later setups, and
+``jax run`` reads the newest one back (``latest_weights``). With no reflection recorded, nothing
+changes anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import date
+from typing import TYPE_CHECKING, Any, Final
+
+import structlog
+
+from jax_assistant.domain import AuditEvent, utc_now
+from jax_assistant.learning.outcomes import settle
+from jax_assistant.memory.beliefs import OutcomeEvidence, reflect_outcomes
+from jax_assistant.risk.portfolio import PortfolioBook
+from jax_assistant.risk.protections import RealisedTrade, state_from_outcomes
+from jax_assistant.strategies.weighting import StrategyWeight, apply_weights, strategy_weights
+
+if TYPE_CHECKING:
+    from jax_assistant.config import Settings
+    from jax_assistant.marketdata.base import MarketDataProvider
+    from jax_assistant.orchestrator import Orchestrator
+    from jax_assistant.pipeline.services import Services
+    from jax_assistant.storage.repository import Repository
+    from jax_assistant.strategies.registry import StrategyRegistry
+
+_log = structlog.get_logger(__name__)
+REFLECTION_CORRELATION: Final = "learning.reflect"
+# When this process last reflected (shown in /status); None until it has.
+last_reflection: dict[str, Any] = {"at": None, "asOf": None, "beliefs": 0}
+
+
+def evidence_from_rows(rows: list[dict[str, Any]]) -> list[OutcomeEvidence]:
+    """Settled, filled outcomes (an unfilled setup traded nothing and is no evidence)."""
+    return [
+        OutcomeEvidence(
+            setup_id=r["setup_id"],
+            strategy_id=r["strategy_id"],
+            symbol=r["symbol"],
+            event_type=r["event_type"],
+            exit_on=r["exit_on"],
+            r_multiple=r["r_multiple"],
+        )
+        for r in rows
+        if r["status"] != "unfilled" and r["exit_on"] is not None
+    ]
+
+
+async def reflect_once(
+    repo: Repository, provider: MarketDataProvider, settings: Settings, *, as_of: date
+) -> dict[str, Any]:
+    cfg = settings.learning
+    report = await settle(repo, provider, cfg.outcomes, as_of=as_of)
+    rows = await repo.list_outcomes(exited_through=as_of)
+    beliefs = reflect_outcomes(
+        evidence_from_rows(rows),
+        as_of=as_of,
+        window_days=cfg.window_days,
+        prior_strength=cfg.weighting.prior_strength,
+    )
+    weights = strategy_weights(beliefs, cfg.weighting)
+    now = utc_now()
+    payload = {
+        "asOf": as_of.isoformat(),
+        "beliefs": [b.data().model_dump(mode="json", by_alias=True) | {"id": b.id} for b in beliefs],
+        "weights": {sid: w.model_dump(mode="json") for sid, w in weights.items()},
+    }
+    event_id = f"reflect:{as_of.isoformat()}:{len(rows)}:{now.isoformat()}"
+    await repo.record_audit(
+        AuditEvent(
+            id=event_id,
+            correlation_id=REFLECTION_CORRELATION,
+            action="learning.reflect",
+            outcome="success",
+            timestamp=now,
+            payload=payload,
+        ),
+        idempotency_key=event_id,
+    )
+    last_reflection.update(at=now.isoformat(), asOf=as_of.isoformat(), beliefs=len(beliefs))
+    return {
+        "asOf": as_of.isoformat(),
+        "settled": report.model_dump(mode="json"),
+        "beliefs": payload["beliefs"],
+        "summaries": [b.summary for b in beliefs if b.belief_type == "strategy_track_record"],
+        "weights": payload["weights"],
+    }
+
+
+async def latest_weights(repo: Repository) -> tuple[str | None, dict[str, StrategyWeight]]:
+    """The newest recorded reflection's weights (and its audit id); empty when none was recorded."""
+    events = await repo.list_audit(correlation_id=REFLECTION_CORRELATION, limit=100_000)
+    if not events:
+        return None, {}
+    newest = max(events, key=lambda e: (e.timestamp, e.id))
+    raw = newest.payload.get("weights") or {}
+    return newest.id, {sid: StrategyWeight.model_validate(w) for sid, w in raw.items()}
+
+
+async def apply_latest_beliefs(repo: Repository | None, registry: StrategyRegistry) -> str | None:
+    """Point ``registry`` at the newest reflection's weights; returns its audit id (None: no change)."""
+    if repo is None:
+        return None
+    ref, weights = await latest_weights(repo)
+    if weights:
+        apply_weights(registry, weights)
+    return ref
+
+
+def status() -> dict[str, Any]:
+    """The ``learning`` block of ``/status``: when this process last reflected, on which date."""
+    return {
+        "lastReflection": last_reflection["at"],
+        "asOf": last_reflection["asOf"],
+        "beliefs": last_reflection["beliefs"],
+    }
+
+
+async def reflect_periodically(orch: Orchestrator) -> None:
+    """``jax serve``'s schedule: reflect every ``learning.reflect_interval_s`` seconds (first after
+    one interval). A failed pass is logged and the schedule goes on."""
+    interval = orch.settings.learning.reflect_interval_s
+    if interval <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            provider = orch.provider()
+            assert orch.repository is not None
+            await reflect_once(orch.repository, provider, orch.settings, as_of=provider.latest_date())
+        except Exception as exc:  # the service must outlive a bad pass (storage blip, data error)
+            _log.warning("reflection failed", error=str(exc))
+
+
+def start_reflector(orch: Orchestrator) -> asyncio.Task[None]:
+    return asyncio.create_task(reflect_periodically(orch), name="jax-reflect")
+
+
+async def stop_reflector(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def feed_run(repo: Repository | None, services: Services, as_of: date) -> str | None:
+    """What a ``jax run`` as of ``as_of`` takes from learning: the newest reflection's weights and the
+    protections' state moved on by the realised (allowed, settled) trades that closed by ``as_of``.
+    With neither recorded nothing changes. Returns the reflection's audit id (None: none applied)."""
+    if repo is None:
+        return None
+    ref = await apply_latest_beliefs(repo, services.strategies)
+    rows = [r for r in await repo.list_outcomes(exited_through=as_of) if r["allowed"] and r["position_size"]]
+    if rows:
+        realised = [
+            RealisedTrade(r["symbol"], r["exit_on"], float(r["pnl"]), stopped=r["status"] == "stop")
+            for r in rows
+        ]
+        book = services.risk.book
+        state = await book.snapshot()
+        services.risk.book = PortfolioBook(state_from_outcomes(state, realised, as_of=as_of))
+    return ref
