@@ -586,22 +586,12 @@ class EmbeddedBackend:
             # bm25() is lower-is-better; negate so every arm's score is higher-is-better.
             return [(r[0], -float(r[1])) for r in conn.execute(stmt, {"match": match})]
         tsq = (" | " if any_term else " & ").join(terms)
-        # The text match is materialised first so the planner always takes the GIN index: without
-        # statistics (a freshly loaded bank) it would otherwise walk the bank index and test every row.
-        hits = (
-            select(
-                M.c.seq.label("hit_seq"),
-                func.ts_rank(_SEARCH, func.to_tsquery("english", bindparam("tsq")), 1).label("rank"),
-            )
-            .where(_SEARCH.op("@@")(func.to_tsquery("english", bindparam("tsq"))))
-            .cte("keyword_hits")
-            .prefix_with("MATERIALIZED")
-        )
         stmt = (
-            select(M.c.seq, hits.c.rank)
-            .join(hits, hits.c.hit_seq == M.c.seq)
-            .where(and_(*conds))
-            .order_by(hits.c.rank.desc())
+            select(
+                M.c.seq, func.ts_rank(_SEARCH, func.to_tsquery("english", bindparam("tsq")), 1).label("rank")
+            )
+            .where(_SEARCH.op("@@")(func.to_tsquery("english", bindparam("tsq"))), and_(*conds))
+            .order_by(text("rank DESC"))
             .limit(k)
         )
         return [(r[0], float(r[1])) for r in conn.execute(stmt, {"tsq": tsq})]
