@@ -267,4 +267,6 @@ async def _reflect(settings: Settings, as_of: date | None) -> dict[str, Any]:
         provider = orch.provider()
         day = orch.resolve_as_of(provider, as_of)
         assert orch.repository is not None
-        return await reflect_once(orch.repository, provider, settings, as_of=day)
+        return await reflect_once(
+            orch.repository, provider, settings, as_of=day, memory=orch.memory, outbox=orch.memory_outbox
+        )

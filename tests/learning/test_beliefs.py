@@ -90,3 +90,15 @@ def test_outcomes_as_memory_items_feed_both_reasoners() -> None:
     [strategy, _event, _symbol] = track_record_items(items, as_of=D0 + timedelta(5), window_days=None)
     assert strategy.data is not None and strategy.data["evidence_ids"] == ["out_1", "out_2", "out_3"]
     assert strategy.data["win_rate"] == round(2 / 3, 6)
+    # memory.reflect (the local reasoner) gives the old beliefs and the track records from one window.
+    from datetime import UTC, datetime
+
+    from jax_assistant.memory.models import ReflectionParams
+    from jax_assistant.memory.reflection import reflect_items
+
+    now = datetime.combine(D0 + timedelta(5), datetime.min.time(), tzinfo=UTC)
+    stored = [i.model_copy(update={"id": f"mem_{n}"}) for n, i in enumerate(items)]  # ids come with retain
+    reflected = reflect_items(stored, ReflectionParams(query="how did s1 do", window_days=30), now)
+    kinds = [b.data["belief_type"] for b in reflected if b.data]
+    assert "outcome_balance" in kinds
+    assert {"strategy_track_record", "strategy_event_track_record", "symbol_track_record"} <= set(kinds)

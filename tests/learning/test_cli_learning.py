@@ -3,6 +3,7 @@ records beliefs, the next `jax run` cites them in its setups, `jax trades list` 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -10,10 +11,22 @@ import pytest
 from typer.testing import CliRunner
 
 from jax_assistant.cli import app
+from jax_assistant.config import Settings
+from jax_assistant.memory.facade import open_memory
+from jax_assistant.memory.models import MemoryItem
 
 pytestmark = [pytest.mark.realdata]
 
 SYMBOLS = ["AAPL", "MSFT", "XOM", "JPM", "GE", "KO"]
+
+
+async def _bank_contents(url: str, banks: list[str]) -> dict[str, list[MemoryItem]]:
+    settings = Settings(database_url=url)
+    memory = await open_memory(settings)
+    try:
+        return {b: await memory.recall({"limit": 1000}, bank=b) for b in banks}
+    finally:
+        await memory.close()
 
 
 def test_run_reflect_run(shared_data: Path, tmp_path: Path) -> None:
@@ -43,6 +56,16 @@ def test_run_reflect_run(shared_data: Path, tmp_path: Path) -> None:
     }
     weights = summary["weights"]
     assert weights and all("belief_id" in w for w in weights.values())
+    # What was learned is remembered: outcomes and beliefs in their banks, once however often reflected.
+    assert summary["retained"]["trade_outcomes"] > 20
+    assert summary["retained"]["strategy_beliefs"] == len(summary["beliefs"])
+    again = json.loads(jax("reflect", "--as-of", "2015-09-30", "--json", *common))
+    assert again["retained"] == summary["retained"]
+    banks = asyncio.run(_bank_contents(common[3], ["trade_outcomes", "strategy_beliefs"]))
+    assert len(banks["trade_outcomes"]) == summary["retained"]["trade_outcomes"]
+    assert {i.data["outcome"] for i in banks["trade_outcomes"]} <= {"win", "loss", "flat"}
+    assert len(banks["strategy_beliefs"]) == summary["retained"]["strategy_beliefs"]
+    assert all(i.type == "belief" and i.data["belief_type"] for i in banks["strategy_beliefs"])
 
     trades = json.loads(jax("trades", "list", "--json", "--limit", "1000", "--db", common[3]))
     settled = [t for t in trades if "outcome" in t]

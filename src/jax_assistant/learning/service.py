@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from jax_assistant.domain import AuditEvent, utc_now
-from jax_assistant.learning.outcomes import settle
+from jax_assistant.learning.outcomes import outcome_memory_item, settle
 from jax_assistant.memory.beliefs import OutcomeEvidence, reflect_outcomes
 from jax_assistant.risk.portfolio import PortfolioBook
 from jax_assistant.risk.protections import RealisedTrade, state_from_outcomes
@@ -25,6 +25,9 @@ from jax_assistant.strategies.weighting import StrategyWeight, apply_weights, st
 if TYPE_CHECKING:
     from jax_assistant.config import Settings
     from jax_assistant.marketdata.base import MarketDataProvider
+    from jax_assistant.memory.facade import Memory
+    from jax_assistant.memory.models import MemoryItem
+    from jax_assistant.memory.outbox import MemoryOutbox
     from jax_assistant.orchestrator import Orchestrator
     from jax_assistant.pipeline.services import Services
     from jax_assistant.storage.repository import Repository
@@ -52,9 +55,33 @@ def evidence_from_rows(rows: list[dict[str, Any]]) -> list[OutcomeEvidence]:
     ]
 
 
+async def _retain(
+    memory: Memory | None, outbox: MemoryOutbox | None, bank: str, items: list[MemoryItem]
+) -> int:
+    """Retain ``items`` (idempotent by document id); when memory is down they wait in the outbox."""
+    if memory is None or not items:
+        return 0
+    try:
+        await memory.retain_many(items, bank=bank)
+    except Exception as exc:  # an outage must not lose what was learned, nor fail the reflection
+        if outbox is None:
+            _log.warning("could not retain to memory", bank=bank, items=len(items), error=str(exc))
+            return 0
+        await outbox.enqueue(bank, items, error=str(exc))
+    return len(items)
+
+
 async def reflect_once(
-    repo: Repository, provider: MarketDataProvider, settings: Settings, *, as_of: date
+    repo: Repository,
+    provider: MarketDataProvider,
+    settings: Settings,
+    *,
+    as_of: date,
+    memory: Memory | None = None,
+    outbox: MemoryOutbox | None = None,
 ) -> dict[str, Any]:
+    """Settle, reflect and record; with ``memory``, the settled outcomes go to the ``trade_outcomes``
+    bank and the beliefs to ``strategy_beliefs`` (what ``recall_memory`` hands later runs)."""
     cfg = settings.learning
     report = await settle(repo, provider, cfg.outcomes, as_of=as_of)
     rows = await repo.list_outcomes(exited_through=as_of)
@@ -84,8 +111,18 @@ async def reflect_once(
         idempotency_key=event_id,
     )
     last_reflection.update(at=now.isoformat(), asOf=as_of.isoformat(), beliefs=len(beliefs))
+    settled_rows = [r for r in rows if r["status"] in ("target", "stop", "expired")]
+    retained = {
+        "trade_outcomes": await _retain(
+            memory, outbox, "trade_outcomes", [outcome_memory_item(r) for r in settled_rows]
+        ),
+        "strategy_beliefs": await _retain(
+            memory, outbox, "strategy_beliefs", [b.to_memory_item() for b in beliefs]
+        ),
+    }
     return {
         "asOf": as_of.isoformat(),
+        "retained": retained,
         "settled": report.model_dump(mode="json"),
         "beliefs": payload["beliefs"],
         "summaries": [b.summary for b in beliefs if b.belief_type == "strategy_track_record"],
@@ -133,7 +170,14 @@ async def reflect_periodically(orch: Orchestrator) -> None:
         try:
             provider = orch.provider()
             assert orch.repository is not None
-            await reflect_once(orch.repository, provider, orch.settings, as_of=provider.latest_date())
+            await reflect_once(
+                orch.repository,
+                provider,
+                orch.settings,
+                as_of=provider.latest_date(),
+                memory=orch.memory,
+                outbox=orch.memory_outbox,
+            )
         except Exception as exc:  # the service must outlive a bad pass (storage blip, data error)
             _log.warning("reflection failed", error=str(exc))
 

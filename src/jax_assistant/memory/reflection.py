@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
+from jax_assistant.memory.beliefs import track_record_items
 from jax_assistant.memory.models import BELIEF_TYPE, MemoryItem, ReflectionParams, make_belief
 
 MIN_OUTCOMES: Final = 2
@@ -137,4 +138,7 @@ def reflect_items(items: Sequence[MemoryItem], params: ReflectionParams, now: da
                 **context,
             ).model_copy(update={"document_id": _belief_document_id("tag_pattern", tag, now, evidence)})
         )
+    # The learning loop's track records (per strategy, strategy x event type, symbol) from the same
+    # window: what strategy weighting reads back (memory/beliefs.py, strategies/weighting.py).
+    beliefs.extend(track_record_items(window, as_of=now.date(), window_days=params.window_days))
     return beliefs
