@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from jax_assistant.api.common import errors
 from jax_assistant.domain.errors import InputError
 from jax_assistant.ingest.models import IngestResult
 from jax_assistant.ingest.service import Retainer
@@ -32,7 +33,9 @@ async def _memory(request: Request, orch: Orchestrator) -> Retainer:
     return memory
 
 
-@router.post("/ingest", response_model=IngestResult)
+# The body is read raw (each observation is validated on its own, so one bad item never rejects the
+# batch): a body that is not JSON at all is the only whole-request 400.
+@router.post("/ingest", response_model=IngestResult, responses=errors(400))
 async def ingest(request: Request) -> IngestResult:
     raw = await request.body()
     try:
