@@ -13,7 +13,7 @@ from tests.engines.helpers import order_independent_constraints
 from tests.storage.factories import make_item, make_run, make_symbol_result
 
 from jax_assistant.config import DEFAULT_PIPELINE, Settings, StorageConfig
-from jax_assistant.domain import RunStatus, SymbolResult, utc_now
+from jax_assistant.domain import RunStatus, utc_now
 from jax_assistant.orchestrator import Orchestrator, RunLeasedError, RunRequest
 from jax_assistant.pipeline import plugins
 from jax_assistant.pipeline.base import BaseStage, StageContext, StageOutput, WorkItem
@@ -49,22 +49,7 @@ async def test_a_rerun_at_another_account_size_keeps_both_runs_sizes(database_ur
     assert sizes_first and sizes_first.keys() == sizes_second.keys()  # the same setups...
     assert set(sizes_first.values()) == {10_000.0}
     assert set(sizes_second.values()) == {100_000.0}  # ...each run with its own sizing
-    # Setups are stored once, with the first run's research; its measured latency is the one difference.
-    assert _without_latency(stored_second) == _without_latency(second.results)
-
-
-def _without_latency(results: list[SymbolResult]) -> list[SymbolResult]:
-    out = []
-    for r in results:
-        trades = []
-        for t in r.trades:
-            prov = t.setup.research_provenance
-            if prov is not None:
-                prov = prov.model_copy(update={"latency_ms": 0.0})
-            setup = t.setup.model_copy(update={"research_provenance": prov})
-            trades.append(t.model_copy(update={"setup": setup}))
-        out.append(r.model_copy(update={"trades": trades}))
-    return out
+    assert stored_second == second.results
 
 
 async def test_decisions_are_byte_identical_on_rerun(database_url: str, tmp_path: Path) -> None:

@@ -120,7 +120,10 @@ class ResearchProvenance(CamelModel):
     status: Literal["ok", "unavailable"]
     provider: str | None = None
     source: Literal["cached", "fresh"] | None = None
-    latency_ms: float = Field(default=0.0, ge=0)
+    # Only for a fresh answer from a remote provider (Dexter, an LLM), whose answer is not reproducible
+    # anyway. Built-in research and cache hits are computed from stored data, so the setup they are
+    # stored on must be byte-identical on every rerun: their time is in the stage's duration and metrics.
+    latency_ms: float | None = Field(default=None, ge=0)
     tokens: int = Field(default=0, ge=0)
     cost: float = Field(default=0.0, ge=0)
     questions: list[str] = Field(default_factory=list)

@@ -151,7 +151,9 @@ class ResearchService:
                     status="ok",
                     provider=name,
                     source="cached" if source == "cached" else "fresh",
-                    latency_ms=(time.perf_counter() - t0) * 1000.0,
+                    latency_ms=None
+                    if name == "builtin" or source == "cached"
+                    else round((time.perf_counter() - t0) * 1000.0, 3),
                     tokens=answer.tokens,
                     cost=answer.cost,
                     questions=list(request.questions),
