@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from tests.api.helpers import serve
 from tests.ingest.batches import EXPECTED, SIGNIFICANT_SYMBOLS, mixed_batch, outcome_tuples
@@ -14,6 +15,8 @@ from jax_assistant.config import Settings
 from jax_assistant.memory import open_memory
 from jax_assistant.storage import open_database
 from jax_assistant.storage.tables import IngestedObservationRow
+
+pytestmark = pytest.mark.usefixtures("api_auth_off")
 
 
 async def _stored_keys(url: str) -> list[str]:

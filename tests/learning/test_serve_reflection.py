@@ -14,6 +14,8 @@ from jax_assistant.api import create_app
 from jax_assistant.config import Settings
 from jax_assistant.learning import service as learning
 
+pytestmark = pytest.mark.usefixtures("api_auth_off")
+
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,7 +31,7 @@ from jax_assistant.domain import Run, RunStatus, utc_now
 from jax_assistant.orchestrator import Orchestrator
 from jax_assistant.storage.tables import RunRow
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("api_auth_off")]
 
 # "trace" right after detect_events, wherever that stands in the default pipeline.
 PIPELINE = [n for name in DEFAULT_PIPELINE for n in ([name, "trace"] if name == "detect_events" else [name])]

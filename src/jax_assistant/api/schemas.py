@@ -299,4 +299,5 @@ class TradeOutcomeOut(_Out):
 class TradeOut(TradeRecord):
     """A TradeRecord as the API serves it: plus ``outcome`` once the setup is settled."""
 
-    outcome: TradeOutcomeOut | None = None
+    # Absent (not null) until settled: old callers see the TradeRecord shape they know.
+    outcome: TradeOutcomeOut | None = Field(default=None, exclude_if=lambda v: v is None)
