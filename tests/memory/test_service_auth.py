@@ -16,10 +16,12 @@ from tests.memory.svc import MemoryService, decision, memory_service
 from tests.pgutil import backend_url
 
 from jax_assistant.config import ApiConfig, MemoryConfig, Settings
+from jax_assistant.domain import SymbolStatus
 from jax_assistant.domain.errors import ConfigError
 from jax_assistant.memory import Memory
 from jax_assistant.memory.base import MemoryUnavailableError
 from jax_assistant.memory.remote import MemoryAuthError, RemoteBackend, open_backend
+from jax_assistant.orchestrator import Orchestrator, RunRequest
 from jax_assistant.service.auth import ApiKeyStore, ApiScope
 from jax_assistant.storage import open_database
 
@@ -28,7 +30,8 @@ BACKENDS = [
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
 BANK = "trade_decisions"
-MAX_BODY = 20_000
+SYMBOLS = ["ACME.SIM", "BOLT.SIM", "BYTE.SIM", "MEDX.SIM"]
+MAX_BODY = 200_000  # above a four-symbol run's retain_many, below the shipped 1 MB
 
 
 @dataclass
@@ -136,7 +139,7 @@ async def test_openapi_declares_the_bearer_scheme(secured: Secured) -> None:
 async def test_body_over_the_limit_is_413_and_stores_nothing(secured: Secured) -> None:
     item = decision("AAPL", 1)
     item["summary"] = "x" * 400
-    items = [{**item, "id": f"decision:AAPL:big{n}"} for n in range(100)]  # well over MAX_BODY
+    items = [{**item, "id": f"decision:AAPL:big{n}"} for n in range(400)]  # ~400 KB, over MAX_BODY
     r = await secured.svc.tool(
         "memory.retain_many", {"bank": BANK, "items": items}, **bearer(secured.keys["write"])
     )
@@ -214,3 +217,38 @@ async def test_remote_backend_down_is_still_unavailable_not_auth() -> None:
             await memory.retain(decision("AAPL", 1), bank=BANK)
     finally:
         await memory.close()
+
+
+async def test_a_run_without_the_key_keeps_its_decisions_in_the_outbox_until_the_key_is_set(
+    secured: Secured, tmp_path: Path
+) -> None:
+    def settings(key: str | None) -> Settings:
+        return Settings(
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'orchestrator.db'}",
+            lookback=20,
+            memory=MemoryConfig(
+                backend="remote",
+                url=secured.svc.url,
+                timeout_s=10.0,
+                api_key=SecretStr(key) if key else None,
+            ),
+        )
+
+    async with Orchestrator(settings(None)) as orch:
+        outcome = await orch.start_run(RunRequest(symbols=SYMBOLS))
+        assert orch.memory_outbox is not None
+        kept = await orch.memory_outbox.depth()
+    assert {r.status for r in outcome.results} == {SymbolStatus.DEGRADED}
+    for result in outcome.results:
+        retain = next(s for s in result.stages if s.stage == "retain_memory")
+        assert retain.status == "degraded", retain
+        assert "outbox" in (retain.reason or "") and "memory.api_key" in (retain.reason or "")
+        assert next(s for s in result.stages if s.stage == "persist").status == "ok"
+    assert kept > 0 and await recall_ids(secured) == []
+
+    async with Orchestrator(settings(secured.keys["write"])) as orch:
+        again = await orch.start_run(RunRequest(symbols=SYMBOLS))
+        assert orch.memory_outbox is not None
+        assert await orch.memory_outbox.depth() == 0
+    assert all(r.status is SymbolStatus.SUCCEEDED for r in again.results)
+    assert len(await recall_ids(secured)) >= kept  # what the first run kept arrived
