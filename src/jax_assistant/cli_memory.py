@@ -50,7 +50,19 @@ def serve(
         asyncio.run(preflight(url))
         application = create_app(settings, database_url=url)
     err.print(f"jax-memory listening on http://{host}:{port}")
-    config = uvicorn.Config(application, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+    from jax_assistant.service.server import header_deadline_protocol
+
+    # As `jax serve`: our redacted access log (api.access_log), not uvicorn's (it logs query strings),
+    # and a deadline on request headers (slowloris).
+    config = uvicorn.Config(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        access_log=False,
+        http=header_deadline_protocol(settings.api.header_timeout_s),
+    )
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):
         server.run()

@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -137,6 +138,10 @@ class MemoryConfig(BaseModel):
         default="embedded", description="embedded = the project database; remote = jax-memory; hindsight"
     )
     url: str | None = Field(default=None, description="base URL of the remote service or Hindsight server")
+    # memauth: the jax-memory service checks API keys like the orchestrator (jax keys create --db ...).
+    api_key: SecretStr | None = Field(
+        default=None, description="remote: a jax-memory API key (write scope), sent as Bearer; never logged"
+    )
     bank: str = Field(default="trade_decisions", description="bank used when a call names none")
     semantic: bool = Field(
         default=False, description="embedded: add the embedding arm (needs the `semantic` extra)"

@@ -20,6 +20,14 @@ from jax_assistant.memory import Memory
 from jax_assistant.memory.embedded import EmbeddedBackend
 from jax_assistant.storage import open_database
 
+
+@pytest.fixture(autouse=True)
+def service_auth_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory service applies the orchestrator's API keys (on by default); these suites test memory,
+    tests/memory/test_service_auth.py tests the keys (with settings that turn auth back on)."""
+    monkeypatch.setenv("JAX_API__AUTH", "off")
+
+
 BACKEND_LEGS = [
     pytest.param("embedded-sqlite", id="embedded-sqlite"),
     pytest.param("embedded-postgres", id="embedded-postgres", marks=pytest.mark.postgres),

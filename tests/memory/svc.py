@@ -50,11 +50,15 @@ class MemoryService:
 
 
 @asynccontextmanager
-async def memory_service(database_url: str) -> AsyncIterator[MemoryService]:
-    server = LiveServer(create_app(Settings(), database_url=database_url))
+async def memory_service(
+    database_url: str, settings: Settings | None = None, headers: dict[str, str] | None = None
+) -> AsyncIterator[MemoryService]:
+    """The service on loopback; ``settings`` default to the environment's (auth off in this suite, see
+    conftest); ``headers`` go with every request of ``client``."""
+    server = LiveServer(create_app(settings or Settings(), database_url=database_url))
     await server.start()
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=headers) as client:
             yield MemoryService(server, client, database_url)
     finally:
         await server.stop()

@@ -4,11 +4,15 @@
   processes carries the request's correlation id.
 - Memory killed mid-run (SIGKILL while the symbols wait at a gate): symbols end degraded, the outbox
   fills, and after a restart `jax serve`'s background drain delivers it with nothing lost or doubled.
+
+The memory service runs with its shipped defaults (API keys required): the keys are made with
+`jax keys create --db <memory db>` and the orchestrator holds a write key as ``memory.api_key``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from tests.api.helpers import GateStage, LiveServer, wait_for_run
 
 from jax_assistant.api import create_app
@@ -47,8 +52,7 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("JAX_") and k not in ("DATABASE_URL", "PORT")
     }
-    # Keys are tested in tests/api/test_auth.py; these processes serve without them.
-    env.update({"JAX_DATA_DIR": str(tmp_path / "data"), "JAX_API__AUTH": "off", **extra})
+    env.update({"JAX_DATA_DIR": str(tmp_path / "data"), **extra})
     return env
 
 
@@ -88,8 +92,28 @@ def jax_process(args: list[str], env: dict[str, str], cwd: Path, url: str) -> It
                 proc.communicate()
 
 
+def memory_db(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'memory-service.db'}"
+
+
+def memory_key(tmp_path: Path, scope: str) -> str:
+    """A key of the memory service, made the documented way (`jax keys create --db <memory db>`)."""
+    args = ["keys", "create", "--name", f"test-{scope}", "--scope", scope, "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "jax_assistant", *args, "--db", memory_db(tmp_path)],
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    key: str = json.loads(done.stdout)["key"]
+    return key
+
+
 def memory_serve(tmp_path: Path, port: int) -> Any:
-    db = f"sqlite+aiosqlite:///{tmp_path / 'memory-service.db'}"
+    db = memory_db(tmp_path)
     return jax_process(
         ["memory", "serve", "--port", str(port), "--db", db],
         clean_env(tmp_path),
@@ -98,10 +122,11 @@ def memory_serve(tmp_path: Path, port: int) -> Any:
     )
 
 
-def all_decisions(memory_url: str) -> list[dict[str, Any]]:
+def all_decisions(memory_url: str, key: str) -> list[dict[str, Any]]:
     r = httpx.post(
         f"{memory_url}/tools",
         json={"tool": "memory.recall", "input": {"bank": "trade_decisions", "query": {"limit": 1000}}},
+        headers={"Authorization": f"Bearer {key}"},
         timeout=30,
     )
     assert r.status_code == 200, r.text
@@ -112,6 +137,8 @@ def all_decisions(memory_url: str) -> list[dict[str, Any]]:
 def test_two_processes_share_the_correlation_id_in_both_audits(tmp_path: Path) -> None:
     mem_port, orch_port = free_port(), free_port()
     memory_url, orch_url = f"http://127.0.0.1:{mem_port}", f"http://127.0.0.1:{orch_port}"
+    write_key, admin_key = memory_key(tmp_path, "write"), memory_key(tmp_path, "admin")
+    admin = {"Authorization": f"Bearer {admin_key}"}
     env = clean_env(
         tmp_path,
         JAX_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'orchestrator.db'}",
@@ -119,6 +146,9 @@ def test_two_processes_share_the_correlation_id_in_both_audits(tmp_path: Path) -
         JAX_MEMORY__BACKEND="remote",
         JAX_MEMORY__URL=memory_url,
         JAX_MEMORY__TIMEOUT_S="10",
+        JAX_MEMORY__API_KEY=write_key,
+        # The orchestrator's own keys are tests/api/test_auth.py's subject; memory's are this one's.
+        JAX_API__AUTH="off",
     )
     with (
         memory_serve(tmp_path, mem_port),
@@ -132,11 +162,11 @@ def test_two_processes_share_the_correlation_id_in_both_audits(tmp_path: Path) -
         assert run["run"]["status"] == "completed"
         assert {s["status"] for s in run["symbols"]} == {"succeeded"}, run["symbols"]
 
-        retained = all_decisions(memory_url)
+        retained = all_decisions(memory_url, write_key)
         expected = {f"decision:{s['symbol']}:{e['id']}" for s in run["symbols"] for e in s["events"]}
         assert expected and expected <= {d["id"] for d in retained}
 
-        mem_audit = httpx.get(f"{memory_url}/audit", params={"correlationId": cid}).json()
+        mem_audit = httpx.get(f"{memory_url}/audit", params={"correlationId": cid}, headers=admin).json()
         actions = [(e["action"], e["outcome"]) for e in mem_audit]
         assert ("memory.retain", "success") in actions
         assert {e["correlationId"] for e in mem_audit} == {cid}
@@ -148,7 +178,9 @@ def test_two_processes_share_the_correlation_id_in_both_audits(tmp_path: Path) -
         r = client.post("/process", json={"symbols": SYMBOLS}, headers={"X-Correlation-ID": "corr_two_2"})
         second = asyncio.run(_wait(orch_url, r.json()["runId"]))
         # Memory now holds decisions: every symbol recalled them, audited under the second request's id.
-        second_audit = httpx.get(f"{memory_url}/audit", params={"correlationId": "corr_two_2"}).json()
+        second_audit = httpx.get(
+            f"{memory_url}/audit", params={"correlationId": "corr_two_2"}, headers=admin
+        ).json()
         second_actions = [(e["action"], e["outcome"]) for e in second_audit]
         recalled_decisions = [
             e["payload"]["query"].get("symbol")
@@ -167,7 +199,7 @@ def test_two_processes_share_the_correlation_id_in_both_audits(tmp_path: Path) -
                 assert recalled == mine
             else:
                 assert len(recalled) == 5 and recalled <= mine
-        assert len(all_decisions(memory_url)) == len(retained)  # idempotent: nothing added twice
+        assert len(all_decisions(memory_url, write_key)) == len(retained)  # idempotent: nothing added twice
 
 
 async def _wait(url: str, run_id: str) -> dict[str, Any]:
@@ -185,11 +217,18 @@ async def test_memory_killed_mid_run_degrades_fills_the_outbox_and_drains_after_
     pipeline.insert(pipeline.index("detect_events") + 1, "gate")
     mem_port = free_port()
     memory_url = f"http://127.0.0.1:{mem_port}"
+    write_key = memory_key(tmp_path, "write")
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'orchestrator.db'}",
         lookback=20,
         pipeline=pipeline,
-        memory=MemoryConfig(backend="remote", url=memory_url, timeout_s=5.0, outbox_drain_s=0.3),
+        memory=MemoryConfig(
+            backend="remote",
+            url=memory_url,
+            timeout_s=5.0,
+            outbox_drain_s=0.3,
+            api_key=SecretStr(write_key),
+        ),
     )
     memory = memory_serve(tmp_path, mem_port)
     proc = memory.__enter__()
@@ -227,7 +266,7 @@ async def test_memory_killed_mid_run_degrades_fills_the_outbox_and_drains_after_
             while (await client.get("/status")).json()["memoryOutbox"]["depth"]:
                 assert time.monotonic() < deadline, "the outbox did not drain"
                 await asyncio.sleep(0.2)
-            retained = await asyncio.to_thread(all_decisions, memory_url)
+            retained = await asyncio.to_thread(all_decisions, memory_url, write_key)
             ids = [d["id"] for d in retained]
             assert len(ids) == len(set(ids))  # nothing twice
             assert set(ids) == expected  # nothing lost

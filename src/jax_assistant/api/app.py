@@ -33,7 +33,6 @@ from jax_assistant.api.compat import router as v1_router
 from jax_assistant.api.dead_letters import router as dead_letters_router
 from jax_assistant.api.errors import install_error_handlers
 from jax_assistant.api.ingest import router as ingest_router
-from jax_assistant.api.middleware import CorrelationIdMiddleware
 from jax_assistant.api.page import router as page_router
 from jax_assistant.api.runs import RunManager
 from jax_assistant.api.schemas import (
@@ -64,6 +63,7 @@ from jax_assistant.observability.tracing import configure_tracing, shutdown_trac
 from jax_assistant.orchestrator import Orchestrator, RunError, RunRequest
 from jax_assistant.research.report import research_status
 from jax_assistant.service import Admission, ApiKeyStore, KeyStore, harden, scope_resolver
+from jax_assistant.service.correlation import CorrelationIdMiddleware
 from jax_assistant.storage import Repository
 from jax_assistant.storage.db import HEAD_REVISION
 

@@ -14,8 +14,10 @@ Routes (``reference/jax-contracts.md`` and ``reference/hindsight.md``; docs/memo
 - ``GET /audit?correlationId=``: every retain, recall and reflect is audited in this service's own
   database under the request's correlation id (``X-Correlation-ID`` / ``X-Flow-ID``, echoed back).
 
-``create_app(settings)`` is the one factory: API keys, body limits and trusted hosts of the
-orchestrator service are added to it the same way (one shared implementation).
+``create_app(settings)`` is the one factory. The orchestrator's protection applies here through the
+same code (``service.harden`` with ``settings.api``): API keys checked against this service's own
+database (mutating routes need ``write``, ``/audit`` needs ``admin``, ``/health`` and ``/ready`` are
+open), request limits and the trusted-host check.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from sqlalchemy.exc import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jax_assistant import __version__
-from jax_assistant.api.middleware import CorrelationIdMiddleware
 from jax_assistant.config import Settings
 from jax_assistant.domain.errors import InputError, UnavailableError
 from jax_assistant.memory.base import MemoryUnavailableError
@@ -57,6 +58,8 @@ from jax_assistant.memory.models import (
 )
 from jax_assistant.observability.correlation import get_correlation_id, new_audit_event
 from jax_assistant.observability.logging import get_logger
+from jax_assistant.service import ApiKeyStore, KeyStore, harden, scope_resolver
+from jax_assistant.service.correlation import CorrelationIdMiddleware
 from jax_assistant.storage import Database, Repository, open_database
 
 SERVICE_NAME: Final = "jax-memory"
@@ -146,7 +149,19 @@ def create_app(
         description="Retain, recall and reflect over trading memories (Jax tool shapes, Hindsight routes).",
         lifespan=lifespan,
     )
-    app.add_middleware(CorrelationIdMiddleware)
+
+    def key_store() -> KeyStore:
+        db: Database | None = state.get("db")
+        if db is None:
+            raise RuntimeError("jax-memory is not open (the app's lifespan did not run)")
+        return ApiKeyStore(db)
+
+    # Keys live in this service's own database (``jax keys create --db <memory db url>``). The audit
+    # holds every caller's memories and queries: admin only, as on the orchestrator.
+    harden(
+        app, settings.api, key_store=key_store, needs=scope_resolver(settings.api, admin_prefixes=["/audit"])
+    )
+    app.add_middleware(CorrelationIdMiddleware)  # outermost: auth and limit refusals carry the id too
     app.state.memory_state = state
 
     def mem() -> Memory:

@@ -9,6 +9,10 @@ The service validates too, but the facade in this process already has: a 400 fro
 contract mismatch and is raised as :class:`MemoryValidationError` with the service's message. A 404 is
 :class:`MemoryNotFoundError`. Connection failures, timeouts, 429, 5xx and bodies that are not the
 envelope raise :class:`MemoryUnavailableError` (the stage degrades, the outbox keeps the retain).
+
+The service checks API keys (``service.harden``): ``memory.api_key`` is sent as ``Authorization:
+Bearer``. A 401 or 403 is :class:`MemoryAuthError`, a :class:`ConfigError`: no retry fixes a missing,
+wrong or under-scoped key, so it is never mistaken for the service being down.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 
 from jax_assistant import __version__
+from jax_assistant.domain.errors import ConfigError
 from jax_assistant.memory.base import MemoryHealth, MemoryUnavailableError
 from jax_assistant.memory.hindsight import request_headers
 from jax_assistant.memory.models import (
@@ -39,6 +44,25 @@ DEFAULT_URL: Final = "http://127.0.0.1:8090"
 MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 
 
+class MemoryAuthError(ConfigError):
+    """jax-memory refused our key (HTTP 401: none or not valid; 403: it lacks the route's scope)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message, key="memory.api_key")
+        self.status = status
+
+
+def _auth_error(what: str, status: int, payload: Any, has_key: bool) -> MemoryAuthError:
+    detail = payload.get("error") if isinstance(payload, Mapping) else None
+    if status == 401 and not has_key:
+        hint = "set memory.api_key (JAX_MEMORY__API_KEY) to a key from `jax keys create --db <memory db>`"
+    elif status == 401:
+        hint = "memory.api_key is not a valid key of this service (revoked, or made for another database)"
+    else:
+        hint = "memory.api_key lacks the scope this needs (a write key)"
+    return MemoryAuthError(f"jax-memory {what}: HTTP {status}: {detail or 'refused'}; {hint}", status=status)
+
+
 def _wire(item: MemoryItem) -> dict[str, Any]:
     return item.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"score", "scores"})
 
@@ -55,13 +79,18 @@ class RemoteBackend:
         timeout_s: float = 2.0,
         connect_timeout_s: float = 1.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        headers = {"User-Agent": f"jax-assistant/{__version__}"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._has_key = bool(api_key)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             transport=transport,
-            headers={"User-Agent": f"jax-assistant/{__version__}"},
+            headers=headers,
         )
 
     async def _request(
@@ -92,6 +121,8 @@ class RemoteBackend:
     async def _tool(self, tool: str, inp: Mapping[str, Any]) -> dict[str, Any]:
         status, payload = await self._request("POST", "/tools", {"tool": tool, "input": dict(inp)})
         message = payload.get("error") if isinstance(payload, Mapping) else None
+        if status in (401, 403):
+            raise _auth_error(tool, status, payload, self._has_key)
         if status == 404:
             raise MemoryNotFoundError(str(inp.get("bank")), str(inp.get("id")))
         if status in (400, 422):
@@ -146,6 +177,8 @@ class RemoteBackend:
         # The Hindsight-shaped listing: only banks that hold memories (/v1/memory/banks also lists
         # the product's five banks before anything is in them).
         status, payload = await self._request("GET", "/v1/default/banks")
+        if status in (401, 403):  # reads need a key only with api.read_auth on the service
+            raise _auth_error("banks", status, payload, self._has_key)
         banks = payload.get("banks") if isinstance(payload, Mapping) else None
         if status != 200 or not isinstance(banks, list):
             raise MemoryUnavailableError(f"jax-memory banks: HTTP {status}")
@@ -164,8 +197,13 @@ class RemoteBackend:
 
 
 async def open_backend(settings: Settings, **_: Any) -> RemoteBackend:
-    """``[memory] backend = "remote"``: ``memory.url``, else ``$MEMORY_SERVICE_URL``, else 127.0.0.1:8090."""
+    """``[memory] backend = "remote"``: ``memory.url``, else ``$MEMORY_SERVICE_URL``, else 127.0.0.1:8090;
+    ``memory.api_key`` as the bearer key."""
     url = settings.memory.url or os.environ.get(MEMORY_SERVICE_URL_ENV) or DEFAULT_URL
+    key = settings.memory.api_key
     return RemoteBackend(
-        url, timeout_s=settings.memory.timeout_s, connect_timeout_s=settings.memory.connect_timeout_s
+        url,
+        timeout_s=settings.memory.timeout_s,
+        connect_timeout_s=settings.memory.connect_timeout_s,
+        api_key=key.get_secret_value() if key is not None else None,
     )

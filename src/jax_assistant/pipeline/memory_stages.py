@@ -30,6 +30,7 @@ from jax_assistant.memory.base import MemoryUnavailableError
 from jax_assistant.memory.facade import Memory
 from jax_assistant.memory.models import Bank, MemoryItem, MemoryQuery, MemorySource
 from jax_assistant.memory.outbox import MemoryOutbox
+from jax_assistant.memory.remote import MemoryAuthError
 from jax_assistant.observability.correlation import bind_correlation_id
 from jax_assistant.observability.logging import get_logger
 from jax_assistant.pipeline.base import (
@@ -212,7 +213,9 @@ class RetainMemoryStage(BaseRunStage):
         try:
             with bind_correlation_id(ctx.correlation_id):
                 await self._deliver(memory, outbox, decisions, bank)
-        except (MemoryUnavailableError, TimeoutError) as exc:
+        except (MemoryUnavailableError, MemoryAuthError, TimeoutError) as exc:
+            # A refused key is a config error, not an outage, but the decisions are kept all the same:
+            # once the key is fixed the outbox delivers them.
             reason = str(exc) or "memory timed out"
             if outbox is None or not decisions:
                 if not decisions:
