@@ -97,9 +97,11 @@ async def measure(url: str, per_symbol: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help="database URL (default: a fresh SQLite file)")
-    parser.add_argument("--per-symbol", type=int, default=3, help="decisions stored per symbol")
+    parser.add_argument("--per-symbol", type=int, default=1, help="decisions stored per symbol")
     parser.add_argument("--repeats", type=int, default=5, help="fresh databases measured; best kept")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
