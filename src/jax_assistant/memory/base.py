@@ -66,3 +66,21 @@ class MemoryBackend(Protocol):
     async def health(self) -> MemoryHealth: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchRecallBackend(Protocol):
+    """A backend that answers many recalls at once (one query per bank instead of one per symbol).
+
+    Optional: backends without it (remote, hindsight) get :func:`recall_each`, so the facade's
+    ``recall_many`` works on every backend. Result ``i`` must equal ``recall(bank, queries[i])``.
+    """
+
+    async def recall_many(self, bank: str, queries: Sequence[MemoryQuery]) -> list[list[MemoryItem]]: ...
+
+
+async def recall_each(
+    backend: MemoryBackend, bank: str, queries: Sequence[MemoryQuery]
+) -> list[list[MemoryItem]]:
+    """The default ``recall_many``: one ``recall`` per query, in order."""
+    return [await backend.recall(bank, query) for query in queries]

@@ -660,6 +660,61 @@ class EmbeddedBackend:
 
         return await self._read(load)
 
+    async def recall_many(self, bank: str, queries: Sequence[MemoryQuery]) -> list[list[MemoryItem]]:
+        """``[recall(bank, q) for q in queries]`` with one SQL query per group of text-free queries that
+        differ only by symbol (the recall stage's "newest N of each symbol"): a ``row_number()`` window
+        partitioned by symbol keeps each symbol's N newest, where one recall per symbol cost ~1.5 ms
+        each. Queries with text or without a symbol are ranked one by one, as ``recall`` does."""
+        out: list[list[MemoryItem] | None] = [None] * len(queries)
+        groups: dict[str, list[int]] = {}
+        for index, query in enumerate(queries):
+            if query.symbol and not query_terms(query.q):
+                key = query.model_copy(update={"symbol": None, "q": None}).model_dump_json()
+                groups.setdefault(key, []).append(index)
+        for indexes in groups.values():
+            found = await self._latest_by_symbol(
+                bank, queries[indexes[0]], [queries[i].symbol for i in indexes]
+            )
+            for i in indexes:
+                out[i] = list(found.get(queries[i].symbol or "", []))
+        for index, query in enumerate(queries):
+            if out[index] is None:
+                out[index] = await self.recall(bank, query)
+        return [items or [] for items in out]
+
+    async def _latest_by_symbol(
+        self, bank: str, template: MemoryQuery, symbols: Sequence[str | None]
+    ) -> dict[str, list[MemoryItem]]:
+        """The ``template.limit`` newest memories of each symbol matching the template's other filters,
+        newest first (same order and recency score as ``recall`` without text)."""
+        conds = self._filters(bank, template.model_copy(update={"symbol": None}))
+        reference = template.to or self._clock()
+        wanted = sorted({s for s in symbols if s})
+
+        def read(conn: Connection) -> dict[str, list[MemoryItem]]:
+            found: dict[str, list[MemoryItem]] = {}
+            for chunk in _chunks(wanted):
+                newest = func.row_number().over(
+                    partition_by=M.c.symbol, order_by=(M.c.ts.desc(), M.c.seq.desc())
+                )
+                ranked = select(M, newest.label("rn")).where(*conds, M.c.symbol.in_(chunk)).subquery()
+                stmt = (
+                    select(ranked).where(ranked.c.rn <= template.limit).order_by(ranked.c.symbol, ranked.c.rn)
+                )
+                for r in conn.execute(stmt):
+                    boost = recency_factor(
+                        r.ts,
+                        reference,
+                        weight=self.config.recency_weight,
+                        half_life_days=self.config.recency_half_life_days,
+                    )
+                    found.setdefault(r.symbol, []).append(
+                        _to_item(r, MemoryScores(final=boost, recency=boost))
+                    )
+            return found
+
+        return await self._read(read)
+
     async def _semantic(
         self, bank: str, query: MemoryQuery, conds: list[ColumnElement[bool]], k: int
     ) -> list[tuple[int, float]]:

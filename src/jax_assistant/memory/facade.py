@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from jax_assistant.domain.errors import ConfigError
-from jax_assistant.memory.base import MemoryBackend, MemoryHealth
+from jax_assistant.memory.base import BatchRecallBackend, MemoryBackend, MemoryHealth, recall_each
 from jax_assistant.memory.models import (
     MemoryItem,
     MemoryQuery,
@@ -72,6 +72,27 @@ class Memory:
     ) -> list[MemoryItem]:
         name = self._bank(bank)
         return await self.backend.recall(name, parse_query(query))
+
+    async def recall_many(
+        self, queries: Sequence[MemoryQuery | Mapping[str, Any]], *, bank: str | None = None
+    ) -> list[list[MemoryItem]]:
+        """``[recall(q) for q in queries]``, in one round trip where the backend can batch (embedded).
+        Every query is validated first: one bad query rejects the call."""
+        name = self._bank(bank)
+        parsed = []
+        for index, raw in enumerate(queries):
+            try:
+                parsed.append(parse_query(raw))
+            except MemoryValidationError as exc:
+                where = f"queries[{index}]." + (exc.field or "").removeprefix("query.").removeprefix("query")
+                raise MemoryValidationError(
+                    f"queries[{index}]: {exc}", field=where.rstrip("."), rule=exc.rule
+                ) from None
+        if not parsed:
+            return []
+        if isinstance(self.backend, BatchRecallBackend):
+            return await self.backend.recall_many(name, parsed)
+        return await recall_each(self.backend, name, parsed)
 
     async def reflect(
         self, params: ReflectionParams | Mapping[str, Any] | None, *, bank: str | None = None

@@ -4,8 +4,10 @@ Both are OPTIONAL: memory being down degrades a symbol, it never fails it.
 
 - ``recall_memory`` (per symbol) puts what memory knows into ``item.extras["recall_memory"]``: the
   symbol's recent decisions and outcomes and the current strategy beliefs (the same for every symbol of
-  a run, so recalled once per run). Later stages and reports read it from there; it is checkpointed
-  with the item like every other stage output.
+  a run, so recalled once per run). Decisions and outcomes are recalled for ALL the run's symbols in one
+  batched recall per bank (``Memory.recall_many``) made by the first symbol to ask; each symbol takes
+  its slice: the same items a recall per symbol returns, for one query instead of one per symbol. Later
+  stages and reports read it from there; it is checkpointed with the item like every other stage output.
 - ``retain_memory`` (run level, so the whole run is ONE ``retain_many``) retains one decision per symbol
   and event, in the contract's decision shape, with the document id ``decision:<SYMBOL>:<event id>``:
   a rerun, retry or resume of the same event replaces that memory instead of adding one. When memory
@@ -103,14 +105,21 @@ class RecallMemoryStage(BaseStage):
                 )
             decisions: list[MemoryItem] = []
             if Bank.TRADE_DECISIONS.value in banks:
-                decisions = await memory.recall(
-                    MemoryQuery(symbol=item.symbol, types=[DECISION_TYPE], limit=RECALL_LIMIT),
-                    bank=Bank.TRADE_DECISIONS.value,
+                decisions = await self._recall_symbol(
+                    ctx,
+                    memory,
+                    item,
+                    Bank.TRADE_DECISIONS.value,
+                    lambda s: MemoryQuery(symbol=s, types=[DECISION_TYPE], limit=RECALL_LIMIT),
                 )
             outcomes: list[MemoryItem] = []
             if Bank.TRADE_OUTCOMES.value in banks:
-                outcomes = await memory.recall(
-                    MemoryQuery(symbol=item.symbol, limit=RECALL_LIMIT), bank=Bank.TRADE_OUTCOMES.value
+                outcomes = await self._recall_symbol(
+                    ctx,
+                    memory,
+                    item,
+                    Bank.TRADE_OUTCOMES.value,
+                    lambda s: MemoryQuery(symbol=s, limit=RECALL_LIMIT),
                 )
         recalled = {
             "decisions": _dump(_newest_first(decisions)),
@@ -118,6 +127,36 @@ class RecallMemoryStage(BaseStage):
             "beliefs": _dump(beliefs),
         }
         return StageOutput(item=item.model_copy(update={"extras": {**item.extras, self.name: recalled}}))
+
+    async def _recall_symbol(
+        self,
+        ctx: StageContext,
+        memory: Memory,
+        item: WorkItem,
+        bank: str,
+        query_for: Callable[[str], MemoryQuery],
+    ) -> list[MemoryItem]:
+        """``memory.recall(query_for(item.symbol), bank=bank)``, answered from one batched recall of
+        every symbol of the run (made by the first symbol to ask, shared by the rest of the run)."""
+        symbols = await asyncio.shield(self._once(item.run_id, "symbols", lambda: _run_symbols(ctx)))
+        if item.symbol not in symbols:  # no stored run to read the symbols from: recall alone
+            return await memory.recall(query_for(item.symbol), bank=bank)
+
+        async def batch() -> dict[str, list[MemoryItem]]:
+            queries = [query_for(s) for s in symbols]
+            return dict(zip(symbols, await memory.recall_many(queries, bank=bank), strict=True))
+
+        by_symbol: dict[str, list[MemoryItem]] = await asyncio.shield(
+            self._once(item.run_id, f"recall:{bank}", batch)
+        )
+        return by_symbol[item.symbol]
+
+
+async def _run_symbols(ctx: StageContext) -> list[str]:
+    """The run's symbols (from its stored record), so one query can recall for all of them."""
+    repository = ctx.services.repository
+    run = await repository.get_run(ctx.run_id) if repository is not None else None
+    return list(dict.fromkeys(run.symbols)) if run is not None else []
 
 
 def _newest_first(items: Sequence[MemoryItem]) -> list[MemoryItem]:
