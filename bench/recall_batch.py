@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -25,14 +24,11 @@ from typing import Any, TypeVar
 from _common import git_revision, write_results  # bench/ is sys.path[0] when run as a script
 from rich.console import Console
 
-# bench/http.py would shadow the standard library's http (prometheus_client imports http.server).
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from jax_assistant.config import MemoryConfig  # noqa: E402
-from jax_assistant.memory import Memory  # noqa: E402
-from jax_assistant.memory.embedded import EmbeddedBackend  # noqa: E402
-from jax_assistant.memory.models import MemoryQuery  # noqa: E402
-from jax_assistant.storage import open_database  # noqa: E402
+from jax_assistant.config import MemoryConfig
+from jax_assistant.memory import Memory
+from jax_assistant.memory.embedded import EmbeddedBackend
+from jax_assistant.memory.models import MemoryQuery
+from jax_assistant.storage import open_database
 
 T = TypeVar("T")
 NOW = datetime(2017, 11, 3, 21, tzinfo=UTC)

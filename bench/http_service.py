@@ -1,7 +1,7 @@
 """HTTP service throughput and accept latency, each beside a minimal FastAPI app on the same core.
 
-    python bench/http.py                         # 2 rounds x 5 s per req/s figure, 300 accepts per latency
-    python bench/http.py --seconds 3 --accepts 200 --out bench/results/http.json
+    python bench/http_service.py                 # 2 rounds x 5 s per req/s figure, 300 accepts per latency
+    python bench/http_service.py --seconds 3 --accepts 200 --out bench/results/http.json
 
 Two servers run as subprocesses pinned to the same CPU core (``os.sched_setaffinity``), one after the
 other for each figure: ``jax serve`` (auth on, a write key made with ``jax keys create``, defaults
@@ -20,33 +20,22 @@ server is the bottleneck.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
-# This file is bench/http.py: with bench/ first on sys.path it would shadow the standard library's
-# `http` package (which starlette and uvicorn import). Take bench/ off the path, load _common by file.
-_BENCH_DIR = sys.path.pop(0) if sys.path and sys.path[0].endswith("bench") else None
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("_common", Path(__file__).with_name("_common.py"))
-assert _spec is not None and _spec.loader is not None
-_common = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_common)
-git_revision, write_results = _common.git_revision, _common.write_results
+from _common import git_revision, write_results  # bench/ is sys.path[0] when run as a script
+from rich.console import Console
+from rich.table import Table
 
 SERVER_CORE = 0
 
