@@ -257,8 +257,13 @@ async def test_memory_killed_mid_run_degrades_fills_the_outbox_and_drains_after_
                 for s in run["symbols"]
                 if any(t["setup"].get("eventId") is None for t in s["trades"])
             }
-            status = (await client.get("/status")).json()
-            assert status["memoryOutbox"]["depth"] == len(expected) > 0
+            # /status refreshes what it reads from the database at most every second.
+            deadline = time.monotonic() + 5.0
+            depth = None
+            while depth != len(expected) and time.monotonic() < deadline:
+                depth = (await client.get("/status")).json()["memoryOutbox"]["depth"]
+                await asyncio.sleep(0.1)
+            assert depth == len(expected) > 0
 
             memory = memory_serve(tmp_path, mem_port)  # restart on the same port and store
             memory.__enter__()

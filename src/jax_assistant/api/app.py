@@ -68,6 +68,8 @@ from jax_assistant.storage import Repository
 from jax_assistant.storage.db import HEAD_REVISION
 
 SERVICE_NAME = "jax-orchestrator"
+# How stale /status may show what it reads from the database (outbox depth, research spend).
+STATUS_STORED_TTL_S = 1.0
 # How long shutdown waits for cancelled run tasks to unwind before closing the database.
 SHUTDOWN_TIMEOUT_S = 10.0
 # engine: how long shutdown lets in-flight stages finish (drain) before cancelling what is left.
@@ -263,10 +265,24 @@ def create_app(
                 "admission": admission.snapshot(),
                 "learning": learning.status(),
                 **orch.status(),
+                **(await stored_status()),
+            }
+        )
+
+    # The outbox depth and the research spend are database reads: refreshed at most every
+    # STATUS_STORED_TTL_S, so a monitor polling /status never puts a query on every request.
+    stored: dict[str, Any] = {"at": None, "value": None}
+
+    async def stored_status() -> dict[str, Any]:
+        now = time.monotonic()
+        if stored["value"] is None or now - stored["at"] >= STATUS_STORED_TTL_S:
+            stored["at"] = now  # concurrent callers meanwhile serve the previous value
+            stored["value"] = {
                 "memoryOutbox": await outbox_status(orch),
                 "research": await research_status(settings.research, orch.db),
             }
-        )
+        value: dict[str, Any] = stored["value"]
+        return value
 
     async def metrics() -> Response:
         if isinstance(orch.metrics, NullMetrics):
