@@ -15,13 +15,14 @@ from urllib.parse import quote
 
 from jax_assistant.marketdata.base import UnknownSymbolError
 from jax_assistant.marketdata.providers.base import (
+    SHORT_OHLCV,
     Candle,
     VendorBars,
     VendorHttp,
     VendorResponseError,
+    candles_from,
     error_text,
-    exchange_date_from_text,
-    number,
+    text_date,
 )
 
 PAGE_LIMIT = 10_000
@@ -59,22 +60,15 @@ class AlpacaSource:
                 raise VendorResponseError(
                     self.name, f"{symbol}: HTTP {resp.status} {error_text(body)}".rstrip()
                 )
-            bars = body.get("bars") or []  # null when there are none
-            if not isinstance(bars, list):
-                raise VendorResponseError(self.name, f"{symbol}: 'bars' is not a list")
-            for row in bars:
-                if not isinstance(row, Mapping) or not isinstance(row.get("t"), str):
-                    raise VendorResponseError(self.name, f"{symbol}: a bar has no timestamp 't'")
-                candles.append(
-                    Candle(
-                        exchange_date_from_text(row["t"]),
-                        number(row, "o", self.name),
-                        number(row, "h", self.name),
-                        number(row, "l", self.name),
-                        number(row, "c", self.name),
-                        number(row, "v", self.name),
-                    )
-                )
+            # "bars" is null when there are none.
+            candles += candles_from(
+                body,
+                "bars",
+                source=self.name,
+                symbol=symbol,
+                when=lambda row: text_date(row, "t", self.name),
+                fields=SHORT_OHLCV,
+            )
             token = body.get("next_page_token")
             if not isinstance(token, str) or not token:
                 return VendorBars(

@@ -19,7 +19,7 @@ import collections
 import json
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -279,6 +279,50 @@ def number(row: Mapping[str, Any], key: str, source: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise VendorResponseError(source, f"bar field {key!r} is not a number (got {value!r:.40})")
     return float(value)
+
+
+SHORT_OHLCV = ("o", "h", "l", "c", "v")  # Polygon, Alpaca
+LONG_OHLCV = ("open", "high", "low", "close", "volume")  # financialdatasets, the IB bridge
+
+
+def candles_from(
+    body: Mapping[str, Any],
+    list_key: str,
+    *,
+    source: str,
+    symbol: str,
+    when: Callable[[Mapping[str, Any]], date],
+    fields: tuple[str, str, str, str, str],
+) -> list[Candle]:
+    """The bars a vendor lists under ``list_key`` (null = none), one shape check for every adapter:
+    a list of objects with a date (``when`` reads it) and five numeric ``fields`` (o, h, l, c, v)."""
+    rows = body.get(list_key) or []
+    if not isinstance(rows, list):
+        raise VendorResponseError(source, f"{symbol}: {list_key!r} is not a list")
+    o, h, lo, c, v = fields
+    candles = []
+    for row in rows:
+        if not isinstance(row, Mapping):
+            raise VendorResponseError(source, f"{symbol}: an item of {list_key!r} is not an object")
+        candles.append(
+            Candle(
+                when(row),
+                number(row, o, source),
+                number(row, h, source),
+                number(row, lo, source),
+                number(row, c, source),
+                number(row, v, source),
+            )
+        )
+    return candles
+
+
+def text_date(row: Mapping[str, Any], key: str, source: str) -> date:
+    """The exchange date of a bar whose time is an ISO text field ``key``."""
+    value = row.get(key)
+    if not isinstance(value, str):
+        raise VendorResponseError(source, f"bar field {key!r} is not a timestamp (got {value!r:.40})")
+    return exchange_date_from_text(value)
 
 
 def error_text(body: Any) -> str:

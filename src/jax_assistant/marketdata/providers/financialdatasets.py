@@ -12,13 +12,14 @@ from typing import Any
 
 from jax_assistant.marketdata.base import UnknownSymbolError
 from jax_assistant.marketdata.providers.base import (
+    LONG_OHLCV,
     Candle,
     VendorBars,
     VendorHttp,
     VendorResponseError,
+    candles_from,
     error_text,
-    exchange_date_from_text,
-    number,
+    text_date,
 )
 
 PAGE_LIMIT = 5000
@@ -52,22 +53,14 @@ class FinancialDatasetsSource:
                 raise VendorResponseError(
                     self.name, f"{symbol}: HTTP {resp.status} {error_text(body)}".rstrip()
                 )
-            prices = body.get("prices") or []
-            if not isinstance(prices, list):
-                raise VendorResponseError(self.name, f"{symbol}: 'prices' is not a list")
-            for row in prices:
-                if not isinstance(row, Mapping) or not isinstance(row.get("time"), str):
-                    raise VendorResponseError(self.name, f"{symbol}: a price has no 'time'")
-                candles.append(
-                    Candle(
-                        exchange_date_from_text(row["time"]),
-                        number(row, "open", self.name),
-                        number(row, "high", self.name),
-                        number(row, "low", self.name),
-                        number(row, "close", self.name),
-                        number(row, "volume", self.name),
-                    )
-                )
+            candles += candles_from(
+                body,
+                "prices",
+                source=self.name,
+                symbol=symbol,
+                when=lambda row: text_date(row, "time", self.name),
+                fields=LONG_OHLCV,
+            )
             nxt = body.get("next_page_url")
             if not isinstance(nxt, str) or not nxt:
                 candles.sort(key=lambda c: c.date)

@@ -13,14 +13,14 @@ from urllib.parse import quote
 
 from jax_assistant.marketdata.base import UnknownSymbolError
 from jax_assistant.marketdata.providers.base import (
-    Candle,
+    LONG_OHLCV,
     VendorBars,
     VendorHttp,
     VendorResponseError,
+    candles_from,
     error_text,
     exchange_date_from_ms,
     exchange_date_from_text,
-    number,
 )
 
 MAX_LIMIT = 5000
@@ -53,23 +53,14 @@ class IbBridgeSource:
             raise UnknownSymbolError(symbol, f"ib bridge: {error_text(body) or 'unknown contract'}")
         if resp.status != 200 or not isinstance(body, Mapping):
             raise VendorResponseError(self.name, f"{symbol}: HTTP {resp.status} {error_text(body)}".rstrip())
-        rows = body.get("candles") or []
-        if not isinstance(rows, list):
-            raise VendorResponseError(self.name, f"{symbol}: 'candles' is not a list")
-        candles = []
-        for row in rows:
-            if not isinstance(row, Mapping):
-                raise VendorResponseError(self.name, f"{symbol}: a candle is not an object")
-            candles.append(
-                Candle(
-                    _when(row.get("timestamp"), self.name),
-                    number(row, "open", self.name),
-                    number(row, "high", self.name),
-                    number(row, "low", self.name),
-                    number(row, "close", self.name),
-                    number(row, "volume", self.name),
-                )
-            )
+        candles = candles_from(
+            body,
+            "candles",
+            source=self.name,
+            symbol=symbol,
+            when=lambda row: _when(row.get("timestamp"), self.name),
+            fields=LONG_OHLCV,
+        )
         candles.sort(key=lambda c: c.date)
         return VendorBars(self.name, symbol, self.adjustment, [c for c in candles if start <= c.date <= end])
 

@@ -16,10 +16,12 @@ from urllib.parse import quote
 
 from jax_assistant.marketdata.base import UnknownSymbolError
 from jax_assistant.marketdata.providers.base import (
+    SHORT_OHLCV,
     Candle,
     VendorBars,
     VendorHttp,
     VendorResponseError,
+    candles_from,
     error_text,
     exchange_date_from_ms,
     number,
@@ -74,22 +76,14 @@ class PolygonSource:
                 raise VendorResponseError(
                     self.name, f"{symbol}: asked adjusted={self.adjusted}, got {body['adjusted']}"
                 )
-            results = body.get("results") or []
-            if not isinstance(results, list):
-                raise VendorResponseError(self.name, f"{symbol}: 'results' is not a list")
-            for row in results:
-                if not isinstance(row, Mapping):
-                    raise VendorResponseError(self.name, f"{symbol}: a result is not an object")
-                candles.append(
-                    Candle(
-                        exchange_date_from_ms(number(row, "t", self.name)),
-                        number(row, "o", self.name),
-                        number(row, "h", self.name),
-                        number(row, "l", self.name),
-                        number(row, "c", self.name),
-                        number(row, "v", self.name),
-                    )
-                )
+            candles += candles_from(
+                body,
+                "results",
+                source=self.name,
+                symbol=symbol,
+                when=lambda row: exchange_date_from_ms(number(row, "t", self.name)),
+                fields=SHORT_OHLCV,
+            )
             next_url = body.get("next_url")
             url = next_url if isinstance(next_url, str) and next_url else None
             params = {"apiKey": self._key}  # next_url carries the cursor and the original query
