@@ -12,9 +12,9 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from jax_assistant.domain.errors import InputError
 from jax_assistant.observability.redaction import redact
@@ -59,6 +59,17 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _upper_symbol(value: object) -> object:
+    # Symbols are matched case-insensitively; stored upper-case as everywhere else in the project.
+    if isinstance(value, str):
+        return value.strip().upper() or None
+    return value
+
+
+# An item's and a query's symbol: trimmed, upper-case, blank = none.
+Symbol = Annotated[str | None, BeforeValidator(_upper_symbol)]
+
+
 def _normalise_tags(value: object) -> object:
     if isinstance(value, list | tuple):
         return [t.strip().lower() if isinstance(t, str) else t for t in value]
@@ -95,7 +106,7 @@ class MemoryItem(BaseModel):
     id: str | None = None
     ts: datetime | None = None
     type: str = ""
-    symbol: str | None = None
+    symbol: Symbol = None
     tags: list[str] = Field(default_factory=list)
     summary: str = ""
     data: dict[str, Any] | None = None
@@ -113,14 +124,6 @@ class MemoryItem(BaseModel):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return _aware(value)
-
-    @field_validator("symbol", mode="before")
-    @classmethod
-    def _symbol(cls, value: object) -> object:
-        # Symbols are matched case-insensitively; stored upper-case as everywhere else in the project.
-        if isinstance(value, str):
-            return value.strip().upper() or None
-        return value
 
 
 class TimeWindow(BaseModel):
@@ -147,7 +150,7 @@ class MemoryQuery(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
     q: str | None = None
-    symbol: str | None = None
+    symbol: Symbol = None
     types: list[str] | None = None
     from_: datetime | None = Field(default=None, alias="from")
     to: datetime | None = None
@@ -163,13 +166,6 @@ class MemoryQuery(BaseModel):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return _aware(value)
-
-    @field_validator("symbol", mode="before")
-    @classmethod
-    def _symbol(cls, value: object) -> object:
-        if isinstance(value, str):
-            return value.strip().upper() or None
-        return value
 
 
 class ReflectionParams(BaseModel):
