@@ -1,14 +1,18 @@
-"""Fake market-data vendors on loopback: Polygon, Alpaca, financialdatasets.ai and the Jax IB bridge.
+"""Fake market-data vendors on loopback: Polygon, Alpaca, financialdatasets.ai, the Jax IB bridge and
+Yahoo's chart endpoint (``/v8/finance/chart/{symbol}``, the API behind the yfinance package).
 
-One FastAPI app serves the four vendors' documented endpoints and shapes, from a deterministic set of
+One FastAPI app serves the five vendors' documented endpoints and shapes, from a deterministic set of
 daily bars, with the vendors' authentication checks, pagination and failure modes:
 
 * ``faults[vendor]`` is a FIFO of planned answers consumed one per request: ``Fault(429, retry_after=7)``,
   ``Fault(503)``, ``Fault("hang")`` (held until the test ends), ``Fault("garbage")``,
-  ``Fault("oversized")``;
+  ``Fault("oversized")``, ``Fault("body", body={...})`` (JSON that is not the vendor's shape);
 * ``down`` lists vendors answering every request with 503;
 * ``splits[symbol] = (date, ratio)`` makes adjusted prices before ``date`` equal raw / ratio, so tests
-  can change a vendor's history under a cached series.
+  can change a vendor's history under a cached series;
+* ``dividends[symbol] = (date, factor)`` makes Yahoo's ``adjclose`` before ``date`` equal close * factor
+  (its quote prices stay split-adjusted only, as Yahoo's are); ``yahoo_nulls`` are sessions Yahoo
+  lists with null prices.
 
 Every request is recorded in ``requests`` (vendor, path, query, headers) so tests can assert what was
 asked, including that keys went where the vendor documents them.
@@ -39,13 +43,14 @@ ALPACA_SECRET = "alpaca-5ecret"
 FDS_KEY = "fds-5ecret"
 LAST_SESSION = date(2026, 11, 27)  # a Friday
 
-Vendor = Literal["polygon", "alpaca", "financialdatasets", "ibbridge"]
+Vendor = Literal["polygon", "alpaca", "financialdatasets", "ibbridge", "yfinance"]
 
 
 @dataclass
 class Fault:
-    kind: int | Literal["hang", "garbage", "oversized"]
+    kind: int | Literal["hang", "garbage", "oversized", "body"]
     retry_after: float | str | None = None
+    body: Any = None  # for "body": this JSON with status 200 (a shape that is not the vendor's)
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,8 @@ def make_bars(
 class FakeVendors:
     bars: dict[str, dict[date, list[float]]] = field(default_factory=dict)
     splits: dict[str, tuple[date, float]] = field(default_factory=dict)
+    dividends: dict[str, tuple[date, float]] = field(default_factory=dict)
+    yahoo_nulls: set[date] = field(default_factory=set)
     faults: dict[str, deque[Fault]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
     requests: list[Seen] = field(default_factory=list)
@@ -139,6 +146,8 @@ class FakeVendors:
             return Response(
                 b"<html><body>502 Bad Gateway</body></html>", status_code=200, media_type="text/html"
             )
+        if fault.kind == "body":
+            return JSONResponse(fault.body)
         if fault.kind == "oversized":
             return Response(b"[" + b"0," * 600_000 + b"0]", status_code=200, media_type="application/json")
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
@@ -314,6 +323,66 @@ class FakeVendors:
                     ],
                 }
             )
+
+        @app.get("/v8/finance/chart/{symbol}")
+        async def yahoo_chart(request: Request, symbol: str) -> Response:
+            if (early := await self._gate("yfinance", request)) is not None:
+                return early
+            if symbol not in self.bars:
+                return JSONResponse(
+                    {
+                        "chart": {
+                            "result": None,
+                            "error": {
+                                "code": "Not Found",
+                                "description": "No data found, symbol may be delisted",
+                            },
+                        }
+                    },
+                    status_code=404,
+                )
+            q = request.query_params
+            if q.get("interval") != "1d":
+                return JSONResponse(
+                    {"chart": {"result": None, "error": {"code": "Bad Request", "description": "interval"}}},
+                    status_code=400,
+                )
+            first = datetime.fromtimestamp(int(q["period1"]), ZoneInfo("UTC")).date()
+            last = datetime.fromtimestamp(int(q["period2"]) - 1, ZoneInfo("UTC")).date()
+            rows = self.prices(symbol, first, last, adjusted=True)  # Yahoo's quotes are split-adjusted
+            dividend = self.dividends.get(symbol)
+            result: dict[str, Any] = {
+                "meta": {
+                    "currency": "USD",
+                    "symbol": symbol,
+                    "exchangeName": "NMS",
+                    "instrumentType": "EQUITY",
+                    "timezone": "EST",
+                    "exchangeTimezoneName": "America/New_York",
+                    "dataGranularity": "1d",
+                },
+                "indicators": {"quote": [{}], "adjclose": [{}]},
+            }
+            if rows:
+                nulls = [d in self.yahoo_nulls for d, _ in rows]
+
+                def column(k: int) -> list[float | None]:
+                    return [None if null else r[k] for (_, r), null in zip(rows, nulls, strict=True)]
+
+                adjclose = [
+                    None if null else round(r[3] * (dividend[1] if dividend and d < dividend[0] else 1.0), 6)
+                    for (d, r), null in zip(rows, nulls, strict=True)
+                ]
+                result["timestamp"] = [int(datetime.combine(d, time(9, 30), NY).timestamp()) for d, _ in rows]
+                result["indicators"] = {
+                    "quote": [
+                        {"open": column(0), "high": column(1), "low": column(2), "close": column(3)}
+                        | {"volume": [None if x is None else int(x) for x in column(4)]}
+                    ],
+                    "adjclose": [{"adjclose": adjclose}],
+                }
+                result["events"] = {}
+            return JSONResponse({"chart": {"result": [result], "error": None}})
 
         return app
 

@@ -41,6 +41,9 @@ class VendorConfig(BaseModel):
     # Alpaca ``adjustment``: raw | split | dividend | all.
     adjustment: Literal["raw", "split", "dividend", "all"] = "all"
     feed: str | None = Field(default=None, description="Alpaca data feed (iex, sip); vendor default if unset")
+    # yfinance only: "package" = the optional yfinance extra; "chart" = Yahoo's unofficial chart endpoint
+    # (/v8/finance/chart/{symbol}) over httpx at base_url, with no extra installed.
+    via: Literal["package", "chart"] = "package"
 
 
 # Where each vendor is and the limit of its entry plan. A partial `[marketdata.polygon]` (just the key,

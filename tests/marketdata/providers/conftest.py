@@ -15,12 +15,14 @@ from jax_assistant.marketdata.settings import MarketDataConfig, VendorConfig, Ve
 from jax_assistant.pipeline.policy import RateLimitConfig, ResilienceConfig, RetryPolicy
 from jax_assistant.pipeline.resilience import FakeClock, ResilienceRegistry
 
-HTTP_VENDORS: list[VendorName] = ["polygon", "alpaca", "financialdatasets", "ibbridge"]
+# yfinance through Yahoo's chart endpoint (via = "chart"); the package path needs the network.
+HTTP_VENDORS: list[VendorName] = ["polygon", "alpaca", "financialdatasets", "ibbridge", "yfinance"]
 KEYS = {
     "polygon": {"api_key": SecretStr(POLYGON_KEY)},
     "alpaca": {"api_key": SecretStr(ALPACA_KEY_ID), "api_secret": SecretStr(ALPACA_SECRET)},
     "financialdatasets": {"api_key": SecretStr(FDS_KEY)},
     "ibbridge": {},
+    "yfinance": {"via": "chart"},
 }
 
 

@@ -21,7 +21,7 @@ from jax_assistant.marketdata.settings import VendorName
 from jax_assistant.pipeline.resilience import FakeClock, ResilienceRegistry
 
 START, END = date(2025, 1, 2), date(2026, 11, 27)
-ADJUSTED = {"polygon": True, "alpaca": True, "financialdatasets": True, "ibbridge": True}
+ADJUSTED = {"polygon": True, "alpaca": True, "financialdatasets": True, "ibbridge": True, "yfinance": True}
 
 
 @pytest.mark.parametrize("name", HTTP_VENDORS)
@@ -43,6 +43,8 @@ async def test_fetches_the_documented_shape_across_pages(
     if name == "ibbridge":
         assert pages == 1  # the bridge pages by `limit` only
         assert vendors.seen(name)[0].query["timeframe"] == "1d"
+    elif name == "yfinance":
+        assert pages == 1  # Yahoo's chart answers a whole range at once
     else:
         assert pages == -(-len(want) // vendors.page_size)  # every page followed, none twice
 
@@ -187,7 +189,8 @@ def test_yfinance_without_the_extra_says_how_to_install_it(registry: ResilienceR
         import yfinance  # noqa: F401
     except ImportError:
         with pytest.raises(ConfigError, match=r"jax-assistant\[yfinance\]"):
-            build_source("yfinance", md_config("http://127.0.0.1:9"), registry)
+            md = md_config("http://127.0.0.1:9", yfinance={"via": "package"})
+            build_source("yfinance", md, registry)
     else:
         pytest.skip("yfinance is installed: its source builds (it would need the network to fetch)")
 

@@ -30,7 +30,7 @@ from jax_assistant.marketdata.providers.financialdatasets import FinancialDatase
 from jax_assistant.marketdata.providers.ibbridge import IbBridgeSource
 from jax_assistant.marketdata.providers.live import LiveProvider, last_closed_session
 from jax_assistant.marketdata.providers.polygon import PolygonSource
-from jax_assistant.marketdata.providers.yfinance import YFinanceSource
+from jax_assistant.marketdata.providers.yfinance import YahooChartSource, YFinanceSource
 from jax_assistant.marketdata.settings import LIVE_PROVIDERS, MarketDataConfig, VendorName
 from jax_assistant.pipeline.resilience import Clock, RateLimiter, ResilienceRegistry
 
@@ -53,6 +53,7 @@ __all__ = [
     "VendorResponseError",
     "VendorUnavailableError",
     "YFinanceSource",
+    "YahooChartSource",
     "breaker_key",
     "build_live_provider",
     "build_source",
@@ -99,7 +100,7 @@ def build_source(
     """One vendor adapter from its settings. Raises ConfigError for a missing key."""
     cfg = md.vendor(name)
     limiter = vendor_limiter(name, md, registry)
-    if name == "yfinance":
+    if name == "yfinance" and cfg.via == "package":
         return YFinanceSource(
             limiter=limiter, retry=cfg.retry, adjusted=cfg.adjusted, clock=clock, module=yfinance_module
         )
@@ -131,6 +132,8 @@ def build_source(
         return AlpacaSource(http, adjustment=cfg.adjustment, feed=cfg.feed, max_pages=cfg.max_pages)
     if name == "financialdatasets":
         return FinancialDatasetsSource(http, max_pages=cfg.max_pages)
+    if name == "yfinance":
+        return YahooChartSource(http, adjusted=cfg.adjusted)
     return IbBridgeSource(http)
 
 
