@@ -100,7 +100,9 @@ def ingest(
         )
         if result.processing is not None:
             p = result.processing
-            line = f"processing {', '.join(p.symbols)}: " + (f"run {p.run_id}" if p.run_id else "not started")
+            line = f"processing {', '.join(p.symbols)}: " + (
+                f"run {p.run_id} with {p.events} pushed event(s)" if p.run_id else "not started"
+            )
             out.print(escape(line + (f" ({p.skipped})" if p.skipped else "")))
     if result.failed:
         raise typer.Exit(1)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jax_assistant.config import Settings, setting_source
-from jax_assistant.domain import Run, RunStatus, SymbolResult, SymbolStatus, TradeRecord, utc_now
+from jax_assistant.domain import Event, Run, RunStatus, SymbolResult, SymbolStatus, TradeRecord, utc_now
 from jax_assistant.domain.errors import ConfigError, InputError, UnavailableError
 from jax_assistant.engines.local import LocalEngine, ProgressSink, StartPoint, fresh_starts
 from jax_assistant.engines.writer import GroupCommitWriter
@@ -84,6 +84,8 @@ class RunRequest:
     risk_percent: float | None = None
     data_source: str | None = None  # a name from settings.data_sources, never a raw path
     detectors: dict[str, Any] | None = None  # partial DetectorConfig, e.g. {"gap_threshold_pct": 2}
+    # Events pushed in by jax-ingest; detect_events merges those of the scanned sessions.
+    pushed_events: Sequence[Event] = ()
 
 
 @dataclass
@@ -101,6 +103,24 @@ class RunOutcome:
     run: Run
     results: list[SymbolResult]
     unknown_symbols: list[str]
+
+
+def _keep_pushed(run: Run, events: Sequence[Event]) -> None:
+    """Record the pushed events of the run's symbols in its params (so a resume sees them too), in a
+    fixed order; those dated after the run's as-of date are never used for it, only named."""
+    assert run.as_of is not None
+    mine = sorted(
+        (e for e in events if e.symbol in run.symbols), key=lambda e: (e.symbol, e.time, e.type, e.id)
+    )
+    kept = [e for e in mine if e.session <= run.as_of]
+    run.params["pushedEvents"] = [e.model_dump(mode="json", by_alias=True) for e in kept]
+    late = [e.id for e in mine if e.session > run.as_of]
+    if late:
+        run.params["pushedEventsAfterAsOf"] = late
+
+
+def pushed_events_of(run: Run, symbol: str) -> list[Event]:
+    return [Event.model_validate(e) for e in run.params.get("pushedEvents", ()) if e.get("symbol") == symbol]
 
 
 class Orchestrator:
@@ -458,6 +478,8 @@ class Orchestrator:
             run.params["dataSource"] = request.data_source
         if request.detectors:
             run.params["detectors"] = dict(request.detectors)
+        if request.pushed_events:
+            _keep_pushed(run, request.pushed_events)
         # Built once here only to validate them (strategy, constraints and portfolio files); execute
         # builds the run's own, bound to the open repository. A portfolio file's account size is the
         # sizing base, so it is the account the run records (reports compute "% of account" from it).
@@ -508,6 +530,8 @@ class Orchestrator:
         await feed_run(self.repository, services, run.as_of)  # beliefs and realised outcomes, if any
         engine = self._engine(prepared.stages, services)
         starts = fresh_starts(run, run.symbols, run.as_of, int(run.params["lookback"]))
+        for start in starts:
+            start.item.pushed_events = pushed_events_of(run, start.item.symbol)
         run, results = await self._run_engine(engine, run, starts, progress)
         return RunOutcome(run, results, prepared.unknown)
 
@@ -551,6 +575,7 @@ class Orchestrator:
                     as_of=run.as_of,
                     lookback=int(run.params.get("lookback", 1)),
                     correlation_id=run.correlation_id,
+                    pushed_events=pushed_events_of(run, symbol),
                 )
             )
             completed = [

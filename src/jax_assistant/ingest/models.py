@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from jax_assistant.domain import Event
+
 # The issue's alias table, verbatim: producer spellings -> the one type we store.
 TYPE_ALIASES: dict[str, str] = {
     "earnings_detected": "earnings",
@@ -36,6 +38,10 @@ _TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TICKER_RE = re.compile(r"^[A-Z0-9][A-Z0-9.\-^=_/]{0,19}$")
 
 ItemStatus = Literal["accepted", "duplicate", "rejected", "failed"]
+# What became of a significant observation's processing: a run started with it as an event, deferred
+# (the service's admission cap is full: re-send the batch after Retry-After), or skipped (why: the
+# batch's ``processing.skipped``).
+ProcessingStatus = Literal["started", "deferred", "skipped"]
 
 
 def normalise_type(value: str) -> str:
@@ -126,6 +132,25 @@ class Observation(BaseModel):
         body = self.model_dump(mode="json")
         return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
+    def to_event(self, key: str) -> Event:
+        """The observation as a pushed event of its symbol (detect_events merges it with detected ones):
+        the id is derived from the content key, so a re-send is the same event."""
+        assert self.symbol is not None
+        payload: dict[str, Any] = {"source": "ingest", "key": key}
+        for name, value in (
+            ("price", self.price),
+            ("volume", self.volume),
+            ("impactEstimate", self.impact_estimate),
+            ("confidence", self.confidence),
+            ("headline", self.headline),
+            ("bookmarked", self.bookmarked or None),
+        ):
+            if value is not None:
+                payload[name] = value
+        return Event(
+            id=f"ingest-{key[:24]}", symbol=self.symbol, type=self.type, time=self.timestamp, payload=payload
+        )
+
     def summary(self) -> str:
         what = self.headline or self.type.replace("_", " ")
         return f"{self.symbol}: {what}" if self.symbol else what
@@ -155,6 +180,9 @@ class ItemOutcome(BaseModel):
     significant: bool = False
     bank: str | None = None
     memory_id: str | None = None
+    processing: ProcessingStatus | None = Field(
+        default=None, description="significant observations with a symbol: what processing did with it"
+    )
     errors: list[ItemError] = Field(default_factory=list)
 
 
@@ -162,7 +190,10 @@ class Processing(BaseModel):
     """What the batch triggered: a run of its significant symbols, or why not."""
 
     symbols: list[str]
+    status: ProcessingStatus = "started"
     run_id: str | None = None
+    events: int = Field(default=0, description="pushed events the run carries")
+    retry_after_s: int | None = Field(default=None, description="deferred: re-send the batch after this")
     skipped: str | None = None
 
 

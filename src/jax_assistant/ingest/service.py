@@ -8,8 +8,11 @@ Per observation, in this order (so a failure part-way leaves nothing that blocks
 3. store it in ``ingested_observations`` (insert-or-ignore on the hash: a re-send stores nothing twice);
 4. audit its outcome under the request's correlation ID.
 
-Then the symbols of the batch's new significant observations are handed to ``trigger`` (the service
-starts a run through the orchestrator, as POST /process does).
+Then the batch's significant observations with a symbol that no run has carried yet (new ones, and
+stored ones whose processing was deferred or skipped before) are handed to ``trigger`` as pushed events:
+the service starts one run of their symbols through admission, as POST /process does, and the run's
+detect_events merges them with the detected events. Each observation whose run started is marked
+(``ingest.processed`` audit, unique per key), so re-sending it later starts nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.dialects import postgresql, sqlite
 
-from jax_assistant.domain import utc_now
+from jax_assistant.domain import Event, utc_now
 from jax_assistant.domain.errors import InputError
 from jax_assistant.ingest.models import (
     IngestConfig,
@@ -31,6 +34,7 @@ from jax_assistant.ingest.models import (
     Observation,
     ObservationBatch,
     Processing,
+    ProcessingStatus,
     bank_for,
     item_errors,
     raw_key,
@@ -45,6 +49,7 @@ log = get_logger("jax_assistant.ingest")
 
 DEFAULT_THRESHOLD = IngestConfig().threshold
 AUDIT_ACTION = "ingest.observation"
+PROCESSED_ACTION = "ingest.processed"  # one per observation whose run started (its unique key says so)
 _AUDIT_OUTCOME = {"accepted": "success", "duplicate": "skipped", "rejected": "rejected", "failed": "error"}
 
 
@@ -54,8 +59,9 @@ class Retainer(Protocol):
     async def retain(self, item: Mapping[str, Any], *, bank: str | None = None) -> str: ...
 
 
-Trigger = Callable[[Sequence[str], str], Awaitable[Processing]]
-"""``trigger(symbols, correlation_id)``: start processing the symbols; says what it did."""
+Trigger = Callable[[Sequence[str], str, Sequence[Event]], Awaitable[Processing]]
+"""``trigger(symbols, correlation_id, events)``: start processing the symbols with the pushed events;
+says what it did (``started``, ``deferred`` by admission, or ``skipped``)."""
 
 
 def parse_batch(payload: object) -> ObservationBatch:
@@ -91,21 +97,30 @@ class IngestService:
     async def ingest(self, payload: object, *, correlation_id: str) -> IngestResult:
         batch = parse_batch(payload)
         items: list[ItemOutcome] = []
-        to_process: list[str] = []
+        pending: dict[str, Event] = {}  # key -> event: significant observations awaiting a run
         for index, raw in enumerate(batch.observations):
-            outcome = await self._one(index, raw, correlation_id)
+            outcome, obs = await self._one(index, raw, correlation_id)
             items.append(outcome)
-            new_signal = outcome.status == "accepted" and outcome.significant and outcome.symbol
-            if new_signal and outcome.symbol not in to_process:
-                to_process.append(str(outcome.symbol))
+            if obs is None or outcome.key is None or not outcome.significant or obs.symbol is None:
+                continue
+            if outcome.key in pending:
+                continue
+            # New, or stored by an earlier request whose processing never started (deferred by
+            # admission, provider down): a re-send is how a caller retries it.
+            if outcome.status == "accepted" or (
+                outcome.status == "duplicate" and not await self._processed(outcome.key)
+            ):
+                pending[outcome.key] = obs.to_event(outcome.key)
+        processing = await self._process(pending, correlation_id) if pending else None
+        if processing is not None:
+            items = [
+                i.model_copy(update={"processing": self._item_processing(i, processing)})
+                if i.key in pending
+                else i
+                for i in items
+            ]
+        for outcome, raw in zip(items, batch.observations, strict=True):
             await self._audit(outcome, raw, correlation_id)
-        processing = None
-        if to_process:
-            processing = (
-                await self.trigger(to_process, correlation_id)
-                if self.trigger is not None
-                else Processing(symbols=to_process, skipped="processing not requested")
-            )
         count = {
             s: sum(1 for i in items if i.status == s) for s in ("accepted", "duplicate", "rejected", "failed")
         }
@@ -121,24 +136,57 @@ class IngestService:
             processing=processing,
         )
 
-    async def _one(self, index: int, raw: object, correlation_id: str) -> ItemOutcome:
+    async def _process(self, pending: Mapping[str, Event], correlation_id: str) -> Processing:
+        symbols = list(dict.fromkeys(e.symbol for e in pending.values()))
+        events = list(pending.values())
+        if self.trigger is None:
+            return Processing(symbols=symbols, status="skipped", skipped="processing not requested")
+        processing = await self.trigger(symbols, correlation_id, events)
+        if processing.status == "started":
+            for key, event in pending.items():
+                if event.symbol in processing.symbols:
+                    await self._mark_processed(key, event.symbol, processing.run_id, correlation_id)
+        return processing
+
+    @staticmethod
+    def _item_processing(item: ItemOutcome, processing: Processing) -> ProcessingStatus:
+        if processing.status == "started" and item.symbol not in processing.symbols:
+            return "skipped"  # unknown to the provider: named in processing.skipped
+        return processing.status
+
+    async def _processed(self, key: str) -> bool:
+        return await self.repository.get_audit_by_key(f"{PROCESSED_ACTION}:{key}") is not None
+
+    async def _mark_processed(self, key: str, symbol: str, run_id: str | None, correlation_id: str) -> None:
+        # Once per observation, ever: the unique audit key is what makes a later re-send not re-run it.
+        event = new_audit_event(
+            PROCESSED_ACTION, "started", payload={"key": key, "runId": run_id}, correlation_id=correlation_id
+        )
+        await self.repository.record_audit(
+            event, idempotency_key=f"{PROCESSED_ACTION}:{key}", run_id=run_id, symbol=symbol
+        )
+
+    async def _one(
+        self, index: int, raw: object, correlation_id: str
+    ) -> tuple[ItemOutcome, Observation | None]:
         if not isinstance(raw, Mapping):
-            return ItemOutcome(
+            rejected = ItemOutcome(
                 index=index,
                 status="rejected",
                 errors=[ItemError(field="observation", rule="object", message="must be a JSON object")],
             )
+            return rejected, None
         try:
             obs = Observation.model_validate(raw)
         except ValidationError as exc:
-            return ItemOutcome(index=index, status="rejected", errors=item_errors(exc))
+            return ItemOutcome(index=index, status="rejected", errors=item_errors(exc)), None
         key = obs.idempotency_key()
         significant = obs.is_significant(self.threshold)
         base = ItemOutcome(
             index=index, status="accepted", key=key, type=obs.type, symbol=obs.symbol, significant=significant
         )
         if await self._known(key):
-            return base.model_copy(update={"status": "duplicate"})
+            return base.model_copy(update={"status": "duplicate"}), obs
         memory_id = None
         bank = bank_for(obs.type) if significant else None
         if bank is not None and self.memory is not None:
@@ -146,15 +194,16 @@ class IngestService:
                 memory_id = await self.memory.retain(self._memory_item(obs, key, correlation_id), bank=bank)
             except Exception as exc:  # not stored either: a re-send retries it
                 log.warning("could not retain an observation", key=key, error=str(exc))
-                return base.model_copy(
+                failed = base.model_copy(
                     update={
                         "status": "failed",
                         "errors": [ItemError(field="memory", rule="unavailable", message=str(exc))],
                     }
                 )
+                return failed, None
         inserted = await self._store(obs, key, significant, correlation_id)
         status = "accepted" if inserted else "duplicate"  # a concurrent request stored it first
-        return base.model_copy(update={"status": status, "bank": bank, "memory_id": memory_id})
+        return base.model_copy(update={"status": status, "bank": bank, "memory_id": memory_id}), obs
 
     @staticmethod
     def _memory_item(obs: Observation, key: str, correlation_id: str) -> dict[str, Any]:

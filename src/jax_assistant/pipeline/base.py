@@ -46,6 +46,8 @@ class WorkItem(BaseModel):
     lookback: int = Field(default=1, ge=1, description="sessions scanned for events, ending at as_of")
     correlation_id: str
     events: list[Event] = Field(default_factory=list)
+    # Events pushed in (jax-ingest) for this symbol, none after as_of; detect_events merges them in.
+    pushed_events: list[Event] = Field(default_factory=list)
     setups: list[TradeSetup] = Field(default_factory=list)
     trades: list[TradeRecord] = Field(default_factory=list, description="setups with their risk decision")
     data_issues: list[str] = Field(default_factory=list)

@@ -167,7 +167,22 @@ def _detect(ctx: StageContext, item: WorkItem) -> tuple[BarSeries, str | None, l
         return series, stale, []
     earnings = ctx.services.provider.earnings_reports(item.symbol)  # with release times
     events = detect_events(series, earnings, ctx.services.detectors, lookback=item.lookback, as_of=item.as_of)
-    return series, None, events
+    return series, None, merge_pushed(events, item.pushed_events, series, item)
+
+
+def merge_pushed(
+    detected: Sequence[Event], pushed: Sequence[Event], series: BarSeries, item: WorkItem
+) -> list[Event]:
+    """Detected events plus the pushed ones of the scanned sessions (the last ``lookback`` bars up to
+    as_of: never one after it), one per id, ordered by time, type and id so any arrival order of the
+    pushes gives the same stored result."""
+    if not pushed:
+        return list(detected)
+    first = series.date_at(max(0, len(series) - item.lookback))
+    window = [e for e in pushed if first <= e.session <= item.as_of]
+    merged = {e.id: e for e in window}
+    merged.update({e.id: e for e in detected})  # a detected event wins over a push of the same id
+    return sorted(merged.values(), key=lambda e: (e.time, e.type, e.id))
 
 
 def _relevant_issues(series: BarSeries, lookback: int) -> list[str]:
