@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-TS = "2026-11-27T14:30:00Z"
+# The sample market's last session (a triggered run's as-of date): the pushed events are that day's.
+TS = "2025-06-27T14:30:00Z"
+AFTER_AS_OF = "2025-06-30T14:30:00Z"
 
 
 def mixed_batch() -> dict[str, Any]:
@@ -30,7 +32,7 @@ def mixed_batch() -> dict[str, Any]:
             },
             {
                 "type": "earnings_event",
-                "timestamp": "2026-11-27T08:00:00-05:00",
+                "timestamp": "2025-06-27T08:00:00-05:00",
                 "symbol": "BYTE.SIM",
                 "bookmarked": True,
                 "data": {"eps": 1.2},
@@ -59,6 +61,16 @@ EXPECTED = [
     ("rejected", None, None, False, None, [("symbol", "value_error"), ("price", "greater_than")]),
 ]
 SIGNIFICANT_SYMBOLS = ["ACME.SIM", "BOLT.SIM", "BYTE.SIM"]
+# The pushed events the triggered run carries, per symbol: (type, time, payload) — items 0, 1 and 3.
+PUSHED = {
+    "ACME.SIM": [
+        ("price_gap", "2025-06-27T14:30:00Z", {"price": 101.5, "impactEstimate": -0.8}),
+    ],
+    "BOLT.SIM": [
+        ("news_headline", "2025-06-27T14:30:00Z", {"confidence": 0.9, "headline": "Bolt wins a contract"}),
+    ],
+    "BYTE.SIM": [("earnings", "2025-06-27T13:00:00Z", {"bookmarked": True})],
+}
 
 
 def outcome_tuples(items: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
