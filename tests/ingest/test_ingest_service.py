@@ -78,3 +78,57 @@ async def test_a_run_that_cannot_start_keeps_the_observations(database_url: str)
             correlation_id="corr_unknown",
         )
         assert unknown.processing is not None and "unknown symbol" in (unknown.processing.skipped or "")
+
+
+async def test_a_resumed_run_keeps_its_pushed_events_and_reruns_identically(database_url: str) -> None:
+    """The pushed events live in the run's params: a run resumed from scratch (its row recorded, no stage
+    done, as after a crash) sees the same events, and stores the same result as a straight run."""
+    from datetime import UTC, datetime
+
+    from jax_assistant.domain import Event
+    from jax_assistant.orchestrator import RunRequest
+
+    pushed = [
+        Event(
+            id="ingest-b",
+            symbol="ACME.SIM",
+            type="news_headline",
+            time=datetime(2025, 6, 27, 15, tzinfo=UTC),
+            payload={"source": "ingest"},
+        ),
+        Event(
+            id="ingest-a",
+            symbol="BOLT.SIM",
+            type="price_gap",
+            time=datetime(2025, 6, 27, 14, tzinfo=UTC),
+            payload={"source": "ingest", "price": 10.0},
+        ),
+        Event(
+            id="ingest-late", symbol="ACME.SIM", type="earnings", time=datetime(2025, 6, 30, 13, tzinfo=UTC)
+        ),
+    ]
+
+    def request(run_id: str, events: list[Event]) -> RunRequest:
+        return RunRequest(
+            symbols=["ACME.SIM", "BOLT.SIM"], run_id=run_id, correlation_id="c", pushed_events=events
+        )
+
+    async with Orchestrator(Settings(database_url=database_url)) as orch:
+        straight = await orch.start_run(request("run_straight", pushed))
+        prepared = orch.prepare_run(request("run_resumed", list(reversed(pushed))))
+        assert prepared.run.params["pushedEventsAfterAsOf"] == ["ingest-late"]
+        await orch.record_run(prepared)
+        resumed = await orch.resume_run("run_resumed")
+
+    def events(outcome: Any) -> dict[str, list[tuple[str, str]]]:
+        return {r.symbol: [(e.id, e.type) for e in r.events] for r in outcome.results}
+
+    got = events(resumed)
+    assert got == events(straight)
+    assert ("ingest-b", "news_headline") in got["ACME.SIM"] and ("ingest-a", "price_gap") in got["BOLT.SIM"]
+    assert all(e != "ingest-late" for e, _ in got["ACME.SIM"])  # after the as-of date: never used
+
+    def decisions(outcome: Any) -> list[Any]:
+        return [t.model_dump(mode="json", exclude={"created_at"}) for r in outcome.results for t in r.trades]
+
+    assert decisions(resumed) == decisions(straight)
