@@ -489,18 +489,21 @@ class HindsightBackend:
         ]
 
     async def _set_state(self, bank: str, memory_id: str, state: str, reason: str | None) -> None:
-        """PATCH every unit of document ``memory_id`` now in the other state; a bare unit id (UUID) of a
-        memory some other client wrote is patched as it is."""
+        """PATCH every unit of document ``memory_id`` now in the other state. When none is listed the id
+        is patched as it is: a unit id some other client knows, or an item id on jax-memory's own
+        Hindsight routes (a real server answers 400 for an id that is not a UUID: not found)."""
         current = "valid" if state == "invalidated" else "invalidated"
         listed = await self._list(bank, {"document_id": memory_id, "state": current}, want=REFLECT_MAX_ITEMS)
-        units = [unit for unit, _ in listed] or ([memory_id] if _is_uuid(memory_id) else [])
+        units = [unit for unit, _ in listed] or [memory_id]
         body = {"state": state, **({"reason": reason} if reason else {})}
         done = 0
         for unit in units:
             status, _ = await self._call(
-                "PATCH", self._bank_path(bank, f"/memories/{unit}"), body, allow=(404,)
+                "PATCH", self._bank_path(bank, f"/memories/{unit}"), body, allow=(400, 404)
             )
-            done += status != 404
+            if status == 400 and _is_uuid(unit):
+                raise MemoryUnavailableError(f"Hindsight PATCH of {unit!r} in {bank!r}: HTTP 400")
+            done += status == 200
         if not done:
             raise MemoryNotFoundError(bank, memory_id)
 
