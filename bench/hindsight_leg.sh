@@ -54,6 +54,9 @@ done
 curl -sf "$HINDSIGHT_URL/version"; echo
 
 # Every test that reads HINDSIGHT_URL lives in tests/memory.
-"$PY" -m pytest tests/memory -q -rs
-"$PY" bench/hindsight_recall.py --sizes 20,1000 --out bench/results/hindsight.json
+# The bench runs even when a test failed; the script exits with the tests' status.
+status=0
+"$PY" -m pytest tests/memory -q -rs || status=$?
+"$PY" bench/hindsight_recall.py --sizes "${SIZES:-20,1000}" --out bench/results/hindsight.json
 [ -z "${KEEP:-}" ] || echo "server left running: HINDSIGHT_URL=$HINDSIGHT_URL (api pid $API_PID)"
+exit "$status"
