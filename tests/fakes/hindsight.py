@@ -4,7 +4,11 @@ A real HTTP server on loopback (served by the tests with uvicorn) speaking Hinds
 in no-LLM mode: retain makes one ``world`` fact per item, ``document_id`` replaces, metadata values must
 be strings (422 otherwise, as its pydantic models answer), recall matches keywords and tags with
 Hindsight's tag modes (``any``/``all`` ALSO return untagged memories; the ``*_strict`` modes do not),
-reflect answers 400 (no LLM), ``PATCH .../memories/{id}`` invalidates and restores.
+reflect answers 400 (no LLM), ``PATCH .../memories/{id}`` invalidates and restores. As the real 1.1.0
+server does: unit ids are UUIDs (PATCH with anything else is 400), a bank never retained into answers
+404 ``Bank '...' not found``, recall leaves out memories that do not match the query (the real one drops
+hits under its semantic floor), and ``GET .../memories/list`` filters by tags, document, state and
+``mentioned_at`` window, newest first.
 
 Failure modes, set on ``FakeHindsight.faults`` by a test: ``status`` (answer every call with it, e.g.
 429 with ``retry_after`` or 503), ``count`` (only that many times), ``hang_s`` (sleep before answering),
@@ -18,6 +22,7 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -81,7 +86,8 @@ class FakeHindsight:
                 continue
             text = unit.text.lower()
             keyword = sum(1 for w in words if w in text) / max(1, len(words))
-            hits.append((keyword, unit))
+            if keyword > 0:
+                hits.append((keyword, unit))
         hits.sort(key=lambda h: (-h[0], h[1].timestamp or ""), reverse=False)
         limit = {"low": 100, "mid": 300, "high": 1000}.get(str(body.get("budget") or "mid"), 300)
         return [
@@ -203,9 +209,62 @@ def create_fake_hindsight(state: FakeHindsight | None = None) -> FastAPI:
             }
         )
 
-    @app.post("/v1/default/banks/{bank}/memories/recall")
-    async def recall(bank: str, request: Request) -> dict[str, Any]:
+    def no_bank(bank: str) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": f"Bank '{bank}' not found"})
+
+    @app.post("/v1/default/banks/{bank}/memories/recall", response_model=None)
+    async def recall(bank: str, request: Request) -> dict[str, Any] | JSONResponse:
+        if bank not in fake.banks:
+            return no_bank(bank)
         return {"results": fake.recall(bank, await request.json())}
+
+    @app.get("/v1/default/banks/{bank}/memories/list", response_model=None)
+    async def list_units(bank: str, request: Request) -> dict[str, Any] | JSONResponse:
+        if bank not in fake.banks:
+            return no_bank(bank)
+        q = request.query_params
+        state = q.get("state") or "valid"
+        tags, mode = q.getlist("tags"), q.get("tags_match") or "any"
+        start, end = q.get("start_date"), q.get("end_date")
+
+        def at(unit: Unit) -> datetime | None:
+            return datetime.fromisoformat(unit.timestamp) if unit.timestamp else None
+
+        units = [
+            u
+            for u in fake.units.values()
+            if u.bank == bank
+            and u.state == state
+            and self_tags(u, tags, mode)
+            and (not q.get("document_id") or u.document_id == q.get("document_id"))
+            and (start is None or ((t := at(u)) is not None and t >= datetime.fromisoformat(start)))
+            and (end is None or ((t := at(u)) is not None and t < datetime.fromisoformat(end)))
+        ]
+        units.sort(key=lambda u: (at(u) or datetime.min.replace(tzinfo=UTC), u.id), reverse=True)
+        offset, limit = int(q.get("offset") or 0), int(q.get("limit") or 100)
+        page = units[offset : offset + limit]
+        items = [
+            {
+                "id": u.id,
+                "text": u.text,
+                "context": u.context,
+                "date": u.timestamp,
+                "fact_type": "world",
+                "document_id": u.document_id,
+                "mentioned_at": u.timestamp,
+                "occurred_start": None,
+                "occurred_end": None,
+                "entities": ", ".join(str(e.get("text")) for e in u.entities),
+                "tags": u.tags,
+                "metadata": u.metadata,
+                "state": u.state,
+            }
+            for u in page
+        ]
+        return {"items": items, "total": len(units), "limit": limit, "offset": offset}
+
+    def self_tags(unit: Unit, tags: list[str], mode: str) -> bool:
+        return fake._tags_match(unit, tags, mode)
 
     @app.post("/v1/default/banks/{bank}/reflect")
     async def reflect(bank: str, request: Request) -> JSONResponse:
@@ -222,9 +281,16 @@ def create_fake_hindsight(state: FakeHindsight | None = None) -> FastAPI:
     @app.patch("/v1/default/banks/{bank}/memories/{unit_id}")
     async def set_state(bank: str, unit_id: str, request: Request) -> JSONResponse:
         body = await request.json()
+        try:
+            uuid.UUID(unit_id)
+        except ValueError:
+            return JSONResponse(
+                status_code=400,
+                content={"detail": f"Invalid memory_id: '{unit_id}' is not a valid UUID"},
+            )
         unit = fake.units.get(unit_id)
         if unit is None or unit.bank != bank:
-            return JSONResponse(status_code=404, content={"detail": "memory not found"})
+            return JSONResponse(status_code=404, content={"detail": f"Memory unit '{unit_id}' not found"})
         if body.get("state") not in ("invalidated", "valid"):
             return JSONResponse(status_code=422, content={"detail": "state must be invalidated or valid"})
         unit.state = body["state"]

@@ -65,10 +65,12 @@ async def _open_leg(name: str, tmp_path: Path, stack: AsyncExitStack) -> Memory:
 
         from jax_assistant.memory.hindsight import HindsightBackend
 
-        # A real server keeps its banks: a fresh bank name per test keeps legs independent.
+        # A real server keeps its banks across tests and runs: a fresh bank prefix per test gives every
+        # test its own empty namespace (``banks()`` lists only it), as the other legs' fresh stores do.
         memory = Memory(
-            HindsightBackend(os.environ["HINDSIGHT_URL"], timeout_s=30.0),
-            default_bank=f"jax_test_{secrets.token_hex(4)}",
+            HindsightBackend(
+                os.environ["HINDSIGHT_URL"], timeout_s=30.0, bank_prefix=f"jaxt{secrets.token_hex(4)}_"
+            )
         )
         stack.push_async_callback(memory.close)
         return memory

@@ -64,7 +64,8 @@ async def test_retain_maps_filters_to_tags_and_metadata_to_strings(rig: Rig) -> 
     assert (method, path) == ("POST", "/v1/default/banks/trade_decisions/memories")
     first = body["items"][0]
     assert first["document_id"] == "decision:AAPL:1"
-    assert set(first["tags"]) >= {"decision", "sym:aapl", "type:decision", "doc:decision:AAPL:1"}
+    # The item's own tags as given, our filters in their own namespace (no collision with a "sym:" tag).
+    assert first["tags"] == ["decision", "event:gap_open", "jax:type:decision", "jax:sym:aapl"]
     assert all(isinstance(v, str) for item in body["items"] for v in item["metadata"].values())
     assert "s3cret" not in str(body)  # redacted by the facade before it left the process
 
@@ -85,7 +86,7 @@ async def test_recall_is_strict_per_symbol_and_round_trips_the_item(rig: Rig) ->
     assert hit.data == {"setups": [{"entry": 101}], "api_token": "[REDACTED]"}
     assert hit.score is not None and hit.scores is not None
     recall_body = [r[3] for r in rig.fake.requests if r[1].endswith("/recall")][-1]
-    assert recall_body["tags_match"] == "all_strict" and "sym:aapl" in recall_body["tags"]
+    assert recall_body["tags_match"] == "all_strict" and "jax:sym:aapl" in recall_body["tags"]
 
 
 async def test_document_id_makes_retain_idempotent(rig: Rig) -> None:
@@ -194,7 +195,8 @@ async def test_items_from_other_clients_are_mapped_field_by_field(rig: Rig) -> N
                         "context": "earnings",
                         "metadata": {"symbol": "NVDA"},
                         "document_id": "ext-1",
-                        "tags": ["sym:nvda"],
+                        # Found by symbol through our namespaced filter tag; its own tags stay its own.
+                        "tags": ["sym:nvda", "jax:sym:nvda"],
                     }
                 ]
             },
@@ -204,6 +206,7 @@ async def test_items_from_other_clients_are_mapped_field_by_field(rig: Rig) -> N
     assert len(hit.summary) == 500 and hit.data is not None and hit.data["content"].startswith("NVDA")
     assert hit.ts == datetime(2024, 5, 22, 20, 5, tzinfo=UTC)
     assert ITEM_METADATA_KEY not in (hit.data.get("metadata") or {})
+    assert hit.tags == ["sym:nvda"]
 
 
 def outcome(symbol: str, n: int, result: str) -> dict[str, Any]:

@@ -10,7 +10,8 @@ Routes (``reference/jax-contracts.md`` and ``reference/hindsight.md``; docs/memo
 - ``GET /v1/memory/banks``, ``GET /v1/memory/search?q=&bank=&limit=`` (``query=`` accepted too).
 - ``/health`` (liveness, always 200 while the process runs) and ``/ready`` (503 while the store is down).
 - Hindsight-compatible: ``POST /v1/default/banks/{bank}/memories``, ``.../memories/recall``,
-  ``.../reflect``, ``PATCH .../memories/{id}``, ``GET /v1/default/banks``, ``GET /version``.
+  ``GET .../memories/list``, ``.../reflect``, ``PATCH .../memories/{id}``, ``GET /v1/default/banks``,
+  ``GET /version``.
 - ``GET /audit?correlationId=``: every retain, recall and reflect is audited in this service's own
   database under the request's correlation id (``X-Correlation-ID`` / ``X-Flow-ID``, echoed back).
 
@@ -27,6 +28,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 from fastapi import FastAPI, Query, Request
@@ -47,7 +49,7 @@ from jax_assistant.config import Settings
 from jax_assistant.domain.errors import InputError, UnavailableError
 from jax_assistant.memory.base import MemoryUnavailableError
 from jax_assistant.memory.facade import Memory, open_memory
-from jax_assistant.memory.hindsight import from_hindsight_item, to_hindsight_result
+from jax_assistant.memory.hindsight import TAG_NAMESPACE, from_hindsight_item, to_hindsight_result
 from jax_assistant.memory.models import (
     BANKS,
     MemoryItem,
@@ -468,6 +470,52 @@ def create_app(
             results.append(to_hindsight_result(item))
         return {"results": results}
 
+    @app.get("/v1/default/banks/{bank}/memories/list")
+    async def hindsight_list(bank: str, request: Request) -> dict[str, Any]:
+        """Hindsight's listing, newest first: what our Hindsight client recalls without text, and how it
+        finds a document's units to invalidate. Invalidated memories are not listed here (our store
+        keeps them out of every read), so ``state=invalidated`` lists none."""
+        name = validate_bank(bank)
+        q = request.query_params
+        try:
+            offset, limit = max(0, int(q.get("offset") or 0)), max(0, int(q.get("limit") or 100))
+            start = _parse_when(q.get("start_date"))
+            end = _parse_when(q.get("end_date"))
+        except ValueError as exc:
+            raise MemoryValidationError(str(exc), field="query", rule="list parameters") from None
+        if (q.get("state") or "valid") != "valid":
+            return {"items": [], "total": 0, "limit": limit, "offset": offset}
+        query, docs = _hindsight_query("", q.getlist("tags"), min(1000, offset + limit) or 1)
+        doc = q.get("document_id")
+        query = query.model_copy(
+            update={"q": None, "from_": start, "to": end, "limit": 1000 if doc else query.limit}
+        )
+        payload = {"route": "hindsight.list", "bank": name, "tags": q.getlist("tags"), "document_id": doc}
+        found = await audited("memory.recall", payload, lambda: mem().recall(query, bank=name))
+        if doc:
+            docs.add(doc)
+        if docs:
+            found = [h for h in found if h.id in docs or h.document_id in docs]
+        if end is not None:
+            found = [h for h in found if h.ts is None or h.ts < end]  # Hindsight's end is exclusive
+        await audit("memory.recall", "success", {**payload, "count": len(found)})
+        page = found[offset : offset + limit]
+        items = []
+        for hit in page:
+            result = to_hindsight_result(hit)
+            items.append(
+                {
+                    **{k: result[k] for k in ("id", "text", "context", "document_id", "mentioned_at")},
+                    **{k: result[k] for k in ("occurred_start", "occurred_end", "chunk_id", "metadata")},
+                    "date": result["mentioned_at"],
+                    "fact_type": "world",
+                    "entities": "",
+                    "tags": result["tags"],
+                    "state": "valid",
+                }
+            )
+        return {"items": items, "total": len(found), "limit": limit, "offset": offset}
+
     @app.post("/v1/default/banks/{bank}/reflect")
     async def hindsight_reflect(bank: str, request: Request) -> dict[str, Any]:
         name = validate_bank(bank)
@@ -512,15 +560,17 @@ def create_app(
 
 
 def _hindsight_query(text: str, tags: list[str], limit: int) -> tuple[MemoryQuery, set[str]]:
-    """A Hindsight recall's tags as our query: the filter tags our Hindsight client adds (``sym:``,
-    ``type:``, ``doc:``) are the item's own fields here, the rest are plain tags."""
+    """A Hindsight recall's tags as our query: the filter tags our Hindsight client adds (``jax:sym:``,
+    ``jax:type:``, and ``jax:doc:``) are the item's own fields here, the rest are plain tags."""
     symbol: str | None = None
     types: list[str] | None = None
     docs: set[str] = set()
     plain: list[str] = []
     for tag in tags:
-        prefix, _, value = tag.partition(":")
-        if prefix == "sym" and value:
+        prefix, _, value = tag.removeprefix(TAG_NAMESPACE).partition(":")
+        if not tag.startswith(TAG_NAMESPACE):
+            plain.append(tag)
+        elif prefix == "sym" and value:
             symbol = value.upper()
         elif prefix == "type" and value:
             types = [value]
@@ -532,6 +582,13 @@ def _hindsight_query(text: str, tags: list[str], limit: int) -> tuple[MemoryQuer
     size = 1000 if docs else limit
     query = MemoryQuery(q=None if docs else text, symbol=symbol, types=types, tags=plain, limit=size)
     return query, docs
+
+
+def _parse_when(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

@@ -5,14 +5,21 @@ Mapping between the Jax shapes and Hindsight's:
 - A MemoryItem becomes one Hindsight item: ``content`` = summary, ``timestamp`` = ts, ``context`` = type,
   ``document_id`` = the item's document id (or id), so re-retaining replaces instead of duplicating.
 - Hindsight recall cannot filter on metadata, so everything recall filters on is a TAG: the item's own
-  tags plus ``type:<type>``, ``sym:<symbol>`` and ``doc:<document id>``; recall asks ``all_strict`` so
-  untagged memories never leak into a per-symbol query (Hindsight's ``any``/``all`` return them).
+  tags plus ``jax:type:<type>`` and ``jax:sym:<symbol>`` (namespaced, so an item's own ``sym:aapl`` tag
+  and its symbol stay two filters, as in the embedded backend); recall asks ``all_strict`` so untagged
+  memories never leak into a per-symbol query (Hindsight's ``any``/``all`` return them).
+- Recall with text goes to ``.../memories/recall``. Hindsight drops hits under its semantic floor (cosine
+  0.3), so a recall WITHOUT text (by symbol, tags, window) lists ``.../memories/list`` instead, newest
+  ``mentioned_at`` first, as the embedded backend orders it. A bank never retained into answers 404:
+  recall gives nothing.
 - Metadata values must be strings: the whole item travels as JSON in ``metadata["jax_item"]`` and comes
   back from recall intact; ``from``/``to`` and several ``types`` are applied to the results here, since
   Hindsight's temporal window only ranks.
 - Reflect: Hindsight's is an LLM loop and answers 400 without an LLM; then the beliefs are computed
   locally (``memory.reflection``) from recalled memories and each says so (``data.reflection``).
-- Invalidation: ``PATCH .../memories/{unit id}`` for every unit of the document (found by its tag).
+- Invalidation: ``PATCH .../memories/{unit id}`` (a UUID) for every unit of the document, found with
+  ``.../memories/list?document_id=&state=``, so a restore needs no state in this process.
+- ``bank_prefix`` maps our bank names into a shared server's namespace (``banks()`` strips it).
 
 Failures (connection refused, timeouts, 5xx, 429 past one short Retry-After, garbage or oversized
 bodies) raise :class:`MemoryUnavailableError`; the pipeline degrades and the outbox keeps retains.
@@ -24,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -54,6 +62,11 @@ MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 MAX_INLINE_RETRY_S: Final = 2.0
 # Hindsight caps recall by tokens, not count: roughly this many tokens per memory asked for.
 TOKENS_PER_ITEM: Final = 400
+# Our filter tags live in their own namespace so they never collide with an item's own tags.
+TAG_NAMESPACE: Final = "jax:"
+# One page of ``.../memories/list``; the local reflection reads at most REFLECT_MAX_ITEMS (as embedded).
+LIST_PAGE: Final = 500
+REFLECT_MAX_ITEMS: Final = 10_000
 
 
 def request_headers() -> dict[str, str]:
@@ -84,12 +97,18 @@ def _tag_value(value: str) -> str:
     return value.strip().lower().replace(" ", "_")
 
 
-def filter_tags(item: MemoryItem, key: str) -> list[str]:
-    tags = list(item.tags)
-    tags.append(f"type:{_tag_value(item.type)}")
+def type_tag(value: str) -> str:
+    return f"{TAG_NAMESPACE}type:{_tag_value(value)}"
+
+
+def symbol_tag(value: str) -> str:
+    return f"{TAG_NAMESPACE}sym:{_tag_value(value)}"
+
+
+def filter_tags(item: MemoryItem) -> list[str]:
+    tags = [*item.tags, type_tag(item.type)]
     if item.symbol:
-        tags.append(f"sym:{_tag_value(item.symbol)}")
-    tags.append(f"doc:{key}")
+        tags.append(symbol_tag(item.symbol))
     return list(dict.fromkeys(tags))
 
 
@@ -109,7 +128,7 @@ def to_hindsight_item(item: MemoryItem) -> dict[str, Any]:
         "context": item.type,
         "metadata": metadata,
         "document_id": key,
-        "tags": filter_tags(item, key),
+        "tags": filter_tags(item),
         "update_mode": "replace",
     }
     if item.ts is not None:
@@ -141,7 +160,7 @@ def from_hindsight_item(raw: Mapping[str, Any]) -> MemoryItem:
     content = str(raw.get("content") or "")
     meta = dict(metadata) if isinstance(metadata, Mapping) else {}
     doc = raw.get("document_id")
-    tags = [t for t in raw.get("tags") or [] if isinstance(t, str)]
+    tags = [t for t in raw.get("tags") or [] if isinstance(t, str) and not t.startswith(TAG_NAMESPACE)]
     return MemoryItem(
         id=str(doc) if doc else None,
         ts=_parse_ts(raw.get("timestamp")) or datetime.now(UTC),
@@ -153,6 +172,7 @@ def from_hindsight_item(raw: Mapping[str, Any]) -> MemoryItem:
             "content": content,
             "context": raw.get("context"),
             "metadata": meta,
+            # Recall answers a list of entities, ``.../memories/list`` a comma-separated string.
             "entities": raw.get("entities") or [],
         },
         source=MemorySource(system=str(meta.get("source_system") or "hindsight-client")),
@@ -226,9 +246,9 @@ def query_tags(query: MemoryQuery) -> list[str]:
     """The tags a recall must carry, all of them (``all_strict``)."""
     tags = list(query.tags)
     if query.symbol:
-        tags.append(f"sym:{_tag_value(query.symbol)}")
+        tags.append(symbol_tag(query.symbol))
     if query.types and len(query.types) == 1:
-        tags.append(f"type:{_tag_value(query.types[0])}")
+        tags.append(type_tag(query.types[0]))
     return list(dict.fromkeys(tags))
 
 
@@ -256,24 +276,31 @@ class HindsightBackend:
         timeout_s: float = 2.0,
         connect_timeout_s: float = 1.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        bank_prefix: str = "",
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.bank_prefix = bank_prefix
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             transport=transport,
             headers={"User-Agent": f"jax-assistant/{__version__}"},
         )
-        self._invalidated: dict[tuple[str, str], list[str]] = {}
 
     async def _call(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None, *, allow: Sequence[int] = ()
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        allow: Sequence[int] = (),
     ) -> tuple[int, Any]:
         """One request; returns (status, decoded JSON). Statuses in ``allow`` are returned, not raised."""
         for attempt in range(2):
             try:
                 async with self._client.stream(
-                    method, path, json=body, headers=request_headers()
+                    method, path, json=body, params=params, headers=request_headers()
                 ) as response:
                     raw = bytearray()
                     async for chunk in response.aiter_bytes():
@@ -304,7 +331,7 @@ class HindsightBackend:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _bank_path(self, bank: str, suffix: str = "") -> str:
-        return f"{TENANT}/banks/{bank}{suffix}"
+        return f"{TENANT}/banks/{self.bank_prefix}{bank}{suffix}"
 
     async def retain(self, bank: str, item: MemoryItem) -> str:
         return (await self.retain_many(bank, [item]))[0]
@@ -318,9 +345,10 @@ class HindsightBackend:
             raise MemoryUnavailableError(f"Hindsight retain into {bank!r} did not succeed: {payload!r:.300}")
         return [i.id or document_key(i) for i in items]
 
-    async def _recall_raw(self, bank: str, query: MemoryQuery, *, tags: list[str]) -> list[MemoryItem]:
+    async def _recall_text(self, bank: str, query: MemoryQuery, tags: list[str]) -> list[MemoryItem]:
+        assert query.q is not None
         body: dict[str, Any] = {
-            "query": query.q or query.symbol or " ".join(tags) or "memory",
+            "query": query.q,
             "budget": "mid",
             "max_tokens": max(4096, query.limit * TOKENS_PER_ITEM),
         }
@@ -334,7 +362,11 @@ class HindsightBackend:
             if query.to is not None:
                 window["end"] = query.to.isoformat()
             body["temporal_window"] = window
-        _, payload = await self._call("POST", self._bank_path(bank, "/memories/recall"), body)
+        status, payload = await self._call(
+            "POST", self._bank_path(bank, "/memories/recall"), body, allow=(404,)
+        )
+        if status == 404:
+            return _bank_missing(payload, bank)
         results = payload.get("results") if isinstance(payload, Mapping) else None
         if not isinstance(results, list):
             raise MemoryUnavailableError(f"Hindsight recall from {bank!r}: no results list in the answer")
@@ -345,11 +377,72 @@ class HindsightBackend:
                     items.append(from_hindsight_result(raw))
                 except ValueError:
                     continue  # one malformed hit does not hide the others
-        return items
+        return [i for i in items if matches(i, query)][: query.limit]
+
+    async def _list(
+        self, bank: str, params: Mapping[str, Any], *, want: int, keep: Any = None
+    ) -> list[tuple[str, MemoryItem]]:
+        """(unit id, item) pairs from ``.../memories/list``, newest ``mentioned_at`` first, page by page
+        until ``want`` of them pass ``keep`` (or the bank is exhausted)."""
+        found: list[tuple[str, MemoryItem]] = []
+        offset = 0
+        while len(found) < want:
+            page = {**params, "limit": LIST_PAGE, "offset": offset}
+            status, payload = await self._call(
+                "GET", self._bank_path(bank, "/memories/list"), params=page, allow=(404,)
+            )
+            if status == 404:
+                _bank_missing(payload, bank)
+                return []
+            rows = payload.get("items") if isinstance(payload, Mapping) else None
+            if not isinstance(rows, list):
+                raise MemoryUnavailableError(f"Hindsight list of {bank!r}: no items list in the answer")
+            for raw in rows:
+                if not isinstance(raw, Mapping) or not raw.get("id"):
+                    continue
+                try:
+                    item = from_hindsight_item(
+                        {
+                            "content": raw.get("text"),
+                            "timestamp": raw.get("mentioned_at") or raw.get("date"),
+                            "context": raw.get("context"),
+                            "metadata": raw.get("metadata"),
+                            "document_id": raw.get("document_id"),
+                            "tags": raw.get("tags"),
+                        }
+                    )
+                except ValueError:
+                    continue
+                if keep is None or keep(item):
+                    found.append((str(raw["id"]), item))
+            if len(rows) < LIST_PAGE:
+                break
+            offset += LIST_PAGE
+        return found[:want]
+
+    async def _recall_listed(
+        self, bank: str, query: MemoryQuery, tags: list[str], *, want: int | None = None
+    ) -> list[MemoryItem]:
+        params: dict[str, Any] = {"time_field": "mentioned_at"}
+        if tags:
+            params["tags"] = tags
+            params["tags_match"] = "all_strict"
+        if query.from_ is not None:
+            params["start_date"] = query.from_.isoformat()
+        if query.to is not None:
+            # The server's end is exclusive, ours inclusive: widen by a second and filter here.
+            params["end_date"] = (query.to + timedelta(seconds=1)).isoformat()
+        listed = await self._list(bank, params, want=want or query.limit, keep=lambda i: matches(i, query))
+        now = datetime.now(UTC)
+        # Newest first, ties by id, as the embedded backend orders a recall without text.
+        items = sorted((i for _, i in listed), key=lambda i: (i.ts, i.id or ""), reverse=True)
+        return [i.model_copy(update=_recency_score(i, now)) for i in items]
 
     async def recall(self, bank: str, query: MemoryQuery) -> list[MemoryItem]:
-        items = await self._recall_raw(bank, query, tags=query_tags(query))
-        return [i for i in items if matches(i, query)][: query.limit]
+        tags = query_tags(query)
+        if query.q:
+            return await self._recall_text(bank, query, tags)
+        return await self._recall_listed(bank, query, tags)
 
     async def reflect(self, bank: str, params: ReflectionParams) -> list[MemoryItem]:
         assert params.query is not None
@@ -379,10 +472,11 @@ class HindsightBackend:
                     text=payload["text"],
                 )
             ]
-        # No LLM on the server (400) or no reflect route: reflect locally over recalled memories.
+        # No LLM on the server (400) or no reflect route: reflect locally over the window's memories, all
+        # of them as the embedded backend does (a text recall would drop those under the semantic floor).
         reason = f"Hindsight reflect unavailable (HTTP {status}); reflected locally"
-        memories = await self.recall(
-            bank, MemoryQuery(q=params.query, from_=window[0], to=window[1], limit=1000)
+        memories = await self._recall_listed(
+            bank, MemoryQuery(from_=window[0], to=window[1]), [], want=REFLECT_MAX_ITEMS
         )
         from jax_assistant.memory.reflection import reflect_items
 
@@ -394,33 +488,30 @@ class HindsightBackend:
             for b in beliefs
         ]
 
-    async def _units(self, bank: str, memory_id: str) -> list[str]:
-        """Hindsight's unit ids of our document ``memory_id`` (found by its ``doc:`` tag)."""
-        body = {"query": memory_id, "budget": "low", "tags": [f"doc:{memory_id}"], "tags_match": "all_strict"}
-        _, payload = await self._call("POST", self._bank_path(bank, "/memories/recall"), body)
-        results = payload.get("results") if isinstance(payload, Mapping) else None
-        return [str(r["id"]) for r in results or [] if isinstance(r, Mapping) and r.get("id")]
-
-    async def _patch(self, bank: str, unit_id: str, state: str, reason: str | None) -> bool:
+    async def _set_state(self, bank: str, memory_id: str, state: str, reason: str | None) -> None:
+        """PATCH every unit of document ``memory_id`` now in the other state. When none is listed the id
+        is patched as it is: a unit id some other client knows, or an item id on jax-memory's own
+        Hindsight routes (a real server answers 400 for an id that is not a UUID: not found)."""
+        current = "valid" if state == "invalidated" else "invalidated"
+        listed = await self._list(bank, {"document_id": memory_id, "state": current}, want=REFLECT_MAX_ITEMS)
+        units = [unit for unit, _ in listed] or [memory_id]
         body = {"state": state, **({"reason": reason} if reason else {})}
-        status, _ = await self._call(
-            "PATCH", self._bank_path(bank, f"/memories/{unit_id}"), body, allow=(404,)
-        )
-        return status != 404
-
-    async def invalidate(self, bank: str, memory_id: str, reason: str | None = None) -> None:
-        units = await self._units(bank, memory_id) or [memory_id]
-        done = [u for u in units if await self._patch(bank, u, "invalidated", reason)]
+        done = 0
+        for unit in units:
+            status, _ = await self._call(
+                "PATCH", self._bank_path(bank, f"/memories/{unit}"), body, allow=(400, 404)
+            )
+            if status == 400 and _is_uuid(unit):
+                raise MemoryUnavailableError(f"Hindsight PATCH of {unit!r} in {bank!r}: HTTP 400")
+            done += status == 200
         if not done:
             raise MemoryNotFoundError(bank, memory_id)
-        # Invalidated units leave recall, so restore could not find them again by tag.
-        self._invalidated[(bank, memory_id)] = done
+
+    async def invalidate(self, bank: str, memory_id: str, reason: str | None = None) -> None:
+        await self._set_state(bank, memory_id, "invalidated", reason)
 
     async def restore(self, bank: str, memory_id: str) -> None:
-        # Units this client invalidated; otherwise the id is taken to be Hindsight's own unit id.
-        units = self._invalidated.pop((bank, memory_id), None) or [memory_id]
-        if not [u for u in units if await self._patch(bank, u, "valid", None)]:
-            raise MemoryNotFoundError(bank, memory_id)
+        await self._set_state(bank, memory_id, "valid", None)
 
     async def banks(self) -> list[str]:
         _, payload = await self._call("GET", f"{TENANT}/banks")
@@ -428,8 +519,8 @@ class HindsightBackend:
         names = []
         for bank in raw or []:
             name = bank.get("bank_id") or bank.get("id") if isinstance(bank, Mapping) else bank
-            if isinstance(name, str):
-                names.append(name)
+            if isinstance(name, str) and name.startswith(self.bank_prefix):
+                names.append(name.removeprefix(self.bank_prefix))
         return sorted(set(names))
 
     async def health(self) -> MemoryHealth:
@@ -442,6 +533,30 @@ class HindsightBackend:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _bank_missing(payload: object, bank: str) -> list[MemoryItem]:
+    """A 404 on a bank route: a bank never retained into holds nothing; any other 404 is an outage
+    (a wrong URL or tenant must not read as an empty memory)."""
+    detail = payload.get("detail") if isinstance(payload, Mapping) else payload
+    if isinstance(detail, str) and detail.startswith("Bank ") and "not found" in detail:
+        return []
+    raise MemoryUnavailableError(f"Hindsight bank {bank!r}: HTTP 404: {detail!r:.300}")
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _recency_score(item: MemoryItem, now: datetime) -> dict[str, Any]:
+    """Score of a hit listed without text: Hindsight's linear recency (1 today, 0.1 floor at a year)."""
+    age_days = max(0.0, (now - item.ts).total_seconds() / 86400) if item.ts else 365.0
+    recency = max(0.1, 1.0 - age_days / 365.0)
+    return {"score": recency, "scores": MemoryScores(final=recency, recency=recency)}
 
 
 def _retry_after(value: str | None) -> float | None:
