@@ -257,6 +257,14 @@ def reflect(
     for sid, w in summary["weights"].items():
         state = "SUSPENDED" if w["suspended"] else f"x{w['weight']:.4f}"
         cli.out.print(f"{escape(sid)}: {state}")
+    thought = summary.get("reasoner") or {}
+    if settings.learning.reasoner == "llm":
+        if thought.get("fallbackReason"):
+            cli.out.print(
+                f"llm reasoner unavailable, local beliefs only: {escape(thought['fallbackReason'])}"
+            )
+        for insight in summary.get("insights", []):
+            cli.out.print(f"* {escape(insight['summary'])} (confidence {insight['confidence']:.2f})")
 
 
 async def _reflect(settings: Settings, as_of: date | None) -> dict[str, Any]:

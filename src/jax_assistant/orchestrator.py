@@ -22,7 +22,7 @@ from jax_assistant.domain import Event, Run, RunStatus, SymbolResult, SymbolStat
 from jax_assistant.domain.errors import ConfigError, InputError, UnavailableError
 from jax_assistant.engines.local import LocalEngine, ProgressSink, StartPoint, fresh_starts
 from jax_assistant.engines.writer import GroupCommitWriter
-from jax_assistant.learning.service import feed_run
+from jax_assistant.learning.service import LearningPin, feed_run
 from jax_assistant.marketdata import create_provider
 from jax_assistant.marketdata.base import DataSourceError, MarketDataProvider
 from jax_assistant.marketdata.settings import LIVE_PROVIDERS
@@ -527,7 +527,11 @@ class Orchestrator:
         run = prepared.run
         assert run.as_of is not None
         services = self.services(prepared.provider, run)
-        await feed_run(self.repository, services, run.as_of)  # beliefs and realised outcomes, if any
+        pin = await feed_run(self.repository, services, run.as_of)  # beliefs and realised outcomes, if any
+        if not pin.is_empty() and self.repository is not None:
+            # Pinned so a resume decides with what this start saw (learning/service.LearningPin).
+            run.params["learning"] = pin.model_dump(mode="json", by_alias=True)
+            await self.repository.update_run(run)
         engine = self._engine(prepared.stages, services)
         starts = fresh_starts(run, run.symbols, run.as_of, int(run.params["lookback"]))
         for start in starts:
@@ -595,6 +599,8 @@ class Orchestrator:
         run.finished_at = None
         await self.repository.update_run(run)
         services = self.services(provider, run)
+        pin = LearningPin.model_validate(run.params.get("learning") or {})
+        await feed_run(self.repository, services, run.as_of, pin=pin)
         # The book must see what this run already reserved, or a resumed run could over-allocate.
         services.risk.book.restore([t for t in booked if t.risk.allowed], sector_of=provider.sector)
         engine = self._engine(stages, services)

@@ -86,7 +86,15 @@ async def wait_for_run(
     """Poll GET /runs/{id} (as the front end does) until the run leaves ``running``."""
     deadline = time.monotonic() + timeout_s
     while True:
-        resp = await client.get(f"/runs/{run_id}")
+        try:
+            resp = await client.get(f"/runs/{run_id}")
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            # A keep-alive connection the server closed just as it was reused (seen on a loaded
+            # machine after a long idle wait); a poller asks again, as the front end does.
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+            continue
         assert resp.status_code == 200, resp.text
         body: dict[str, Any] = resp.json()
         if body["run"]["status"] != "running":

@@ -61,3 +61,51 @@ class FakeOpenAI(FakeServer):
 
     def oversized(self, path: str, body: Any) -> Any:
         return {"choices": [{"message": {"role": "assistant", "content": "x" * self.oversize_bytes}}]}
+
+
+class FakeReflectionLLM(FakeOpenAI):
+    """The same chat endpoint answering the learning loop's reflection prompt.
+
+    It reads the belief ids out of the prompt (lines ``<id> | <type> | ...``) and proposes one insight
+    per ``answers`` entry citing the first ``cite`` ids. ``mode`` bends the answer the way a real model
+    can go wrong: ``unknown`` cites an id it was never shown, ``overconfident`` says 1.5, ``prose`` drops
+    the JSON, ``fenced`` wraps the JSON in a Markdown fence (which is accepted).
+    """
+
+    def __init__(
+        self, *, answers: int = 2, cite: int = 2, confidence: float = 0.99, mode: str = "ok"
+    ) -> None:
+        super().__init__()
+        self.answers = answers
+        self.cite = cite
+        self.confidence = confidence
+        self.mode = mode
+
+    def answer(self, path: str, body: Any) -> tuple[int, Any]:
+        status, out = super().answer(path, body)
+        if status != 200:
+            return status, out
+        user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        ids = [
+            line.split(" | ", 1)[0]
+            for line in user.splitlines()
+            if " | " in line and line.startswith("belief_")
+        ]
+        cited = ids[: self.cite] + (["belief_invented"] if self.mode == "unknown" else [])
+        confidence = 1.5 if self.mode == "overconfident" else self.confidence
+        beliefs = [
+            {
+                "belief_type": "llm_insight",
+                "summary": f"Pattern {n} across {len(cited)} track records.",
+                "evidence_ids": cited,
+                "confidence": confidence,
+            }
+            for n in range(self.answers)
+        ]
+        content = json.dumps({"beliefs": beliefs})
+        if self.mode == "prose":
+            content = "Breakouts look weak lately; I would trust them less."
+        elif self.mode == "fenced":
+            content = f"```json\n{content}\n```"
+        out["choices"][0]["message"]["content"] = content
+        return 200, out

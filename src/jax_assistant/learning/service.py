@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
+from pydantic import BaseModel, ConfigDict, Field
 
 from jax_assistant.domain import AuditEvent, utc_now
 from jax_assistant.learning.outcomes import outcome_memory_item, settle
-from jax_assistant.memory.beliefs import OutcomeEvidence, reflect_outcomes
+from jax_assistant.learning.reasoner import LLMReasoner, ReasonerOutcome
+from jax_assistant.memory.beliefs import Belief, OutcomeEvidence, reflect_outcomes
 from jax_assistant.risk.portfolio import PortfolioBook
 from jax_assistant.risk.protections import RealisedTrade, state_from_outcomes
 from jax_assistant.strategies.weighting import StrategyWeight, apply_weights, strategy_weights
@@ -79,9 +81,14 @@ async def reflect_once(
     as_of: date,
     memory: Memory | None = None,
     outbox: MemoryOutbox | None = None,
+    reasoner: LLMReasoner | None = None,
 ) -> dict[str, Any]:
     """Settle, reflect and record; with ``memory``, the settled outcomes go to the ``trade_outcomes``
-    bank and the beliefs to ``strategy_beliefs`` (what ``recall_memory`` hands later runs)."""
+    bank and the beliefs to ``strategy_beliefs`` (what ``recall_memory`` hands later runs).
+
+    With ``learning.reasoner = "llm"`` (or a ``reasoner`` passed in) the LLM adds ``llm_insight``
+    beliefs read from the track records; the weights are computed from the track records alone either
+    way (``learning/reasoner.py`` says why), and a failed model call falls back, saying so."""
     cfg = settings.learning
     report = await settle(repo, provider, cfg.outcomes, as_of=as_of)
     rows = await repo.list_outcomes(exited_through=as_of)
@@ -92,11 +99,14 @@ async def reflect_once(
         prior_strength=cfg.weighting.prior_strength,
     )
     weights = strategy_weights(beliefs, cfg.weighting)
+    thought = await _llm_insights(reasoner, settings, beliefs, as_of)
     now = utc_now()
     payload = {
         "asOf": as_of.isoformat(),
         "beliefs": [b.data().model_dump(mode="json", by_alias=True) | {"id": b.id} for b in beliefs],
         "weights": {sid: w.model_dump(mode="json") for sid, w in weights.items()},
+        "reasoner": thought.status(),
+        "insights": [{"summary": i.summary, **(i.data or {})} for i in thought.insights],
     }
     event_id = f"reflect:{as_of.isoformat()}:{len(rows)}:{now.isoformat()}"
     await repo.record_audit(
@@ -117,7 +127,7 @@ async def reflect_once(
             memory, outbox, "trade_outcomes", [outcome_memory_item(r) for r in settled_rows]
         ),
         "strategy_beliefs": await _retain(
-            memory, outbox, "strategy_beliefs", [b.to_memory_item() for b in beliefs]
+            memory, outbox, "strategy_beliefs", [b.to_memory_item() for b in beliefs] + thought.insights
         ),
     }
     return {
@@ -127,12 +137,33 @@ async def reflect_once(
         "beliefs": payload["beliefs"],
         "summaries": [b.summary for b in beliefs if b.belief_type == "strategy_track_record"],
         "weights": payload["weights"],
+        "reasoner": payload["reasoner"],
+        "insights": payload["insights"],
     }
 
 
-async def latest_weights(repo: Repository) -> tuple[str | None, dict[str, StrategyWeight]]:
-    """The newest recorded reflection's weights (and its audit id); empty when none was recorded."""
+async def _llm_insights(
+    reasoner: LLMReasoner | None, settings: Settings, beliefs: list[Belief], as_of: date
+) -> ReasonerOutcome:
+    if reasoner is None and settings.learning.reasoner == "llm":
+        own = LLMReasoner(settings.learning.llm)
+        try:
+            return await own.reflect(beliefs, as_of=as_of, correlation_id=REFLECTION_CORRELATION)
+        finally:
+            await own.aclose()
+    if reasoner is None:
+        return ReasonerOutcome(reasoner="local")
+    return await reasoner.reflect(beliefs, as_of=as_of, correlation_id=REFLECTION_CORRELATION)
+
+
+async def latest_weights(
+    repo: Repository, *, reflection_id: str | None = None
+) -> tuple[str | None, dict[str, StrategyWeight]]:
+    """The newest recorded reflection's weights (and its audit id), or those of ``reflection_id``;
+    empty when none was recorded."""
     events = await repo.list_audit(correlation_id=REFLECTION_CORRELATION, limit=100_000)
+    if reflection_id is not None:
+        events = [e for e in events if e.id == reflection_id]
     if not events:
         return None, {}
     newest = max(events, key=lambda e: (e.timestamp, e.id))
@@ -140,11 +171,14 @@ async def latest_weights(repo: Repository) -> tuple[str | None, dict[str, Strate
     return newest.id, {sid: StrategyWeight.model_validate(w) for sid, w in raw.items()}
 
 
-async def apply_latest_beliefs(repo: Repository | None, registry: StrategyRegistry) -> str | None:
-    """Point ``registry`` at the newest reflection's weights; returns its audit id (None: no change)."""
+async def apply_latest_beliefs(
+    repo: Repository | None, registry: StrategyRegistry, *, reflection_id: str | None = None
+) -> str | None:
+    """Point ``registry`` at the newest reflection's weights (or ``reflection_id``'s); returns its
+    audit id (None: no change)."""
     if repo is None:
         return None
-    ref, weights = await latest_weights(repo)
+    ref, weights = await latest_weights(repo, reflection_id=reflection_id)
     if weights:
         apply_weights(registry, weights)
     return ref
@@ -192,14 +226,43 @@ async def stop_reflector(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def feed_run(repo: Repository | None, services: Services, as_of: date) -> str | None:
+class LearningPin(BaseModel):
+    """What a run took from learning when it started, kept in its params (``learning``) so that
+    ``jax run --resume`` decides with the same weights and protections even if a reflection or a
+    settlement happened in between. ``None`` in a field: nothing of that kind was applied."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    reflection: str | None = Field(
+        default=None, description="audit id of the reflection whose weights applied"
+    )
+    settled_through: datetime | None = Field(
+        default=None, alias="settledThrough", description="newest settlement the protections saw"
+    )
+
+    def is_empty(self) -> bool:
+        return self.reflection is None and self.settled_through is None
+
+
+async def feed_run(
+    repo: Repository | None, services: Services, as_of: date, *, pin: LearningPin | None = None
+) -> LearningPin:
     """What a ``jax run`` as of ``as_of`` takes from learning: the newest reflection's weights and the
     protections' state moved on by the realised (allowed, settled) trades that closed by ``as_of``.
-    With neither recorded nothing changes. Returns the reflection's audit id (None: none applied)."""
+    With ``pin`` (a resumed run) exactly what the run took when it started, however much was learned
+    since. With nothing recorded nothing changes. Returns what was applied, to pin in the run."""
     if repo is None:
-        return None
-    ref = await apply_latest_beliefs(repo, services.strategies)
+        return LearningPin()
+    if pin is None:
+        ref = await apply_latest_beliefs(repo, services.strategies)
+    elif pin.reflection is not None:
+        ref = await apply_latest_beliefs(repo, services.strategies, reflection_id=pin.reflection)
+    else:
+        ref = None
     rows = [r for r in await repo.list_outcomes(exited_through=as_of) if r["allowed"] and r["position_size"]]
+    if pin is not None:
+        cutoff = pin.settled_through
+        rows = [] if cutoff is None else [r for r in rows if _aware(r["settled_at"]) <= cutoff]
     if rows:
         realised = [
             RealisedTrade(r["symbol"], r["exit_on"], float(r["pnl"]), stopped=r["status"] == "stop")
@@ -208,4 +271,10 @@ async def feed_run(repo: Repository | None, services: Services, as_of: date) -> 
         book = services.risk.book
         state = await book.snapshot()
         services.risk.book = PortfolioBook(state_from_outcomes(state, realised, as_of=as_of))
-    return ref
+    settled = max((_aware(r["settled_at"]) for r in rows), default=None)
+    return LearningPin(reflection=ref, settled_through=settled)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes for timezone-aware columns; they are stored in UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jax_assistant.learning.outcomes import OutcomeConfig
+from jax_assistant.learning.reasoner import LLMReasonerConfig
 from jax_assistant.strategies.weighting import WeightingConfig
 
 
@@ -18,3 +21,14 @@ class LearningConfig(BaseModel):
     reflect_interval_s: float = Field(
         default=3600.0, ge=0, description="jax serve: seconds between reflections (0 = never)"
     )
+    reasoner: Literal["local", "llm"] = Field(
+        default="local",
+        description="local = track records only; llm = add llm_insight beliefs from [learning.llm]",
+    )
+    llm: LLMReasonerConfig = Field(default_factory=LLMReasonerConfig)
+
+    @model_validator(mode="after")
+    def _llm_configured(self) -> LearningConfig:
+        if self.reasoner == "llm" and not self.llm.base_url:
+            raise ValueError("learning.llm.base_url is required when learning.reasoner = 'llm'")
+        return self

@@ -620,10 +620,27 @@ class EmbeddedBackend:
 
             return await self._read(latest)
 
+        if self.embedder is None or not query.q:
+            # Full text only: the keyword arm and the loading of its winners share one hop to the
+            # database thread (each hop costs about as much as a small query on a loaded machine).
+            return await self._read(
+                lambda conn: self._fuse_and_load(
+                    conn, self._keyword_sync(conn, conds, terms, k), [], query, reference
+                )
+            )
         keyword = await self._read(lambda conn: self._keyword_sync(conn, conds, terms, k))
-        semantic: list[tuple[int, float]] = []
-        if self.embedder is not None and query.q:
-            semantic = await self._semantic(bank, query, conds, k)
+        semantic = await self._semantic(bank, query, conds, k)
+        return await self._read(lambda conn: self._fuse_and_load(conn, keyword, semantic, query, reference))
+
+    def _fuse_and_load(
+        self,
+        conn: Connection,
+        keyword: list[tuple[int, float]],
+        semantic: list[tuple[int, float]],
+        query: MemoryQuery,
+        reference: datetime,
+    ) -> list[MemoryItem]:
+        """Reciprocal-rank fusion of the arms, the recency boost, then the winners' whole rows."""
         fused: dict[int, float] = {}
         kw_score = dict(keyword)
         sem_score = dict(semantic)
@@ -632,33 +649,29 @@ class EmbeddedBackend:
                 fused[seq] = fused.get(seq, 0.0) + 1.0 / (RRF_K + rank)
         if not fused:
             return []
-
-        def load(conn: Connection) -> list[MemoryItem]:
-            # Scores need only ts; the whole rows (JSON data) are read for the winners alone.
-            stamps: list[tuple[int, datetime]] = []
-            for chunk in _chunks(list(fused)):
-                stamps.extend(
-                    (r[0], r[1]) for r in conn.execute(select(M.c.seq, M.c.ts).where(M.c.seq.in_(chunk)))
-                )
-            scored: list[tuple[float, datetime, int, MemoryScores]] = []
-            for seq, ts in stamps:
-                boost = recency_factor(
-                    ts,
-                    reference,
-                    weight=self.config.recency_weight,
-                    half_life_days=self.config.recency_half_life_days,
-                )
-                final = fused[seq] * boost
-                scores = MemoryScores(
-                    final=final, keyword=kw_score.get(seq), semantic=sem_score.get(seq), recency=boost
-                )
-                scored.append((final, ts, seq, scores))
-            scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
-            top = scored[: query.limit]
-            rows = {r.seq: r for r in conn.execute(select(M).where(M.c.seq.in_([s[2] for s in top])))}
-            return [_to_item(rows[seq], scores) for _, _, seq, scores in top if seq in rows]
-
-        return await self._read(load)
+        # Scores need only ts; the whole rows (JSON data) are read for the winners alone.
+        stamps: list[tuple[int, datetime]] = []
+        for chunk in _chunks(list(fused)):
+            stamps.extend(
+                (r[0], r[1]) for r in conn.execute(select(M.c.seq, M.c.ts).where(M.c.seq.in_(chunk)))
+            )
+        scored: list[tuple[float, datetime, int, MemoryScores]] = []
+        for seq, ts in stamps:
+            boost = recency_factor(
+                ts,
+                reference,
+                weight=self.config.recency_weight,
+                half_life_days=self.config.recency_half_life_days,
+            )
+            final = fused[seq] * boost
+            scores = MemoryScores(
+                final=final, keyword=kw_score.get(seq), semantic=sem_score.get(seq), recency=boost
+            )
+            scored.append((final, ts, seq, scores))
+        scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
+        top = scored[: query.limit]
+        rows = {r.seq: r for r in conn.execute(select(M).where(M.c.seq.in_([s[2] for s in top])))}
+        return [_to_item(rows[seq], scores) for _, _, seq, scores in top if seq in rows]
 
     async def recall_many(self, bank: str, queries: Sequence[MemoryQuery]) -> list[list[MemoryItem]]:
         """``[recall(bank, q) for q in queries]`` with one SQL query per group of text-free queries that
