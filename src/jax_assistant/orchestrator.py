@@ -10,7 +10,7 @@ import os
 import secrets
 import socket
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -328,7 +328,7 @@ class Orchestrator:
         """Execute with the run's lease held (the caller took it) and heartbeated; released at the end
         however the run ends, so a run left ``running`` (shutdown) is resumable at once."""
         self.active[run.id] = engine
-        heartbeat = asyncio.create_task(self._heartbeat(run.id, engine), name=f"jax-lease-{run.id}")
+        heartbeat = asyncio.create_task(self.heartbeat(run.id, engine.cancel), name=f"jax-lease-{run.id}")
         try:
             run, results = await engine.run(run, starts, progress=progress, finished=finished)
             if run.status is RunStatus.COMPLETED and self.settings.storage.compact_completed:
@@ -343,7 +343,11 @@ class Orchestrator:
                 with contextlib.suppress(Exception):  # storage down: the lease simply expires
                     await self.repository.release_lease(run.id, self.owner_id)
 
-    async def _heartbeat(self, run_id: str, engine: LocalEngine) -> None:
+    async def heartbeat(self, run_id: str, on_lost: Callable[[], object]) -> None:
+        """Keep this process's lease on run ``run_id`` alive until cancelled; if another process took
+        it over (ours expired while this process stalled), call ``on_lost`` once and return. Used while
+        a run executes and while it waits in the admission queue, so a queued run is never taken for
+        an interrupted one."""
         cfg = self.settings.storage
         while self.repository is not None:
             await asyncio.sleep(cfg.heartbeat_s)
@@ -356,7 +360,7 @@ class Orchestrator:
                 # Someone took the run over after our lease expired (this process stalled): stop, so
                 # the run is never executed by two processes at once.
                 log.error("lost the run's lease; cancelling", run_id=run_id, owner=self.owner_id)
-                engine.cancel()
+                on_lost()
                 return
 
     async def _compact(self, run_id: str) -> None:

@@ -123,8 +123,8 @@ def create_app(
     owns_orchestrator = orchestrator is None
     orch = orchestrator or Orchestrator(settings or Settings())
     settings = orch.settings
-    runs = RunManager(orch)
     admission = Admission(settings.api.max_symbols_in_flight, settings.api.max_queued_runs)
+    runs = RunManager(orch, admission)
     clock = {"started": time.monotonic()}
     data_state: dict[str, str | None] = {"error": None}
 

@@ -31,6 +31,7 @@ from jax_assistant.orchestrator import (
     Orchestrator,
     PreparedRun,
     RunError,
+    RunLeasedError,
     RunOutcome,
     RunRequest,
     new_run_id,
@@ -38,7 +39,7 @@ from jax_assistant.orchestrator import (
 )
 from jax_assistant.pipeline.fetch_stage import with_fetch_stage
 from jax_assistant.pipeline.plugins import PipelineConfigError
-from jax_assistant.service.admission import Ticket
+from jax_assistant.service.admission import Admission, Ticket
 from jax_assistant.storage import Repository
 from jax_assistant.storage.repository import DeadLetter
 
@@ -142,8 +143,9 @@ class RunChannel:
 class RunManager:
     """Starts, resumes and tracks the runs of this service process."""
 
-    def __init__(self, orchestrator: Orchestrator) -> None:
+    def __init__(self, orchestrator: Orchestrator, admission: Admission | None = None) -> None:
         self.orchestrator = orchestrator
+        self.admission = admission  # resumed runs take their places from it too
         self._channels: dict[str, RunChannel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.resume_state: dict[str, Any] = {"state": "disabled", "runIds": [], "finished": []}
@@ -208,12 +210,35 @@ class RunManager:
 
         async def start() -> RunOutcome:
             if ticket is not None:
-                await ticket.wait()
+                await self._wait_queued(run.id, ticket)
             return await orch.execute(prepared, progress=channel, record=False)
 
         task = self._spawn(self._execute(run, start, channel), name=f"jax-run-{run.id}")
         if ticket is not None:
             task.add_done_callback(lambda _: ticket.release())
+
+    async def _wait_queued(self, run_id: str, ticket: Ticket) -> None:
+        """Wait for the run's admission place with its lease heartbeated meanwhile: a run queued longer
+        than the lease TTL is still owned by this process, so no other process resumes it as
+        interrupted. Raises RunLeasedError if the lease was lost anyway (this process stalled)."""
+        if ticket.granted.is_set():
+            await ticket.wait()
+            return
+        lost = asyncio.Event()
+        heartbeat = asyncio.create_task(
+            self.orchestrator.heartbeat(run_id, lost.set), name=f"jax-queued-lease-{run_id}"
+        )
+        waiter = asyncio.create_task(ticket.wait(), name=f"jax-queued-{run_id}")
+        try:
+            await asyncio.wait({heartbeat, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (heartbeat, waiter):
+                task.cancel()
+            await asyncio.gather(heartbeat, waiter, return_exceptions=True)
+        if lost.is_set():
+            raise RunLeasedError(f"run {run_id!r} was taken over by another process while queued")
+        if not ticket.granted.is_set():  # the heartbeat ended without losing the lease: storage closed
+            raise RunError(f"run {run_id!r} could not keep its lease while queued")
 
     async def wait(self, run_id: str, timeout_s: float) -> bool:
         """Until the run executing here ends (True) or ``timeout_s`` passes (False)."""
@@ -330,6 +355,10 @@ class RunManager:
                 # and the next start-up resumes it. That beats ending it `cancelled` on every redeploy.
                 log.info("run interrupted by shutdown", run_id=run.id)
                 raise
+            except RunLeasedError:
+                # Another process holds the run now and records its outcome: writing a failure here
+                # would overwrite that process's run.
+                log.warning("run left to the process that took its lease", run_id=run.id)
             except Exception as exc:
                 log.exception("run failed", run_id=run.id)
                 final = await self._record_failure(run, exc)
@@ -397,15 +426,28 @@ class RunManager:
         try:
             for run in runs:  # one after another, like Orchestrator.resume_interrupted
                 channel = channels[run.id]
-                # Claimed at its turn (not all up front): a lease taken now is heartbeated from now on.
-                if not await orch.claim_run(run.id):
-                    log.info("interrupted run taken by another process", run_id=run.id)
-                    self._channels.pop(run.id, None)
-                    channel.close(None)
-                    continue
-                await self._execute(
-                    run, functools.partial(orch.resume_run, run.id, progress=channel), channel
-                )
+                # A resumed run holds admission places like a new one, so the global cap holds
+                # across resumed and new runs; its lease is taken only once it has its place.
+                ticket = None
+                if self.admission is not None:
+                    ticket = self.admission.enqueue_resumed(
+                        min(len(run.symbols), orch.settings.engine.concurrency)
+                    )
+                try:
+                    if ticket is not None:
+                        await ticket.wait()
+                    # Claimed at its turn (not all up front): a lease taken now is heartbeated from now on.
+                    if not await orch.claim_run(run.id):
+                        log.info("interrupted run taken by another process", run_id=run.id)
+                        self._channels.pop(run.id, None)
+                        channel.close(None)
+                        continue
+                    await self._execute(
+                        run, functools.partial(orch.resume_run, run.id, progress=channel), channel
+                    )
+                finally:
+                    if ticket is not None:
+                        ticket.release()
                 self.resume_state["finished"].append(run.id)
                 log.info("resumed interrupted run", run_id=run.id)
         finally:

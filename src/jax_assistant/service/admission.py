@@ -53,6 +53,7 @@ class Admission:
         self.in_flight = 0
         self.admitted = 0
         self.rejected = 0
+        self.resumed = 0
         self.closing = False
         self._queue: deque[Ticket] = deque()
         self._avg_run_s = 1.0  # until a run has finished: a guess, refined by each one that does
@@ -79,6 +80,18 @@ class Admission:
         self.admitted += 1
         return ticket
 
+    def enqueue_resumed(self, weight: int) -> Ticket:
+        """A ticket for a resumed run (one interrupted elsewhere, picked up at start-up): it counts
+        against the same cap as a new one, but it is never refused, since its row exists already and
+        refusing would only leave it for the next start-up. Queued behind earlier runs like any other."""
+        ticket = Ticket(self, max(1, min(weight, self.capacity)))
+        if not self._queue and self.in_flight + ticket.weight <= self.capacity:
+            self._grant(ticket)
+        else:
+            self._queue.append(ticket)
+        self.resumed += 1
+        return ticket
+
     def retry_after_s(self) -> int:
         """Seconds until a queue place is likely free: one average run per queued run ahead, spread over
         the runs executing side by side."""
@@ -96,6 +109,7 @@ class Admission:
             "queueLimit": self.max_queued,
             "admitted": self.admitted,
             "rejected": self.rejected,
+            "resumed": self.resumed,
             "retryAfterS": self.retry_after_s(),
         }
 

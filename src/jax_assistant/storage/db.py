@@ -8,15 +8,18 @@ driven programmatically, so an installed wheel needs no ``alembic.ini``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import queue
+import threading
 import zlib
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, pool, text
@@ -285,6 +288,48 @@ def _is_sqlite_memory(url: str) -> bool:
 
 # --------------------------------------------------------------------------- Database
 
+_T = TypeVar("_T")
+
+
+class _WriterThread:
+    """The one SQLite writer thread, with a priority lane: an urgent transaction (a run's creation,
+    which a 202 waits for) goes before queued ordinary ones (runs' group-commit batches), so accepting
+    a run never waits behind the writes of the runs already executing, only behind the one batch in
+    progress. FIFO within each lane."""
+
+    _URGENT, _NORMAL, _STOP = 0, 1, 2
+
+    def __init__(self) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._thread = threading.Thread(target=self._loop, name="jax-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], _T], *, urgent: bool) -> Future[_T]:
+        future: Future[_T] = Future()
+
+        def job() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        self._queue.put((self._URGENT if urgent else self._NORMAL, next(self._seq), job))
+        return future
+
+    def shutdown(self) -> None:
+        """Finish every queued transaction (the stop marker sorts last), then end the thread."""
+        self._queue.put((self._STOP, next(self._seq), None))
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            _, _, job = self._queue.get()
+            if job is None:
+                return
+            job()
+
 
 class Database:
     """An open database: the engine, a session factory and the (password-masked) URL.
@@ -299,27 +344,26 @@ class Database:
             engine, expire_on_commit=False
         )
         self.sync_writer = sync_writer
-        self._executor = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="jax-sqlite-writer") if sync_writer else None
-        )
+        self._executor = _WriterThread() if sync_writer else None
 
     def write_engines(self) -> list[Engine]:
         """Every engine that writes (for event hooks: statement logs, fault injection in tests)."""
         return [self.engine.sync_engine, *([self.sync_writer] if self.sync_writer is not None else [])]
 
-    async def run_write(self, fn: Callable[[Connection], None]) -> None:
-        """``fn(conn)`` inside one ``BEGIN IMMEDIATE`` transaction on the writer thread (SQLite file)."""
+    async def run_write(self, fn: Callable[[Connection], _T], *, urgent: bool = False) -> _T:
+        """``fn(conn)`` inside one ``BEGIN IMMEDIATE`` transaction on the writer thread (SQLite file);
+        ``urgent`` ones go before the ordinary ones still queued (see ``_WriterThread``)."""
         if self.sync_writer is None or self._executor is None:
             raise RuntimeError("run_write needs a SQLite file database")
         writer = self.sync_writer
 
-        def transaction() -> None:
+        def transaction() -> _T:
             with writer.connect() as conn:
                 conn = conn.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
                 with conn.begin():
-                    fn(conn)
+                    return fn(conn)
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, transaction)
+        return await asyncio.wrap_future(self._executor.submit(transaction, urgent=urgent))
 
     @property
     def url(self) -> URL:
@@ -338,7 +382,7 @@ class Database:
     async def close(self) -> None:
         if self._executor is not None:
             # Lets a batch already handed to the thread finish (it is one transaction) before disposing.
-            await asyncio.to_thread(self._executor.shutdown, wait=True)
+            await asyncio.to_thread(self._executor.shutdown)
             self._executor = None
         if self.sync_writer is not None:
             self.sync_writer.dispose()

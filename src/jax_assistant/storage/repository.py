@@ -491,6 +491,18 @@ class Repository:
             inserted += max(result.rowcount, 0)
         return inserted
 
+    async def _insert_one_urgent(self, entity: type[Base], values: dict[str, Any]) -> bool:
+        """Insert one row unless it exists (True if new), ahead of queued run batches on a SQLite file:
+        request-path writes (run creation, its audit row) must not wait behind running runs' writes,
+        which go through the same writer thread (``Database.run_write``)."""
+        if self._db.sync_writer is not None:
+            stmt = self._ignore_stmt(entity)
+            return await self._db.run_write(
+                lambda conn: conn.execute(stmt, values).rowcount == 1, urgent=True
+            )
+        async with self._db.transaction() as conn:
+            return await self._insert_ignore_counted(conn, entity, [values]) == 1
+
     async def _upsert(
         self,
         conn: AsyncConnection,
@@ -617,8 +629,7 @@ class Repository:
                 "lease_expires_at": now + timedelta(seconds=lease_ttl_s or 0.0),
                 "heartbeat_at": now,
             }
-        async with self._db.transaction() as conn:
-            return await self._insert_ignore_counted(conn, RunRow, [values]) == 1
+        return await self._insert_one_urgent(RunRow, values)
 
     async def update_run(self, run: Run) -> None:
         """Store the run's current state (inserting it if it was never created). The lease columns
@@ -933,8 +944,7 @@ class Repository:
     ) -> bool:
         """Append an audit record unless its id or ``idempotency_key`` is already recorded."""
         values = _audit_values(AuditWrite(event, idempotency_key, run_id, symbol))
-        async with self._db.transaction() as conn:
-            return await self._insert_ignore_counted(conn, AuditEventRow, [values]) == 1
+        return await self._insert_one_urgent(AuditEventRow, values)
 
     async def list_audit(
         self, correlation_id: str | None = None, run_id: str | None = None, limit: int = 1000
