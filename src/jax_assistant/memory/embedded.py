@@ -563,7 +563,7 @@ class EmbeddedBackend:
 
     def _keyword_sync(
         self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], k: int
-    ) -> list[tuple[int, float]]:
+    ) -> list[tuple[int, float, datetime]]:
         for chosen, any_term in self._selective_terms(conn, terms):
             hits = self._keyword_query(conn, conds, chosen, any_term, k)
             if hits:
@@ -572,29 +572,32 @@ class EmbeddedBackend:
 
     def _keyword_query(
         self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], any_term: bool, k: int
-    ) -> list[tuple[int, float]]:
+    ) -> list[tuple[int, float, datetime]]:
+        """(seq, score, ts) of the top ``k``: ts comes along so the recency boost needs no second query."""
         if conn.dialect.name == "sqlite":
             match = (" OR " if any_term else " AND ").join(f'"{t}"' for t in terms)
             fts = text("memories_fts")
             stmt = (
-                select(M.c.seq, text("bm25(memories_fts) AS rank"))
+                select(M.c.seq, text("bm25(memories_fts) AS rank"), M.c.ts)
                 .select_from(M.join(fts, text("memories_fts.rowid = memories.seq")))
                 .where(text("memories_fts MATCH :match"), and_(*conds))
                 .order_by(text("rank"))
                 .limit(k)
             )
             # bm25() is lower-is-better; negate so every arm's score is higher-is-better.
-            return [(r[0], -float(r[1])) for r in conn.execute(stmt, {"match": match})]
+            return [(r[0], -float(r[1]), r[2]) for r in conn.execute(stmt, {"match": match})]
         tsq = (" | " if any_term else " & ").join(terms)
         stmt = (
             select(
-                M.c.seq, func.ts_rank(_SEARCH, func.to_tsquery("english", bindparam("tsq")), 1).label("rank")
+                M.c.seq,
+                func.ts_rank(_SEARCH, func.to_tsquery("english", bindparam("tsq")), 1).label("rank"),
+                M.c.ts,
             )
             .where(_SEARCH.op("@@")(func.to_tsquery("english", bindparam("tsq"))), and_(*conds))
             .order_by(text("rank DESC"))
             .limit(k)
         )
-        return [(r[0], float(r[1])) for r in conn.execute(stmt, {"tsq": tsq})]
+        return [(r[0], float(r[1]), r[2]) for r in conn.execute(stmt, {"tsq": tsq})]
 
     async def recall(self, bank: str, query: MemoryQuery) -> list[MemoryItem]:
         conds = self._filters(bank, query)
@@ -620,28 +623,31 @@ class EmbeddedBackend:
 
             return await self._read(latest)
 
-        keyword = await self._read(lambda conn: self._keyword_sync(conn, conds, terms, k))
+        # The vector arm first (it has its own cache reads); then keyword search, scoring and the winners'
+        # rows on one connection in one thread hand-off, so a keyword-only recall is a single read.
         semantic: list[tuple[int, float]] = []
         if self.embedder is not None and query.q:
             semantic = await self._semantic(bank, query, conds, k)
-        fused: dict[int, float] = {}
-        kw_score = dict(keyword)
         sem_score = dict(semantic)
-        for arm in (keyword, semantic):
-            for rank, (seq, _) in enumerate(arm, start=1):
-                fused[seq] = fused.get(seq, 0.0) + 1.0 / (RRF_K + rank)
-        if not fused:
-            return []
 
         def load(conn: Connection) -> list[MemoryItem]:
-            # Scores need only ts; the whole rows (JSON data) are read for the winners alone.
-            stamps: list[tuple[int, datetime]] = []
-            for chunk in _chunks(list(fused)):
-                stamps.extend(
+            keyword = self._keyword_sync(conn, conds, terms, k)
+            kw_score = {seq: score for seq, score, _ in keyword}
+            stamps: dict[int, datetime] = {seq: ts for seq, _, ts in keyword}
+            fused: dict[int, float] = {}
+            for arm in ([(seq, score) for seq, score, _ in keyword], semantic):
+                for rank, (seq, _) in enumerate(arm, start=1):
+                    fused[seq] = fused.get(seq, 0.0) + 1.0 / (RRF_K + rank)
+            if not fused:
+                return []
+            # Only vector-arm candidates the keyword arm did not return still need their ts read.
+            missing = [seq for seq in fused if seq not in stamps]
+            for chunk in _chunks(missing):
+                stamps.update(
                     (r[0], r[1]) for r in conn.execute(select(M.c.seq, M.c.ts).where(M.c.seq.in_(chunk)))
                 )
             scored: list[tuple[float, datetime, int, MemoryScores]] = []
-            for seq, ts in stamps:
+            for seq, ts in stamps.items():
                 boost = recency_factor(
                     ts,
                     reference,
@@ -655,6 +661,7 @@ class EmbeddedBackend:
                 scored.append((final, ts, seq, scores))
             scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
             top = scored[: query.limit]
+            # The whole rows (JSON data) are read for the winners alone.
             rows = {r.seq: r for r in conn.execute(select(M).where(M.c.seq.in_([s[2] for s in top])))}
             return [_to_item(rows[seq], scores) for _, _, seq, scores in top if seq in rows]
 
