@@ -368,13 +368,13 @@ class EmbeddedBackend:
                 conn.execute(delete(M).where(M.c.seq.in_(chunk)))
         if pending:
             rows = list(pending.values())
-            inserted = conn.execute(
-                insert(M).returning(M.c.seq, M.c.id, sort_by_parameter_order=True), rows
-            ).all()
+            # Unordered RETURNING, matched back by id: asking for parameter order makes SQLAlchemy insert
+            # row by row on SQLite (no sentinel column), one statement per memory.
+            seq_of = {
+                r[1]: r[0] for r in conn.execute(insert(M).returning(M.c.seq, M.c.id), rows).all()
+            }
             tag_rows = [
-                {"seq": seq, "tag": tag}
-                for (seq, _), row in zip(inserted, rows, strict=True)
-                for tag in dict.fromkeys(row["tags"])
+                {"seq": seq_of[row["id"]], "tag": tag} for row in rows for tag in dict.fromkeys(row["tags"])
             ]
             if tag_rows:
                 conn.execute(insert(T), tag_rows)
