@@ -370,9 +370,7 @@ class EmbeddedBackend:
             rows = list(pending.values())
             # Unordered RETURNING, matched back by id: asking for parameter order makes SQLAlchemy insert
             # row by row on SQLite (no sentinel column), one statement per memory.
-            seq_of = {
-                r[1]: r[0] for r in conn.execute(insert(M).returning(M.c.seq, M.c.id), rows).all()
-            }
+            seq_of = {r[1]: r[0] for r in conn.execute(insert(M).returning(M.c.seq, M.c.id), rows).all()}
             tag_rows = [
                 {"seq": seq_of[row["id"]], "tag": tag} for row in rows for tag in dict.fromkeys(row["tags"])
             ]
