@@ -368,13 +368,11 @@ class EmbeddedBackend:
                 conn.execute(delete(M).where(M.c.seq.in_(chunk)))
         if pending:
             rows = list(pending.values())
-            inserted = conn.execute(
-                insert(M).returning(M.c.seq, M.c.id, sort_by_parameter_order=True), rows
-            ).all()
+            # Unordered RETURNING, matched back by id: asking for parameter order makes SQLAlchemy insert
+            # row by row on SQLite (no sentinel column), one statement per memory.
+            seq_of = {r[1]: r[0] for r in conn.execute(insert(M).returning(M.c.seq, M.c.id), rows).all()}
             tag_rows = [
-                {"seq": seq, "tag": tag}
-                for (seq, _), row in zip(inserted, rows, strict=True)
-                for tag in dict.fromkeys(row["tags"])
+                {"seq": seq_of[row["id"]], "tag": tag} for row in rows for tag in dict.fromkeys(row["tags"])
             ]
             if tag_rows:
                 conn.execute(insert(T), tag_rows)
@@ -563,7 +561,7 @@ class EmbeddedBackend:
 
     def _keyword_sync(
         self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], k: int
-    ) -> list[tuple[int, float]]:
+    ) -> list[tuple[int, float, datetime]]:
         for chosen, any_term in self._selective_terms(conn, terms):
             hits = self._keyword_query(conn, conds, chosen, any_term, k)
             if hits:
@@ -572,29 +570,32 @@ class EmbeddedBackend:
 
     def _keyword_query(
         self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], any_term: bool, k: int
-    ) -> list[tuple[int, float]]:
+    ) -> list[tuple[int, float, datetime]]:
+        """(seq, score, ts) of the top ``k``: ts comes along so the recency boost needs no second query."""
         if conn.dialect.name == "sqlite":
             match = (" OR " if any_term else " AND ").join(f'"{t}"' for t in terms)
             fts = text("memories_fts")
             stmt = (
-                select(M.c.seq, text("bm25(memories_fts) AS rank"))
+                select(M.c.seq, text("bm25(memories_fts) AS rank"), M.c.ts)
                 .select_from(M.join(fts, text("memories_fts.rowid = memories.seq")))
                 .where(text("memories_fts MATCH :match"), and_(*conds))
                 .order_by(text("rank"))
                 .limit(k)
             )
             # bm25() is lower-is-better; negate so every arm's score is higher-is-better.
-            return [(r[0], -float(r[1])) for r in conn.execute(stmt, {"match": match})]
+            return [(r[0], -float(r[1]), r[2]) for r in conn.execute(stmt, {"match": match})]
         tsq = (" | " if any_term else " & ").join(terms)
         stmt = (
             select(
-                M.c.seq, func.ts_rank(_SEARCH, func.to_tsquery("english", bindparam("tsq")), 1).label("rank")
+                M.c.seq,
+                func.ts_rank(_SEARCH, func.to_tsquery("english", bindparam("tsq")), 1).label("rank"),
+                M.c.ts,
             )
             .where(_SEARCH.op("@@")(func.to_tsquery("english", bindparam("tsq"))), and_(*conds))
             .order_by(text("rank DESC"))
             .limit(k)
         )
-        return [(r[0], float(r[1])) for r in conn.execute(stmt, {"tsq": tsq})]
+        return [(r[0], float(r[1]), r[2]) for r in conn.execute(stmt, {"tsq": tsq})]
 
     async def recall(self, bank: str, query: MemoryQuery) -> list[MemoryItem]:
         conds = self._filters(bank, query)
@@ -620,58 +621,49 @@ class EmbeddedBackend:
 
             return await self._read(latest)
 
-        if self.embedder is None or not query.q:
-            # Full text only: the keyword arm and the loading of its winners share one hop to the
-            # database thread (each hop costs about as much as a small query on a loaded machine).
-            return await self._read(
-                lambda conn: self._fuse_and_load(
-                    conn, self._keyword_sync(conn, conds, terms, k), [], query, reference
-                )
-            )
-        keyword = await self._read(lambda conn: self._keyword_sync(conn, conds, terms, k))
-        semantic = await self._semantic(bank, query, conds, k)
-        return await self._read(lambda conn: self._fuse_and_load(conn, keyword, semantic, query, reference))
-
-    def _fuse_and_load(
-        self,
-        conn: Connection,
-        keyword: list[tuple[int, float]],
-        semantic: list[tuple[int, float]],
-        query: MemoryQuery,
-        reference: datetime,
-    ) -> list[MemoryItem]:
-        """Reciprocal-rank fusion of the arms, the recency boost, then the winners' whole rows."""
-        fused: dict[int, float] = {}
-        kw_score = dict(keyword)
+        # The vector arm first (it has its own cache reads); then keyword search, scoring and the winners'
+        # rows on one connection in one thread hand-off, so a keyword-only recall is a single read.
+        semantic: list[tuple[int, float]] = []
+        if self.embedder is not None and query.q:
+            semantic = await self._semantic(bank, query, conds, k)
         sem_score = dict(semantic)
-        for arm in (keyword, semantic):
-            for rank, (seq, _) in enumerate(arm, start=1):
-                fused[seq] = fused.get(seq, 0.0) + 1.0 / (RRF_K + rank)
-        if not fused:
-            return []
-        # Scores need only ts; the whole rows (JSON data) are read for the winners alone.
-        stamps: list[tuple[int, datetime]] = []
-        for chunk in _chunks(list(fused)):
-            stamps.extend(
-                (r[0], r[1]) for r in conn.execute(select(M.c.seq, M.c.ts).where(M.c.seq.in_(chunk)))
-            )
-        scored: list[tuple[float, datetime, int, MemoryScores]] = []
-        for seq, ts in stamps:
-            boost = recency_factor(
-                ts,
-                reference,
-                weight=self.config.recency_weight,
-                half_life_days=self.config.recency_half_life_days,
-            )
-            final = fused[seq] * boost
-            scores = MemoryScores(
-                final=final, keyword=kw_score.get(seq), semantic=sem_score.get(seq), recency=boost
-            )
-            scored.append((final, ts, seq, scores))
-        scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
-        top = scored[: query.limit]
-        rows = {r.seq: r for r in conn.execute(select(M).where(M.c.seq.in_([s[2] for s in top])))}
-        return [_to_item(rows[seq], scores) for _, _, seq, scores in top if seq in rows]
+
+        def load(conn: Connection) -> list[MemoryItem]:
+            keyword = self._keyword_sync(conn, conds, terms, k)
+            kw_score = {seq: score for seq, score, _ in keyword}
+            stamps: dict[int, datetime] = {seq: ts for seq, _, ts in keyword}
+            fused: dict[int, float] = {}
+            for arm in ([(seq, score) for seq, score, _ in keyword], semantic):
+                for rank, (seq, _) in enumerate(arm, start=1):
+                    fused[seq] = fused.get(seq, 0.0) + 1.0 / (RRF_K + rank)
+            if not fused:
+                return []
+            # Only vector-arm candidates the keyword arm did not return still need their ts read.
+            missing = [seq for seq in fused if seq not in stamps]
+            for chunk in _chunks(missing):
+                stamps.update(
+                    (r[0], r[1]) for r in conn.execute(select(M.c.seq, M.c.ts).where(M.c.seq.in_(chunk)))
+                )
+            scored: list[tuple[float, datetime, int, MemoryScores]] = []
+            for seq, ts in stamps.items():
+                boost = recency_factor(
+                    ts,
+                    reference,
+                    weight=self.config.recency_weight,
+                    half_life_days=self.config.recency_half_life_days,
+                )
+                final = fused[seq] * boost
+                scores = MemoryScores(
+                    final=final, keyword=kw_score.get(seq), semantic=sem_score.get(seq), recency=boost
+                )
+                scored.append((final, ts, seq, scores))
+            scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
+            top = scored[: query.limit]
+            # The whole rows (JSON data) are read for the winners alone.
+            rows = {r.seq: r for r in conn.execute(select(M).where(M.c.seq.in_([s[2] for s in top])))}
+            return [_to_item(rows[seq], scores) for _, _, seq, scores in top if seq in rows]
+
+        return await self._read(load)
 
     async def recall_many(self, bank: str, queries: Sequence[MemoryQuery]) -> list[list[MemoryItem]]:
         """``[recall(bank, q) for q in queries]`` with one SQL query per group of text-free queries that
