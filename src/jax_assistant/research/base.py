@@ -74,8 +74,16 @@ class PastOutcomes(BaseModel):
 
 
 class OutcomeHistory(Protocol):
-    """Past decisions and outcomes, counted strictly before ``before`` (no look-ahead in replays)."""
+    """Past decisions and outcomes, counted strictly before ``before`` (no look-ahead in replays).
 
-    async def for_symbol(self, symbol: str, *, before: date) -> PastOutcomes: ...
+    ``exclude_run``: leave out what that run itself stored. A run's own setups are written while it
+    runs, so counting them would make its research depend on which symbols happened to persist
+    first: the same inputs would store different text at another concurrency."""
 
-    async def for_strategy(self, strategy_id: str, *, before: date) -> PastOutcomes: ...
+    async def for_symbol(
+        self, symbol: str, *, before: date, exclude_run: str | None = None
+    ) -> PastOutcomes: ...
+
+    async def for_strategy(
+        self, strategy_id: str, *, before: date, exclude_run: str | None = None
+    ) -> PastOutcomes: ...

@@ -128,11 +128,11 @@ class BuiltinProvider:
         metrics["events_in_run"] = float(len(request.events))
         points = [_event_line(e) for e in sorted(request.events, key=lambda e: (e.time, e.id))]
         if self.history is not None:
-            own = await self.history.for_symbol(symbol, before=as_of)
+            own = await self.history.for_symbol(symbol, before=as_of, exclude_run=request.run_id)
             metrics.update(_history_metrics("symbol", own))
             points.append(_history_line(f"{symbol}", own))
             for sid in request.strategy_ids:
-                past = await self.history.for_strategy(sid, before=as_of)
+                past = await self.history.for_strategy(sid, before=as_of, exclude_run=request.run_id)
                 metrics.update(_history_metrics(f"strategy_{sid}", past))
                 points.append(_history_line(f"strategy {sid}", past))
         summary = _summary(symbol, as_of, metrics)

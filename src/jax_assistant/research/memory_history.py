@@ -52,13 +52,24 @@ class MemoryHistory:
         self.storage = storage
         self.limit = limit
 
-    async def for_symbol(self, symbol: str, *, before: date) -> PastOutcomes:
-        base = await self.storage.for_symbol(symbol, before=before) if self.storage else PastOutcomes()
+    async def for_symbol(self, symbol: str, *, before: date, exclude_run: str | None = None) -> PastOutcomes:
+        base = (
+            await self.storage.for_symbol(symbol, before=before, exclude_run=exclude_run)
+            if self.storage
+            else PastOutcomes()
+        )
         items = await self._recall({"symbol": symbol, "limit": self.limit})
         return self._merge(base, items, before, lambda _data: True)
 
-    async def for_strategy(self, strategy_id: str, *, before: date) -> PastOutcomes:
-        base = await self.storage.for_strategy(strategy_id, before=before) if self.storage else PastOutcomes()
+    async def for_strategy(
+        self, strategy_id: str, *, before: date, exclude_run: str | None = None
+    ) -> PastOutcomes:
+        # Memory's outcomes are written by reflection, never by a run in progress: nothing to exclude.
+        base = (
+            await self.storage.for_strategy(strategy_id, before=before, exclude_run=exclude_run)
+            if self.storage
+            else PastOutcomes()
+        )
         items = await self._recall({"q": strategy_id, "limit": self.limit})
 
         def mine(data: Mapping[str, Any]) -> bool:

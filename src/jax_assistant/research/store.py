@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, select
+from sqlalchemy import case, delete, func, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -172,19 +172,25 @@ class StorageHistory:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def for_symbol(self, symbol: str, *, before: date) -> PastOutcomes:
-        return await self._count(TradeRow.symbol == symbol, before)
+    async def for_symbol(self, symbol: str, *, before: date, exclude_run: str | None = None) -> PastOutcomes:
+        return await self._count(TradeRow.symbol == symbol, before, exclude_run)
 
-    async def for_strategy(self, strategy_id: str, *, before: date) -> PastOutcomes:
-        return await self._count(TradeRow.strategy_id == strategy_id, before)
+    async def for_strategy(
+        self, strategy_id: str, *, before: date, exclude_run: str | None = None
+    ) -> PastOutcomes:
+        return await self._count(TradeRow.strategy_id == strategy_id, before, exclude_run)
 
-    async def _count(self, where: Any, before: date) -> PastOutcomes:
+    async def _count(self, where: Any, before: date, exclude_run: str | None) -> PastOutcomes:
         session = TradeRow.setup["time"].as_string()
+        conds = [where, session < before.isoformat()]
+        if exclude_run is not None:
+            # A setup belongs to the run that first stored it; an earlier run's setups still count.
+            conds.append(or_(TradeRow.first_run_id.is_(None), TradeRow.first_run_id != exclude_run))
         stmt = select(
             func.count(),
             func.coalesce(func.sum(case((TradeRow.allowed, 1), else_=0)), 0),
             func.max(session),
-        ).where(where, session < before.isoformat())
+        ).where(*conds)
         async with self.db.engine.connect() as conn:
             setups, allowed, last = (await conn.execute(stmt)).one()
         return PastOutcomes(
