@@ -300,3 +300,30 @@ async def test_dead_letter_lifecycle(repo: Repository) -> None:
     assert await repo.get_dead_letter(999_999) is None
     with pytest.raises(ValueError, match="invalid dead-letter status"):
         await repo.mark_dead_letter(dl_id, "bogus")  # type: ignore[arg-type]
+
+
+async def test_delta_checkpoints_load_as_whole_items_and_a_broken_chain_as_nothing(repo: Repository) -> None:
+    await repo.create_run(make_run())
+    whole = make_item(stages=STAGES[:1])
+    await repo.save_checkpoint("run-1", "AAPL", 0, make_stage_result(STAGES[0], seq=0), whole)
+    # What the engine writes after a stage that changed only completed_stages and extras.
+    delta = {"delta_of": 0, "completed_stages": STAGES[:2], "extras": {"x": 1}}
+    await repo.save_checkpoint("run-1", "AAPL", 1, make_stage_result(STAGES[1], seq=1), delta)
+    # Its base (seq 2) is not the row before it (seq 1): nothing to resume from.
+    broken = {"delta_of": 2, "completed_stages": STAGES[:4]}
+    await repo.save_checkpoint("run-1", "AAPL", 3, make_stage_result(STAGES[3], seq=3), broken)
+    rows = (await repo.load_checkpoints("run-1"))["AAPL"]
+    assert [r.seq for r in rows] == [0, 1, 3]
+    expected = whole.model_copy(update={"completed_stages": STAGES[:2], "extras": {"x": 1}})
+    assert WorkItem.model_validate(rows[1].item) == expected
+    assert rows[2].item == {}
+
+
+def test_an_engine_snapshot_is_the_items_json_byte_for_byte() -> None:
+    from jax_assistant.engines.local import _snapshot
+
+    item = make_item(stages=STAGES[:2]).model_copy(update={"extras": {"a": [1.5, float("nan")], "b": "é"}})
+    snap = _snapshot(item)
+    assert snap.text == item.model_dump_json()
+    changed = _snapshot(item.model_copy(update={"data_issues": ["gap"]}))
+    assert changed.delta(snap, 4) == '{"delta_of":4,"data_issues":["gap"]}'

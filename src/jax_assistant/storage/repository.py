@@ -79,6 +79,11 @@ _DECISION_KEY: Final = ("run_id", "setup_id")
 _Insert = postgresql.Insert | sqlite.Insert
 
 
+# A checkpoint item holding this key is a delta: only the fields that changed since the checkpoint of
+# the same symbol at that seq (the engine writes those; ``load_checkpoints`` applies them).
+CHECKPOINT_DELTA_OF = "delta_of"
+
+
 class CheckpointRow(BaseModel):
     """One stage checkpoint: the stage's result and the WorkItem (as JSON) after it."""
 
@@ -806,15 +811,27 @@ class Repository:
             .order_by(StageCheckpointRow.symbol, StageCheckpointRow.seq, StageCheckpointRow.stage)
         )
         out: dict[str, list[CheckpointRow]] = {}
+        # Per symbol: the item as of the previous row, and that row's seq (deltas apply onto it).
+        state: dict[str, tuple[dict[str, Any], int]] = {}
         async with self._db.sessionmaker() as session:
             for row in await session.scalars(stmt):
+                item, seq = row.item, row.seq
+                base = item.get(CHECKPOINT_DELTA_OF) if isinstance(item, dict) else None
+                if base is not None:
+                    # The engine stores only what a stage changed (see engines/local.py); the row's item
+                    # is that applied onto the previous row's. A delta whose base is not the row right
+                    # before it (compacted, or lost in a crash) yields nothing to resume from.
+                    prev, prev_seq = state.get(row.symbol, ({}, -1))
+                    changed = {k: v for k, v in item.items() if k != CHECKPOINT_DELTA_OF}
+                    item = {**prev, **changed} if prev and prev_seq == base else {}
+                state[row.symbol] = (item, seq)
                 out.setdefault(row.symbol, []).append(
                     CheckpointRow(
                         stage=row.stage,
-                        seq=row.seq,
+                        seq=seq,
                         status=StageStatus(row.status),
                         result=StageResult.model_validate(row.result),
-                        item=row.item,
+                        item=item,
                     )
                 )
         return out
