@@ -172,3 +172,17 @@ def test_null_metrics_do_nothing() -> None:
     n.set_in_flight(1)
     n.observe_dependency("memory", "ok", 0.1)
     assert n.render()[0] == b""
+
+
+def test_render_is_reused_until_a_value_changes() -> None:
+    from jax_assistant.observability.metrics import PipelineMetrics as Fresh
+
+    m = Fresh()
+    first, _ = m.render()
+    assert m.render()[0] is first  # nothing changed: the same bytes, not rendered again
+    m.run_started()
+    second, _ = m.render()
+    assert second is not first
+    assert b"jax_orchestrator_runs_total 1.0" in second
+    m.observe_dependency("memory", "ok", 0.01)
+    assert b'jax_dependency_call_seconds_count{dependency="memory",outcome="ok"} 1.0' in m.render()[0]

@@ -120,15 +120,24 @@ class PipelineMetrics:
         # cache stays tiny; a thread race only looks the same children up twice (labels() returns the
         # same child objects).
         self._stage_children: dict[tuple[str, str], tuple[Histogram, Counter]] = {}
+        # /metrics is rendered again only when a value changed: every change goes through a method
+        # below, which bumps the version. A registry passed in may hold collectors changed elsewhere
+        # (the process-wide default does), so only a private one is cached.
+        self._cacheable = registry is None
+        self._version = 0
+        self._rendered: tuple[int, bytes] | None = None
 
     def run_started(self) -> None:
         self.runs.inc()
+        self._version += 1  # after the change: render() reads the version before rendering
 
     def run_completed(self) -> None:
         self.runs_completed.inc()
+        self._version += 1
 
     def run_failed(self) -> None:
         self.runs_failed.inc()
+        self._version += 1
 
     def observe_stage(self, stage: str, status: str, seconds: float) -> None:
         key = (stage, status)
@@ -138,28 +147,40 @@ class PipelineMetrics:
             self._stage_children[key] = children
         children[0].observe(seconds)
         children[1].inc()
+        self._version += 1
 
     def symbol_finished(self, status: str) -> None:
         self.symbols.labels(status).inc()
+        self._version += 1
 
     def set_queue_depth(self, n: int) -> None:
         self.queue_depth.set(n)
+        self._version += 1
 
     def set_in_flight(self, n: int, stage: str = IN_FLIGHT_ALL) -> None:
         self.in_flight.labels(stage).set(n)
+        self._version += 1
 
     def set_breaker_state(self, key: str, state: str) -> None:
         self.breaker_state.labels(key).set(breaker_state_value(state))
+        self._version += 1
 
     def observe_rate_limit_wait(self, key: str, seconds: float) -> None:
         self.rate_limiter_wait.labels(key).observe(seconds)
+        self._version += 1
 
     def observe_dependency(self, dep: str, outcome: str, seconds: float) -> None:
         self.dependency_call.labels(dep, outcome).observe(seconds)
+        self._version += 1
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its Content-Type, ready for a ``/metrics`` response."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if not self._cacheable:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        version = self._version  # read first: a change during rendering makes the next call render again
+        if self._rendered is None or self._rendered[0] != version:
+            self._rendered = (version, generate_latest(self.registry))
+        return self._rendered[1], CONTENT_TYPE_LATEST
 
 
 class NullMetrics:
