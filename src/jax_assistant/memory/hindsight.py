@@ -210,18 +210,24 @@ def to_hindsight_result(item: MemoryItem) -> dict[str, Any]:
     }
 
 
+def _unit_fields(raw: Mapping[str, Any], timestamp: Any) -> dict[str, Any]:
+    """A memory unit as ``from_hindsight_item`` reads it. Recall results and ``.../memories/list``
+    rows carry the same fields but name the time differently, so the caller picks it."""
+    return {
+        "content": raw.get("text"),
+        "timestamp": timestamp,
+        "context": raw.get("context"),
+        "metadata": raw.get("metadata"),
+        "document_id": raw.get("document_id"),
+        "tags": raw.get("tags"),
+    }
+
+
 def from_hindsight_result(raw: Mapping[str, Any]) -> MemoryItem:
     """A Hindsight recall result as a MemoryItem with its score."""
     base = from_hindsight_item(
-        {
-            "content": raw.get("text"),
-            "timestamp": raw.get("occurred_start") or raw.get("mentioned_at"),
-            "context": raw.get("context"),
-            "metadata": raw.get("metadata"),
-            "document_id": raw.get("document_id"),
-            "tags": raw.get("tags"),
-            "entities": raw.get("entities"),
-        }
+        _unit_fields(raw, raw.get("occurred_start") or raw.get("mentioned_at"))
+        | {"entities": raw.get("entities")}
     )
     given = raw.get("scores")
     scores: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
@@ -401,16 +407,7 @@ class HindsightBackend:
                 if not isinstance(raw, Mapping) or not raw.get("id"):
                     continue
                 try:
-                    item = from_hindsight_item(
-                        {
-                            "content": raw.get("text"),
-                            "timestamp": raw.get("mentioned_at") or raw.get("date"),
-                            "context": raw.get("context"),
-                            "metadata": raw.get("metadata"),
-                            "document_id": raw.get("document_id"),
-                            "tags": raw.get("tags"),
-                        }
-                    )
+                    item = from_hindsight_item(_unit_fields(raw, raw.get("mentioned_at") or raw.get("date")))
                 except ValueError:
                     continue
                 if keep is None or keep(item):
