@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,15 @@ from tests.storage.factories import make_run
 
 from jax_assistant.domain import RunStatus
 from jax_assistant.storage import Repository, open_database
-from jax_assistant.storage.db import HEAD_REVISION, MIGRATIONS_DIR, alembic_config, build_engine, migrate
+from jax_assistant.storage.db import (
+    HEAD_REVISION,
+    MIGRATIONS_DIR,
+    _migrate_with,
+    alembic_config,
+    build_engine,
+    migrate,
+)
+from jax_assistant.storage.snapshot import SNAPSHOT_PATH, build_snapshot, render
 from jax_assistant.storage.tables import ALL_TABLES, UNMODELLED_NAMES, Base
 
 HEAD = "0008_outcomes"
@@ -93,6 +102,62 @@ async def test_a_database_at_head_opens_without_alembic(database_url: str) -> No
     assert await _inspect(database_url, _version) == HEAD
     assert not await _opens_with_alembic(database_url)  # at head: nothing to load or run
     assert await _inspect(database_url, _diff) == []
+
+
+def test_the_shipped_sqlite_schema_is_what_the_migrations_build() -> None:
+    # A new migration must regenerate it: python -m jax_assistant.storage.snapshot
+    built = build_snapshot()
+    assert built.revision == HEAD_REVISION
+    assert SNAPSHOT_PATH.read_text(encoding="utf-8") == render(built)
+
+
+def _dump(path: Path) -> list[str]:
+    con = sqlite3.connect(path)
+    try:
+        return list(con.iterdump())
+    finally:
+        con.close()
+
+
+async def test_a_new_sqlite_file_gets_the_schema_alembic_would_build_without_alembic(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    fresh, by_alembic = tmp_path / "a" / "jax.db", tmp_path / "b" / "jax.db"
+    assert not await _opens_with_alembic(sqlite_url(tmp_path / "a"))  # built from the snapshot
+    engine = build_engine(sqlite_url(tmp_path / "b"), for_migrations=True)
+    try:
+        await _migrate_with(engine, "head")  # every migration, as before the snapshot
+    finally:
+        await engine.dispose()
+    assert _dump(fresh) == _dump(by_alembic)  # tables, indexes, FTS5 and triggers, version row, rows
+    assert await _inspect(sqlite_url(tmp_path / "a"), _diff) == []
+    # ...and the full-text triggers work on it.
+    db = await open_database(sqlite_url(tmp_path / "a"))
+    await db.close()
+    con = sqlite3.connect(fresh)
+    try:
+        assert con.execute("SELECT count(*) FROM memories_fts").fetchone() == (0,)
+    finally:
+        con.close()
+
+
+async def test_a_sqlite_file_that_holds_anything_is_left_to_alembic(tmp_path: Path) -> None:
+    path = tmp_path / "jax.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE notes (body TEXT)")
+    con.close()
+    assert await _opens_with_alembic(sqlite_url(tmp_path))  # not empty: the snapshot does not apply
+    assert await _inspect(sqlite_url(tmp_path), _version) == HEAD
+
+
+async def test_an_in_memory_database_gets_the_same_schema() -> None:
+    db = await open_database("sqlite+aiosqlite:///:memory:")
+    try:
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(_version) == HEAD
+            assert await conn.run_sync(_diff) == []
+    finally:
+        await db.close()
 
 
 async def test_upgrade_creates_every_table(database_url: str) -> None:

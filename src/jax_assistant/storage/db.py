@@ -258,11 +258,38 @@ async def migrate(url: str, revision: str = "head") -> None:
     """
     engine = build_engine(url, for_migrations=True)
     try:
-        if revision == "head" and await _stored_revisions(engine) == [HEAD_REVISION]:
-            return
+        if revision == "head":
+            stored = await _stored_revisions(engine)
+            if stored == [HEAD_REVISION]:
+                return
+            if stored is None and engine.dialect.name == "sqlite" and await _create_from_snapshot(engine):
+                return
         await _migrate_with(engine, revision)
     finally:
         await engine.dispose()
+
+
+async def _create_from_snapshot(engine: AsyncEngine) -> bool:
+    """Build an *empty* SQLite database's schema from the shipped head snapshot (storage/snapshot.py),
+    without Alembic; False (nothing done) when the database holds anything or the snapshot is not
+    of the head revision, and Alembic decides. Under the same lock as an upgrade, so of processes
+    creating one file together one builds it and the others find it at head."""
+    from jax_assistant.storage.snapshot import load_snapshot
+
+    snapshot = load_snapshot()
+    if snapshot.revision != HEAD_REVISION:
+        return False
+
+    def create(conn: Connection) -> bool:
+        if conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar():
+            return False
+        for statement in snapshot.statements:
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (?)", (HEAD_REVISION,))
+        return True
+
+    async with _loop_migration_lock(), write_transaction(engine) as conn:
+        return await conn.run_sync(create)
 
 
 async def _stored_revisions(engine: AsyncEngine) -> list[str] | None:
@@ -419,7 +446,8 @@ async def open_database(
     if migrate_schema and _is_sqlite_memory(resolved):
         # A private in-memory database only exists on the engine's own connection.
         try:
-            await _migrate_with(db.engine, "head")
+            if not await _create_from_snapshot(db.engine):
+                await _migrate_with(db.engine, "head")
         except BaseException:
             await db.close()
             raise
