@@ -68,9 +68,10 @@ def _register_learning(main: typer.Typer) -> None:
 def _process_setup() -> None:
     """jax-assistant: scan markets, detect events, size trades, keep running."""
     if "--help" not in sys.argv[1:]:
-        from jax_assistant.engines.tuning import tune_gc_for_runs
+        from jax_assistant.engines.tuning import skip_exit_collection, tune_gc_for_runs
 
         tune_gc_for_runs()
+        skip_exit_collection()
 
 
 app.add_typer(runs_app, name="runs")
