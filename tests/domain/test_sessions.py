@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -10,11 +12,15 @@ import polars as pl
 import pytest
 
 from jax_assistant.domain.sessions import (
+    CLOSURES_PATH,
+    closures_from_holidays,
     exchange_calendar,
+    holiday_dates,
     is_session,
     next_session,
     nth_session_after,
     reaction_session,
+    render_closures,
     session_on_or_after,
     sessions_between,
     sessions_between_arrays,
@@ -90,3 +96,22 @@ def test_sessions_are_exactly_the_dates_of_the_real_data(shared_data: Path) -> N
 )
 def test_reaction_session(report: date, release: str | None, reacts: date) -> None:
     assert reaction_session(report, release) == reacts
+
+
+def test_the_shipped_closures_are_the_holidays_packages_nyse_calendar() -> None:
+    # A new `holidays` release that changes the calendar must regenerate the file:
+    # python -m jax_assistant.domain.sessions
+    assert CLOSURES_PATH.read_text(encoding="ascii") == render_closures(closures_from_holidays())
+    assert holiday_dates().tolist() == closures_from_holidays()
+
+
+def test_the_calendar_loads_without_the_holidays_package() -> None:
+    code = (
+        "import sys\n"
+        "from datetime import date\n"
+        "from jax_assistant.domain.sessions import is_session\n"
+        "assert not is_session(date(2012, 10, 29))  # Sandy\n"
+        "print('holidays' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"
