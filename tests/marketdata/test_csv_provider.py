@@ -261,3 +261,23 @@ def test_a_prefetched_bad_file_takes_the_text_path_as_without_prefetch(tmp_path:
     assert p.load_mode == "text"
     assert [i.rule for i in p.issues("AAA")] == [i.rule for i in CsvProvider(path).issues("AAA")]
     assert p.issues("AAA")
+
+
+@pytest.mark.parametrize("order", ["sorted", "reversed", "interleaved"])
+def test_rows_in_any_symbol_order_give_each_symbol_its_rows_in_file_order(tmp_path: Path, order: str) -> None:
+    rows = _long_csv({"AAA": 10.0, "BBB": 50.0, "CCC": 90.0}, n=12).splitlines()
+    header, body = rows[0], rows[1:]
+    if order == "reversed":
+        body = body[::-1]  # symbols and dates descending: each symbol one block, blocks out of order
+    elif order == "interleaved":
+        body = body[0::2] + body[1::2]  # every symbol in two separate blocks
+    (tmp_path / "bars.csv").write_text("\n".join([header, *body]) + "\n")
+    provider = CsvProvider(tmp_path / "bars.csv")
+    assert provider.symbols() == ["AAA", "BBB", "CCC"]
+    for sym, base in (("AAA", 10.0), ("BBB", 50.0), ("CCC", 90.0)):
+        mine = [r for r in body if r.startswith(sym + ",")]  # this symbol's rows, in file order
+        raw = provider._frames[sym]
+        assert [str(d) for d in raw.dates] == [r.split(",")[1] for r in mine]
+        assert raw.cols[0].tolist() == [float(r.split(",")[2]) for r in mine]
+        bars = provider.bars(sym)
+        assert bars.open.tolist() == [base + i for i in range(12)]  # cleaned: by date

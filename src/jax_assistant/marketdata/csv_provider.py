@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date
+from itertools import pairwise
 from pathlib import Path
 from time import perf_counter
 from typing import Protocol, TypeVar
@@ -401,22 +402,32 @@ class _RawBars:
 def _by_symbol(df: pl.DataFrame) -> dict[str, _RawBars]:
     """Per-symbol numpy views of one frame (sorted by symbol, file order kept within a symbol).
 
-    One conversion to numpy and zero-copy slices beat ``partition_by`` (a frame copy per symbol).
+    One conversion to numpy and zero-copy slices beat ``partition_by`` (a frame copy per symbol). The
+    symbols' row ranges come from the runs of equal symbols (``rle``: one pass, no hashing), which are
+    each symbol's one group exactly when the run values strictly increase, i.e. the column is sorted
+    (the sp500 file is); else the frame is sorted first. ~4x cheaper than ``is_sorted`` + ``group_by``.
     """
-    if not df["symbol"].is_sorted():
+    symbols, lengths = _runs(df["symbol"])
+    if any(a >= b for a, b in pairwise(symbols)):
         df = df.sort("symbol", maintain_order=True)
-    counts = df.group_by("symbol", maintain_order=True).len()
-    ends = np.cumsum(counts["len"].to_numpy())
+        symbols, lengths = _runs(df["symbol"])
+    ends = np.cumsum(lengths)
     dates = df["d"].to_numpy()
     cols = [df[c].to_numpy() for c in VALUE_COLUMNS]
     out: dict[str, _RawBars] = {}
     start = 0
-    for sym, end in zip(counts["symbol"].to_list(), ends.tolist(), strict=True):
+    for sym, end in zip(symbols, ends.tolist(), strict=True):
         d = dates[start:end]
         known = d[~np.isnat(d)]
         out[str(sym)] = _RawBars(d, tuple(c[start:end] for c in cols), known.max() if known.size else None)
         start = end
     return out
+
+
+def _runs(symbols: pl.Series) -> tuple[list[str], npt.NDArray[np.int64]]:
+    """Consecutive runs of equal values: (the values, the run lengths), in order."""
+    runs = symbols.rle().struct
+    return [str(s) for s in runs.field("value").to_list()], runs.field("len").to_numpy().astype(np.int64)
 
 
 def _read_typed(path: Path) -> pl.DataFrame:
