@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import threading
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,29 @@ def test_rows_in_any_symbol_order_give_each_symbol_its_rows_in_file_order(tmp_pa
         assert raw.cols[0].tolist() == [float(r.split(",")[2]) for r in mine]
         bars = provider.bars(sym)
         assert bars.open.tolist() == [base + i for i in range(12)]  # cleaned: by date
+
+
+def test_the_prefetch_thread_also_splits_the_rows_per_symbol_and_a_filtered_provider_loads_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bars.csv"
+    path.write_text(_long_csv({"AAA": 10.0, "BBB": 20.0}))
+    plain = CsvProvider(path)
+    threads: list[str] = []
+    real = csv_provider._by_symbol
+
+    def recorded(df: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(df)
+
+    monkeypatch.setattr(csv_provider, "_by_symbol", recorded)
+    prefetch(path)
+    _wait_prefetched()
+    assert threads == ["jax-csv-prefetch"]
+    assert CsvProvider(path, symbols=["AAA"]).symbols() == ["AAA"]  # not the prefetched (every symbol)
+    p = CsvProvider(path)
+    assert threads == ["jax-csv-prefetch", "MainThread"]  # the filtered one split its own rows
+    assert p.symbols() == ["AAA", "BBB"] and p.load_mode == "typed"
+    assert p.latest_date() == plain.latest_date()
+    for sym in ("AAA", "BBB"):
+        assert np.array_equal(p.bars(sym).close, plain.bars(sym).close)

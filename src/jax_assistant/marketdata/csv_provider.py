@@ -173,45 +173,18 @@ class CsvProvider:
             )
         return out
 
-    def _load_typed(self, files: list[tuple[Path, bool]]) -> pl.DataFrame | None:
-        """The fast path: the parsed rows if every cell parsed typed and every symbol and date is
-        plausible, else None (the text path then finds and reports the bad rows one by one)."""
-        frames: list[pl.DataFrame] = []
-        try:
-            for f, has_symbol in files:
-                df = _take_prefetched(f)
-                if df is None:
-                    df = _read_typed(f)
-                df = df.rename({c: normalize_column(c) for c in df.columns if normalize_column(c) != c})
-                sym = pl.col("symbol") if has_symbol else pl.lit(symbol_from_filename(f))
-                frames.append(df.select(sym.alias("symbol"), pl.col("date").alias("d"), *VALUE_COLUMNS))
-            df = pl.concat(frames, how="vertical")
-        except (pl.exceptions.PolarsError, ValueError, KeyError):
-            return None
-        raw_symbols = df["symbol"].unique().to_list()
-        if any(s is None or not is_ticker(s.strip().upper()) for s in raw_symbols):
-            return None
-        if any(s != s.strip().upper() for s in raw_symbols):  # only pay for cleaning when needed
-            df = df.with_columns(clean_symbol().alias("symbol"))
-        if self._wanted is not None:
-            df = df.filter(pl.col("symbol").is_in(list(self._wanted)))
-        dates = df["d"].drop_nulls()
-        lo, hi = PLAUSIBLE_DATES
-        if dates.len() and not (lo <= dates.min() <= hi and lo <= dates.max() <= hi):  # type: ignore[operator]
-            return None
-        return df
-
-    def _load(self) -> tuple[dict[str, _RawBars], date | None]:
+    def _load(self) -> _Loaded:
         files = self._files()
         if not files:
             return {}, None
-        good = self._load_typed(files)
+        # What `prefetch` loaded on its thread (the same typed load), for the one file it reads ahead.
+        ahead = _take_prefetched(*files[0]) if self._wanted is None and len(files) == 1 else None
+        loaded = ahead.result() if ahead is not None else _typed_load(files, self._wanted)
         self.load_mode = "typed"
-        if good is None:
-            good = self._load_text(files)
+        if loaded is None:
+            loaded = _grouped(self._load_text(files))
             self.load_mode = "text"
-        latest = good["d"].max()
-        return _by_symbol(good), latest if isinstance(latest, date) else None
+        return loaded
 
     def _load_text(self, files: list[tuple[Path, bool]]) -> pl.DataFrame:
         """Every cell as text, then parsed leniently: a bad cell costs its row (reported), not the load."""
@@ -399,6 +372,10 @@ class _RawBars:
     last: np.datetime64 | None  # the latest known date
 
 
+# A loaded source: the parsed rows per symbol and the latest date among them.
+_Loaded = tuple[dict[str, _RawBars], date | None]
+
+
 def _by_symbol(df: pl.DataFrame) -> dict[str, _RawBars]:
     """Per-symbol numpy views of one frame (sorted by symbol, file order kept within a symbol).
 
@@ -444,54 +421,92 @@ def _read_typed(path: Path) -> pl.DataFrame:
 
 # --------------------------------------------------------------------------- prefetch
 
-# The one file being read ahead: (path, size, mtime) -> its typed read (or the error it raised).
-_prefetched: dict[tuple[str, int, int], Future[pl.DataFrame]] = {}
+# The one file being loaded ahead: (path, size, mtime, has a symbol column) -> its typed load (the
+# rows per symbol, None when the text path must decide) or the error it raised.
+_PrefetchKey = tuple[str, int, int, bool]
+_prefetched: dict[_PrefetchKey, Future[_Loaded | None]] = {}
 _prefetch_lock = threading.Lock()
 
 
-def _file_key(path: Path) -> tuple[str, int, int] | None:
+def _prefetch_key(path: Path, has_symbol: bool) -> _PrefetchKey | None:
     try:
         st = path.stat()
     except OSError:
         return None
-    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, has_symbol)
 
 
 def prefetch(path: Path | str) -> None:
-    """Start the typed read of the data file ``path`` on a background thread.
+    """Start the typed load of the data file ``path`` on a background thread.
 
-    `jax run` calls this as soon as it knows its data file, so the read (polars, off the GIL) overlaps
-    the imports and database start-up that come before the provider is built. The provider then takes
-    the frame instead of reading the file itself (the same read, so the same rows; an error it raised
-    is raised there, where the text path takes over as usual). Only a single file is read ahead, and
-    only once: a file changed since (size or mtime) is read again.
+    `jax run` calls this as soon as it knows its data file, so the load -- the read and the split per
+    symbol, polars and numpy off the GIL -- overlaps the imports and database start-up that come before
+    the provider is built. The provider then takes the result instead of loading the file itself (the
+    same function, so the same rows; an error it raised is raised there; a file that needs the text
+    path takes it there as usual). Only a single file is loaded ahead, for a provider of every symbol,
+    and only once: a file changed since (size or mtime) is read again.
     """
     path = Path(path)
     if not path.is_file():
         return
-    key = _file_key(path)
+    try:
+        has_symbol = "symbol" in read_header(path)
+    except Exception:  # unreadable: the provider reports it when it loads
+        return
+    key = _prefetch_key(path, has_symbol)
     if key is None:
         return
-    future: Future[pl.DataFrame] = Future()
+    future: Future[_Loaded | None] = Future()
     with _prefetch_lock:
-        _prefetched.clear()  # at most one frame held
+        _prefetched.clear()  # at most one file held
         _prefetched[key] = future
 
-    def read() -> None:
+    def load() -> None:
         try:
-            future.set_result(_read_typed(path))
-        except BaseException as exc:  # handed to the provider, which decides (text path)
+            future.set_result(_typed_load([(path, has_symbol)], None))
+        except BaseException as exc:  # handed to the provider, which raises it where it loads
             future.set_exception(exc)
 
-    threading.Thread(target=read, name="jax-csv-prefetch", daemon=True).start()
+    threading.Thread(target=load, name="jax-csv-prefetch", daemon=True).start()
 
 
-def _take_prefetched(path: Path) -> pl.DataFrame | None:
-    """The frame :func:`prefetch` read for ``path`` (once), None when there is none for this file."""
-    key = _file_key(path)
+def _take_prefetched(path: Path, has_symbol: bool) -> Future[_Loaded | None] | None:
+    """The load :func:`prefetch` started for ``path`` (once), None when there is none for this file."""
+    key = _prefetch_key(path, has_symbol)
     with _prefetch_lock:
-        future = _prefetched.pop(key, None) if key is not None else None
-    return None if future is None else future.result()
+        return _prefetched.pop(key, None) if key is not None else None
+
+
+def _typed_load(files: list[tuple[Path, bool]], wanted: frozenset[str] | None) -> _Loaded | None:
+    """The fast path: the parsed rows per symbol if every cell parsed typed and every symbol and date
+    is plausible, else None (the text path then finds and reports the bad rows one by one)."""
+    frames: list[pl.DataFrame] = []
+    try:
+        for f, has_symbol in files:
+            df = _read_typed(f)
+            df = df.rename({c: normalize_column(c) for c in df.columns if normalize_column(c) != c})
+            sym = pl.col("symbol") if has_symbol else pl.lit(symbol_from_filename(f))
+            frames.append(df.select(sym.alias("symbol"), pl.col("date").alias("d"), *VALUE_COLUMNS))
+        df = pl.concat(frames, how="vertical")
+    except (pl.exceptions.PolarsError, ValueError, KeyError):
+        return None
+    raw_symbols = df["symbol"].unique().to_list()
+    if any(s is None or not is_ticker(s.strip().upper()) for s in raw_symbols):
+        return None
+    if any(s != s.strip().upper() for s in raw_symbols):  # only pay for cleaning when needed
+        df = df.with_columns(clean_symbol().alias("symbol"))
+    if wanted is not None:
+        df = df.filter(pl.col("symbol").is_in(list(wanted)))
+    dates = df["d"].drop_nulls()
+    lo, hi = PLAUSIBLE_DATES
+    if dates.len() and not (lo <= dates.min() <= hi and lo <= dates.max() <= hi):  # type: ignore[operator]
+        return None
+    return _grouped(df)
+
+
+def _grouped(df: pl.DataFrame) -> _Loaded:
+    latest = df["d"].max()
+    return _by_symbol(df), latest if isinstance(latest, date) else None
 
 
 def _typed_overrides(path: Path) -> dict[str, pl.DataType]:
