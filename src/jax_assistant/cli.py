@@ -416,7 +416,7 @@ def run(
         # Read the bars on a thread while the rest of the run imports and opens its database.
         from jax_assistant.marketdata.csv_provider import prefetch
 
-        prefetch(settings.data_path)
+        prefetch(settings.data_path, earnings_path=settings.earnings_path, sectors_path=settings.sectors_path)
     requested = list(symbols or [])
     if watchlist is not None:
         requested.extend(_read_watchlist(watchlist))

@@ -308,3 +308,52 @@ def test_the_prefetch_thread_also_splits_the_rows_per_symbol_and_a_filtered_prov
     assert p.latest_date() == plain.latest_date()
     for sym in ("AAA", "BBB"):
         assert np.array_equal(p.bars(sym).close, plain.bars(sym).close)
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_prefetched_side_files_give_the_same_earnings_sectors_and_issues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, explicit: bool
+) -> None:
+    path = tmp_path / "prices.csv"
+    path.write_text(_long_csv({"AAA": 10.0, "BBB": 20.0}))
+    side = tmp_path / "side" if explicit else tmp_path
+    side.mkdir(exist_ok=True)
+    (side / "earnings_details.csv").write_text(
+        "symbol,date,release_time\nAAA,2021-03-04,post\nBBB,not-a-date,pre\nBBB,2021-03-05,pre\n"
+    )
+    (side / "sectors.csv").write_text("symbol,sector\nAAA,Energy\nBBB,\nBBB,Utilities\n")
+    given: dict[str, Any] = (
+        {"earnings_path": side / "earnings_details.csv", "sectors_path": side / "sectors.csv"}
+        if explicit
+        else {}
+    )
+    plain = CsvProvider(path, **given)
+    threads: list[str] = []
+    for name in ("load_earnings_reports", "load_sectors"):
+        real = getattr(csv_provider, name)
+
+        def recorded(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return _real(*args, **kwargs)
+
+        recorded.__name__ = name
+        monkeypatch.setattr(csv_provider, name, recorded)
+    prefetch(path, **given)
+    _wait_prefetched()
+    for future in list(csv_provider._prefetched_side.values()):
+        future.exception(timeout=30)
+    p = CsvProvider(path, **given)
+    assert threads == ["jax-csv-prefetch", "jax-csv-prefetch"]  # none loaded again by the provider
+    for sym in ("AAA", "BBB"):
+        assert p.earnings_reports(sym) == plain.earnings_reports(sym) != []
+        assert p.sector(sym) == plain.sector(sym) is not None
+    assert p.issues() == plain.issues() != []  # the bad rows, reported once, in the same order
+
+
+def test_a_missing_explicit_side_file_still_fails_the_provider_after_a_prefetch(tmp_path: Path) -> None:
+    path = tmp_path / "prices.csv"
+    path.write_text(_long_csv({"AAA": 10.0}))
+    prefetch(path, earnings_path=tmp_path / "missing_earnings.csv")
+    _wait_prefetched()
+    with pytest.raises(DataSourceError, match="missing_earnings"):
+        CsvProvider(path, earnings_path=tmp_path / "missing_earnings.csv")

@@ -21,7 +21,7 @@ from datetime import date
 from itertools import pairwise
 from pathlib import Path
 from time import perf_counter
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -108,20 +108,21 @@ class CsvProvider:
                 detail = f"requested but not in {self.path}"
                 self._load_issues.append(DataIssue(sym, None, "unknown_symbol", detail, "symbol skipped"))
 
-        side_dir = self.path if self.path.is_dir() else self.path.parent
-        details = side_dir / EARNINGS_DETAILS_FILE
-        default_earnings = details if details.is_file() else side_dir / EARNINGS_FILE
-        self._earnings = self._side_file(earnings_path, default_earnings, load_earnings_reports)
-        self._sectors = self._side_file(sectors_path, side_dir / SECTORS_FILE, load_sectors)
+        earnings, sectors = _side_paths(self.path, earnings_path, sectors_path)
+        self._earnings = self._side_file(earnings, load_earnings_reports)
+        self._sectors = self._side_file(sectors, load_sectors)
 
     # ------------------------------------------------------------------ loading
 
-    def _side_file(self, given: Path | str | None, default: Path, loader: _Loader[_T]) -> dict[str, _T]:
-        if given is not None:  # an explicit path must exist; the default one is optional
-            return loader(Path(given), issues=self._load_issues)
-        if default.is_file():
-            return loader(default, issues=self._load_issues)
-        return {}
+    def _side_file(self, path: Path | None, loader: _Loader[_T]) -> dict[str, _T]:
+        if path is None:
+            return {}
+        ahead = _take_prefetched_side(path, loader)
+        if ahead is not None:  # loaded by `prefetch`, into its own issue list
+            loaded, issues = ahead.result()
+            self._load_issues.extend(issues)
+            return loaded
+        return loader(path, issues=self._load_issues)
 
     def _files(self) -> list[tuple[Path, bool]]:
         """The data files to read and whether each has a symbol column (empty files are reported)."""
@@ -436,7 +437,9 @@ def _prefetch_key(path: Path, has_symbol: bool) -> _PrefetchKey | None:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns, has_symbol)
 
 
-def prefetch(path: Path | str) -> None:
+def prefetch(
+    path: Path | str, *, earnings_path: Path | str | None = None, sectors_path: Path | str | None = None
+) -> None:
     """Start the typed load of the data file ``path`` on a background thread.
 
     `jax run` calls this as soon as it knows its data file, so the load -- the read and the split per
@@ -444,7 +447,9 @@ def prefetch(path: Path | str) -> None:
     the provider is built. The provider then takes the result instead of loading the file itself (the
     same function, so the same rows; an error it raised is raised there; a file that needs the text
     path takes it there as usual). Only a single file is loaded ahead, for a provider of every symbol,
-    and only once: a file changed since (size or mtime) is read again.
+    and only once: a file changed since (size or mtime) is read again. The earnings and sectors files
+    that provider reads (``earnings_path``/``sectors_path`` as it is given them) are loaded next, on
+    the same thread.
     """
     path = Path(path)
     if not path.is_file():
@@ -461,13 +466,81 @@ def prefetch(path: Path | str) -> None:
         _prefetched.clear()  # at most one file held
         _prefetched[key] = future
 
+    earnings, sectors = _side_paths(path, earnings_path, sectors_path)
+    sides = _prefetch_sides([(earnings, load_earnings_reports), (sectors, load_sectors)])
+
     def load() -> None:
         try:
             future.set_result(_typed_load([(path, has_symbol)], None))
         except BaseException as exc:  # handed to the provider, which raises it where it loads
             future.set_exception(exc)
+        for side, loader in sides:
+            _load_side(side, loader)
 
     threading.Thread(target=load, name="jax-csv-prefetch", daemon=True).start()
+
+
+def _side_paths(
+    path: Path, earnings_path: Path | str | None, sectors_path: Path | str | None
+) -> tuple[Path | None, Path | None]:
+    """The earnings and sectors files a provider of ``path`` reads: the given ones (which must exist),
+    else the ones beside the data when they are there (earnings details preferred), else None."""
+    side_dir = path if path.is_dir() else path.parent
+    details = side_dir / EARNINGS_DETAILS_FILE
+    default_earnings = details if details.is_file() else side_dir / EARNINGS_FILE
+    default_sectors = side_dir / SECTORS_FILE
+    return (
+        Path(earnings_path) if earnings_path is not None else _if_file(default_earnings),
+        Path(sectors_path) if sectors_path is not None else _if_file(default_sectors),
+    )
+
+
+def _if_file(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+# Side files loaded ahead after the data: (loader, path, size, mtime) -> (what it loaded, its issues).
+_SideKey = tuple[str, str, int, int]
+_prefetched_side: dict[_SideKey, Future[tuple[dict[str, Any], list[DataIssue]]]] = {}
+
+
+def _side_key(path: Path, loader: _Loader[Any]) -> _SideKey | None:
+    key = _prefetch_key(path, False)
+    return None if key is None else (getattr(loader, "__name__", ""), key[0], key[1], key[2])
+
+
+def _prefetch_sides(sides: list[tuple[Path | None, _Loader[Any]]]) -> list[tuple[Path, _Loader[Any]]]:
+    """A pending load for each side file that exists (what the thread then loads)."""
+    out: list[tuple[Path, _Loader[Any]]] = []
+    with _prefetch_lock:
+        _prefetched_side.clear()  # only the side files of the data file read ahead
+        for path, loader in sides:
+            key = None if path is None else _side_key(path, loader)
+            if path is not None and key is not None:
+                _prefetched_side[key] = Future()
+                out.append((path, loader))
+    return out
+
+
+def _load_side(path: Path, loader: _Loader[Any]) -> None:
+    key = _side_key(path, loader)
+    with _prefetch_lock:
+        future = _prefetched_side.get(key) if key is not None else None
+    if future is None:  # changed since, or taken: the provider loads it itself
+        return
+    try:
+        issues: list[DataIssue] = []
+        future.set_result((loader(path, issues=issues), issues))
+    except BaseException as exc:  # raised by the provider, where it loads the file
+        future.set_exception(exc)
+
+
+def _take_prefetched_side(
+    path: Path, loader: _Loader[_T]
+) -> Future[tuple[dict[str, _T], list[DataIssue]]] | None:
+    key = _side_key(path, loader)
+    with _prefetch_lock:
+        return _prefetched_side.pop(key, None) if key is not None else None
 
 
 def _take_prefetched(path: Path, has_symbol: bool) -> Future[_Loaded | None] | None:
