@@ -27,9 +27,8 @@ import json
 import random
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from jax_assistant.memory.beliefs import Belief
@@ -37,6 +36,9 @@ from jax_assistant.memory.models import MAX_SUMMARY, MemoryItem, make_belief
 from jax_assistant.pipeline.policy import RetryPolicy
 from jax_assistant.pipeline.resilience import Clock, SystemClock, call_with_retry
 from jax_assistant.research.http import ResearchError, post_json
+
+if TYPE_CHECKING:
+    import httpx
 
 LLM_BELIEF_TYPE: Final = "llm_insight"
 # Shown to the model at most: the strongest evidence first, so a long history cannot blow the prompt.
@@ -181,6 +183,8 @@ class LLMReasoner:
         return ReasonerOutcome(reasoner="llm", insights=insights)
 
     async def _ask(self, shown: Sequence[Belief], as_of: date, correlation_id: str) -> _Answer:
+        import httpx  # only when used: a run that talks to no service never loads it
+
         c = self.config
         if self._client is None:
             self._client = httpx.AsyncClient()

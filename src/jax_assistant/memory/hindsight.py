@@ -36,8 +36,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-import httpx
-
 from jax_assistant import __version__
 from jax_assistant.memory.base import MemoryHealth, MemoryUnavailableError
 from jax_assistant.memory.models import (
@@ -52,6 +50,8 @@ from jax_assistant.memory.models import (
 from jax_assistant.observability.correlation import TRACEPARENT_HEADER, outbound_headers
 
 if TYPE_CHECKING:
+    import httpx
+
     from jax_assistant.config import Settings
 
 TENANT: Final = "/v1/default"
@@ -284,6 +284,8 @@ class HindsightBackend:
         transport: httpx.AsyncBaseTransport | None = None,
         bank_prefix: str = "",
     ) -> None:
+        import httpx  # only when used: a run that talks to no service never loads it
+
         self.base_url = base_url.rstrip("/")
         self.bank_prefix = bank_prefix
         self._client = httpx.AsyncClient(
@@ -303,6 +305,8 @@ class HindsightBackend:
         allow: Sequence[int] = (),
     ) -> tuple[int, Any]:
         """One request; returns (status, decoded JSON). Statuses in ``allow`` are returned, not raised."""
+        import httpx  # only when used: a run that talks to no service never loads it
+
         for attempt in range(2):
             try:
                 async with self._client.stream(

@@ -22,8 +22,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-import httpx
-
 from jax_assistant import __version__
 from jax_assistant.domain.errors import ConfigError
 from jax_assistant.memory.base import MemoryHealth, MemoryUnavailableError
@@ -37,6 +35,8 @@ from jax_assistant.memory.models import (
 )
 
 if TYPE_CHECKING:
+    import httpx
+
     from jax_assistant.config import Settings
 
 MEMORY_SERVICE_URL_ENV: Final = "MEMORY_SERVICE_URL"
@@ -81,6 +81,8 @@ class RemoteBackend:
         transport: httpx.AsyncBaseTransport | None = None,
         api_key: str | None = None,
     ) -> None:
+        import httpx  # only when used: a run that talks to no service never loads it
+
         self.base_url = base_url.rstrip("/")
         headers = {"User-Agent": f"jax-assistant/{__version__}"}
         if api_key:
@@ -96,6 +98,8 @@ class RemoteBackend:
     async def _request(
         self, method: str, path: str, body: Mapping[str, Any] | None = None
     ) -> tuple[int, Any]:
+        import httpx  # only when used: a run that talks to no service never loads it
+
         try:
             async with self._client.stream(method, path, json=body, headers=request_headers()) as response:
                 raw = bytearray()

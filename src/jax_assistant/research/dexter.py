@@ -12,15 +12,17 @@ silently empty bundle.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jax_assistant.domain import ResearchBundle
 from jax_assistant.research.base import ProviderAnswer, ResearchRequest
 from jax_assistant.research.config import DexterConfig
 from jax_assistant.research.http import ResearchError, post_json
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class _CompareItem(BaseModel):
@@ -63,6 +65,8 @@ class DexterProvider:
 
     @property
     def client(self) -> httpx.AsyncClient:
+        import httpx  # only when used: a run that talks to no service never loads it
+
         if self._client is None:
             self._client = httpx.AsyncClient()
         return self._client

@@ -14,14 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from jax_assistant.domain.errors import UnavailableError
 from jax_assistant.observability.correlation import outbound_headers
 from jax_assistant.pipeline.base import TransientError
 from jax_assistant.pipeline.resilience import retry_after_of
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class ResearchError(UnavailableError):
@@ -57,6 +58,8 @@ async def post_json(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     """POST ``body``; ``(status, parsed JSON)`` for a 2xx answer, else one of the errors above."""
+    import httpx  # only when used: a run that talks to no service never loads it
+
     sent = {**trace_headers(correlation_id), **(headers or {})}
     try:
         async with client.stream(
@@ -97,6 +100,8 @@ async def _read_capped(response: httpx.Response, cap: int, service: str, *, stri
 
 
 def _raise_for_status(response: httpx.Response, service: str, raw: bytes) -> None:
+    import httpx  # only when used: a run that talks to no service never loads it
+
     status = response.status_code
     detail = _error_detail(raw)
     message = f"{service}: HTTP {status}" + (f": {detail}" if detail else "")

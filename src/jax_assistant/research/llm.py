@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from jax_assistant.domain import ResearchBundle
 from jax_assistant.research.base import ProviderAnswer, ResearchRequest
 from jax_assistant.research.config import LLMConfig
 from jax_assistant.research.http import ResearchError, post_json
+
+if TYPE_CHECKING:
+    import httpx
 
 SYSTEM_PROMPT = (
     "You are an equity research assistant. Answer only from the facts given and general knowledge; "
@@ -57,6 +58,8 @@ class LLMProvider:
 
     @property
     def client(self) -> httpx.AsyncClient:
+        import httpx  # only when used: a run that talks to no service never loads it
+
         if self._client is None:
             self._client = httpx.AsyncClient()
         return self._client
