@@ -39,8 +39,8 @@ def test_help_and_run_import_only_what_they_use(jax_env_vars: dict[str, str], tm
     assert "jax_assistant.orchestrator" in run_modules  # the run did happen in this interpreter
     assert not run_modules & {"fastapi", "uvicorn", "starlette", "jax_assistant.api"}
     # A first run on a new SQLite file builds its schema from the shipped snapshot; the calendar ships
-    # as data; no HTTP client unless a service is configured.
-    assert not run_modules & {"alembic", "holidays", "httpx"}
+    # as data; no HTTP client unless a service is configured; no PostgreSQL dialect on SQLite.
+    assert not run_modules & {"alembic", "holidays", "httpx", "sqlalchemy.dialects.postgresql"}
     assert not {m for m in run_modules if m.startswith("opentelemetry.exporter")}
 
 

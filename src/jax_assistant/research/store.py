@@ -7,16 +7,19 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, delete, func, insert, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from jax_assistant.domain import ResearchBundle, utc_now
 from jax_assistant.research.base import PastOutcomes
 from jax_assistant.storage.db import Database
 from jax_assistant.storage.tables import ResearchCacheRow, ResearchSpendRow, TradeRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PgInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
 
 def question_key(questions: Sequence[str]) -> str:
@@ -104,8 +107,13 @@ class ResearchStore:
             "created_at": now,
             "expires_at": now + timedelta(seconds=ttl_s),
         }
-        upsert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
-        stmt = upsert(ResearchCacheRow).values(**values)
+        stmt: PgInsert | SqliteInsert
+        if self.db.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert  # not loaded by a SQLite run
+
+            stmt = pg_insert(ResearchCacheRow).values(**values)
+        else:
+            stmt = sqlite_insert(ResearchCacheRow).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["symbol", "question_key", "provider"],
             set_={k: stmt.excluded[k] for k in values if k not in ("symbol", "question_key", "provider")},

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Final, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_json
@@ -38,7 +38,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jax_assistant.domain import (
@@ -76,7 +76,10 @@ _T = TypeVar("_T")
 _CHECKPOINT_KEY: Final = ("run_id", "symbol", "stage")
 _SYMBOL_RESULT_KEY: Final = ("run_id", "symbol")
 _DECISION_KEY: Final = ("run_id", "setup_id")
-_Insert = postgresql.Insert | sqlite.Insert
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql
+
+    _Insert = postgresql.Insert | sqlite.Insert
 
 
 # A checkpoint item holding this key is a delta: only the fields that changed since the checkpoint of
@@ -452,6 +455,8 @@ class Repository:
     def _insert(self, entity: type[Base]) -> _Insert:
         # ON CONFLICT is dialect-specific SQL; both dialects expose the same builder API.
         if self._db.dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql  # ~35 ms of import a SQLite run does not need
+
             return postgresql.insert(entity)
         return sqlite.insert(entity)
 
