@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -357,3 +358,28 @@ def test_a_missing_explicit_side_file_still_fails_the_provider_after_a_prefetch(
     _wait_prefetched()
     with pytest.raises(DataSourceError, match="missing_earnings"):
         CsvProvider(path, earnings_path=tmp_path / "missing_earnings.csv")
+
+
+def test_a_provider_that_takes_a_side_file_before_the_thread_loaded_it_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "prices.csv"
+    path.write_text(_long_csv({"AAA": 10.0}))
+    (tmp_path / "earnings_dates.csv").write_text("symbol,date\nAAA,2021-01-01\n")
+    real = csv_provider.load_earnings_reports
+
+    def late(p: Path, *, issues: Any = None) -> Any:
+        deadline = time.monotonic() + 10
+        while csv_provider._prefetched_side and time.monotonic() < deadline:
+            time.sleep(0.005)  # until the provider has taken the pending load
+        return real(p, issues=issues)
+
+    late.__name__ = "load_earnings_reports"
+    monkeypatch.setattr(csv_provider, "load_earnings_reports", late)
+    prefetch(path)
+    built: list[CsvProvider] = []
+    thread = threading.Thread(target=lambda: built.append(CsvProvider(path)), daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the provider waits for a load nobody will finish"
+    assert built[0].earnings_dates("AAA") == [date(2021, 1, 1)]

@@ -474,8 +474,8 @@ def prefetch(
             future.set_result(_typed_load([(path, has_symbol)], None))
         except BaseException as exc:  # handed to the provider, which raises it where it loads
             future.set_exception(exc)
-        for side, loader in sides:
-            _load_side(side, loader)
+        for side, loader, side_future in sides:
+            _load_side(side, loader, side_future)
 
     threading.Thread(target=load, name="jax-csv-prefetch", daemon=True).start()
 
@@ -499,9 +499,14 @@ def _if_file(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+class _Loader(Protocol[_T]):
+    def __call__(self, path: Path, *, issues: list[DataIssue] | None = None) -> dict[str, _T]: ...
+
+
 # Side files loaded ahead after the data: (loader, path, size, mtime) -> (what it loaded, its issues).
 _SideKey = tuple[str, str, int, int]
-_prefetched_side: dict[_SideKey, Future[tuple[dict[str, Any], list[DataIssue]]]] = {}
+_SideFuture = Future[tuple[dict[str, Any], list[DataIssue]]]
+_prefetched_side: dict[_SideKey, _SideFuture] = {}
 
 
 def _side_key(path: Path, loader: _Loader[Any]) -> _SideKey | None:
@@ -509,25 +514,24 @@ def _side_key(path: Path, loader: _Loader[Any]) -> _SideKey | None:
     return None if key is None else (getattr(loader, "__name__", ""), key[0], key[1], key[2])
 
 
-def _prefetch_sides(sides: list[tuple[Path | None, _Loader[Any]]]) -> list[tuple[Path, _Loader[Any]]]:
-    """A pending load for each side file that exists (what the thread then loads)."""
-    out: list[tuple[Path, _Loader[Any]]] = []
+_SideJob = tuple[Path, _Loader[Any], _SideFuture]
+
+
+def _prefetch_sides(sides: list[tuple[Path | None, _Loader[Any]]]) -> list[_SideJob]:
+    """A pending load for each side file that exists: what the thread then loads, into these futures
+    (a provider may take a future before the thread gets to it, and then waits for it)."""
+    jobs: list[_SideJob] = []
     with _prefetch_lock:
         _prefetched_side.clear()  # only the side files of the data file read ahead
         for path, loader in sides:
             key = None if path is None else _side_key(path, loader)
             if path is not None and key is not None:
-                _prefetched_side[key] = Future()
-                out.append((path, loader))
-    return out
+                future = _prefetched_side[key] = Future()
+                jobs.append((path, loader, future))
+    return jobs
 
 
-def _load_side(path: Path, loader: _Loader[Any]) -> None:
-    key = _side_key(path, loader)
-    with _prefetch_lock:
-        future = _prefetched_side.get(key) if key is not None else None
-    if future is None:  # changed since, or taken: the provider loads it itself
-        return
+def _load_side(path: Path, loader: _Loader[Any], future: _SideFuture) -> None:
     try:
         issues: list[DataIssue] = []
         future.set_result((loader(path, issues=issues), issues))
@@ -596,7 +600,3 @@ def _empty(symbol: str) -> BarSeries:
     no_dates: npt.NDArray[np.datetime64] = np.array([], dtype="datetime64[D]")
     empty = np.array([], dtype=np.float64)
     return BarSeries(symbol, no_dates, empty, empty, empty, empty, empty)
-
-
-class _Loader(Protocol[_T]):
-    def __call__(self, path: Path, *, issues: list[DataIssue] | None = None) -> dict[str, _T]: ...
