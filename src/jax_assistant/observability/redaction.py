@@ -123,19 +123,27 @@ def _redact_dict(obj: dict[Any, Any], active: set[int]) -> Any:
     if key in active:
         return _CYCLE
     active.add(key)
+    known = _KEY_SENSITIVE.get
     try:
         out: dict[Any, Any] = {}
         for k, v in obj.items():
-            if _sensitive(k):
+            sensitive = known(k) if type(k) is str else None
+            if sensitive is None:
+                sensitive = _sensitive(k)
+            if sensitive:
                 out[k] = REDACTED
                 continue
             kind = type(v)
             # Leaves inline (a call per leaf was most of the walk): scalars as they are, strings through
-            # redact_text's substring checks.
+            # redact_text's substring checks (made here first: most strings hold none of them).
             if kind is str:
-                out[k] = redact_text(v)
+                out[k] = v if "jaxk_" not in v and "earer" not in v and "EARER" not in v else redact_text(v)
             elif kind in _SCALARS:
                 out[k] = v
+            elif kind is dict:
+                out[k] = _redact_dict(v, active)
+            elif kind is list:
+                out[k] = _redact_list(v, active)
             else:
                 out[k] = _redact(v, active)
         return out
@@ -150,14 +158,17 @@ def _redact_list(obj: list[Any] | tuple[Any, ...], active: set[int]) -> Any:
     active.add(key)
     try:
         out: list[Any] = []
+        append = out.append
         for v in obj:
             kind = type(v)
             if kind is str:
-                out.append(redact_text(v))
+                append(v if "jaxk_" not in v and "earer" not in v and "EARER" not in v else redact_text(v))
             elif kind in _SCALARS:
-                out.append(v)
+                append(v)
+            elif kind is dict:
+                append(_redact_dict(v, active))
             else:
-                out.append(_redact(v, active))
+                append(_redact(v, active))
         return out
     finally:
         active.discard(key)
