@@ -16,7 +16,8 @@ from tests.pgutil import sqlite_url
 from jax_assistant.config import MemoryConfig, load_settings
 from jax_assistant.domain.errors import ConfigError
 from jax_assistant.memory import Memory, MemoryUnavailableError, open_memory
-from jax_assistant.memory.embedded import EmbeddedBackend, query_terms
+from jax_assistant.memory.embedded import MAX_BODY_DATA_CHARS, EmbeddedBackend, item_body, query_terms
+from jax_assistant.memory.models import MemoryItem
 from jax_assistant.memory.semantic import semantic_available
 from jax_assistant.storage import open_database
 from jax_assistant.storage.db import Database, build_engine
@@ -172,3 +173,35 @@ async def test_semantic_arm_finds_paraphrases_and_never_mixes_spaces(tmp_path: P
             await semantic.recall(query)
     finally:
         await db.close()
+
+
+def _full_body(data: Any) -> str:
+    """The body's data text as the whole walk gives it (what the bounded walk must equal)."""
+    strings: list[str] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str):
+            strings.append(v)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list | tuple):
+            for x in v:
+                walk(x)
+
+    walk(data)
+    return " ".join(strings)[:MAX_BODY_DATA_CHARS]
+
+
+@pytest.mark.parametrize("width", [1, 7, 99, 1999, 2000, 2001, 3000])
+def test_item_body_reads_only_what_it_keeps_yet_keeps_the_same_text(width: int) -> None:
+    # Strings of every length around the 2 000-character cut, nested in dicts, lists and tuples, with
+    # non-string leaves between them.
+    data = {
+        "a": ["x" * width, 3, {"b": ("y" * (width // 2 + 1), None, ["z" * 5] * 400)}],
+        "c": {"d": "w" * width, "e": 1.5},
+        "f": "tail",
+    }
+    model = MemoryItem.model_validate(item("s", data=data))
+    body = item_body(model)
+    assert body == f"s AAPL decision sym:aapl {_full_body(data)}".strip()

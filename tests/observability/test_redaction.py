@@ -123,3 +123,44 @@ def test_cycles_do_not_recurse_forever() -> None:
     out = redact(data)
     assert out["password"] == REDACTED
     assert out["self"] == "[CYCLE]"
+
+
+def test_leaves_of_every_kind_inside_dicts_and_lists() -> None:
+    # The exact-type fast paths (dict, list, str, numbers) and the general one (subclasses, tuples,
+    # models) must redact alike, at any depth.
+    from enum import StrEnum
+
+    class Kind(StrEnum):
+        GAP = "gap"
+
+    class Tags(list[Any]):
+        pass
+
+    data: dict[str, Any] = {
+        "n": [1, 2.5, True, None, "Bearer abc.def", Kind.GAP],
+        "nested": [{"apiKey": 1, "ok": "jaxk_0123456789ab_secretpart"}],
+        "tags": Tags(["x", {"token": "t"}]),
+        "pair": ("a", {"password": "p"}),
+    }
+    out = redact(data)
+    assert out == {
+        "n": [1, 2.5, True, None, "[REDACTED]", "gap"],
+        "nested": [{"apiKey": REDACTED, "ok": REDACTED}],
+        "tags": ["x", {"token": REDACTED}],
+        "pair": ("a", {"password": REDACTED}),
+    }
+    assert type(out["tags"]) is list and type(out["pair"]) is tuple
+    assert out["n"][5] is Kind.GAP  # a str subclass without a secret is kept as it is
+
+
+def test_cycle_through_a_tuple_and_a_list() -> None:
+    inner: list[Any] = ["secret text"]
+    pair = (inner, {"secret": "s"})
+    inner.append(pair)
+    out = redact({"pair": pair})
+    assert out == {"pair": (["secret text", "[CYCLE]"], {"secret": REDACTED})}
+
+
+def test_non_string_keys_go_through_the_rules_as_text() -> None:
+    assert redact({("api", "key"): 1, 7: "x"}) == {("api", "key"): 1, 7: "x"}
+    assert redact({b"x": {"token": 1}}) == {b"x": {"token": REDACTED}}

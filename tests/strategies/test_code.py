@@ -231,3 +231,15 @@ def test_code_strategies_have_no_own_risk_cap() -> None:
         "macd_crossover_v1": None,
         "ma_crossover_v1": None,
     }
+
+
+def test_rsi_is_computed_once_per_series_whatever_the_number_of_setups(make_series, monkeypatch) -> None:
+    import jax_assistant.strategies.code as code
+
+    calls = []
+    real = code.rsi
+    monkeypatch.setattr(code, "rsi", lambda *a, **k: calls.append(1) or real(*a, **k))
+    # Two V shapes: crossings up through 30 and a setup with a reason for each.
+    s = series_from(make_series, v_shape(140, 40, 1.0, 10, 2.0) + v_shape(159, 40, 1.0, 10, 2.0))
+    setups = RsiMomentum().generate(s, [], lookback=len(s))
+    assert len(setups) >= 2 and len(calls) == 1

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol, cast
 
+from pydantic import TypeAdapter
 from pydantic_core import from_json
 
 from jax_assistant.domain import (
@@ -133,12 +134,17 @@ class _Snap:
     (not objects) also catches a stage that mutated a list or dict in place. ``text`` is the whole
     item, byte for byte what ``model_dump_json`` gives; it is built only when needed (a dead letter, a
     retry, a full checkpoint).
+
+    ``stable[i]``: field i's object was made by the engine or by a stage that leaves what it is given
+    and what it returns alone (``leaves_input_intact``), so while a later such stage hands that same
+    object back, its text is still ``parts[i]`` and need not be encoded again (see ``_snapshot``).
     """
 
-    __slots__ = ("_text", "parts")
+    __slots__ = ("_text", "parts", "stable")
 
-    def __init__(self, parts: tuple[str, ...]) -> None:
+    def __init__(self, parts: tuple[str, ...], stable: tuple[bool, ...]) -> None:
         self.parts = parts
+        self.stable = stable
         self._text: str | None = None
 
     @property
@@ -196,16 +202,58 @@ class _Live:
         return text
 
 
-def _snapshot(item: WorkItem) -> _Snap:
-    """``item`` as JSON text per field (NaN and Infinity as null); fails if it holds anything JSON cannot."""
+# Values of these exact types cannot change in place: the same object always has the same text.
+_IMMUTABLE: frozenset[type] = frozenset({str, int, float, bool, date, type(None)})
+
+
+def _field_dumper(annotation: Any) -> Callable[[Any], str]:
+    # The field's own serializer: together the same bytes as model_dump_json, without the per-call
+    # cost of an ``include`` filter (which was most of the time for the small fields).
+    to_json = TypeAdapter(annotation).serializer.to_json
+
+    def dump(value: Any) -> str:
+        return to_json(value, warnings="error").decode()
+
+    return dump
+
+
+_DUMPERS: tuple[Callable[[Any], str], ...] = tuple(
+    _field_dumper(WorkItem.model_fields[n].annotation) for n in _FIELDS
+)
+
+
+def _snapshot(item: WorkItem, base: tuple[WorkItem, _Snap] | None = None, *, intact: bool = True) -> _Snap:
+    """``item`` as JSON text per field (NaN and Infinity as null); fails if it holds anything JSON cannot.
+
+    ``base``: the item a stage was handed and its snapshot; ``intact``: that stage leaves what it is
+    given and returns alone (the engine's own items count as such). A field the stage handed back as
+    the same object keeps its text when the object cannot have changed: an immutable value, or one
+    that is ``stable`` in ``base`` and passed through an intact stage. Every other field is encoded:
+    at lookback 60 an item carries dozens of setups and trades that most stages pass through
+    untouched, and encoding them again after every stage was most of the engine's own cost.
+    """
+    values = item.__dict__
+    given = base[0].__dict__ if base is not None else None
+    parts: list[str] = []
+    stable: list[bool] = []
     try:
-        # Straight to text, one field at a time: together the same bytes as model_dump_json, at about
-        # half the cost of model_dump(mode="json") then encoding (at lookback 60 an item carries dozens
-        # of trades). Each part is '{"name":<json>}'; the field's JSON is what lies between.
-        dump = item.model_dump_json
-        return _Snap(tuple(dump(include={n}, warnings="error")[len(n) + 4 : -1] for n in _FIELDS))
+        for i, name in enumerate(_FIELDS):
+            value = values[name]
+            if given is not None and base is not None and value is given[name]:
+                if type(value) in _IMMUTABLE or (intact and base[1].stable[i]):
+                    parts.append(base[1].parts[i])
+                    stable.append(True)
+                    continue
+                # Handed back by a stage that may have changed it in place, or that may still (its
+                # maker kept it): encoded now, and again after every later stage.
+                parts.append(_DUMPERS[i](value))
+                stable.append(False)
+                continue
+            parts.append(_DUMPERS[i](value))
+            stable.append(intact)
     except Exception as exc:  # PydanticSerializationError: an object, or a field of the wrong type
         raise _BadOutput(f"item of {item.symbol!r} is not JSON-serialisable: {exc}") from exc
+    return _Snap(tuple(parts), tuple(stable))
 
 
 def _restore(snap: _Snap) -> WorkItem:
@@ -228,6 +276,11 @@ def _completed(item: WorkItem, stage: str) -> WorkItem:
 def _as_optional(result: StageResult) -> StageResult:
     reason = f"optional stage {result.status.value}: {result.error or result.reason}"
     return result.model_copy(update={"reason": reason})
+
+
+def _leaves_input_intact(stage: Stage | RunStage) -> bool:
+    """The stage declares it never changes the item(s) it is handed, nor what it returns once returned."""
+    return getattr(stage, "leaves_input_intact", False) is True
 
 
 def _kind(obj: object) -> str:
@@ -584,6 +637,7 @@ class LocalEngine:
         snapshot, if it passed)."""
         ctx = self._context(run, stage.name, item.as_of)
         calls = 0
+        intact = _leaves_input_intact(stage)
 
         def call() -> Awaitable[Any]:
             nonlocal calls
@@ -603,7 +657,9 @@ class LocalEngine:
                     f"not {item.symbol!r} in {item.run_id!r}"
                 )
             done = _completed(given, stage.name)
-            return _STATUS[out.status], out.reason, (done, _snapshot(done))
+            # The item this attempt was handed: the live one on the first call, a fresh copy after.
+            base = (item, snap) if calls == 1 else None
+            return _STATUS[out.status], out.reason, (done, _snapshot(done, base, intact=intact))
 
         result, payload = await self._call(run, stage, ctx, call, check, symbol=item.symbol)
         if payload is None:
@@ -755,6 +811,8 @@ class LocalEngine:
         given = set(symbols)
         ctx = self._context(run, stage.name, run.as_of or arrived[0].item.as_of)
         calls = 0
+        intact = _leaves_input_intact(stage)
+        handed = {lv.item.symbol: (lv.item, lv.snap) for lv in arrived}
 
         def call() -> Awaitable[Any]:
             nonlocal calls
@@ -776,7 +834,8 @@ class LocalEngine:
                 if it.run_id != run.id:
                     raise _BadOutput(f"returned {it.symbol!r} of run {it.run_id!r}, not {run.id!r}")
                 done = _completed(it, stage.name)
-                by_symbol[it.symbol] = (done, _snapshot(done))
+                base = handed[it.symbol] if calls == 1 else None
+                by_symbol[it.symbol] = (done, _snapshot(done, base, intact=intact))
             unknown = sorted(set(out.failed) - given)
             if unknown:
                 raise _BadOutput(f"failed symbol(s) it was not given: {', '.join(unknown)}")

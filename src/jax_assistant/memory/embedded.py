@@ -112,21 +112,29 @@ def query_terms(q: str | None) -> list[str]:
     return list(seen)[:MAX_QUERY_TERMS]
 
 
-def _leaf_strings(value: Any, out: list[str]) -> None:
+def _leaf_strings(value: Any, out: list[str], room: int) -> int:
+    """Append ``value``'s strings to ``out`` (depth first, in order) until they fill ``room`` characters
+    of text joined by spaces; return the room left (<= 0: full, nothing more is read)."""
     if isinstance(value, str):
         out.append(value)
-    elif isinstance(value, dict):
-        for v in value.values():
-            _leaf_strings(v, out)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _leaf_strings(v, out)
+        return room - len(value) - 1
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list | tuple):
+        return room
+    for v in value:
+        room = _leaf_strings(v, out, room)
+        if room <= 0:
+            break
+    return room
 
 
 def item_body(item: MemoryItem) -> str:
     """The text the keyword and vector arms see: summary, symbol, type, tags and the data's strings."""
     strings: list[str] = []
-    _leaf_strings(item.data or {}, strings)
+    # Only as many strings as the body keeps: a decision's data holds every setup of its symbol, and
+    # walking all of it to keep the first 2 000 characters was most of a retain's cost.
+    _leaf_strings(item.data or {}, strings, MAX_BODY_DATA_CHARS + 1)
     data_text = " ".join(strings)[:MAX_BODY_DATA_CHARS]
     parts = [item.summary, item.symbol or "", item.type, " ".join(item.tags), data_text]
     return " ".join(p for p in parts if p).strip()

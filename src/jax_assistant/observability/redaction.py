@@ -67,7 +67,39 @@ def redact_text(text: str) -> str:
     return _SECRET_IN_TEXT.sub(REDACTED, text)
 
 
+# Exact types that are returned as they are (no key, nothing to walk). ``bool`` is a subclass of int,
+# so every one is named: the fast paths below compare ``type(x)``, never ``isinstance``.
+_SCALARS: frozenset[type] = frozenset({int, float, bool, type(None)})
+# is_sensitive_key per str key seen, without the lru_cache call: a retained decision has hundreds of
+# keys (setups with their risk), and the lookup is most of a leaf's cost. Bounded like that cache.
+_KEY_SENSITIVE: dict[str, bool] = {}
+_KEY_CACHE_MAX = 4096
+
+
+def _sensitive(key: Any) -> bool:
+    if type(key) is str:
+        known = _KEY_SENSITIVE.get(key)
+        if known is not None:
+            return known
+        known = is_sensitive_key(key)
+        if len(_KEY_SENSITIVE) < _KEY_CACHE_MAX:
+            _KEY_SENSITIVE[key] = known
+        return known
+    return is_sensitive_key(str(key))
+
+
 def _redact(obj: Any, active: set[int]) -> Any:
+    # Exact-type fast paths first: the JSON-shaped data retained and logged is plain dicts, lists, str
+    # and numbers, and redacting a decision walks ~500 of them. Subclasses take the general path below.
+    kind = type(obj)
+    if kind is dict:
+        return _redact_dict(obj, active)
+    if kind is list:
+        return _redact_list(obj, active)
+    if kind is str:
+        return redact_text(obj)
+    if kind in _SCALARS:
+        return obj
     if isinstance(obj, str):
         return redact_text(obj)
     if isinstance(obj, BaseModel):
@@ -77,16 +109,66 @@ def _redact(obj: Any, active: set[int]) -> Any:
             return _CYCLE
         active.add(id(obj))
         try:
-            return {k: REDACTED if is_sensitive_key(str(k)) else _redact(v, active) for k, v in obj.items()}
+            return {k: REDACTED if _sensitive(k) else _redact(v, active) for k, v in obj.items()}
         finally:
             active.discard(id(obj))
     if isinstance(obj, list | tuple):
-        if id(obj) in active:
-            return _CYCLE
-        active.add(id(obj))
-        try:
-            items = [_redact(v, active) for v in obj]
-        finally:
-            active.discard(id(obj))
-        return items if isinstance(obj, list) else tuple(items)
+        items = _redact_list(obj, active)
+        return items if isinstance(obj, list) or items is _CYCLE else tuple(items)
     return obj
+
+
+def _redact_dict(obj: dict[Any, Any], active: set[int]) -> Any:
+    key = id(obj)
+    if key in active:
+        return _CYCLE
+    active.add(key)
+    known = _KEY_SENSITIVE.get
+    try:
+        out: dict[Any, Any] = {}
+        for k, v in obj.items():
+            sensitive = known(k) if type(k) is str else None
+            if sensitive is None:
+                sensitive = _sensitive(k)
+            if sensitive:
+                out[k] = REDACTED
+                continue
+            kind = type(v)
+            # Leaves inline (a call per leaf was most of the walk): scalars as they are, strings through
+            # redact_text's substring checks (made here first: most strings hold none of them).
+            if kind is str:
+                out[k] = v if "jaxk_" not in v and "earer" not in v and "EARER" not in v else redact_text(v)
+            elif kind in _SCALARS:
+                out[k] = v
+            elif kind is dict:
+                out[k] = _redact_dict(v, active)
+            elif kind is list:
+                out[k] = _redact_list(v, active)
+            else:
+                out[k] = _redact(v, active)
+        return out
+    finally:
+        active.discard(key)
+
+
+def _redact_list(obj: list[Any] | tuple[Any, ...], active: set[int]) -> Any:
+    key = id(obj)
+    if key in active:
+        return _CYCLE
+    active.add(key)
+    try:
+        out: list[Any] = []
+        append = out.append
+        for v in obj:
+            kind = type(v)
+            if kind is str:
+                append(v if "jaxk_" not in v and "earer" not in v and "EARER" not in v else redact_text(v))
+            elif kind in _SCALARS:
+                append(v)
+            elif kind is dict:
+                append(_redact_dict(v, active))
+            else:
+                append(_redact(v, active))
+        return out
+    finally:
+        active.discard(key)

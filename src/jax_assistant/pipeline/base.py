@@ -124,10 +124,17 @@ def is_run_stage(stage: object) -> bool:
 
 
 class BaseStage:
-    """Convenience base: subclasses set ``name``/``default_policy`` and implement ``run``."""
+    """Convenience base: subclasses set ``name``/``default_policy`` and implement ``run``.
+
+    ``leaves_input_intact``: set it True only for a stage that never changes the item it is handed in
+    place (it returns changes through ``model_copy(update=...)``) nor anything it returns once it has
+    returned it. The engine then reuses its JSON record of the fields handed back untouched instead of
+    encoding them again (see ``engines/local.py``); a stage that is not sure leaves it False.
+    """
 
     name: ClassVar[str] = ""
     default_policy: ClassVar[StagePolicy] = StagePolicy()
+    leaves_input_intact: ClassVar[bool] = False
 
     def __init__(self, policy: StagePolicy | None = None) -> None:
         self.policy = policy or self.default_policy.model_copy(deep=True)
@@ -137,11 +144,13 @@ class BaseStage:
 
 
 class BaseRunStage:
-    """Convenience base for run-level stages: set ``name``/``default_policy``, implement ``run_all``."""
+    """Convenience base for run-level stages: set ``name``/``default_policy``, implement ``run_all``.
+    ``leaves_input_intact`` as for :class:`BaseStage`, for every item it is handed."""
 
     name: ClassVar[str] = ""
     scope: ClassVar[Literal["run"]] = "run"
     default_policy: ClassVar[StagePolicy] = StagePolicy()
+    leaves_input_intact: ClassVar[bool] = False
 
     def __init__(self, policy: StagePolicy | None = None) -> None:
         self.policy = policy or self.default_policy.model_copy(deep=True)

@@ -27,6 +27,7 @@ def with_fetch_stage(pipeline: list[str], provider: str) -> list[str]:
 
 class FetchMarketDataStage(BaseStage):
     name = FETCH_STAGE
+    leaves_input_intact = True  # built-in: returns changes through model_copy
     # Generous timeout: a vendor's rate limit is waited out inside the stage (Polygon's free plan
     # allows 5 requests a minute). Detection waits for this stage through `after`.
     default_policy: ClassVar[StagePolicy] = StagePolicy(

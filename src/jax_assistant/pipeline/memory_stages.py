@@ -69,6 +69,7 @@ class RecallMemoryStage(BaseStage):
     """What memory holds about the symbol, attached before detection runs."""
 
     name = "recall_memory"
+    leaves_input_intact = True  # built-in: returns changes through model_copy
     default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=5.0, required=False, breaker="memory")
 
     def __init__(self, policy: StagePolicy | None = None) -> None:
@@ -240,6 +241,7 @@ class RetainMemoryStage(BaseRunStage):
     """Every symbol's decisions of the run, retained in one batch (or kept in the outbox)."""
 
     name = "retain_memory"
+    leaves_input_intact = True  # built-in: returns changes through model_copy
     default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=30.0, required=False, after=["persist"])
 
     async def run_all(self, ctx: StageContext, items: Sequence[WorkItem]) -> RunStageOutput:

@@ -45,6 +45,7 @@ def event_key(events: list[Event]) -> str | None:
 
 class ResearchStage(BaseStage):
     name = "research"
+    leaves_input_intact = True  # built-in: returns changes through model_copy
     # The timeout bounds the whole stage for a symbol; each provider call has its own (tens of seconds
     # for Dexter), and a run of fallbacks must still fit.
     default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=600.0, required=False, after=["allocate"])

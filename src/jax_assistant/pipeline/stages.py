@@ -146,6 +146,7 @@ def _session_series(ctx: StageContext, item: WorkItem) -> tuple[BarSeries, str |
 
 class DetectEventsStage(BaseStage):
     name = "detect_events"
+    leaves_input_intact = True  # built-in: returns changes through model_copy
     default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=30.0)
 
     async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
@@ -199,6 +200,7 @@ def _relevant_issues(series: BarSeries, lookback: int) -> list[str]:
 
 class GenerateTradesStage(BaseStage):
     name = "generate_trades"
+    leaves_input_intact = True  # built-in: returns changes through model_copy
     default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=30.0, after=["detect_events"])
 
     async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
@@ -216,6 +218,7 @@ class CalculateRiskStage(BaseStage):
     decision per setup. Stateless (nothing is reserved), so a retry is harmless."""
 
     name = "calculate_risk"
+    leaves_input_intact = True  # built-in: returns changes through model_copy
     default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=30.0, after=["generate_trades"])
 
     async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
@@ -243,6 +246,7 @@ class AllocateStage(BaseRunStage):
     computed from the provider's bars up to the run's date (never after it)."""
 
     name = "allocate"
+    leaves_input_intact = True  # built-in: returns changes through model_copy
     default_policy: ClassVar[StagePolicy] = StagePolicy(timeout_s=120.0, after=["calculate_risk"])
 
     async def run_all(self, ctx: StageContext, items: Sequence[WorkItem]) -> RunStageOutput:
@@ -285,6 +289,7 @@ def _correlations(
 
 class PersistStage(BaseStage):
     name = "persist"
+    leaves_input_intact = True  # built-in: returns changes through model_copy
     default_policy: ClassVar[StagePolicy] = StagePolicy(
         timeout_s=30.0,
         after=["calculate_risk"],

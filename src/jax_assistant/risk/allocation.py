@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import date
+from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -48,7 +49,7 @@ from jax_assistant.risk.protections import (
     check_open_positions,
     violation,
 )
-from jax_assistant.risk.sizing import as_percent, fraction_of, max_units, percent_of, risk_of
+from jax_assistant.risk.sizing import as_percent, fraction_of, percent_of, risk_of, room_in, units_in
 
 CorrelationLookup = Callable[[str, str], float | None]
 """Return correlation of two symbols as of the run's date, or None when it is not known."""
@@ -115,30 +116,83 @@ def allocate(
             decisions[i] = c.risk.model_copy(
                 update={"decision": "allocated", "position_size": 0, "total_risk": 0.0}
             )
-    order = sorted((i for i, c in enumerate(candidates) if c.eligible), key=lambda i: rank_key(candidates[i]))
+    scores = {i: score(c) for i, c in enumerate(candidates) if c.eligible}
+    order = sorted(scores, key=lambda i: rank_key(candidates[i]))
     booked: list[Position] = []
     protections = build_protections(constraints)
+    figures = _Figures(book, constraints, correlation)
     for rank, i in enumerate(order, start=1):
         decision, position = _place(
-            candidates[i], book, constraints, protections, as_of=as_of, correlation=correlation
+            candidates[i], figures, constraints, protections, as_of=as_of, rank=rank, score=scores[i]
         )
-        decisions[i] = decision.model_copy(update={"rank": rank, "score": score(candidates[i])})
+        decisions[i] = decision
         if position is not None:
             book.open_positions.append(position)
             booked.append(position)
+            figures = _Figures(book, constraints, correlation)  # the book changed: its sums too
     return Allocation(decisions=[d for d in decisions if d is not None], booked=booked, state=book)
+
+
+class _Figures:
+    """The book's sums and rooms that every candidate is checked against, kept until a position is
+    booked (a few times per run, while thousands of candidates are checked): each is computed as
+    ``_place`` computed it per candidate, in the same order, so the results are the same floats."""
+
+    def __init__(
+        self, book: PortfolioState, constraints: RiskConstraints, correlation: CorrelationLookup | None
+    ) -> None:
+        pc = constraints.portfolio_constraints
+        self.book = book
+        self.correlation = correlation
+        self.threshold = pc.correlation_threshold
+        equity = book.equity
+        self.too_many = check_open_positions(book, constraints) is not None
+        self.gross = sum(p.value for p in book.open_positions)
+        self.open_risk = book.open_risk
+        max_leverage = constraints.position_limits.max_leverage
+        self.leverage_room = room_in(fraction_of(max_leverage, equity), self.gross)
+        self._sector_budget = fraction_of(pc.max_sector_exposure, equity)
+        self._correlated_budget = fraction_of(pc.max_correlated_exposure, equity)
+        self._sectors: dict[str, tuple[float, Decimal]] = {}
+        self._related: dict[str, tuple[float, list[str], Decimal]] = {}
+
+    def sector(self, sector: str) -> tuple[float, Decimal]:
+        """The sector's open value and the room left under ``max_sector_exposure``."""
+        known = self._sectors.get(sector)
+        if known is None:
+            value = self.book.sector_value(sector)
+            known = self._sectors[sector] = (value, room_in(self._sector_budget, value))
+        return known
+
+    def related(self, symbol: str) -> tuple[float, list[str], Decimal]:
+        """Value of the positions correlated with ``symbol``, their symbols, and the room left."""
+        known = self._related.get(symbol)
+        if known is None:
+            value = 0.0
+            names: list[str] = []
+            if self.correlation is not None:
+                upper = symbol.upper()
+                for p in self.book.open_positions:
+                    r = 1.0 if p.symbol == upper else self.correlation(symbol, p.symbol)
+                    if r is not None and r >= self.threshold:
+                        value += p.value
+                        names.append(p.symbol)
+            known = self._related[symbol] = (value, names, room_in(self._correlated_budget, value))
+        return known
 
 
 def _place(
     c: Candidate,
-    book: PortfolioState,
+    figures: _Figures,
     constraints: RiskConstraints,
     protections: Sequence[Protection],
     *,
     as_of: date,
-    correlation: CorrelationLookup | None,
+    rank: int,
+    score: float,
 ) -> tuple[RiskResult, Position | None]:
     pc = constraints.portfolio_constraints
+    book = figures.book
     setup, risk = c.setup, c.risk
     equity, entry = book.equity, setup.entry
     sector = (c.sector.strip() or None) if c.sector is not None else None
@@ -147,62 +201,62 @@ def _place(
     requested = risk.position_size
     size = requested
 
-    def cut(fits: int, rule: str, code: ViolationCode, message: str, limit: float, actual: float) -> None:
+    def cut(
+        fits: int, rule: str, code: ViolationCode, message: Callable[[], str], limit: float, actual: float
+    ) -> None:
+        # ``message`` is formatted only for a violation: most candidates of a full book are cut, and
+        # formatting every message up front was a good part of the allocation's time.
         nonlocal size
         if fits >= size:
             return
         adjustments.append(Adjustment(field="position_size", requested=size, applied=fits, rule=rule))
         if fits == 0:
-            violations.append(violation(code, message, limit=limit, actual=actual))
+            violations.append(violation(code, message(), limit=limit, actual=actual))
         size = fits
 
-    if (v := check_open_positions(book, constraints)) is not None:
+    if figures.too_many and (v := check_open_positions(book, constraints)) is not None:
         violations.append(v)
 
-    in_sector = book.sector_value(sector)
+    in_sector = 0.0
     if sector is not None:
+        in_sector, sector_room = figures.sector(sector)
         wanted = (in_sector + size * entry) / equity
         cut(
-            min(size, max_units(fraction_of(pc.max_sector_exposure, equity), entry, used=in_sector)),
+            min(size, units_in(sector_room, entry)),
             "max_sector_exposure",
             ViolationCode.SECTOR_EXPOSURE_TOO_HIGH,
-            f"sector {sector!r} exposure {wanted:.2%} would exceed max_sector_exposure "
-            f"{pc.max_sector_exposure:.2%} at any size",
+            lambda: (
+                f"sector {sector!r} exposure {wanted:.2%} would exceed max_sector_exposure "
+                f"{pc.max_sector_exposure:.2%} at any size"
+            ),
             pc.max_sector_exposure,
             wanted,
         )
 
-    gross = sum(p.value for p in book.open_positions)
+    gross = figures.gross
     max_leverage = constraints.position_limits.max_leverage
     wanted = (gross + size * entry) / equity
     cut(
-        min(size, max_units(fraction_of(max_leverage, equity), entry, used=gross)),
+        min(size, units_in(figures.leverage_room, entry)),
         "max_leverage",
         ViolationCode.LEVERAGE_TOO_HIGH,
-        f"gross leverage {wanted:.2f}x would exceed max_leverage {max_leverage:g}x at any size",
+        lambda: f"gross leverage {wanted:.2f}x would exceed max_leverage {max_leverage:g}x at any size",
         max_leverage,
         wanted,
     )
 
-    correlated_value = 0.0
-    related: list[str] = []
-    if correlation is not None:
-        for p in book.open_positions:
-            r = 1.0 if p.symbol == setup.symbol.upper() else correlation(setup.symbol, p.symbol)
-            if r is not None and r >= pc.correlation_threshold:
-                correlated_value += p.value
-                related.append(p.symbol)
+    correlated_value, related, correlated_room = figures.related(setup.symbol)
     if related:
         wanted = (correlated_value + size * entry) / equity
-        names = ", ".join(sorted(set(related)))
         cut(
-            min(
-                size, max_units(fraction_of(pc.max_correlated_exposure, equity), entry, used=correlated_value)
-            ),
+            min(size, units_in(correlated_room, entry)),
             "max_correlated_exposure",
             ViolationCode.CORRELATED_EXPOSURE_TOO_HIGH,
-            f"exposure correlated with {names} (correlation >= {pc.correlation_threshold:g}) "
-            f"{wanted:.2%} would exceed max_correlated_exposure {pc.max_correlated_exposure:.2%} at any size",
+            lambda: (
+                f"exposure correlated with {', '.join(sorted(set(related)))} (correlation >= "
+                f"{pc.correlation_threshold:g}) {wanted:.2%} would exceed max_correlated_exposure "
+                f"{pc.max_correlated_exposure:.2%} at any size"
+            ),
             pc.max_correlated_exposure,
             wanted,
         )
@@ -221,7 +275,7 @@ def _place(
             )
         )
 
-    portfolio_risk = (book.open_risk + total) / equity
+    portfolio_risk = (figures.open_risk + total) / equity
     if portfolio_risk > pc.max_portfolio_risk * (1 + 1e-12):
         violations.append(
             violation(
@@ -263,6 +317,8 @@ def _place(
                 adjustments=adjustments,
                 risk_metrics=metrics,
             ),
+            "rank": rank,
+            "score": score,
         }
     )
     if not allowed:

@@ -103,11 +103,22 @@ def calculate_position(
 
 def max_units(budget: float, price: float, used: float = 0.0) -> int:
     """Whole units of ``price`` that fit in ``budget - used`` (never negative), on the typed decimals."""
+    return units_in(room_in(budget, used), price)
+
+
+def room_in(budget: float, used: float = 0.0) -> Decimal:
+    """``budget - used`` on the typed decimals: what :func:`units_in` fills (kept while both stay put)."""
     with localcontext() as ctx:
         ctx.prec = 50
-        room = _dec(budget) - _dec(used)
-        if room <= 0:
-            return 0
+        return _dec(budget) - _dec(used)
+
+
+def units_in(room: Decimal, price: float) -> int:
+    """Whole units of ``price`` that fit in ``room`` (never negative): ``max_units`` in two steps."""
+    if room <= 0:
+        return 0
+    with localcontext() as ctx:
+        ctx.prec = 50
         return int((room / _dec(price)).to_integral_value(rounding=ROUND_FLOOR))
 
 

@@ -213,7 +213,12 @@ class RsiMomentum(IndicatorStrategy):
     overbought = 70.0
 
     def _rsi(self, bars: _Bars) -> FloatArray:
-        return bars._cache.setdefault("rsi", rsi(bars.series.close, 14))
+        # Not setdefault(key, rsi(...)): that computes the whole series' RSI again on every call (once
+        # per setup's reason), only to throw it away.
+        cached = bars._cache.get("rsi")
+        if cached is None:
+            cached = bars._cache["rsi"] = rsi(bars.series.close, 14)
+        return cached
 
     def _signals(self, bars: _Bars) -> tuple[BoolArray, BoolArray]:
         r = self._rsi(bars)
