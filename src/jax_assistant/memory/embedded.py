@@ -41,17 +41,21 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import (
     Connection,
+    String,
     Table,
     and_,
+    any_,
     bindparam,
     delete,
     func,
     insert,
     literal_column,
+    or_,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -97,6 +101,18 @@ B = cast(Table, MemoryBankRow.__table__)
 R = TypeVar("R")
 # PostgreSQL's generated tsvector column (raw DDL in migration 0005, not in the portable models).
 _SEARCH: ColumnElement[Any] = literal_column("memories.search")
+_PG_INSERT_TAGS = text(
+    "INSERT INTO memory_tags (seq, tag)"
+    " SELECT * FROM unnest(CAST(:seqs AS integer[]), CAST(:tags AS varchar[]))"
+)
+# GIN's fast update appends new entries to a pending list that every search then scans linearly (and that
+# gincostestimate counts, so the planner falls back to sequential scans) until a vacuum merges it. Merging
+# it after each retain batch keeps searches on the index's tree; a merge is a sorted bulk insert, cheaper
+# than fastupdate=off's entry-by-entry inserts. Only the index owner may merge: others leave it to vacuum.
+_PG_CLEAN_GIN = text(
+    "SELECT gin_clean_pending_list(c.oid) FROM pg_class AS c"
+    " WHERE c.oid = to_regclass('ix_memories_search') AND pg_has_role(c.relowner, 'USAGE')"
+)
 
 
 def _now() -> datetime:
@@ -374,8 +390,16 @@ class EmbeddedBackend:
             tag_rows = [
                 {"seq": seq_of[row["id"]], "tag": tag} for row in rows for tag in dict.fromkeys(row["tags"])
             ]
-            if tag_rows:
+            if tag_rows and conn.dialect.name == "postgresql":
+                # One statement over two arrays instead of an executemany of one row per tag.
+                conn.execute(
+                    _PG_INSERT_TAGS,
+                    {"seqs": [t["seq"] for t in tag_rows], "tags": [t["tag"] for t in tag_rows]},
+                )
+            elif tag_rows:
                 conn.execute(insert(T), tag_rows)
+            if conn.dialect.name == "postgresql":
+                _clean_gin_pending(conn)
         if pending or to_delete:
             conn.execute(update(B).where(B.c.name == bank).values(revision=B.c.revision + 1))
         return out
@@ -383,9 +407,13 @@ class EmbeddedBackend:
     def _existing(
         self, conn: Connection, bank: str, items: Sequence[MemoryItem], hashes: Sequence[str]
     ) -> list[_Row]:
+        """The bank's rows that share a document id, id or content hash with ``items``.
+
+        A row found by document id or hash is also the row of its own id (ids are unique per bank), so
+        these three lookups are all ``_retain_sync`` needs."""
         docs = sorted({i.document_id for i in items if i.document_id is not None})
         ids = sorted({i.id for i in items if i.id is not None})
-        found: dict[int, _Row] = {}
+        digests = sorted(set(hashes))
         cols = (
             M.c.seq,
             M.c.id,
@@ -395,35 +423,25 @@ class EmbeddedBackend:
             M.c.invalidation_reason,
             M.c.created_at,
         )
-        for column, values in (
-            (M.c.document_id, docs),
-            (M.c.id, ids),
-            (M.c.content_hash, sorted(set(hashes))),
-        ):
+        if conn.dialect.name == "postgresql":
+            # One statement with array parameters (a BitmapOr of the three unique/btree indexes): the
+            # IN-list chunks cost a round trip and a fresh plan each, and their plans went to sequential
+            # scans on a growing, not yet analysed table.
+            stmt = select(*cols).where(
+                M.c.bank == bank,
+                or_(
+                    M.c.document_id == any_(bindparam("docs", type_=ARRAY(String))),
+                    M.c.id == any_(bindparam("ids", type_=ARRAY(String))),
+                    M.c.content_hash == any_(bindparam("hashes", type_=ARRAY(String))),
+                ),
+            )
+            result = conn.execute(stmt, {"docs": docs, "ids": ids, "hashes": digests})
+            return [_Row(*r) for r in result]
+        found: dict[int, _Row] = {}
+        for column, values in ((M.c.document_id, docs), (M.c.id, ids), (M.c.content_hash, digests)):
             for chunk in _chunks(values):
                 for r in conn.execute(select(*cols).where(M.c.bank == bank, column.in_(chunk))):
-                    found[r.seq] = _Row(
-                        r.seq,
-                        r.id,
-                        r.document_id,
-                        r.content_hash,
-                        r.invalidated_at,
-                        r.invalidation_reason,
-                        r.created_at,
-                    )
-        # Document ids found must also be reachable by memory id (a replace keeps the id).
-        extra_ids = sorted({r.id for r in found.values()} - set(ids))
-        for chunk in _chunks(extra_ids):
-            for r in conn.execute(select(*cols).where(M.c.bank == bank, M.c.id.in_(chunk))):
-                found[r.seq] = _Row(
-                    r.seq,
-                    r.id,
-                    r.document_id,
-                    r.content_hash,
-                    r.invalidated_at,
-                    r.invalidation_reason,
-                    r.created_at,
-                )
+                    found[r.seq] = _Row(*r)
         return list(found.values())
 
     async def _backfill(self, bank: str, batch: int = 256) -> int:
@@ -873,6 +891,10 @@ class EmbeddedBackend:
         self._vectors.clear()
         if self._owns_database:
             await self.db.close()
+
+
+def _clean_gin_pending(conn: Connection) -> None:
+    conn.execute(_PG_CLEAN_GIN)
 
 
 def _chunks(values: Sequence[Any] | list[Any]) -> Iterable[list[Any]]:
