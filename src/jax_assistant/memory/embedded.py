@@ -181,6 +181,16 @@ class _VectorCache:
     matrix: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
 
+@dataclass(frozen=True)
+class _KeywordPlan:
+    """One keyword query: its terms, OR-ed or AND-ed, over the whole filtered bank or (``recent``) only
+    its newest ``recent`` memories."""
+
+    terms: list[str]
+    any_term: bool
+    recent: int | None = None
+
+
 @dataclass
 class _Row:
     seq: int
@@ -523,27 +533,43 @@ class EmbeddedBackend:
         return conds
 
     def _term_counts(self, conn: Connection, terms: list[str], cap: int) -> dict[str, int]:
-        """How many memories (all banks) match each term, counted up to ``cap + 1`` and cached a while."""
+        """How many memories (all banks) match each term, counted up to ``cap + 1`` and cached a while.
+
+        The terms not in the cache are counted in one statement (a round trip per term cost more than
+        the counting itself for the rare terms that most queries carry)."""
         now = time.monotonic()
         out: dict[str, int] = {}
+        todo: list[str] = []
         for term in terms:
             cached = self._df_cache.get(term)
             if cached is not None and now - cached[0] < DF_CACHE_S:
                 out[term] = cached[1]
-                continue
-            if conn.dialect.name == "sqlite":
-                sql = (
-                    "SELECT count(*) FROM (SELECT rowid FROM memories_fts"
-                    " WHERE memories_fts MATCH :t LIMIT :cap)"
-                )
-                params: dict[str, Any] = {"t": f'"{term}"', "cap": cap + 1}
             else:
-                sql = (
-                    "SELECT count(*) FROM (SELECT 1 FROM memories"
-                    " WHERE search @@ to_tsquery('english', :t) LIMIT :cap) AS s"
+                todo.append(term)
+        if not todo:
+            return out
+        if conn.dialect.name == "sqlite":
+            params: dict[str, Any] = {"cap": cap + 1}
+            counts = []
+            for index, term in enumerate(todo):
+                params[f"t{index}"] = f'"{term}"'
+                counts.append(
+                    f"(SELECT count(*) FROM (SELECT rowid FROM memories_fts"
+                    f" WHERE memories_fts MATCH :t{index} LIMIT :cap))"
                 )
-                params = {"t": term, "cap": cap + 1}
-            count = int(conn.execute(text(sql), params).scalar() or 0)
+            row = conn.execute(text("SELECT " + ", ".join(counts)), params).one()
+            found = dict(zip(todo, row, strict=True))
+        else:
+            # The term is a parameter of the correlated subquery, so its plan is the GIN bitmap whatever
+            # the statistics say (a sequential scan "until cap matches" reads far more for a common term).
+            sql = (
+                "SELECT t.term, (SELECT count(*) FROM (SELECT 1 FROM memories"
+                " WHERE search @@ to_tsquery('english', t.term) LIMIT :cap) AS s)"
+                " FROM unnest(CAST(:terms AS text[])) AS t(term)"
+            )
+            found = dict(conn.execute(text(sql), {"terms": todo, "cap": cap + 1}).tuples().all())
+        for term in todo:
+            count = int(found[term] or 0)
             self._df_cache[term] = (now, count)
             out[term] = count
         return out
@@ -554,66 +580,99 @@ class EmbeddedBackend:
             self._total_cache = (now, int(conn.execute(select(func.count()).select_from(M)).scalar() or 0))
         return self._total_cache[1]
 
-    def _selective_terms(self, conn: Connection, terms: list[str]) -> list[tuple[list[str], bool]]:
-        """The keyword queries to try in turn: (terms, OR them?) — the first that matches anything wins.
+    def _selective_terms(self, conn: Connection, terms: list[str]) -> list[_KeywordPlan]:
+        """The keyword queries to try in turn — the first that matches anything wins.
 
         A term in more than ``COMMON_SHARE`` of a large store ("open" in every market note) has a small
         BM25 weight (IDF under ~4) but makes the keyword arm score thousands of memories: at 100 000
         memories that is tens to hundreds of milliseconds for little change in the top results. Such
         terms are left out of the OR of the selective ones; if every matching term is that common they
-        are AND-ed (narrow again), then OR-ed as a last resort. Stores of up to ``COMMON_MIN_DOCS``
-        memories are never pruned, so their ranking is plain BM25 over every term.
+        are AND-ed (narrow again), then OR-ed as a last resort, and either is ranked among the newest
+        ``cap`` memories that pass the query's filters only (``_KeywordPlan.recent``): common terms match
+        a large share of any bigger set, and ranking all of it cost 40-70 ms at 100 000 memories. Stores
+        of up to ``COMMON_MIN_DOCS`` memories are never pruned, so their ranking is plain BM25 over every
+        term.
         """
         total = self._total(conn)
         cap = max(COMMON_MIN_DOCS, int(COMMON_SHARE * total))
         if total <= cap or len(terms) == 1:
-            return [(terms, True)]
+            return [_KeywordPlan(terms, any_term=True)]
         counts = self._term_counts(conn, terms, cap)
         matched = [t for t in terms if counts[t] > 0]
         rare = [t for t in matched if counts[t] <= cap]
         if rare:
-            return [(rare, True)]
+            return [_KeywordPlan(rare, any_term=True)]
         if not matched:
             return []
-        return [(matched, False), (matched, True)] if len(matched) > 1 else [(matched, True)]
+        if len(matched) == 1:
+            return [_KeywordPlan(matched, any_term=True, recent=cap)]
+        return [
+            _KeywordPlan(matched, any_term=False, recent=cap),
+            _KeywordPlan(matched, any_term=True, recent=cap),
+        ]
 
     def _keyword_sync(
         self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], k: int
     ) -> list[tuple[int, float, datetime]]:
-        for chosen, any_term in self._selective_terms(conn, terms):
-            hits = self._keyword_query(conn, conds, chosen, any_term, k)
+        for plan in self._selective_terms(conn, terms):
+            hits = self._keyword_query(conn, conds, plan, k)
             if hits:
                 return hits
         return []
 
     def _keyword_query(
-        self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], any_term: bool, k: int
+        self, conn: Connection, conds: list[ColumnElement[bool]], plan: _KeywordPlan, k: int
     ) -> list[tuple[int, float, datetime]]:
-        """(seq, score, ts) of the top ``k``: ts comes along so the recency boost needs no second query."""
+        """(seq, score, ts) of the top ``k``: ts comes along so the recency boost needs no second query.
+
+        Ties in the text score go to the newest row (``seq``), so the candidates cut at ``k`` do not
+        depend on the plan."""
+        recent: Any = None
+        if plan.recent is not None:
+            # A LIMITed subquery is never flattened: the text match runs on these rows only.
+            cols = [M.c.seq, M.c.ts] + ([_SEARCH.label("search")] if conn.dialect.name != "sqlite" else [])
+            recent = (
+                select(*cols)
+                .where(*conds)
+                .order_by(M.c.ts.desc(), M.c.seq.desc())
+                .limit(plan.recent)
+                .subquery("recent")
+            )
         if conn.dialect.name == "sqlite":
-            match = (" OR " if any_term else " AND ").join(f'"{t}"' for t in terms)
+            match = (" OR " if plan.any_term else " AND ").join(f'"{t}"' for t in plan.terms)
             fts = text("memories_fts")
+            if recent is None:
+                source: Any = M.join(fts, text("memories_fts.rowid = memories.seq"))
+                seq_col, ts_col, where = M.c.seq, M.c.ts, and_(*conds)
+            else:
+                source = recent.join(fts, text("memories_fts.rowid = recent.seq"))
+                seq_col, ts_col, where = recent.c.seq, recent.c.ts, and_(True)
             stmt = (
-                select(M.c.seq, text("bm25(memories_fts) AS rank"), M.c.ts)
-                .select_from(M.join(fts, text("memories_fts.rowid = memories.seq")))
-                .where(text("memories_fts MATCH :match"), and_(*conds))
-                .order_by(text("rank"))
+                select(seq_col, text("bm25(memories_fts) AS rank"), ts_col)
+                .select_from(source)
+                .where(text("memories_fts MATCH :match"), where)
+                .order_by(text("rank"), seq_col.desc())
                 .limit(k)
             )
             # bm25() is lower-is-better; negate so every arm's score is higher-is-better.
             return [(r[0], -float(r[1]), r[2]) for r in conn.execute(stmt, {"match": match})]
-        tsq = (" | " if any_term else " & ").join(terms)
+        tsq = func.to_tsquery("english", bindparam("tsq"))
+        if recent is None:
+            search, seq_col, ts_col, where = _SEARCH, M.c.seq, M.c.ts, and_(*conds)
+            source = M
+        else:
+            search, seq_col, ts_col, where = recent.c.search, recent.c.seq, recent.c.ts, and_(True)
+            source = recent
+        rank = func.ts_rank(search, tsq, 1).label("rank")
         stmt = (
-            select(
-                M.c.seq,
-                func.ts_rank(_SEARCH, func.to_tsquery("english", bindparam("tsq")), 1).label("rank"),
-                M.c.ts,
-            )
-            .where(_SEARCH.op("@@")(func.to_tsquery("english", bindparam("tsq"))), and_(*conds))
-            .order_by(text("rank DESC"))
+            select(seq_col, rank, ts_col)
+            .select_from(source)
+            .where(search.op("@@")(tsq), where)
+            .order_by(rank.desc(), seq_col.desc())
             .limit(k)
         )
-        return [(r[0], float(r[1]), r[2]) for r in conn.execute(stmt, {"tsq": tsq})]
+        tsq_text = (" | " if plan.any_term else " & ").join(plan.terms)
+        return [(r[0], float(r[1]), r[2]) for r in conn.execute(stmt, {"tsq": tsq_text})]
 
     async def recall(self, bank: str, query: MemoryQuery) -> list[MemoryItem]:
         conds = self._filters(bank, query)
