@@ -87,7 +87,7 @@ COMMON_MIN_DOCS: Final = 2_000
 DF_CACHE_S: Final = 60.0
 _IN_CHUNK: Final = 500
 ANALYZE_MIN_ROWS: Final = 1_000
-ANALYZE_SHARE: Final = 0.2
+ANALYZE_SHARE: Final = 0.5
 _WORD = re.compile(r"[a-z0-9]+")
 # Dropped from queries (PostgreSQL's english configuration drops them too): OR-ing "the" or "with" into a
 # query only rewards long memories.
@@ -108,14 +108,15 @@ _PG_INSERT_TAGS = text(
     "INSERT INTO memory_tags (seq, tag)"
     " SELECT * FROM unnest(CAST(:seqs AS integer[]), CAST(:tags AS varchar[]))"
 )
-# Planner statistics, refreshed by retain when the memories changed by more than ANALYZE_MIN_ROWS plus
-# ANALYZE_SHARE of the rows since the last ANALYZE (autovacuum's rule, coarser, for servers where autovacuum
-# is off or behind a bulk load). Without them "bank = :bank" is guessed to match 0.5 % of the rows and the
-# planner ANDs the bank index's bitmap (every row of the bank) into each text search: 15 ms at 100 000
-# memories for a 110-match term that takes 0.7 ms with them. The text column is left out: its statistics
-# only steer counting of common terms to sequential scans, and it is most of ANALYZE's cost.
+# Planner statistics, refreshed by retain when the live row count moved by more than ANALYZE_MIN_ROWS plus
+# ANALYZE_SHARE of the rows counted by the last ANALYZE (like autovacuum's rule, coarser, for servers where
+# autovacuum is off or behind a bulk load; ``n_mod_since_analyze`` is not reset by an ANALYZE of some
+# columns). Without statistics "bank = :bank" is guessed to match 0.5 % of the rows and the planner ANDs
+# the bank index's bitmap (every row of the bank) into each text search: 15 ms at 100 000 memories for a
+# 110-match term that takes 0.7 ms with them. The text columns are left out: most of ANALYZE's cost, and
+# the keyword arm's statements do not need them.
 _PG_STATS_STALE = text(
-    "SELECT s.n_mod_since_analyze > :min_rows + :share * greatest(c.reltuples, 0)"
+    "SELECT abs(s.n_live_tup - greatest(c.reltuples, 0)) > :min_rows + :share * greatest(c.reltuples, 0)"
     " FROM pg_stat_user_tables AS s JOIN pg_class AS c ON c.oid = s.relid"
     " WHERE s.relid = to_regclass('memories')"
 )
