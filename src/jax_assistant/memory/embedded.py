@@ -41,17 +41,22 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import (
     Connection,
+    String,
     Table,
     and_,
+    any_,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     literal_column,
+    or_,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -81,6 +86,8 @@ COMMON_SHARE: Final = 0.02
 COMMON_MIN_DOCS: Final = 2_000
 DF_CACHE_S: Final = 60.0
 _IN_CHUNK: Final = 500
+ANALYZE_MIN_ROWS: Final = 1_000
+ANALYZE_SHARE: Final = 0.5
 _WORD = re.compile(r"[a-z0-9]+")
 # Dropped from queries (PostgreSQL's english configuration drops them too): OR-ing "the" or "with" into a
 # query only rewards long memories.
@@ -97,6 +104,32 @@ B = cast(Table, MemoryBankRow.__table__)
 R = TypeVar("R")
 # PostgreSQL's generated tsvector column (raw DDL in migration 0005, not in the portable models).
 _SEARCH: ColumnElement[Any] = literal_column("memories.search")
+_PG_INSERT_TAGS = text(
+    "INSERT INTO memory_tags (seq, tag)"
+    " SELECT * FROM unnest(CAST(:seqs AS integer[]), CAST(:tags AS varchar[]))"
+)
+# Planner statistics, refreshed by retain when the live row count moved by more than ANALYZE_MIN_ROWS plus
+# ANALYZE_SHARE of the rows counted by the last ANALYZE (like autovacuum's rule, coarser, for servers where
+# autovacuum is off or behind a bulk load; ``n_mod_since_analyze`` is not reset by an ANALYZE of some
+# columns). Without statistics "bank = :bank" is guessed to match 0.5 % of the rows and the planner ANDs
+# the bank index's bitmap (every row of the bank) into each text search: 15 ms at 100 000 memories for a
+# 110-match term that takes 0.7 ms with them. The text columns are left out: most of ANALYZE's cost, and
+# the keyword arm's statements do not need them.
+_PG_STATS_STALE = text(
+    "SELECT abs(s.n_live_tup - greatest(c.reltuples, 0)) > :min_rows + :share * greatest(c.reltuples, 0)"
+    " FROM pg_stat_user_tables AS s JOIN pg_class AS c ON c.oid = s.relid"
+    " WHERE s.relid = to_regclass('memories')"
+)
+_PG_ANALYZE_MEMORIES = text("ANALYZE memories (bank, type, symbol, ts, invalidated_at)")
+_PG_ANALYZE_TAGS = text("ANALYZE memory_tags")
+# GIN's fast update appends new entries to a pending list that every search then scans linearly (and that
+# gincostestimate counts, so the planner falls back to sequential scans) until a vacuum merges it. Merging
+# it after each retain batch keeps searches on the index's tree; a merge is a sorted bulk insert, cheaper
+# than fastupdate=off's entry-by-entry inserts. Only the index owner may merge: others leave it to vacuum.
+_PG_CLEAN_GIN = text(
+    "SELECT gin_clean_pending_list(c.oid) FROM pg_class AS c"
+    " WHERE c.oid = to_regclass('ix_memories_search') AND pg_has_role(c.relowner, 'USAGE')"
+)
 
 
 def _now() -> datetime:
@@ -171,6 +204,16 @@ class _VectorCache:
     model: str | None = None
     seqs: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     matrix: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class _KeywordPlan:
+    """One keyword query: its terms, OR-ed or AND-ed, over the whole filtered bank or (``recent``) only
+    its newest ``recent`` memories."""
+
+    terms: list[str]
+    any_term: bool
+    recent: int | None = None
 
 
 @dataclass
@@ -274,15 +317,21 @@ class EmbeddedBackend:
         dim = self.embedder.dim if self.embedder is not None else None
         now = self._clock()
 
-        def write(conn: Connection) -> list[str]:
-            return self._retain_sync(conn, bank, items, bodies, vectors, model, dim, now)
+        def write(conn: Connection) -> tuple[list[str], bool]:
+            ids = self._retain_sync(conn, bank, items, bodies, vectors, model, dim, now)
+            if conn.dialect.name != "postgresql":
+                return ids, False
+            stale = conn.execute(_PG_STATS_STALE, {"min_rows": ANALYZE_MIN_ROWS, "share": ANALYZE_SHARE})
+            return ids, bool(stale.scalar())
 
         try:
-            ids = await self._write(write)
+            ids, stale = await self._write(write)
         except IntegrityError:
             # A concurrent writer (another process on PostgreSQL) stored the same document or bank first;
             # run again: this time the lookup sees its row and updates or reuses it.
-            ids = await self._write(write)
+            ids, stale = await self._write(write)
+        if stale:
+            await self._write(_analyze_pg)
         if self.embedder is not None:
             await self._backfill(bank)
         return ids
@@ -382,8 +431,16 @@ class EmbeddedBackend:
             tag_rows = [
                 {"seq": seq_of[row["id"]], "tag": tag} for row in rows for tag in dict.fromkeys(row["tags"])
             ]
-            if tag_rows:
+            if tag_rows and conn.dialect.name == "postgresql":
+                # One statement over two arrays instead of an executemany of one row per tag.
+                conn.execute(
+                    _PG_INSERT_TAGS,
+                    {"seqs": [t["seq"] for t in tag_rows], "tags": [t["tag"] for t in tag_rows]},
+                )
+            elif tag_rows:
                 conn.execute(insert(T), tag_rows)
+            if conn.dialect.name == "postgresql":
+                _clean_gin_pending(conn)
         if pending or to_delete:
             conn.execute(update(B).where(B.c.name == bank).values(revision=B.c.revision + 1))
         return out
@@ -391,9 +448,13 @@ class EmbeddedBackend:
     def _existing(
         self, conn: Connection, bank: str, items: Sequence[MemoryItem], hashes: Sequence[str]
     ) -> list[_Row]:
+        """The bank's rows that share a document id, id or content hash with ``items``.
+
+        A row found by document id or hash is also the row of its own id (ids are unique per bank), so
+        these three lookups are all ``_retain_sync`` needs."""
         docs = sorted({i.document_id for i in items if i.document_id is not None})
         ids = sorted({i.id for i in items if i.id is not None})
-        found: dict[int, _Row] = {}
+        digests = sorted(set(hashes))
         cols = (
             M.c.seq,
             M.c.id,
@@ -403,35 +464,25 @@ class EmbeddedBackend:
             M.c.invalidation_reason,
             M.c.created_at,
         )
-        for column, values in (
-            (M.c.document_id, docs),
-            (M.c.id, ids),
-            (M.c.content_hash, sorted(set(hashes))),
-        ):
+        if conn.dialect.name == "postgresql":
+            # One statement with array parameters (a BitmapOr of the three unique/btree indexes): the
+            # IN-list chunks cost a round trip and a fresh plan each, and their plans went to sequential
+            # scans on a growing, not yet analysed table.
+            stmt = select(*cols).where(
+                M.c.bank == bank,
+                or_(
+                    M.c.document_id == any_(bindparam("docs", type_=ARRAY(String))),
+                    M.c.id == any_(bindparam("ids", type_=ARRAY(String))),
+                    M.c.content_hash == any_(bindparam("hashes", type_=ARRAY(String))),
+                ),
+            )
+            result = conn.execute(stmt, {"docs": docs, "ids": ids, "hashes": digests})
+            return [_Row(*r) for r in result]
+        found: dict[int, _Row] = {}
+        for column, values in ((M.c.document_id, docs), (M.c.id, ids), (M.c.content_hash, digests)):
             for chunk in _chunks(values):
                 for r in conn.execute(select(*cols).where(M.c.bank == bank, column.in_(chunk))):
-                    found[r.seq] = _Row(
-                        r.seq,
-                        r.id,
-                        r.document_id,
-                        r.content_hash,
-                        r.invalidated_at,
-                        r.invalidation_reason,
-                        r.created_at,
-                    )
-        # Document ids found must also be reachable by memory id (a replace keeps the id).
-        extra_ids = sorted({r.id for r in found.values()} - set(ids))
-        for chunk in _chunks(extra_ids):
-            for r in conn.execute(select(*cols).where(M.c.bank == bank, M.c.id.in_(chunk))):
-                found[r.seq] = _Row(
-                    r.seq,
-                    r.id,
-                    r.document_id,
-                    r.content_hash,
-                    r.invalidated_at,
-                    r.invalidation_reason,
-                    r.created_at,
-                )
+                    found[r.seq] = _Row(*r)
         return list(found.values())
 
     async def _backfill(self, bank: str, batch: int = 256) -> int:
@@ -513,27 +564,43 @@ class EmbeddedBackend:
         return conds
 
     def _term_counts(self, conn: Connection, terms: list[str], cap: int) -> dict[str, int]:
-        """How many memories (all banks) match each term, counted up to ``cap + 1`` and cached a while."""
+        """How many memories (all banks) match each term, counted up to ``cap + 1`` and cached a while.
+
+        The terms not in the cache are counted in one statement (a round trip per term cost more than
+        the counting itself for the rare terms that most queries carry)."""
         now = time.monotonic()
         out: dict[str, int] = {}
+        todo: list[str] = []
         for term in terms:
             cached = self._df_cache.get(term)
             if cached is not None and now - cached[0] < DF_CACHE_S:
                 out[term] = cached[1]
-                continue
-            if conn.dialect.name == "sqlite":
-                sql = (
-                    "SELECT count(*) FROM (SELECT rowid FROM memories_fts"
-                    " WHERE memories_fts MATCH :t LIMIT :cap)"
-                )
-                params: dict[str, Any] = {"t": f'"{term}"', "cap": cap + 1}
             else:
-                sql = (
-                    "SELECT count(*) FROM (SELECT 1 FROM memories"
-                    " WHERE search @@ to_tsquery('english', :t) LIMIT :cap) AS s"
+                todo.append(term)
+        if not todo:
+            return out
+        if conn.dialect.name == "sqlite":
+            params: dict[str, Any] = {"cap": cap + 1}
+            counts = []
+            for index, term in enumerate(todo):
+                params[f"t{index}"] = f'"{term}"'
+                counts.append(
+                    f"(SELECT count(*) FROM (SELECT rowid FROM memories_fts"
+                    f" WHERE memories_fts MATCH :t{index} LIMIT :cap))"
                 )
-                params = {"t": term, "cap": cap + 1}
-            count = int(conn.execute(text(sql), params).scalar() or 0)
+            row = conn.execute(text("SELECT " + ", ".join(counts)), params).one()
+            found = dict(zip(todo, row, strict=True))
+        else:
+            # The term is a parameter of the correlated subquery, so its plan is the GIN bitmap whatever
+            # the statistics say (a sequential scan "until cap matches" reads far more for a common term).
+            sql = (
+                "SELECT t.term, (SELECT count(*) FROM (SELECT 1 FROM memories"
+                " WHERE search @@ to_tsquery('english', t.term) LIMIT :cap) AS s)"
+                " FROM unnest(CAST(:terms AS text[])) AS t(term)"
+            )
+            found = {r[0]: r[1] for r in conn.execute(text(sql), {"terms": todo, "cap": cap + 1})}
+        for term in todo:
+            count = int(found[term] or 0)
             self._df_cache[term] = (now, count)
             out[term] = count
         return out
@@ -544,66 +611,110 @@ class EmbeddedBackend:
             self._total_cache = (now, int(conn.execute(select(func.count()).select_from(M)).scalar() or 0))
         return self._total_cache[1]
 
-    def _selective_terms(self, conn: Connection, terms: list[str]) -> list[tuple[list[str], bool]]:
-        """The keyword queries to try in turn: (terms, OR them?) — the first that matches anything wins.
+    def _selective_terms(self, conn: Connection, terms: list[str]) -> list[_KeywordPlan]:
+        """The keyword queries to try in turn — the first that matches anything wins.
 
         A term in more than ``COMMON_SHARE`` of a large store ("open" in every market note) has a small
         BM25 weight (IDF under ~4) but makes the keyword arm score thousands of memories: at 100 000
         memories that is tens to hundreds of milliseconds for little change in the top results. Such
         terms are left out of the OR of the selective ones; if every matching term is that common they
-        are AND-ed (narrow again), then OR-ed as a last resort. Stores of up to ``COMMON_MIN_DOCS``
-        memories are never pruned, so their ranking is plain BM25 over every term.
+        are AND-ed (narrow again), then OR-ed as a last resort, and either is ranked among the newest
+        ``cap`` memories that pass the query's filters only (``_KeywordPlan.recent``): common terms match
+        a large share of any bigger set, and ranking all of it cost 40-70 ms at 100 000 memories. Stores
+        of up to ``COMMON_MIN_DOCS`` memories are never pruned, so their ranking is plain BM25 over every
+        term.
         """
         total = self._total(conn)
         cap = max(COMMON_MIN_DOCS, int(COMMON_SHARE * total))
-        if total <= cap or len(terms) == 1:
-            return [(terms, True)]
+        if total <= cap:
+            return [_KeywordPlan(terms, any_term=True)]
         counts = self._term_counts(conn, terms, cap)
         matched = [t for t in terms if counts[t] > 0]
         rare = [t for t in matched if counts[t] <= cap]
         if rare:
-            return [(rare, True)]
+            return [_KeywordPlan(rare, any_term=True)]
         if not matched:
             return []
-        return [(matched, False), (matched, True)] if len(matched) > 1 else [(matched, True)]
+        if len(matched) == 1:
+            return [_KeywordPlan(matched, any_term=True, recent=cap)]
+        return [
+            _KeywordPlan(matched, any_term=False, recent=cap),
+            _KeywordPlan(matched, any_term=True, recent=cap),
+        ]
 
     def _keyword_sync(
-        self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], k: int
+        self, conn: Connection, bank: str, query: MemoryQuery, terms: list[str], k: int
     ) -> list[tuple[int, float, datetime]]:
-        for chosen, any_term in self._selective_terms(conn, terms):
-            hits = self._keyword_query(conn, conds, chosen, any_term, k)
+        conds = self._filters(bank, query)
+        # For the text matches, strict tags are one existence probe per tag on the (seq, tag) key: the
+        # matches are few, while the grouped tag lookup of ``_filters`` reads every row of each tag
+        # (event:move is on 75 % of the benchmark's memories: 160 ms at 100 000 on PostgreSQL, 45 ms on
+        # SQLite, against 9 and 0.4 ms probing). Same rows: every query tag present.
+        match_conds = self._filters(bank, query.model_copy(update={"tags": []})) + [
+            exists().where(T.c.seq == M.c.seq, T.c.tag == tag) for tag in sorted(set(query.tags))
+        ]
+        for plan in self._selective_terms(conn, terms):
+            hits = self._keyword_query(conn, match_conds if plan.recent is None else conds, plan, k)
             if hits:
                 return hits
         return []
 
     def _keyword_query(
-        self, conn: Connection, conds: list[ColumnElement[bool]], terms: list[str], any_term: bool, k: int
+        self, conn: Connection, conds: list[ColumnElement[bool]], plan: _KeywordPlan, k: int
     ) -> list[tuple[int, float, datetime]]:
-        """(seq, score, ts) of the top ``k``: ts comes along so the recency boost needs no second query."""
+        """(seq, score, ts) of the top ``k``: ts comes along so the recency boost needs no second query.
+
+        On SQLite ties in BM25 go to the newest memory (``ts``, then ``seq``), which is what the recency
+        boost prefers among them (recall_any@5 0.549 -> 0.563 in bench/memory_quality.py); PostgreSQL keeps
+        its plain ``rank DESC`` (the same tie-break cost it one query of 71, 0.831 -> 0.817)."""
         if conn.dialect.name == "sqlite":
-            match = (" OR " if any_term else " AND ").join(f'"{t}"' for t in terms)
+            match = (" OR " if plan.any_term else " AND ").join(f'"{t}"' for t in plan.terms)
             fts = text("memories_fts")
+            where = and_(*conds)
+            if plan.recent is not None:
+                newest = (
+                    select(M.c.seq).where(*conds).order_by(M.c.ts.desc(), M.c.seq.desc()).limit(plan.recent)
+                )
+                # The "+" keeps this test out of FTS5's index constraints: given "rowid IN (...)" FTS5
+                # runs the MATCH once per listed rowid (~0.1 ms each, 280 ms at p99); as a plain filter the
+                # matches are enumerated once and only the recent ones are joined and scored.
+                where = literal_column("+memories_fts.rowid").in_(newest)
             stmt = (
                 select(M.c.seq, text("bm25(memories_fts) AS rank"), M.c.ts)
                 .select_from(M.join(fts, text("memories_fts.rowid = memories.seq")))
-                .where(text("memories_fts MATCH :match"), and_(*conds))
-                .order_by(text("rank"))
+                .where(text("memories_fts MATCH :match"), where)
+                .order_by(text("rank"), M.c.ts.desc(), M.c.seq.desc())
                 .limit(k)
             )
             # bm25() is lower-is-better; negate so every arm's score is higher-is-better.
             return [(r[0], -float(r[1]), r[2]) for r in conn.execute(stmt, {"match": match})]
-        tsq = (" | " if any_term else " & ").join(terms)
-        stmt = (
-            select(
-                M.c.seq,
-                func.ts_rank(_SEARCH, func.to_tsquery("english", bindparam("tsq")), 1).label("rank"),
-                M.c.ts,
+        recent: Any = None
+        if plan.recent is not None:
+            # A LIMITed subquery is never flattened: the text match runs on these rows only.
+            recent = (
+                select(M.c.seq, M.c.ts, _SEARCH.label("search"))
+                .where(*conds)
+                .order_by(M.c.ts.desc(), M.c.seq.desc())
+                .limit(plan.recent)
+                .subquery("recent")
             )
-            .where(_SEARCH.op("@@")(func.to_tsquery("english", bindparam("tsq"))), and_(*conds))
-            .order_by(text("rank DESC"))
+        tsq = func.to_tsquery("english", bindparam("tsq"))
+        if recent is None:
+            search, seq_col, ts_col, where = _SEARCH, M.c.seq, M.c.ts, and_(*conds)
+            source = M
+        else:
+            search, seq_col, ts_col, where = recent.c.search, recent.c.seq, recent.c.ts, and_(True)
+            source = recent
+        rank = func.ts_rank(search, tsq, 1).label("rank")
+        stmt = (
+            select(seq_col, rank, ts_col)
+            .select_from(source)
+            .where(search.op("@@")(tsq), where)
+            .order_by(rank.desc())
             .limit(k)
         )
-        return [(r[0], float(r[1]), r[2]) for r in conn.execute(stmt, {"tsq": tsq})]
+        tsq_text = (" | " if plan.any_term else " & ").join(plan.terms)
+        return [(r[0], float(r[1]), r[2]) for r in conn.execute(stmt, {"tsq": tsq_text})]
 
     async def recall(self, bank: str, query: MemoryQuery) -> list[MemoryItem]:
         conds = self._filters(bank, query)
@@ -637,7 +748,7 @@ class EmbeddedBackend:
         sem_score = dict(semantic)
 
         def load(conn: Connection) -> list[MemoryItem]:
-            keyword = self._keyword_sync(conn, conds, terms, k)
+            keyword = self._keyword_sync(conn, bank, query, terms, k)
             kw_score = {seq: score for seq, score, _ in keyword}
             stamps: dict[int, datetime] = {seq: ts for seq, _, ts in keyword}
             fused: dict[int, float] = {}
@@ -881,6 +992,15 @@ class EmbeddedBackend:
         self._vectors.clear()
         if self._owns_database:
             await self.db.close()
+
+
+def _analyze_pg(conn: Connection) -> None:
+    conn.execute(_PG_ANALYZE_MEMORIES)
+    conn.execute(_PG_ANALYZE_TAGS)
+
+
+def _clean_gin_pending(conn: Connection) -> None:
+    conn.execute(_PG_CLEAN_GIN)
 
 
 def _chunks(values: Sequence[Any] | list[Any]) -> Iterable[list[Any]]:
