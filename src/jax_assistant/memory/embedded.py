@@ -816,7 +816,7 @@ class EmbeddedBackend:
         assert self.embedder is not None
         dim = self.embedder.dim
         index = self._vectors.get(bank)
-        known = index.seqs() if index is not None else set()
+        known = index.hashes() if index is not None else {}
 
         def read(
             conn: Connection,
@@ -831,11 +831,11 @@ class EmbeddedBackend:
             if not known:
                 rows = self._vector_rows(conn, *with_vector)
                 return state, [(r.seq, r.invalidated) for r in rows], rows
-            present = [
-                (int(r[0]), bool(r[1]))
-                for r in conn.execute(select(M.c.seq, M.c.invalidated_at.is_not(None)).where(*with_vector))
-            ]
-            fresh = [seq for seq, _ in present if seq not in known]
+            listed = conn.execute(
+                select(M.c.seq, M.c.invalidated_at.is_not(None), M.c.content_hash).where(*with_vector)
+            ).all()
+            present = [(int(r[0]), bool(r[1])) for r in listed]
+            fresh = [int(r[0]) for r in listed if known.get(int(r[0])) != r[2]]
             rows = []
             for chunk in _chunks(fresh):
                 rows.extend(self._vector_rows(conn, *with_vector, M.c.seq.in_(chunk)))
@@ -850,7 +850,7 @@ class EmbeddedBackend:
             index = BankVectors(dim, model=model)
             self._vectors[bank] = index
         seen = {seq for seq, _ in present}
-        index.remove(known - seen)
+        index.remove(set(known) - seen)
         index.add(rows)
         invalid = {seq for seq, flag in present if flag}
         already = index.invalidated()
@@ -861,12 +861,21 @@ class EmbeddedBackend:
 
     def _vector_rows(self, conn: Connection, *conds: ColumnElement[bool]) -> list[VectorRow]:
         stmt = select(
-            M.c.seq, M.c.id, M.c.ts, M.c.type, M.c.symbol, M.c.tags, M.c.invalidated_at, M.c.embedding
+            M.c.seq,
+            M.c.id,
+            M.c.content_hash,
+            M.c.ts,
+            M.c.type,
+            M.c.symbol,
+            M.c.tags,
+            M.c.invalidated_at,
+            M.c.embedding,
         ).where(*conds)
         return [
             VectorRow(
                 seq=int(r.seq),
                 id=r.id,
+                content_hash=r.content_hash,
                 ts=r.ts,
                 type=r.type,
                 symbol=r.symbol,

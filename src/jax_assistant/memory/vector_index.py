@@ -45,6 +45,7 @@ class VectorRow:
 
     seq: int
     id: str
+    content_hash: str
     ts: datetime
     type: str
     symbol: str | None
@@ -94,6 +95,7 @@ class BankVectors:
         self._slot_of: dict[int, int] = {}
         self._seq_of_id: dict[str, int] = {}
         self._id_of_slot: list[str] = []
+        self._hash_of_slot: list[str] = []
         self._slot_tags: list[tuple[str, ...]] = []
         # Searches may run in a worker thread while the event loop applies a write: one at a time.
         self._lock = threading.RLock()
@@ -104,6 +106,12 @@ class BankVectors:
     @_locked
     def seqs(self) -> set[int]:
         return set(self._slot_of)
+
+    @_locked
+    def hashes(self) -> dict[int, str]:
+        """seq -> content hash of every memory held (a seq can come back with other content: SQLite
+        reuses the highest rowid after a delete)."""
+        return {seq: self._hash_of_slot[slot] for seq, slot in self._slot_of.items()}
 
     @_locked
     def invalidated(self) -> set[int]:
@@ -129,17 +137,19 @@ class BankVectors:
 
     @_locked
     def add(self, rows: Sequence[VectorRow]) -> None:
-        """Add memories. A seq already held only takes the row's invalidation (a seq's content never
-        changes); a new seq under a held id replaces that id's row (a re-retained, changed document)."""
+        """Add memories. A seq already held with the same content only takes the row's invalidation;
+        otherwise the row replaces what is held under its seq and under its id (a re-retained, changed
+        document gets a new seq, or on SQLite possibly the same one back)."""
         fresh: list[VectorRow] = []
         for row in rows:
             slot = self._slot_of.get(row.seq)
-            if slot is None:
-                fresh.append(row)
-            else:
+            if slot is not None and self._hash_of_slot[slot] == row.content_hash:
                 self._valid[slot] = not row.invalidated
+            else:
+                fresh.append(row)
         rows = fresh
-        self.remove([old for r in rows if (old := self._seq_of_id.get(r.id)) is not None and old != r.seq])
+        self.remove([r.seq for r in rows])
+        self.remove([old for r in rows if (old := self._seq_of_id.get(r.id)) is not None])
         self._grow(self._size + len(rows))
         for row in rows:
             if row.vector.shape != (self.dim,):
@@ -161,6 +171,7 @@ class BankVectors:
             self._slot_of[row.seq] = slot
             self._seq_of_id[row.id] = row.seq
             self._id_of_slot.append(row.id)
+            self._hash_of_slot.append(row.content_hash)
             self._slot_tags.append(tags)
 
     @_locked
@@ -198,6 +209,7 @@ class BankVectors:
         self._present[size:] = False
         self._valid[size:] = False
         self._id_of_slot = [self._id_of_slot[i] for i in keep.tolist()]
+        self._hash_of_slot = [self._hash_of_slot[i] for i in keep.tolist()]
         self._slot_tags = [self._slot_tags[i] for i in keep.tolist()]
         self._tag_slots = {}
         for slot, tags in enumerate(self._slot_tags):
