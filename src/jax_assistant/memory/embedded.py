@@ -648,15 +648,20 @@ class EmbeddedBackend:
 
             return await self._read(latest)
 
-        # The vector arm first (it has its own cache reads); then keyword search, scoring and the winners'
-        # rows on one connection in one thread hand-off, so a keyword-only recall is a single read.
+        # Keyword search, scoring and the winners' rows on one connection in one thread hand-off, so a
+        # keyword-only recall is a single read; with embeddings the keyword arm runs beside the vector arm.
         semantic: list[tuple[int, float]] = []
+        early: list[tuple[int, float, datetime]] | None = None
         if self.embedder is not None and query.q:
-            semantic = await self._semantic(bank, query, conds, k)
+            # Both arms at once: the keyword SQL in the driver while the query is embedded and scored.
+            semantic, early = await asyncio.gather(
+                self._semantic(bank, query, conds, k),
+                self._read(lambda conn: self._keyword_sync(conn, conds, terms, k)),
+            )
         sem_score = dict(semantic)
 
         def load(conn: Connection) -> list[MemoryItem]:
-            keyword = self._keyword_sync(conn, conds, terms, k)
+            keyword = early if early is not None else self._keyword_sync(conn, conds, terms, k)
             kw_score = {seq: score for seq, score, _ in keyword}
             stamps: dict[int, datetime] = {seq: ts for seq, _, ts in keyword}
             fused: dict[int, float] = {}

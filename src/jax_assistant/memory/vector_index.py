@@ -258,18 +258,23 @@ class BankVectors:
         mask = self._mask(where or VectorFilter())
         if mask is None:
             return []
-        slots = np.flatnonzero(mask)
-        if slots.size == 0:
+        count = int(np.count_nonzero(mask))
+        if count == 0:
             return []
-        if slots.size < _GATHER_SHARE * n:
+        if count < _GATHER_SHARE * n:
+            slots = np.flatnonzero(mask)
             sims = self._matrix[slots] @ query
+            seqs = self._seq[slots]
         else:
-            sims = (self._matrix[:n] @ query)[slots]
-        seqs = self._seq[slots]
-        take = min(k, int(sims.size))
+            # Most rows pass: score them all (one pass over the matrix) and sink the rest.
+            sims = self._matrix[:n] @ query
+            if count < n:
+                np.copyto(sims, np.float32(-np.inf), where=~mask)
+            seqs = self._seq[:n]
+        take = min(k, count)
         if take < sims.size:
             # Everything scoring at least the take-th best (ties at the edge included), then the
-            # exact order: score descending, seq ascending.
+            # exact order: score descending, seq ascending. Sunk rows score below any real cosine.
             edge = np.partition(sims, sims.size - take)[sims.size - take]
             inside = np.flatnonzero(sims >= edge)
             sims, seqs = sims[inside], seqs[inside]
