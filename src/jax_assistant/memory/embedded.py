@@ -17,10 +17,11 @@ Behaviourally it is a Hindsight server without an LLM (reference/hindsight.md):
   backend with another model refuses the bank (``ConfigError``) until ``reembed(bank)`` recomputes every
   vector; memories retained while semantic was off are embedded (same model) the next time it is on.
 
-Why no vector index: at 100 000 memories x 384 float32 a bank is 150 MB and one query is one 38 M
-multiply-add matrix-vector product (a few ms in numpy), so brute force is exact and as fast as an
-approximate index would be at this size, with nothing to build or tune. The matrix is cached per bank and
-reloaded only when the bank's ``revision`` moves.
+Why no approximate vector index: at 100 000 memories x 384 float32 a bank is 150 MB and one query is one
+38 M multiply-add matrix-vector product (~15 ms, bound by memory bandwidth), so brute force is exact and
+fast enough at this size, with nothing to build or tune. The matrix and the filtered-on columns live in
+an in-process index per bank (``memory/vector_index.py``), updated in place by this backend's writes and
+re-read (only the difference) when the bank's ``revision`` moved for another reason.
 """
 
 from __future__ import annotations
