@@ -179,3 +179,26 @@ async def test_query_vectors_come_from_a_small_cache(db: Database) -> None:
         await mem.recall({"q": "earnings beat"}, bank=BANK)
     await mem.recall({"q": "volume spike"}, bank=BANK)
     assert embedder.calls == [["earnings beat"], ["volume spike"]]
+
+
+def test_a_query_is_encoded_on_one_torch_thread() -> None:
+    torch = pytest.importorskip("torch")  # the `semantic` extra
+    from jax_assistant.memory.semantic import MODEL_DIM, SMALL_BATCH, SentenceTransformerEmbedder
+
+    seen: list[tuple[int, int]] = []
+
+    class Model:
+        def encode(self, texts: list[str], **_: Any) -> npt.NDArray[np.float32]:
+            seen.append((len(texts), torch.get_num_threads()))
+            return np.zeros((len(texts), MODEL_DIM), dtype=np.float32)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        embedder = SentenceTransformerEmbedder(Model())
+        embedder.embed(["one query"])
+        embedder.embed(["a batch of retains"] * (SMALL_BATCH + 1))
+        assert seen == [(1, 1), (SMALL_BATCH + 1, 2)]
+        assert torch.get_num_threads() == 2  # put back after the query
+    finally:
+        torch.set_num_threads(previous)

@@ -82,7 +82,7 @@ MAX_BODY_DATA_CHARS: Final = 2000
 REFLECT_MAX_ITEMS: Final = 10_000
 QUERY_VECTOR_CACHE: Final = 256
 # Above this many stored floats a vector search runs in a worker thread (numpy releases the GIL), so a
-# 100k-memory bank's ~10 ms product does not hold up the event loop.
+# 100k-memory bank's ~15 ms product does not hold up the event loop.
 SEARCH_THREAD_FLOATS: Final = 2_000_000
 COMMON_SHARE: Final = 0.02
 COMMON_MIN_DOCS: Final = 2_000
