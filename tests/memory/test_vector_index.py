@@ -95,7 +95,7 @@ def test_search_matches_a_full_scan_through_adds_replacements_removals_and_compa
             del truth[old]
         index.add(batch)
         truth.update((r.seq, r) for r in batch)
-        gone = pyrng.sample(sorted(truth), 150)  # enough removals to trigger compaction
+        gone = pyrng.sample(sorted(truth), 300)  # enough removals to trigger compaction
         index.remove(gone)
         for g in gone:
             del truth[g]
@@ -110,6 +110,7 @@ def test_search_matches_a_full_scan_through_adds_replacements_removals_and_compa
             query = unit(rng)
             k = pyrng.choice([1, 5, 100, 10_000])
             assert_same(index.search(query, k, where), reference(truth, query, k, where))
+    assert index._size < seq  # dead slots were compacted away
 
 
 def test_equal_scores_rank_by_seq_whatever_the_slot_order() -> None:
