@@ -104,6 +104,7 @@ def test_search_matches_a_full_scan_through_adds_replacements_removals_and_compa
         for f in flip:
             truth[f] = VectorRow(**{**truth[f].__dict__, "invalidated": step % 2 == 0})
         assert len(index) == len(truth) and index.seqs() == set(truth)
+        assert index.hashes() == {s: r.content_hash for s, r in truth.items()}
         assert index.invalidated() == {s for s, r in truth.items() if r.invalidated}
         for _ in range(15):
             where = random_filter(pyrng)
