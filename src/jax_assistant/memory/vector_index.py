@@ -23,7 +23,6 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
-from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Below this share of live rows passing the filters, gathering the candidate rows (a copy) is cheaper
@@ -266,19 +265,16 @@ class BankVectors:
         count = int(np.count_nonzero(mask))
         if count == 0:
             return []
-        # One BLAS thread: the product is bound by memory bandwidth, and on a busy 2-core machine two
-        # threads mostly wait for each other (100k x 384, load ~3.5: p95 26 ms on one, 40-52 ms on two).
-        with _blas().limit(limits=1, user_api="blas"):
-            if count < _GATHER_SHARE * n:
-                slots = np.flatnonzero(mask)
-                sims = self._matrix[slots] @ query
-                seqs = self._seq[slots]
-            else:
-                # Most rows pass: score them all (one pass over the matrix) and sink the rest.
-                sims = self._matrix[:n] @ query
-                if count < n:
-                    np.copyto(sims, np.float32(-np.inf), where=~mask)
-                seqs = self._seq[:n]
+        if count < _GATHER_SHARE * n:
+            slots = np.flatnonzero(mask)
+            sims = self._matrix[slots] @ query
+            seqs = self._seq[slots]
+        else:
+            # Most rows pass: score them all (one pass over the matrix) and sink the rest.
+            sims = self._matrix[:n] @ query
+            if count < n:
+                np.copyto(sims, np.float32(-np.inf), where=~mask)
+            seqs = self._seq[:n]
         take = min(k, count)
         if take < sims.size:
             # Everything scoring at least the take-th best (ties at the edge included), then the
@@ -294,9 +290,3 @@ def _grown(array: npt.NDArray[G], capacity: int, used: int) -> npt.NDArray[G]:
     out = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
     out[:used] = array[:used]
     return out
-
-
-@functools.cache
-def _blas() -> ThreadpoolController:
-    """numpy's BLAS, found once (inspecting the loaded libraries on every search would cost ~0.3 ms)."""
-    return ThreadpoolController()
