@@ -17,10 +17,11 @@ Behaviourally it is a Hindsight server without an LLM (reference/hindsight.md):
   backend with another model refuses the bank (``ConfigError``) until ``reembed(bank)`` recomputes every
   vector; memories retained while semantic was off are embedded (same model) the next time it is on.
 
-Why no vector index: at 100 000 memories x 384 float32 a bank is 150 MB and one query is one 38 M
-multiply-add matrix-vector product (a few ms in numpy), so brute force is exact and as fast as an
-approximate index would be at this size, with nothing to build or tune. The matrix is cached per bank and
-reloaded only when the bank's ``revision`` moves.
+Why no approximate vector index: at 100 000 memories x 384 float32 a bank is 150 MB and one query is one
+38 M multiply-add matrix-vector product (~15 ms, bound by memory bandwidth), so brute force is exact and
+fast enough at this size, with nothing to build or tune. The matrix and the filtered-on columns live in
+an in-process index per bank (``memory/vector_index.py``), updated in place by this backend's writes and
+re-read (only the difference) when the bank's ``revision`` moved for another reason.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import json
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,6 +73,7 @@ from jax_assistant.memory.models import (
     ReflectionParams,
 )
 from jax_assistant.memory.reflection import reflect_items
+from jax_assistant.memory.vector_index import BankVectors, VectorFilter, VectorRow
 from jax_assistant.storage.tables import MemoryBankRow, MemoryRow, MemoryTagRow
 
 if TYPE_CHECKING:
@@ -82,6 +85,10 @@ RRF_K: Final = 60
 MAX_QUERY_TERMS: Final = 32
 MAX_BODY_DATA_CHARS: Final = 2000
 REFLECT_MAX_ITEMS: Final = 10_000
+QUERY_VECTOR_CACHE: Final = 256
+# Above this many stored floats a vector search runs in a worker thread (numpy releases the GIL), so a
+# 100k-memory bank's ~15 ms product does not hold up the event loop.
+SEARCH_THREAD_FLOATS: Final = 2_000_000
 COMMON_SHARE: Final = 0.02
 COMMON_MIN_DOCS: Final = 2_000
 DF_CACHE_S: Final = 60.0
@@ -198,12 +205,17 @@ def _is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
-@dataclass
-class _VectorCache:
-    revision: int = -1
-    model: str | None = None
-    seqs: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    matrix: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+@dataclass(frozen=True)
+class _BankChange:
+    """A write's effect on a bank's vector index, read inside the write's transaction: the revision
+    before and after it, and the rows it touched as they now are (their vectors included)."""
+
+    before: int | None
+    after: int | None
+    rows: list[VectorRow] = field(default_factory=list)
+    complete: bool = False  # ``rows`` (or ``ids``) is everything the write changed
+    invalidated: bool | None = None  # set by an invalidate (True) or restore (False) of ``ids``
+    ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,7 +258,11 @@ class EmbeddedBackend:
         self.embedder = embedder
         self._owns_database = owns_database
         self._clock = clock
-        self._vectors: dict[str, _VectorCache] = {}
+        # The semantic arm's in-process index per bank, and the revision at which each bank was last
+        # known to hold no memory without a vector (so retains need not look for any).
+        self._vectors: dict[str, BankVectors] = {}
+        self._clean_revision: dict[str, int] = {}
+        self._query_vectors: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._cache_lock = asyncio.Lock()
         self._df_cache: dict[str, tuple[float, int]] = {}
         self._total_cache: tuple[float, int] | None = None
@@ -317,8 +333,14 @@ class EmbeddedBackend:
         dim = self.embedder.dim if self.embedder is not None else None
         now = self._clock()
 
+        change: list[_BankChange] = []
+
         def write(conn: Connection) -> tuple[list[str], bool]:
+            change.clear()
+            before = self._revision_in(conn, bank) if self.embedder is not None else None
             ids = self._retain_sync(conn, bank, items, bodies, vectors, model, dim, now)
+            if self.embedder is not None:
+                change.append(self._retained_change(conn, bank, before, ids))
             if conn.dialect.name != "postgresql":
                 return ids, False
             stale = conn.execute(_PG_STATS_STALE, {"min_rows": ANALYZE_MIN_ROWS, "share": ANALYZE_SHARE})
@@ -332,8 +354,8 @@ class EmbeddedBackend:
             ids, stale = await self._write(write)
         if stale:
             await self._write(_analyze_pg)
-        if self.embedder is not None:
-            await self._backfill(bank)
+        if change:
+            await self._after_write(bank, change[0])
         return ids
 
     def _retain_sync(
@@ -492,14 +514,18 @@ class EmbeddedBackend:
         done = 0
         while True:
 
-            def pick(conn: Connection) -> list[tuple[int, str]]:
+            def pick(conn: Connection) -> tuple[int | None, list[tuple[int, str]]]:
+                # The revision first: when nothing is left to embed, the bank was fully embedded at it.
+                revision = self._revision_in(conn, bank)
                 rows = conn.execute(
                     select(M.c.seq, M.c.body).where(M.c.bank == bank, M.c.embedding.is_(None)).limit(batch)
                 )
-                return [(r.seq, r.body) for r in rows]
+                return revision, [(r.seq, r.body) for r in rows]
 
-            todo = await self._read(pick)
+            revision, todo = await self._read(pick)
             if not todo:
+                if revision is not None:
+                    self._clean_revision[bank] = revision
                 return done
             vectors = await self._embed([body for _, body in todo])
             assert vectors is not None
@@ -541,6 +567,7 @@ class EmbeddedBackend:
 
         await self._write(clear)
         self._vectors.pop(bank, None)
+        self._clean_revision.pop(bank, None)
         return await self._backfill(bank)
 
     # ------------------------------------------------------------------ recall
@@ -740,15 +767,20 @@ class EmbeddedBackend:
 
             return await self._read(latest)
 
-        # The vector arm first (it has its own cache reads); then keyword search, scoring and the winners'
-        # rows on one connection in one thread hand-off, so a keyword-only recall is a single read.
+        # Keyword search, scoring and the winners' rows on one connection in one thread hand-off, so a
+        # keyword-only recall is a single read; with embeddings the keyword arm runs beside the vector arm.
         semantic: list[tuple[int, float]] = []
+        early: list[tuple[int, float, datetime]] | None = None
         if self.embedder is not None and query.q:
-            semantic = await self._semantic(bank, query, conds, k)
+            # Both arms at once: the keyword SQL in the driver while the query is embedded and scored.
+            semantic, early = await asyncio.gather(
+                self._semantic(bank, query, conds, k),
+                self._read(lambda conn: self._keyword_sync(conn, bank, query, terms, k)),
+            )
         sem_score = dict(semantic)
 
         def load(conn: Connection) -> list[MemoryItem]:
-            keyword = self._keyword_sync(conn, bank, query, terms, k)
+            keyword = early if early is not None else self._keyword_sync(conn, bank, query, terms, k)
             kw_score = {seq: score for seq, score, _ in keyword}
             stamps: dict[int, datetime] = {seq: ts for seq, _, ts in keyword}
             fused: dict[int, float] = {}
@@ -842,101 +874,182 @@ class EmbeddedBackend:
     async def _semantic(
         self, bank: str, query: MemoryQuery, conds: list[ColumnElement[bool]], k: int
     ) -> list[tuple[int, float]]:
+        """The vector arm: (seq, cosine) of the ``k`` best memories passing the query's filters.
+
+        One cheap read (the bank's revision and model) checks the in-process index is current, while the
+        query is embedded; the search is then numpy over the index, filters applied as masks with the
+        same meaning as ``conds`` (which the keyword arm runs as SQL)."""
         assert self.embedder is not None
-
-        def revision(conn: Connection) -> int | None:
-            return conn.execute(select(B.c.revision).where(B.c.name == bank)).scalar()
-
-        cached = self._vectors.get(bank)
-        if cached is None or cached.revision != await self._read(revision):
-            # Memories retained while semantic was off get their vectors before they are searched.
-            await self._backfill(bank)
-        cache = await self._vector_cache(bank)
-        if cache.seqs.size == 0:
+        index, vector = await asyncio.gather(self._fresh_index(bank), self._query_vector(query.q or ""))
+        if index is None or len(index) == 0:
             return []
-        filtered = bool(query.symbol or query.types or query.from_ or query.to or query.tags)
+        where = VectorFilter(
+            symbol=query.symbol,
+            types=tuple(query.types or ()),
+            from_=query.from_,
+            to=query.to,
+            tags=tuple(query.tags),
+        )
+        if len(index) * index.dim < SEARCH_THREAD_FLOATS:
+            return index.search(vector, k, where)
+        return await asyncio.to_thread(index.search, vector, k, where)
 
-        def allowed(conn: Connection) -> npt.NDArray[np.int64]:
-            if filtered:
-                stmt = select(M.c.seq).where(*conds).order_by(M.c.seq)
-            else:
-                # Only invalidations need excluding; there are few, so fetch those rather than all seqs.
-                stmt = select(M.c.seq).where(M.c.bank == bank, M.c.invalidated_at.is_not(None))
-            return np.fromiter((r[0] for r in conn.execute(stmt)), dtype=np.int64)
+    async def _query_vector(self, q: str) -> npt.NDArray[np.float32]:
+        """The query's vector, from a small LRU: the pipeline and the service repeat query texts."""
+        cached = self._query_vectors.get(q)
+        if cached is not None:
+            self._query_vectors.move_to_end(q)
+            return cached
+        vectors = await self._embed([q])
+        assert vectors is not None
+        vector = np.ascontiguousarray(vectors[0], dtype=np.float32)
+        vector.setflags(write=False)
+        self._query_vectors[q] = vector
+        while len(self._query_vectors) > QUERY_VECTOR_CACHE:
+            self._query_vectors.popitem(last=False)
+        return vector
 
-        seqs = await self._read(allowed)
-        vector = await self._embed([query.q or ""])
-        assert vector is not None
-        if filtered:
-            # Both arrays are sorted seqs; keep the cached rows whose seq passed the SQL filters.
-            pos = np.searchsorted(cache.seqs, seqs)
-            inside = pos < cache.seqs.size
-            pos, wanted = pos[inside], seqs[inside]
-            pos = pos[cache.seqs[pos] == wanted]
-            if pos.size == 0:
-                return []
-            sims = cache.matrix[pos] @ vector[0]
-            cand_seqs = cache.seqs[pos]
-        else:
-            sims = cache.matrix @ vector[0]
-            cand_seqs = cache.seqs
-            if seqs.size:
-                keep = ~np.isin(cand_seqs, seqs)
-                sims, cand_seqs = sims[keep], cand_seqs[keep]
-        take = min(k, sims.size)
-        if take == 0:
-            return []
-        top = np.argpartition(-sims, take - 1)[:take]
-        top = top[np.argsort(-sims[top], kind="stable")]
-        return [(int(cand_seqs[i]), float(sims[i])) for i in top]
+    async def _fresh_index(self, bank: str) -> BankVectors | None:
+        """The bank's index as of its current revision (None: no such bank). Loaded on first use; after a
+        write by another backend or process (the revision moved without this one's index following),
+        memories without vectors are embedded and the difference is read."""
 
-    async def _vector_cache(self, bank: str) -> _VectorCache:
-        assert self.embedder is not None
+        def state(conn: Connection) -> tuple[int, str | None] | None:
+            row = conn.execute(select(B.c.revision, B.c.embedding_model).where(B.c.name == bank)).first()
+            return (int(row[0]), row[1]) if row is not None else None
+
+        current = await self._read(state)
+        if current is None:
+            return None
+        self._check_model(bank, current[1])
+        index = self._vectors.get(bank)
+        if index is not None and index.revision == current[0]:
+            return index
         async with self._cache_lock:
-            cache = self._vectors.setdefault(bank, _VectorCache())
+            index = self._vectors.get(bank)
+            if index is not None and index.revision >= current[0]:
+                return index
+            if self._clean_revision.get(bank) != current[0]:
+                # Memories retained while semantic was off get their vectors before they are searched.
+                await self._backfill(bank)
+            return await self._reload(bank)
 
-            def revision(conn: Connection) -> tuple[int, str | None] | None:
-                row = conn.execute(select(B.c.revision, B.c.embedding_model).where(B.c.name == bank)).first()
-                return (int(row[0]), row[1]) if row is not None else None
+    async def _reload(self, bank: str) -> BankVectors | None:
+        """Bring the bank's index to the database's state: every row on first load, else only the rows
+        it does not hold, plus which rows are gone or (un)invalidated. Caller holds ``_cache_lock``."""
+        assert self.embedder is not None
+        dim = self.embedder.dim
+        index = self._vectors.get(bank)
+        known = index.hashes() if index is not None else {}
 
-            current = await self._read(revision)
-            if current is None:
-                return _VectorCache()
-            rev, model = current
-            self._check_model(bank, model)
-            if rev == cache.revision:
-                return cache
-            known = set(cache.seqs.tolist())
+        def read(
+            conn: Connection,
+        ) -> tuple[tuple[int, str | None] | None, list[tuple[int, bool]], list[VectorRow]]:
+            # The revision first: rows read after it are at least that new, so the index is never
+            # labelled newer than its contents (a write in between only causes one more reload).
+            row = conn.execute(select(B.c.revision, B.c.embedding_model).where(B.c.name == bank)).first()
+            if row is None:
+                return None, [], []
+            state = (int(row[0]), row[1])
+            with_vector = (M.c.bank == bank, M.c.embedding.is_not(None))
+            if not known:
+                rows = self._vector_rows(conn, *with_vector)
+                return state, [(r.seq, r.invalidated) for r in rows], rows
+            listed = conn.execute(
+                select(M.c.seq, M.c.invalidated_at.is_not(None), M.c.content_hash).where(*with_vector)
+            ).all()
+            present = [(int(r[0]), bool(r[1])) for r in listed]
+            fresh = [int(r[0]) for r in listed if known.get(int(r[0])) != r[2]]
+            rows = []
+            for chunk in _chunks(fresh):
+                rows.extend(self._vector_rows(conn, *with_vector, M.c.seq.in_(chunk)))
+            return state, present, rows
 
-            def reload(conn: Connection) -> tuple[list[int], list[tuple[int, bytes]]]:
-                present = [
-                    r[0]
-                    for r in conn.execute(
-                        select(M.c.seq).where(M.c.bank == bank, M.c.embedding.is_not(None)).order_by(M.c.seq)
-                    )
-                ]
-                fresh = [s for s in present if s not in known]
-                loaded: list[tuple[int, bytes]] = []
-                for chunk in _chunks(fresh):
-                    loaded.extend(
-                        (r[0], r[1])
-                        for r in conn.execute(select(M.c.seq, M.c.embedding).where(M.c.seq.in_(chunk)))
-                    )
-                return present, loaded
+        state, present, rows = await self._read(read)
+        if state is None:
+            return None
+        revision, model = state
+        self._check_model(bank, model)
+        if index is None or index.model not in (None, model):
+            index = BankVectors(dim, model=model)
+            self._vectors[bank] = index
+        seen = {seq for seq, _ in present}
+        index.remove(set(known) - seen)
+        index.add(rows)
+        invalid = {seq for seq, flag in present if flag}
+        already = index.invalidated()
+        index.set_invalidated(invalid - already, True)
+        index.set_invalidated(already - invalid, False)
+        index.revision, index.model = revision, model
+        return index
 
-            present, loaded = await self._read(reload)
-            dim = self.embedder.dim
-            old_rows = {int(s): i for i, s in enumerate(cache.seqs.tolist())}
-            new_vectors = {seq: np.frombuffer(blob, dtype=np.float32) for seq, blob in loaded}
-            matrix = np.empty((len(present), dim), dtype=np.float32)
-            for i, seq in enumerate(present):
-                vec = new_vectors.get(seq)
-                matrix[i] = vec if vec is not None else cache.matrix[old_rows[seq]]
-            cache.seqs = np.asarray(present, dtype=np.int64)
-            cache.matrix = matrix
-            cache.revision = rev
-            cache.model = model
-            return cache
+    def _vector_rows(self, conn: Connection, *conds: ColumnElement[bool]) -> list[VectorRow]:
+        stmt = select(
+            M.c.seq,
+            M.c.id,
+            M.c.content_hash,
+            M.c.ts,
+            M.c.type,
+            M.c.symbol,
+            M.c.tags,
+            M.c.invalidated_at,
+            M.c.embedding,
+        ).where(*conds)
+        return [
+            VectorRow(
+                seq=int(r.seq),
+                id=r.id,
+                content_hash=r.content_hash,
+                ts=r.ts,
+                type=r.type,
+                symbol=r.symbol,
+                tags=tuple(r.tags),
+                invalidated=r.invalidated_at is not None,
+                vector=np.frombuffer(r.embedding, dtype=np.float32),
+            )
+            for r in conn.execute(stmt.order_by(M.c.seq))
+        ]
+
+    @staticmethod
+    def _revision_in(conn: Connection, bank: str) -> int | None:
+        value = conn.execute(select(B.c.revision).where(B.c.name == bank)).scalar()
+        return int(value) if value is not None else None
+
+    def _retained_change(
+        self, conn: Connection, bank: str, before: int | None, ids: Sequence[str]
+    ) -> _BankChange:
+        """Inside a retain's transaction: its revision step and, when this backend's index of the bank is
+        at the revision the write started from, the rows of ``ids`` as now stored (to add in place)."""
+        after = self._revision_in(conn, bank)
+        index = self._vectors.get(bank)
+        if before is None or after != before + 1 or index is None or index.revision != before:
+            return _BankChange(before, after, complete=after == before)
+        rows: list[VectorRow] = []
+        for chunk in _chunks(sorted(set(ids))):
+            rows.extend(
+                self._vector_rows(conn, M.c.bank == bank, M.c.id.in_(chunk), M.c.embedding.is_not(None))
+            )
+        return _BankChange(before, after, rows, complete=True)
+
+    async def _after_write(self, bank: str, change: _BankChange) -> None:
+        """Apply a write of this backend to its index in place, when nothing else wrote the bank in
+        between (otherwise the next recall sees the revision moved and reloads)."""
+        stepped = change.before is not None and change.after in (change.before, change.before + 1)
+        async with self._cache_lock:
+            index = self._vectors.get(bank)
+            if stepped and change.complete and index is not None and index.revision == change.before:
+                if change.invalidated is not None:
+                    index.set_invalidated_ids(change.ids, change.invalidated)
+                else:
+                    index.add(change.rows)
+                assert change.after is not None
+                index.revision = change.after
+        if stepped and self._clean_revision.get(bank) == change.before:
+            # This write stored vectors for what it added: the bank is still fully embedded.
+            assert change.after is not None
+            self._clean_revision[bank] = change.after
+        elif change.invalidated is None and self.embedder is not None:
+            await self._backfill(bank)
 
     # ------------------------------------------------------------------ reflect, invalidate, banks
 
@@ -956,16 +1069,30 @@ class EmbeddedBackend:
         return reflect_items(await self._read(window), params, now)
 
     async def _set_state(self, bank: str, memory_id: str, when: datetime | None, reason: str | None) -> None:
-        def apply(conn: Connection) -> int:
+        def apply(conn: Connection) -> tuple[int, _BankChange]:
+            before = self._revision_in(conn, bank)
             result = conn.execute(
                 update(M)
                 .where(M.c.bank == bank, M.c.id == memory_id)
                 .values(invalidated_at=when, invalidation_reason=reason)
             )
-            return int(result.rowcount or 0)
+            count = int(result.rowcount or 0)
+            if count:
+                # Vector indexes (this process's and others') follow invalidation by the revision too.
+                conn.execute(update(B).where(B.c.name == bank).values(revision=B.c.revision + 1))
+            change = _BankChange(
+                before,
+                self._revision_in(conn, bank),
+                complete=True,
+                invalidated=when is not None,
+                ids=(memory_id,),
+            )
+            return count, change
 
-        if await self._write(apply) == 0:
+        count, change = await self._write(apply)
+        if count == 0:
             raise MemoryNotFoundError(bank, memory_id)
+        await self._after_write(bank, change)
 
     async def invalidate(self, bank: str, memory_id: str, reason: str | None = None) -> None:
         await self._set_state(bank, memory_id, self._clock(), reason)
@@ -990,6 +1117,8 @@ class EmbeddedBackend:
 
     async def close(self) -> None:
         self._vectors.clear()
+        self._clean_revision.clear()
+        self._query_vectors.clear()
         if self._owns_database:
             await self.db.close()
 

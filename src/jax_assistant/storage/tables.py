@@ -333,7 +333,7 @@ class MemoryBankRow(Base):
     name: Mapped[str] = mapped_column(primary_key=True)
     embedding_model: Mapped[str | None]
     embedding_dim: Mapped[int | None] = mapped_column(Integer)
-    # Bumped by every write that adds or removes memories: vector caches reload only when it moves.
+    # Bumped by every write that adds, removes, invalidates or restores memories: vector indexes follow it.
     revision: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     created_at: Mapped[datetime]
 
