@@ -2,14 +2,18 @@
 
     python bench/http_service.py                 # 2 rounds x 5 s per req/s figure, 300 accepts per latency
     python bench/http_service.py --seconds 3 --accepts 200 --out bench/results/http.json
+    python bench/http_service.py --seconds 2 --no-accept --generator wrk   # req/s only, wrk only
 
 Two servers run as subprocesses pinned to the same CPU core (``os.sched_setaffinity``), one after the
 other for each figure: ``jax serve`` (auth on, a write key made with ``jax keys create``, defaults
 otherwise: sample data, SQLite file in a fresh temporary ``JAX_DATA_DIR``) and a minimal FastAPI app
 (``--minimal-server``: the same routes answering a constant, no middleware) served by uvicorn with the
 same protocol and settings as ``jax serve``. The load generator runs in this process on another core:
-raw asyncio sockets, HTTP/1.1 keep-alive, far cheaper per request than an HTTP client library, so the
-server is the bottleneck.
+raw asyncio sockets, HTTP/1.1 keep-alive, far cheaper per request than an HTTP client library. Near
+5 000 req/s that Python generator may itself be what limits the figure, so when ``wrk`` is installed
+(Debian package ``wrk``; bench only, nothing else needs it) the req/s figures are also taken with it
+(one thread, the same connections, on the generator's core): ``--generator both`` (the default when
+wrk is found), ``python`` or ``wrk``.
 
 - req/s: ``/status``, ``/health`` and ``/metrics`` with ``--connections`` keep-alive connections for
   ``--seconds`` (after a 1 s warm-up), responses counted;
@@ -24,6 +28,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -116,7 +122,19 @@ def post(path: str, body: dict[str, Any], key: str | None) -> bytes:
     ).encode() + data
 
 
-async def throughput(port: int, raw: bytes, connections: int, seconds: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (Linux /proc): what a request costs the server,
+    whatever else shares its core (wall req/s on a loaded machine mostly measures the neighbours)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(fig: dict[str, Any], requests: int, cpu_s: float) -> dict[str, Any]:
+    per_req = round(cpu_s / requests * 1e6, 1) if requests else None
+    return {**fig, "requests": requests, "cpu_us_per_req": per_req}
+
+
+async def throughput(port: int, pid: int, raw: bytes, connections: int, seconds: float) -> dict[str, Any]:
     conns = [await Conn.open(port) for _ in range(connections)]
     counts = {"ok": 0, "other": 0}
     stop_at = 0.0
@@ -131,13 +149,37 @@ async def throughput(port: int, raw: bytes, connections: int, seconds: float) ->
     stop_at = time.perf_counter() + 1.0  # warm-up
     await asyncio.gather(*(worker(c) for c in conns))
     counting = True
+    cpu = cpu_seconds(pid)
     started = time.perf_counter()
     stop_at = started + seconds
     await asyncio.gather(*(worker(c) for c in conns))
     elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(pid) - cpu
     for c in conns:
         c.close()
-    return {"rps": round(counts["ok"] / elapsed), "non200": counts["other"]}
+    fig = {"rps": round(counts["ok"] / elapsed), "non200": counts["other"]}
+    return with_cpu(fig, counts["ok"] + counts["other"], cpu)
+
+
+def wrk_throughput(port: int, pid: int, path: str, connections: int, seconds: float) -> dict[str, Any]:
+    """req/s measured by wrk (a C load generator that saturates a Python server with one thread)."""
+    url = f"http://127.0.0.1:{port}{path}"
+
+    def wrk(duration_s: int) -> str:
+        cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", url]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration_s + 30).stdout
+
+    wrk(1)  # warm-up, as for the Python generator
+    cpu = cpu_seconds(pid)
+    out = wrk(max(1, round(seconds)))  # wrk takes whole seconds
+    cpu = cpu_seconds(pid) - cpu  # includes wrk's connect and close: a few ms in seconds
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if rps is None or total is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    fig = {"rps": round(float(rps.group(1))), "non200": int(non2xx.group(1)) if non2xx else 0}
+    return with_cpu(fig, int(total.group(1)), cpu)
 
 
 async def accept_latency(port: int, key: str | None, clients: int, total: int) -> dict[str, Any]:
@@ -216,12 +258,22 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--accepts", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2, help="req/s rounds (best kept)")
+    parser.add_argument(
+        "--generator",
+        choices=("both", "python", "wrk"),
+        default="both" if shutil.which("wrk") else "python",
+        help="req/s load generator(s) (default: both when wrk is installed, else python)",
+    )
+    parser.add_argument("--no-accept", action="store_true", help="skip the POST /process latencies")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--minimal-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.minimal_server:
         minimal_server(args.minimal_server)
         return
+    if args.generator != "python" and shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install wrk), use --generator python")
+    generators = ("python", "wrk") if args.generator == "both" else (args.generator,)
 
     console = Console()
     cpus = sorted(os.sched_getaffinity(0))
@@ -257,7 +309,17 @@ def main() -> None:
     env_jax = {**env, "JAX_LOG_LEVEL": "WARNING"}
     servers: dict[str, subprocess.Popen[bytes]] = {}
     ports = {"jax": jax_port, "minimal": min_port}
-    results: dict[str, Any] = {"revision": git_revision(), "cpus": cpus, "server_core": SERVER_CORE}
+    results: dict[str, Any] = {
+        "revision": git_revision(),
+        "cpus": cpus,
+        "server_core": SERVER_CORE,
+        "load_average": os.getloadavg(),
+        "generators": list(generators),
+    }
+    reads = ("/status", "/health", "/metrics")
+    # (path, generator, key in results): the python generator's under the path (the keys earlier
+    # runs wrote), wrk's under "<path> wrk".
+    figures = [(p, g, p if g == "python" else f"{p} wrk") for g in generators for p in reads]
     try:
         # One at a time inside the try: a server that fails to start still stops the one before it.
         servers["jax"] = start(jax_cmd, env_jax, jax_port)
@@ -266,13 +328,22 @@ def main() -> None:
         async def measure() -> None:
             # Interleaved rounds, best kept: noise from other processes hits both servers alike.
             for _ in range(args.rounds):
-                for path in ("/status", "/health", "/metrics"):
+                for path, gen, label in figures:
                     for name in ("minimal", "jax"):
-                        fig = await throughput(ports[name], get(path), args.connections, args.seconds)
-                        best = results.setdefault(path, {}).get(name)
+                        pid = servers[name].pid
+                        if gen == "wrk":
+                            fig = wrk_throughput(ports[name], pid, path, args.connections, args.seconds)
+                        else:
+                            fig = await throughput(
+                                ports[name], pid, get(path), args.connections, args.seconds
+                            )
+                        best = results.setdefault(label, {}).get(name)
                         if best is None or fig["rps"] > best["rps"]:
-                            results[path][name] = fig
-            for clients in (1, 20):
+                            results[label][name] = fig
+                        cheapest = results[label].get(f"{name}_cpu_us_per_req")
+                        if fig["cpu_us_per_req"] and (cheapest is None or fig["cpu_us_per_req"] < cheapest):
+                            results[label][f"{name}_cpu_us_per_req"] = fig["cpu_us_per_req"]
+            for clients in () if args.no_accept else (1, 20):
                 for name in ("minimal", "jax"):
                     fig = await accept_latency(
                         ports[name], key if name == "jax" else None, clients, args.accepts
@@ -288,11 +359,27 @@ def main() -> None:
     table = Table(title=f"HTTP on core {SERVER_CORE} (generator on {sorted(os.sched_getaffinity(0))})")
     for col in ("figure", "minimal FastAPI", "jax serve", "jax / minimal"):
         table.add_column(col, justify="right" if col != "figure" else "left")
-    for path in ("/status", "/health", "/metrics"):
-        m, j = results[path]["minimal"]["rps"], results[path]["jax"]["rps"]
-        results[path]["ratio"] = round(j / m, 3) if m else None
-        table.add_row(f"{path} req/s", f"{m:,}", f"{j:,}", f"{results[path]['ratio']:.2f}x")
-    for clients in (1, 20):
+    for path, gen, label in figures:
+        m, j = results[label]["minimal"], results[label]["jax"]
+        results[label]["ratio"] = round(j["rps"] / m["rps"], 3) if m["rps"] else None
+        bad = m["non200"] + j["non200"]
+        table.add_row(
+            f"{path} req/s" + (" (wrk)" if gen == "wrk" else ""),
+            f"{m['rps']:,}",
+            f"{j['rps']:,}",
+            f"{results[label]['ratio']:.2f}x" + (f" ({bad} non-200!)" if bad else ""),
+        )
+    for path, gen, label in figures:
+        # Server CPU per request: the req/s ratio a saturated, otherwise idle core would show.
+        mc, jc = results[label].get("minimal_cpu_us_per_req"), results[label].get("jax_cpu_us_per_req")
+        results[label]["cpu_ratio"] = round(mc / jc, 3) if mc and jc else None
+        table.add_row(
+            f"{path} server CPU µs/request" + (" (wrk)" if gen == "wrk" else ""),
+            f"{mc}",
+            f"{jc}",
+            f"{results[label]['cpu_ratio']:.2f}x req/s" if results[label]["cpu_ratio"] else "-",
+        )
+    for clients in () if args.no_accept else (1, 20):
         fig = results[f"accept_{clients}"]
         m, j = fig["minimal"], fig["jax"]
         table.add_row(
@@ -302,6 +389,7 @@ def main() -> None:
             f"{j['accepted']} accepted, refused {j['refused'] or 0}",
         )
     console.print(table)
+    console.print(f"load average before the run: {' '.join(f'{x:.2f}' for x in results['load_average'])}")
     write_results(results, args.out, console)
 
 

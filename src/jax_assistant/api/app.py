@@ -19,6 +19,7 @@ from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Query, Requ
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from jax_assistant import __version__
+from jax_assistant.api.cached import CachedJson
 from jax_assistant.api.common import (
     NEXT_PAGE_HEADERS,
     decode_cursor,
@@ -58,7 +59,7 @@ from jax_assistant.marketdata.base import MarketDataError
 from jax_assistant.memory.outbox import drain_forever, outbox_status
 from jax_assistant.observability.correlation import get_correlation_id, new_audit_event
 from jax_assistant.observability.logging import get_logger
-from jax_assistant.observability.metrics import NullMetrics
+from jax_assistant.observability.metrics import NullMetrics, PipelineMetrics
 from jax_assistant.observability.tracing import configure_tracing, shutdown_tracing, tracing_enabled
 from jax_assistant.orchestrator import Orchestrator, RunError, RunRequest
 from jax_assistant.research.report import research_status
@@ -185,7 +186,6 @@ def create_app(
         app, settings.api, key_store=key_store, needs=scope_resolver(settings.api, admin_prefixes=["/audit"])
     )
 
-    app.include_router(ingest_router)  # POST /ingest (api/ingest.py)
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
 
@@ -193,7 +193,8 @@ def create_app(
         return runs.repository
 
     def uptime() -> float:
-        return round(time.monotonic() - clock["started"], 3)
+        # Whole seconds: the cached /health and /status bodies then change at most once a second for it.
+        return float(int(time.monotonic() - clock["started"]))
 
     # ------------------------------------------------------------------ service
 
@@ -206,21 +207,28 @@ def create_app(
             return f"market data {path} is not readable"
         return None
 
+    health_body = CachedJson()
+
     @app.get("/health", response_model=HealthOut, response_model_exclude_none=True)
-    async def health() -> JSONResponse:
+    async def health() -> Response:
         # Still 200 when degraded: the process is alive (a liveness probe must not restart it for bad
-        # data); /ready is the probe that says "do not send work here". A JSONResponse built directly:
+        # data); /ready is the probe that says "do not send work here". Cached bytes, not the model:
         # probes call this often, and the model above only documents it (schemathesis checks the match).
         problem = data_problem()
-        body: dict[str, Any] = {
-            "status": "degraded" if problem else "healthy",
-            "service": SERVICE_NAME,
-            "version": __version__,
-            "uptime": uptime(),
-        }
-        if problem:
-            body["reason"] = problem
-        return JSONResponse(body)
+        up = uptime()
+
+        def build() -> dict[str, Any]:
+            body: dict[str, Any] = {
+                "status": "degraded" if problem else "healthy",
+                "service": SERVICE_NAME,
+                "version": __version__,
+                "uptime": up,
+            }
+            if problem:
+                body["reason"] = problem
+            return body
+
+        return health_body.response((up, problem), build)
 
     @app.get(
         "/ready",
@@ -247,14 +255,33 @@ def create_app(
         body = ReadyOut(status="ready" if ok else "not_ready", checks=checks)
         return JSONResponse(status_code=200 if ok else 503, content=body.model_dump(mode="json"))
 
+    status_body = CachedJson()
+
+    def status_key(up: float) -> tuple[object, ...] | None:
+        """Changes whenever the /status body would; None (build per request) while a run executes,
+        since its per-stage counters change without a version (and change constantly anyway).
+
+        Outside runs: the metrics version (breaker state changes, dependency calls), admission's
+        version, the run manager's and learning's small snapshots, the stored-status refresh, and the
+        second of uptime, which also bounds the age of counters nothing versions (a breaker's call
+        counts from the memory outbox's retries) to a second."""
+        if orch.active:
+            return None
+        metrics = orch.metrics
+        version = metrics.version if isinstance(metrics, PipelineMetrics) else None
+        return (up, version, admission.version, runs.snapshot(), learning.status(), stored["gen"])
+
     @app.get("/status", response_model=StatusOut)
-    async def status() -> JSONResponse:
-        # Built directly, like /health: a hot path the model only documents.
-        return JSONResponse(
-            {
+    async def status() -> Response:
+        # Cached bytes, like /health: a hot path the model only documents.
+        extra = await stored_status()
+        up = uptime()
+        return status_body.response(
+            status_key(up),
+            lambda: {
                 "service": SERVICE_NAME,
                 "version": __version__,
-                "uptime": uptime(),
+                "uptime": up,
                 "pipeline": list(settings.pipeline),
                 "engine": {
                     "concurrency": settings.engine.concurrency,
@@ -265,13 +292,14 @@ def create_app(
                 "admission": admission.snapshot(),
                 "learning": learning.status(),
                 **orch.status(),
-                **(await stored_status()),
-            }
+                **extra,
+            },
         )
 
     # The outbox depth and the research spend are database reads: refreshed at most every
     # STATUS_STORED_TTL_S, so a monitor polling /status never puts a query on every request.
-    stored: dict[str, Any] = {"at": None, "value": None}
+    # "gen" counts completed refreshes (part of the /status cache key).
+    stored: dict[str, Any] = {"at": None, "value": None, "gen": 0}
 
     async def stored_status() -> dict[str, Any]:
         now = time.monotonic()
@@ -281,6 +309,7 @@ def create_app(
                 "memoryOutbox": await outbox_status(orch),
                 "research": await research_status(settings.research, orch.db),
             }
+            stored["gen"] += 1
         value: dict[str, Any] = stored["value"]
         return value
 
@@ -291,7 +320,7 @@ def create_app(
                 content={"error": "metrics are disabled (set JAX_METRICS_ENABLED=true to serve them)"},
             )
         body, content_type = orch.metrics.render()
-        return Response(content=body, headers={"Content-Type": content_type})
+        return Response(content=body, media_type=content_type)  # it names its charset: kept as is
 
     metrics_responses: dict[int | str, dict[str, Any]] = {
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"},
@@ -585,6 +614,9 @@ def create_app(
         )
         return events
 
+    # Routers after the routes above: each request tries routes in order, and an included router's
+    # match costs several µs, which /health and /status polls would otherwise pay before their own.
+    app.include_router(ingest_router)  # POST /ingest (api/ingest.py)
     app.include_router(dead_letters_router)
     app.include_router(v1_router)
     app.include_router(page_router)

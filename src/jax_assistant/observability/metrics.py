@@ -127,6 +127,11 @@ class PipelineMetrics:
         self._version = 0
         self._rendered: tuple[int, bytes] | None = None
 
+    @property
+    def version(self) -> int:
+        """Bumped by every change made through this object: /metrics and /status rebuild by it."""
+        return self._version
+
     def run_started(self) -> None:
         self.runs.inc()
         self._version += 1  # after the change: render() reads the version before rendering

@@ -57,9 +57,12 @@ class Admission:
         self.closing = False
         self._queue: deque[Ticket] = deque()
         self._avg_run_s = 1.0  # until a run has finished: a guess, refined by each one that does
+        # Bumped by every change to what snapshot() shows, so /status can keep its body until then.
+        self.version = 0
 
     def admit(self, weight: int) -> Ticket:
         """A ticket for a run of ``weight`` slots, or AdmissionRejectedError. Never awaits."""
+        self.version += 1  # whatever the outcome, a counter below changes
         if self.closing:
             self.rejected += 1
             raise AdmissionRejectedError("the service is shutting down", status=503, retry_after_s=5)
@@ -84,6 +87,7 @@ class Admission:
         """A ticket for a resumed run (one interrupted elsewhere, picked up at start-up): it counts
         against the same cap as a new one, but it is never refused, since its row exists already and
         refusing would only leave it for the next start-up. Queued behind earlier runs like any other."""
+        self.version += 1
         ticket = Ticket(self, max(1, min(weight, self.capacity)))
         if not self._queue and self.in_flight + ticket.weight <= self.capacity:
             self._grant(ticket)
@@ -100,6 +104,7 @@ class Admission:
 
     def close(self) -> None:
         self.closing = True
+        self.version += 1
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -122,6 +127,7 @@ class Admission:
         ticket.granted.set()
 
     def _release(self, ticket: Ticket) -> None:
+        self.version += 1
         if not ticket.granted.is_set():
             self._queue.remove(ticket)  # cancelled while waiting
             return

@@ -9,19 +9,48 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jax_assistant.observability.correlation import (
     CORRELATION_ID_HEADER,
     FLOW_ID_HEADER,
-    bind_correlation_id,
-    ensure_correlation_id,
+    INBOUND_CORRELATION_HEADERS,
+    is_valid_correlation_id,
+    new_correlation_id,
+    reset_correlation_id,
+    set_correlation_id,
 )
 
 log = logging.getLogger("jax_assistant.service")
 
 _ECHO_HEADERS = (CORRELATION_ID_HEADER.lower().encode("latin-1"), FLOW_ID_HEADER.lower().encode("latin-1"))
+# ASGI header names are lowercase bytes: matched as they come, in precedence order.
+_INBOUND = tuple(h.lower().encode("latin-1") for h in INBOUND_CORRELATION_HEADERS)
+
+
+def inbound_correlation_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The first usable id among X-Correlation-ID, X-Flow-ID, X-Request-ID (as
+    ``ensure_correlation_id`` chooses, a repeated header's last value counting), or None.
+
+    Reads the raw ASGI headers: no dict of every header decoded per request."""
+    found: dict[bytes, bytes] | None = None
+    for name, value in headers:
+        if name in _INBOUND:
+            if found is None:
+                found = {}
+            found[name] = value
+    if found is None:
+        return None
+    for name in _INBOUND:
+        raw = found.get(name)
+        if raw is not None:
+            candidate = raw.decode("latin-1").strip()
+            # An unusable value does not end the search: a good alias may follow.
+            if is_valid_correlation_id(candidate):
+                return candidate
+    return None
 
 
 class CorrelationIdMiddleware:
@@ -39,37 +68,41 @@ class CorrelationIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        # A fresh scoped binding first: with no usable header, ensure_correlation_id would otherwise reuse
-        # whatever id the surrounding context already had (another request's, in an in-process client).
-        with bind_correlation_id():
-            cid = ensure_correlation_id(headers)
-            raw_cid = cid.encode("latin-1")
-            started = False
+        cid = inbound_correlation_id(scope.get("headers", ())) or new_correlation_id()
+        raw_cid = cid.encode("latin-1")
+        started = False
 
-            async def send_with_id(message: Message) -> None:
-                nonlocal started
-                if message["type"] == "http.response.start":
-                    started = True
-                    kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _ECHO_HEADERS]
-                    message["headers"] = [*kept, *((name, raw_cid) for name in _ECHO_HEADERS)]
-                await send(message)
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = message.get("headers", ())
+                # Almost no response sets these itself: copy without a filter unless one does.
+                if any(k.lower() in _ECHO_HEADERS for k, _ in headers):
+                    headers = [(k, v) for k, v in headers if k.lower() not in _ECHO_HEADERS]
+                message["headers"] = [*headers, *((name, raw_cid) for name in _ECHO_HEADERS)]
+            await send(message)
 
-            try:
-                await self.app(scope, receive, send_with_id)
-            except Exception:
-                if started or scope["type"] != "http":
-                    raise
-                log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-                body = json.dumps({"error": "internal server error", "correlationId": cid}).encode()
-                await send_with_id(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send_with_id({"type": "http.response.body", "body": body})
+        # Bound in this request's context, restored after: with no usable header a request never
+        # inherits the surrounding context's id (another request's, in an in-process client).
+        token = set_correlation_id(cid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            if started or scope["type"] != "http":
+                raise
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            body = json.dumps({"error": "internal server error", "correlationId": cid}).encode()
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send_with_id({"type": "http.response.body", "body": body})
+        finally:
+            reset_correlation_id(token)

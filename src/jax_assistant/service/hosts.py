@@ -12,6 +12,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jax_assistant.service.auth import json_error
 
+# Decisions remembered per raw Host value (a service sees a handful); bounded, since a client may send
+# any Host it likes.
+_DECISIONS_MAX = 256
+
 
 def host_name(raw: str) -> str:
     """``Host`` without its port: ``[::1]:8091`` -> ``::1``, ``localhost:80`` -> ``localhost``."""
@@ -28,6 +32,7 @@ class TrustedHostMiddleware:
         self.any = "*" in names
         self.exact = {n for n in names if not n.startswith("*.")}
         self.suffixes = tuple(n[1:] for n in names if n.startswith("*."))  # "*.corp" -> ".corp"
+        self._decisions: dict[bytes, bool] = {}
 
     def allows(self, host: str) -> bool:
         name = host_name(host)
@@ -37,10 +42,21 @@ class TrustedHostMiddleware:
         if self.any or scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), "")
-        if self.allows(host):
+        raw = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                raw = value
+                break
+        allowed = self._decisions.get(raw)
+        if allowed is None:  # parsing the name costs more than the rest of this check
+            allowed = self.allows(raw.decode("latin-1"))
+            if len(self._decisions) >= _DECISIONS_MAX:
+                self._decisions.clear()
+            self._decisions[raw] = allowed
+        if allowed:
             await self.app(scope, receive, send)
             return
+        host = raw.decode("latin-1")
         await json_error(
             421,
             {

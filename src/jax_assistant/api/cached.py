@@ -1,0 +1,44 @@
+"""JSON bodies kept as bytes until what they show changes: the hot read routes (``/status``,
+``/health``) answer a monitor's poll with a comparison and a copy, not a rebuild and a serialisation.
+
+The owner passes a *key* with every call: a tuple of version counters and small values that together
+change whenever the body would (see ``create_app``). Keys are compared, never hashed, so they may
+hold small dicts; ``None`` means "build this one afresh" for a state no key can follow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from starlette.responses import Response
+
+_NOTHING = object()
+
+
+def render_json(content: Any) -> bytes:
+    """What Starlette's JSONResponse sends for ``content``: a cached body reads like a built one."""
+    text = json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+    return text.encode()
+
+
+class CachedJson:
+    """The JSON bytes of ``build()``, built again only when the key differs from the last one."""
+
+    __slots__ = ("_body", "_key")
+
+    def __init__(self) -> None:
+        self._key: object = _NOTHING
+        self._body = b""
+
+    def get(self, key: object, build: Callable[[], Any]) -> bytes:
+        # Built synchronously: no await between reading the key and storing the body, so a change
+        # made meanwhile by another task cannot hide behind a key read before it.
+        if key is None or key != self._key:
+            self._body = render_json(build())
+            self._key = key
+        return self._body
+
+    def response(self, key: object, build: Callable[[], Any]) -> Response:
+        return Response(self.get(key, build), media_type="application/json")

@@ -1,0 +1,138 @@
+"""The pieces that keep GET reads cheap: cached JSON bodies, admission's version, the correlation id
+read from raw headers, and the trusted-host decisions remembered per Host value."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from jax_assistant.api.cached import CachedJson, render_json
+from jax_assistant.observability.correlation import (
+    ensure_correlation_id,
+    is_valid_correlation_id,
+    new_correlation_id,
+)
+from jax_assistant.service.admission import Admission, AdmissionRejectedError
+from jax_assistant.service.correlation import inbound_correlation_id
+from jax_assistant.service.hosts import TrustedHostMiddleware
+
+
+def test_a_cached_body_is_built_again_only_when_its_key_changes() -> None:
+    builds: list[int] = []
+
+    def build() -> dict[str, int]:
+        builds.append(1)
+        return {"n": len(builds)}
+
+    cache = CachedJson()
+    first = cache.get((1, "a"), build)
+    assert cache.get((1, "a"), build) is first and len(builds) == 1
+    assert json.loads(cache.get((2, "a"), build)) == {"n": 2}
+    # Keys are compared, not hashed: small dicts are fine, and an equal copy is a hit.
+    cache.get((2, {"x": [1]}), build)
+    cache.get((2, {"x": [1]}), build)
+    assert len(builds) == 3
+    # None: no key can follow this state, so every call builds.
+    cache.get(None, build)
+    cache.get(None, build)
+    assert len(builds) == 5
+
+
+def test_render_json_matches_what_a_json_response_sends() -> None:
+    from starlette.responses import JSONResponse
+
+    content = {"a": "é", "b": [1, 2.5, None], "c": {"d": True}}
+    assert render_json(content) == JSONResponse(content).body
+    with pytest.raises(ValueError):
+        render_json({"x": float("nan")})  # as JSONResponse: NaN is not JSON
+
+
+def test_admission_version_changes_with_every_change_snapshot_shows() -> None:
+    admission = Admission(max_in_flight=1, max_queued=1)
+    seen = {admission.version}
+
+    def changed() -> bool:
+        before = len(seen)
+        seen.add(admission.version)
+        return len(seen) > before
+
+    first = admission.admit(1)
+    assert changed()
+    queued = admission.admit(1)
+    assert changed()
+    with pytest.raises(AdmissionRejectedError):
+        admission.admit(1)
+    assert changed()  # a rejection counts
+    first.release()
+    assert changed() and queued.granted.is_set()
+    queued.release()
+    assert changed()
+    admission.enqueue_resumed(1).release()
+    assert changed()
+    admission.close()
+    assert changed()
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([], None),
+        ([(b"host", b"x")], None),
+        ([(b"x-request-id", b"r"), (b"x-flow-id", b"f"), (b"x-correlation-id", b"c")], "c"),
+        ([(b"x-request-id", b"r"), (b"x-flow-id", b"f")], "f"),
+        ([(b"x-correlation-id", b"  "), (b"x-request-id", b"r")], "r"),  # unusable: the next one
+        ([(b"x-correlation-id", b"bad\x01id"), (b"x-flow-id", b" f ")], "f"),
+        ([(b"x-flow-id", b"first"), (b"x-flow-id", b"second")], "second"),
+        ([(b"x-correlation-id", b"c" * 129)], None),
+    ],
+)
+def test_inbound_id_from_raw_headers_chooses_like_ensure_correlation_id(
+    headers: list[tuple[bytes, bytes]], expected: str | None
+) -> None:
+    assert inbound_correlation_id(headers) == expected
+    if expected is not None:  # the same choice as the mapping-based helper
+        as_map = {k.decode(): v.decode() for k, v in headers}
+        assert ensure_correlation_id(as_map) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [("corr_x", True), ("a b~!", True), ("", False), ("x\x7f", False), ("x\ty", False), ("é", False)],
+)
+def test_valid_ids_are_printable_ascii(value: str, valid: bool) -> None:
+    assert is_valid_correlation_id(value) is valid
+
+
+def test_new_ids_are_uuid4_hex() -> None:
+    for _ in range(200):
+        cid = new_correlation_id()
+        assert cid.startswith("corr_") and len(cid) == 37
+        parsed = uuid.UUID(hex=cid[5:])
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+async def test_trusted_host_decisions_stay_right_when_remembered() -> None:
+    answered: list[int] = []
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        answered.append(200)
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            answered.append(int(message["status"]))  # type: ignore[call-overload]
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request"}
+
+    guard = TrustedHostMiddleware(app, allowed=["127.0.0.1", "*.corp"])
+    for _ in range(2):  # the second pass answers from the remembered decisions
+        for host, status in ((b"127.0.0.1:8091", 200), (b"evil.example", 421), (b"a.corp", 200)):
+            answered.clear()
+            scope = {"type": "http", "headers": [(b"host", host)]}
+            await guard(scope, receive, send)  # type: ignore[arg-type]
+            assert answered == [status], host
+    for i in range(600):  # many made-up hosts: the memory stays bounded
+        await guard({"type": "http", "headers": [(b"host", f"h{i}.example".encode())]}, receive, send)  # type: ignore[arg-type]
+    assert len(guard._decisions) <= 256
