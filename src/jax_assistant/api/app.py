@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -108,6 +108,7 @@ def create_app(
     *,
     orchestrator: Orchestrator | None = None,
     resume_on_startup: bool = True,
+    executor_setup: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The service. Pass ``orchestrator`` to share one (the caller then owns closing it).
 
@@ -116,6 +117,9 @@ def create_app(
     drains runs still executing (in-flight stages finish, up to SHUTDOWN_DRAIN_S) then cancels what is
     left; they stay ``running``, checkpointed, with their lease released, and the next start-up (of any
     service on the database) resumes them.
+
+    With ``[api] executor = "process"`` runs execute in an executor process (service/executor.py)
+    started here; ``executor_setup`` (picklable) runs first in it (tests install stages with it).
 
     When the server sets ``app.state.serving`` (an ``asyncio.Event``; `jax serve` does, once its port
     is bound), the resume waits for it: a service that cannot bind its port touches no run.
@@ -140,6 +144,8 @@ def create_app(
         reflector = None
         try:
             data_state["error"] = await _warm_provider(orch)
+            if settings.api.executor == "process":
+                await runs.start_executor(executor_setup)
             if resume_on_startup:
                 serving: asyncio.Event | None = getattr(application.state, "serving", None)
                 if serving is None:
@@ -156,6 +162,7 @@ def create_app(
             # cancel what is left.
             admission.close()  # from here on a run request gets a 503, not a place in the queue
             drainer.cancel()
+            await runs.stop_executor(SHUTDOWN_DRAIN_S)  # process mode: the executor drains its runs
             await _drain_active_runs(orch, SHUTDOWN_DRAIN_S)
             await runs.shutdown(SHUTDOWN_TIMEOUT_S)
             if owns_orchestrator:
@@ -264,7 +271,7 @@ def create_app(
                 "runs": runs.snapshot(),
                 "admission": admission.snapshot(),
                 "learning": learning.status(),
-                **orch.status(),
+                **runs.execution_status(),
                 **(await stored_status()),
             }
         )
@@ -290,7 +297,7 @@ def create_app(
                 status_code=404,
                 content={"error": "metrics are disabled (set JAX_METRICS_ENABLED=true to serve them)"},
             )
-        body, content_type = orch.metrics.render()
+        body, content_type = await runs.render_metrics()
         return Response(content=body, headers={"Content-Type": content_type})
 
     metrics_responses: dict[int | str, dict[str, Any]] = {

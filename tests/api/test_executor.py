@@ -1,0 +1,184 @@
+"""`[api] executor = "process"`: runs execute in an executor process, against a real uvicorn on loopback.
+
+The gate stage here is file-driven (tests/api/helpers.FileGateStage): the executor is another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from tests.api.helpers import (
+    SIM_SYMBOLS,
+    FileGateStage,
+    install_file_gate,
+    read_sse,
+    serve,
+    wait_for_files,
+    wait_for_run,
+)
+
+from jax_assistant.api import create_app
+from jax_assistant.api.runs import RunManager
+from jax_assistant.config import DEFAULT_PIPELINE, EngineConfig, Settings
+from jax_assistant.domain import RunStatus
+from jax_assistant.orchestrator import Orchestrator
+from jax_assistant.pipeline import plugins
+from jax_assistant.pipeline.stages import BUILTIN_STAGES
+
+pytestmark = pytest.mark.slow  # each test starts an executor process (imports, database open)
+
+
+@pytest.fixture
+def process_settings(database_url: str) -> Settings:
+    return Settings.model_validate(
+        {"database_url": database_url, "metrics_enabled": True, "api": {"executor": "process"}}
+    )
+
+
+@pytest.fixture
+def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The gate's folder; the ``gate`` stage is installed here (the API validates the pipeline) and,
+    through ``executor_setup``, in the executor."""
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    monkeypatch.setattr(FileGateStage, "folder", str(folder))
+    monkeypatch.setattr(plugins, "discover_stage_factories", lambda: {**BUILTIN_STAGES, "gate": FileGateStage})
+    return folder
+
+
+@pytest.fixture
+def gated_process_settings(database_url: str) -> Settings:
+    return Settings.model_validate(
+        {
+            "database_url": database_url,
+            "pipeline": [*DEFAULT_PIPELINE, "gate"],
+            "api": {"executor": "process"},
+            # Short leases so a run an executor left behind would also be found by expiry.
+            "storage": {"lease_ttl_s": 3.0, "heartbeat_s": 0.5},
+        }
+    )
+
+
+def executor_pid(runs: RunManager) -> int:
+    assert runs.executor is not None and runs.executor.pid is not None
+    return runs.executor.pid
+
+
+async def test_a_run_executes_in_the_executor_process_with_its_stream(process_settings: Settings) -> None:
+    async with serve(create_app(process_settings)) as svc:
+        runs: RunManager = svc.app.state.runs
+        pid = executor_pid(runs)
+        assert pid != os.getpid()
+        resp = await svc.client.post("/process", json={"symbols": list(SIM_SYMBOLS)})
+        assert resp.status_code == 202, resp.text
+        run_id = resp.json()["runId"]
+        events = await read_sse(svc.client, f"/runs/{run_id}/events")
+        assert sorted(d["symbol"] for e, d in events if e == "symbol") == sorted(SIM_SYMBOLS)
+        assert events[-1][0] == "run" and events[-1][1]["status"] == "completed"
+        done = await wait_for_run(svc.client, run_id)
+        assert all(r["status"] == "succeeded" for r in done["symbols"])
+        # Nothing executed on the request loop: this process never had an engine for it.
+        assert runs.orchestrator.engine is None
+        status = (await svc.client.get("/status")).json()
+        assert status["runs"]["executor"] == {"mode": "process", "pid": pid, "ready": True, "restarts": 0}
+        assert "breakers" in status["resilience"] or status["resilience"] != {}
+        metrics = await svc.client.get("/metrics")
+        assert metrics.status_code == 200
+        # The pipeline metrics live in the executor: its stage histograms reach /metrics.
+        assert 'stage="detect_events"' in metrics.text
+
+
+async def test_process_mode_decides_as_inline_mode(settings: Settings, process_settings: Settings) -> None:
+    """Same request, same data: the stored decisions are the same whichever process executed them."""
+
+    async def decisions(app_settings: Settings) -> list[dict[str, object]]:
+        async with serve(create_app(app_settings)) as svc:
+            resp = await svc.client.post("/process", json={"symbols": list(SIM_SYMBOLS)})
+            run_id = resp.json()["runId"]
+            await wait_for_run(svc.client, run_id)
+            trades = (await svc.client.get("/trades", params={"runId": run_id, "limit": 1000})).json()
+        return sorted(
+            ({k: v for k, v in t.items() if k not in ("id", "runId", "createdAt")} for t in trades),
+            key=repr,
+        )
+
+    inline = await decisions(settings)
+    assert inline  # the sample data yields setups, or this compares nothing
+    assert await decisions(process_settings) == inline
+
+
+async def test_cancel_mid_run_is_forwarded_to_the_executor(gated_process_settings: Settings, gate: Path) -> None:
+    # One symbol at a time: the first waits at the gate, the other three are still queued.
+    settings = gated_process_settings.model_copy(update={"engine": EngineConfig(concurrency=1, queue_size=1)})
+    app = create_app(settings, executor_setup=functools.partial(install_file_gate, str(gate)))
+    async with serve(app) as svc:
+        resp = await svc.client.post("/process", json={"symbols": list(SIM_SYMBOLS)})
+        run_id = resp.json()["runId"]
+        await wait_for_files(gate, "entered-*", 1)
+        # The executor's engines are shown by /status (its snapshot arrives within STATUS_INTERVAL_S).
+        async with asyncio.timeout(5):
+            while run_id not in (await svc.client.get("/status")).json()["activeRuns"]:
+                await asyncio.sleep(0.05)
+        cancel = await svc.client.post(f"/runs/{run_id}/cancel")
+        assert cancel.status_code == 202, cancel.text
+        (gate / "open").touch()  # the in-flight stages finish (drain), the rest end cancelled
+        done = await wait_for_run(svc.client, run_id)
+        assert done["run"]["status"] == "cancelled"
+        statuses = sorted(s["status"] for s in done["symbols"])
+        assert statuses.count("cancelled") >= 2, statuses
+        assert len(list(gate.glob("entered-*"))) < len(SIM_SYMBOLS)
+        again = await svc.client.post(f"/runs/{run_id}/cancel")
+        assert again.status_code == 409 and "already ended (cancelled)" in again.json()["error"]
+
+
+async def test_a_killed_executor_is_restarted_and_its_run_resumed(
+    gated_process_settings: Settings, gate: Path
+) -> None:
+    app = create_app(gated_process_settings, executor_setup=functools.partial(install_file_gate, str(gate)))
+    async with serve(app) as svc:
+        runs: RunManager = svc.app.state.runs
+        first = executor_pid(runs)
+        resp = await svc.client.post("/process", json={"symbols": list(SIM_SYMBOLS)})
+        run_id = resp.json()["runId"]
+        await wait_for_files(gate, "entered-*", len(SIM_SYMBOLS))
+        os.kill(first, signal.SIGKILL)
+        # The API process notices, marks the run interrupted (lease released) and starts a new executor.
+        async with asyncio.timeout(30):
+            while runs.executor is None or runs.executor.restarts < 1:
+                await asyncio.sleep(0.05)
+        assert executor_pid(runs) != first
+        (gate / "open").touch()
+        done = await wait_for_run(svc.client, run_id)
+        assert done["run"]["status"] == "completed"
+        assert done["run"]["counts"]["succeeded"] == len(SIM_SYMBOLS)
+        assert run_id in runs.resume_state["runIds"]
+
+
+async def test_shutdown_drains_the_executor_and_the_next_start_finishes_the_run(
+    gated_process_settings: Settings, gate: Path
+) -> None:
+    setup = functools.partial(install_file_gate, str(gate))
+    async with serve(create_app(gated_process_settings, executor_setup=setup)) as svc:
+        runs: RunManager = svc.app.state.runs
+        resp = await svc.client.post("/process", json={"symbols": list(SIM_SYMBOLS)})
+        run_id = resp.json()["runId"]
+        await wait_for_files(gate, "entered-*", 1)
+        proc = runs.executor.process if runs.executor is not None else None
+    # Stopped with symbols at the gate: the executor drained (its deadline), exited and left the run
+    # resumable, its lease released.
+    assert proc is not None and not proc.is_alive()
+    async with Orchestrator(gated_process_settings) as orch:
+        assert orch.repository is not None
+        stored = await orch.repository.get_run(run_id)
+        assert stored is not None and stored.status is RunStatus.INTERRUPTED
+        assert await orch.repository.lease_of(run_id) == (None, None)
+    (gate / "open").touch()
+    async with serve(create_app(gated_process_settings, executor_setup=setup)) as svc:
+        done = await wait_for_run(svc.client, run_id)
+        assert done["run"]["status"] == "completed"
+        assert done["run"]["counts"]["succeeded"] == len(SIM_SYMBOLS)
