@@ -217,6 +217,12 @@ def main() -> None:
     parser.add_argument("--accepts", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2, help="req/s rounds (best kept)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--executor",
+        choices=["inline", "process"],
+        default="inline",
+        help="where `jax serve` executes runs ([api] executor; process: a niced child on the same core)",
+    )
     parser.add_argument("--minimal-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.minimal_server:
@@ -254,10 +260,15 @@ def main() -> None:
     jax_port, min_port = free_port(), free_port()
     jax_cmd = [sys.executable, "-m", "jax_assistant", "serve", "--no-resume", "--port", str(jax_port)]
     min_cmd = [sys.executable, str(Path(__file__).resolve()), "--minimal-server", str(min_port)]
-    env_jax = {**env, "JAX_LOG_LEVEL": "WARNING"}
+    env_jax = {**env, "JAX_LOG_LEVEL": "WARNING", "JAX_API__EXECUTOR": args.executor}
     servers: dict[str, subprocess.Popen[bytes]] = {}
     ports = {"jax": jax_port, "minimal": min_port}
-    results: dict[str, Any] = {"revision": git_revision(), "cpus": cpus, "server_core": SERVER_CORE}
+    results: dict[str, Any] = {
+        "revision": git_revision(),
+        "cpus": cpus,
+        "server_core": SERVER_CORE,
+        "executor": args.executor,
+    }
     try:
         # One at a time inside the try: a server that fails to start still stops the one before it.
         servers["jax"] = start(jax_cmd, env_jax, jax_port)

@@ -180,7 +180,7 @@ class FileGateStage(BaseStage):
     async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
         folder = Path(type(self).folder)
         (folder / f"entered-{item.symbol}").touch()
-        while not (folder / "open").exists():
+        while not (folder / "open").exists():  # noqa: ASYNC110 - another process opens it: no Event
             await asyncio.sleep(0.01)
         return StageOutput(item=item)
 
@@ -197,7 +197,7 @@ def install_file_gate(folder: str) -> None:
 async def wait_for_files(folder: Path, pattern: str, count: int, timeout_s: float = 20.0) -> None:
     """Until ``count`` files matching ``pattern`` exist in ``folder`` (written by another process)."""
     deadline = time.monotonic() + timeout_s
-    while len(list(folder.glob(pattern))) < count:
+    while len(list(folder.glob(pattern))) < count:  # noqa: ASYNC240 - written by another process
         if time.monotonic() > deadline:
             raise TimeoutError(f"{count} x {pattern} did not appear in {folder}")
         await asyncio.sleep(0.02)

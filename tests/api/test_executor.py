@@ -47,7 +47,8 @@ def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "gate"
     folder.mkdir()
     monkeypatch.setattr(FileGateStage, "folder", str(folder))
-    monkeypatch.setattr(plugins, "discover_stage_factories", lambda: {**BUILTIN_STAGES, "gate": FileGateStage})
+    factories = {**BUILTIN_STAGES, "gate": FileGateStage}
+    monkeypatch.setattr(plugins, "discover_stage_factories", lambda: factories)
     return folder
 
 
@@ -112,7 +113,9 @@ async def test_process_mode_decides_as_inline_mode(settings: Settings, process_s
     assert await decisions(process_settings) == inline
 
 
-async def test_cancel_mid_run_is_forwarded_to_the_executor(gated_process_settings: Settings, gate: Path) -> None:
+async def test_cancel_mid_run_is_forwarded_to_the_executor(
+    gated_process_settings: Settings, gate: Path
+) -> None:
     # One symbol at a time: the first waits at the gate, the other three are still queued.
     settings = gated_process_settings.model_copy(update={"engine": EngineConfig(concurrency=1, queue_size=1)})
     app = create_app(settings, executor_setup=functools.partial(install_file_gate, str(gate)))
@@ -122,7 +125,7 @@ async def test_cancel_mid_run_is_forwarded_to_the_executor(gated_process_setting
         await wait_for_files(gate, "entered-*", 1)
         # The executor's engines are shown by /status (its snapshot arrives within STATUS_INTERVAL_S).
         async with asyncio.timeout(5):
-            while run_id not in (await svc.client.get("/status")).json()["activeRuns"]:
+            while run_id not in (await svc.client.get("/status")).json()["activeRuns"]:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         cancel = await svc.client.post(f"/runs/{run_id}/cancel")
         assert cancel.status_code == 202, cancel.text
@@ -131,7 +134,7 @@ async def test_cancel_mid_run_is_forwarded_to_the_executor(gated_process_setting
         assert done["run"]["status"] == "cancelled"
         statuses = sorted(s["status"] for s in done["symbols"])
         assert statuses.count("cancelled") >= 2, statuses
-        assert len(list(gate.glob("entered-*"))) < len(SIM_SYMBOLS)
+        assert len(list(gate.glob("entered-*"))) < len(SIM_SYMBOLS)  # noqa: ASYNC240
         again = await svc.client.post(f"/runs/{run_id}/cancel")
         assert again.status_code == 409 and "already ended (cancelled)" in again.json()["error"]
 
@@ -149,7 +152,7 @@ async def test_a_killed_executor_is_restarted_and_its_run_resumed(
         os.kill(first, signal.SIGKILL)
         # The API process notices, marks the run interrupted (lease released) and starts a new executor.
         async with asyncio.timeout(30):
-            while runs.executor is None or runs.executor.restarts < 1:
+            while runs.executor is None or runs.executor.restarts < 1:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         assert executor_pid(runs) != first
         (gate / "open").touch()
@@ -182,3 +185,23 @@ async def test_shutdown_drains_the_executor_and_the_next_start_finishes_the_run(
         done = await wait_for_run(svc.client, run_id)
         assert done["run"]["status"] == "completed"
         assert done["run"]["counts"]["succeeded"] == len(SIM_SYMBOLS)
+
+
+async def test_runs_queued_at_shutdown_stay_resumable(gated_process_settings: Settings, gate: Path) -> None:
+    """A run still waiting for its admission place when the service stops is not handed to a stopping
+    executor and recorded failed: it stays `running` with no lease, for the next start-up."""
+    settings = gated_process_settings.model_copy(
+        update={"api": gated_process_settings.api.model_copy(update={"max_symbols_in_flight": 1})}
+    )
+    setup = functools.partial(install_file_gate, str(gate))
+    async with serve(create_app(settings, executor_setup=setup)) as svc:
+        first = (await svc.client.post("/process", json={"symbols": ["ACME.SIM"]})).json()["runId"]
+        queued = (await svc.client.post("/process", json={"symbols": ["BOLT.SIM"]})).json()["runId"]
+        await wait_for_files(gate, "entered-*", 1)
+        assert (await svc.client.get("/status")).json()["admission"]["queuedRuns"] == 1
+    async with Orchestrator(settings) as orch:
+        assert orch.repository is not None
+        for run_id in (first, queued):
+            stored = await orch.repository.get_run(run_id)
+            assert stored is not None and stored.status is RunStatus.INTERRUPTED, run_id
+            assert await orch.repository.lease_of(run_id) == (None, None)

@@ -325,6 +325,8 @@ def create_app(
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
         if key is not None and (replay := await replayed(key, digest)) is not None:
             return replay, True
+        # Busy or stopping: refused before validation (about 1 ms of CPU a request in a burst).
+        admission.refuse_if_full()
         try:
             prepared = runs.prepare(request)
             run = prepared.run

@@ -41,7 +41,7 @@ from jax_assistant.orchestrator import (
 from jax_assistant.pipeline.fetch_stage import with_fetch_stage
 from jax_assistant.pipeline.plugins import PipelineConfigError
 from jax_assistant.service.admission import Admission, Ticket
-from jax_assistant.service.executor import ExecutorClient, Message
+from jax_assistant.service.executor import ExecutorClient, ExecutorUnavailableError, Message
 from jax_assistant.storage import Repository
 from jax_assistant.storage.repository import DeadLetter
 
@@ -439,9 +439,16 @@ class RunManager:
             except RunLeasedError:
                 log.warning("run left to the process that took its lease", run_id=run.id)
             except Exception as exc:
-                log.exception("run could not be handed to the executor", run_id=run.id)
-                if run.id not in self._remote:  # never sent: nothing else records its end
-                    channel.close(await self._record_failure(run, exc))
+                if isinstance(exc, ExecutorUnavailableError) and self.executor.stopping:
+                    # Shut down before its turn (it was queued): left `running`, its lease released,
+                    # as a drained run is, so the next start-up resumes it instead of finding it failed.
+                    log.info("queued run left for the next start-up", run_id=run.id)
+                    with contextlib.suppress(Exception):
+                        await self.repository.release_lease(run.id, self.orchestrator.owner_id)
+                else:
+                    log.exception("run could not be handed to the executor", run_id=run.id)
+                    if run.id not in self._remote:  # never sent: nothing else records its end
+                        channel.close(await self._record_failure(run, exc))
             finally:
                 self._remote.discard(run.id)
                 self._channels.pop(run.id, None)

@@ -95,6 +95,10 @@ class ExecutorClient:
         self._supervisor: asyncio.Task[None] | None = None
 
     @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
@@ -331,11 +335,12 @@ async def _serve(conn: Connection, settings: Settings, owner_id: str) -> None:
         if msg["kind"] == "new":
 
             async def execute_new() -> Any:
-                # Rebuilt from the stored run as a resume does: same provider, pipeline and overrides.
+                # Rebuilt from the stored run as a resume does: same provider, pipeline and overrides
+                # (execute builds the stages from the run's pipeline and overrides).
                 prepared = PreparedRun(
                     run=run,
                     provider=orch.provider(run.params.get("provider"), run.params.get("dataPath")),
-                    stages=orch.stages(run.params.get("stageOverrides"), run.pipeline),
+                    stages=None,
                     unknown=list(run.params.get("unknownSymbols", [])),
                 )
                 return await orch.execute(prepared, progress=channel, record=False)
