@@ -78,7 +78,9 @@ class Admission:
         if self.closing:
             self.rejected += 1
             raise AdmissionRejectedError("the service is shutting down", status=503, retry_after_s=5)
-        if self._queue and len(self._queue) >= self.max_queued:
+        # Queue full: a new run would have to queue (a non-empty queue is never overtaken) or, with no
+        # queue at all, fit beside what runs, which nothing does once the cap is reached.
+        if len(self._queue) >= self.max_queued and (self._queue or self.in_flight >= self.capacity):
             self._refuse()
 
     def _refuse(self) -> None:
