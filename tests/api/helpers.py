@@ -185,13 +185,35 @@ class FileGateStage(BaseStage):
         return StageOutput(item=item)
 
 
-def install_file_gate(folder: str) -> None:
-    """Executor setup (runs in the child): the ``gate`` stage is discoverable like an installed plugin."""
-    from jax_assistant.pipeline import plugins
+class FileFlakyStage(BaseStage):
+    """A required ``flaky`` stage for runs in the executor process: fails every symbol (a dead letter
+    each) until the file ``ok`` exists in the folder."""
+
+    name = "flaky"
+    default_policy = StagePolicy(timeout_s=None, required=True)
+    folder = ""
+
+    async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
+        if not (Path(type(self).folder) / "ok").exists():
+            raise RuntimeError("dependency down")
+        return StageOutput(item=item)
+
+
+def file_stage_factories(folder: str) -> dict[str, Any]:
     from jax_assistant.pipeline.stages import BUILTIN_STAGES
 
     FileGateStage.folder = folder
-    plugins.discover_stage_factories = lambda: {**BUILTIN_STAGES, "gate": FileGateStage}
+    FileFlakyStage.folder = folder
+    return {**BUILTIN_STAGES, "gate": FileGateStage, "flaky": FileFlakyStage}
+
+
+def install_file_gate(folder: str) -> None:
+    """Executor setup (runs in the child): the ``gate`` and ``flaky`` stages are discoverable like
+    installed plugins."""
+    from jax_assistant.pipeline import plugins
+
+    factories = file_stage_factories(folder)
+    plugins.discover_stage_factories = lambda: factories
 
 
 async def wait_for_files(folder: Path, pattern: str, count: int, timeout_s: float = 20.0) -> None:

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from tests.api.helpers import (
     SIM_SYMBOLS,
+    FileFlakyStage,
     FileGateStage,
+    file_stage_factories,
     install_file_gate,
     read_sse,
     serve,
@@ -28,7 +30,6 @@ from jax_assistant.config import DEFAULT_PIPELINE, EngineConfig, Settings
 from jax_assistant.domain import RunStatus
 from jax_assistant.orchestrator import Orchestrator
 from jax_assistant.pipeline import plugins
-from jax_assistant.pipeline.stages import BUILTIN_STAGES
 
 pytestmark = pytest.mark.slow  # each test starts an executor process (imports, database open)
 
@@ -47,7 +48,8 @@ def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "gate"
     folder.mkdir()
     monkeypatch.setattr(FileGateStage, "folder", str(folder))
-    factories = {**BUILTIN_STAGES, "gate": FileGateStage}
+    monkeypatch.setattr(FileFlakyStage, "folder", str(folder))
+    factories = file_stage_factories(str(folder))
     monkeypatch.setattr(plugins, "discover_stage_factories", lambda: factories)
     return folder
 
@@ -205,3 +207,28 @@ async def test_runs_queued_at_shutdown_stay_resumable(gated_process_settings: Se
             stored = await orch.repository.get_run(run_id)
             assert stored is not None and stored.status is RunStatus.INTERRUPTED, run_id
             assert await orch.repository.lease_of(run_id) == (None, None)
+
+
+async def test_a_dead_letter_retry_executes_in_the_executor(database_url: str, gate: Path) -> None:
+    settings = Settings.model_validate(
+        {
+            "database_url": database_url,
+            "pipeline": [*DEFAULT_PIPELINE, "flaky"],
+            "api": {"executor": "process"},
+        }
+    )
+    app = create_app(settings, executor_setup=functools.partial(install_file_gate, str(gate)))
+    async with serve(app) as svc:
+        run_id = (await svc.client.post("/process", json={"symbols": list(SIM_SYMBOLS[:2])})).json()["runId"]
+        done = await wait_for_run(svc.client, run_id)
+        assert {s["status"] for s in done["symbols"]} == {"failed"}
+        letters = (await svc.client.get("/dead-letters")).json()
+        assert [d["symbol"] for d in letters] == list(SIM_SYMBOLS[:2])
+        (gate / "ok").touch()  # the dependency is back
+        resp = await svc.client.post(f"/dead-letters/{letters[0]['id']}/retry")
+        assert resp.status_code == 202, resp.text
+        retried = await wait_for_run(svc.client, resp.json()["runId"])
+        assert retried["run"]["status"] == "completed"
+        assert retried["run"]["params"]["retryOf"] == run_id
+        resolved = (await svc.client.get("/dead-letters", params={"status": "resolved"})).json()
+        assert [d["id"] for d in resolved] == [letters[0]["id"]]

@@ -186,11 +186,17 @@ class ExecutorClient:
         self.process, self._conn = proc, parent
         self._dead.clear()
         asyncio.get_running_loop().add_reader(parent.fileno(), self._on_readable)
+        # Ready, or dead at start (e.g. its database cannot be opened): no waiting out the timeout then.
+        ready = asyncio.ensure_future(self._ready.wait())
+        dead = asyncio.ensure_future(self._dead.wait())
         try:
-            await asyncio.wait_for(self._ready.wait(), START_TIMEOUT_S)
-        except TimeoutError:
+            await asyncio.wait({ready, dead}, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            dead.cancel()
+        if not self._ready.is_set():
             proc.kill()
-            raise ExecutorUnavailableError("the executor process did not start") from None
+            raise ExecutorUnavailableError(f"the executor process did not start (exit code {proc.exitcode})")
         log.info("executor process ready", pid=proc.pid, nice=nice)
 
     def _on_readable(self) -> None:
