@@ -235,3 +235,27 @@ async def test_a_dead_letter_retry_executes_in_the_executor(database_url: str, g
         assert retried["run"]["params"]["retryOf"] == run_id
         resolved = (await svc.client.get("/dead-letters", params={"status": "resolved"})).json()
         assert [d["id"] for d in resolved] == [letters[0]["id"]]
+
+
+async def test_a_sigterm_to_the_executor_drains_it_and_the_run_is_resumed(
+    gated_process_settings: Settings, gate: Path
+) -> None:
+    """A group-wide SIGTERM (systemd, a container stop) reaches the executor too: it drains (exit code
+    0, not killed by the signal) instead of dying mid-stage, and the API restarts and resumes."""
+    app = create_app(gated_process_settings, executor_setup=functools.partial(install_file_gate, str(gate)))
+    async with serve(app) as svc:
+        runs: RunManager = svc.app.state.runs
+        assert runs.executor is not None and runs.executor.process is not None
+        first = runs.executor.process
+        resp = await svc.client.post("/process", json={"symbols": list(SIM_SYMBOLS)})
+        run_id = resp.json()["runId"]
+        await wait_for_files(gate, "entered-*", 1)
+        (gate / "open").touch()  # the in-flight stages finish within the drain
+        os.kill(first.pid or 0, signal.SIGTERM)
+        async with asyncio.timeout(30):
+            while runs.executor.restarts < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert first.exitcode == 0
+        done = await wait_for_run(svc.client, run_id)
+        assert done["run"]["status"] == "completed"
+        assert done["run"]["counts"]["succeeded"] == len(SIM_SYMBOLS)

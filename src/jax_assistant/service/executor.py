@@ -53,6 +53,8 @@ RESTART_BACKOFF_S = 0.2
 RESTART_BACKOFF_MAX_S = 10.0
 # How often the child compares its status snapshot with the last one it sent.
 STATUS_INTERVAL_S = 0.2
+# How long the child drains its runs when it gets a SIGTERM of its own.
+SIGTERM_DRAIN_S = 5.0
 # How long a request to the child (cancel, metrics) may take before the API gives up on it.
 REQUEST_TIMEOUT_S = 10.0
 
@@ -381,6 +383,9 @@ async def _serve(conn: Connection, settings: Settings, owner_id: str) -> None:
             await asyncio.sleep(STATUS_INTERVAL_S)
 
     loop.add_reader(conn.fileno(), readable)
+    # A SIGTERM sent to the whole group (systemd, a container stop) drains like the API's own stop,
+    # instead of killing the runs mid-stage with their leases held until the TTL.
+    loop.add_signal_handler(signal.SIGTERM, inbox.put_nowait, {"op": "drain", "timeout_s": SIGTERM_DRAIN_S})
     reporter = asyncio.create_task(report_status(), name="jax-executor-status")
     helpers: set[asyncio.Task[None]] = set()
     drain_s = 5.0
