@@ -152,6 +152,7 @@ class Orchestrator:
         # overrides is then validated with no stage built (0.6 ms of every HTTP accept); its stages
         # are built where it executes.
         self._validated_pipeline: list[str] | None = None
+        self._bundled_strategies: StrategyRegistry | None = None  # for services(validating=True)
         self.memory: Memory | None = None
         self.memory_outbox: MemoryOutbox | None = None
         self._research: ResearchService | None = None  # built on first use with the open database
@@ -264,7 +265,10 @@ class Orchestrator:
             self._stage_factories = plugins.discover_stage_factories()
         return build_pipeline(pipeline, overrides=merged, factories=self._stage_factories)
 
-    def services(self, provider: MarketDataProvider, run: Run) -> Services:
+    def services(self, provider: MarketDataProvider, run: Run, *, validating: bool = False) -> Services:
+        """What a run's stages use. ``validating``: built only to check the run's files, then dropped
+        (prepare_run), so the bundled strategies, which cannot change while the process runs, are
+        parsed once instead of on every request."""
         params = run.params
         state = (
             PortfolioState.load(self.settings.portfolio_path)
@@ -279,7 +283,12 @@ class Orchestrator:
             account_size=state.account_size,
             risk_percent=params["riskPercent"],
         )
-        strategies = StrategyRegistry.default(self.settings.strategies_dir, self.settings.strategies)
+        if validating and self.settings.strategies_dir is None:
+            if self._bundled_strategies is None:
+                self._bundled_strategies = StrategyRegistry.default(None, self.settings.strategies)
+            strategies = self._bundled_strategies  # never used by a run: each run builds its own
+        else:
+            strategies = StrategyRegistry.default(self.settings.strategies_dir, self.settings.strategies)
         detectors = self.settings.detectors
         if params.get("detectors"):
             detectors = type(detectors).model_validate({**detectors.model_dump(), **params["detectors"]})
@@ -498,7 +507,7 @@ class Orchestrator:
         # Built once here only to validate them (strategy, constraints and portfolio files); execute
         # builds the run's own, bound to the open repository. A portfolio file's account size is the
         # sizing base, so it is the account the run records (reports compute "% of account" from it).
-        run.params["accountSize"] = self.services(provider, run).risk.account_size
+        run.params["accountSize"] = self.services(provider, run, validating=True).risk.account_size
         return PreparedRun(run=run, provider=provider, stages=stages, unknown=unknown)
 
     async def record_run(self, prepared: PreparedRun) -> None:
