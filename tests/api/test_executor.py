@@ -10,7 +10,9 @@ import functools
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from tests.api.helpers import (
     SIM_SYMBOLS,
@@ -65,6 +67,15 @@ def gated_process_settings(database_url: str) -> Settings:
             "storage": {"lease_ttl_s": 3.0, "heartbeat_s": 0.5},
         }
     )
+
+
+async def wait_for_resumed_run(client: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
+    """Like wait_for_run, but through ``interrupted``: between its executor's end and the resume's
+    claim a handed-back run reads interrupted (no lease), which is not its end here."""
+    async with asyncio.timeout(60):
+        while (done := await wait_for_run(client, run_id))["run"]["status"] == "interrupted":  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return done
 
 
 def executor_pid(runs: RunManager) -> int:
@@ -161,7 +172,7 @@ async def test_a_killed_executor_is_restarted_and_its_run_resumed(
                 await asyncio.sleep(0.05)
         assert executor_pid(runs) != first
         (gate / "open").touch()
-        done = await wait_for_run(svc.client, run_id)
+        done = await wait_for_resumed_run(svc.client, run_id)
         assert done["run"]["status"] == "completed"
         assert done["run"]["counts"]["succeeded"] == len(SIM_SYMBOLS)
         assert run_id in runs.resume_state["runIds"]
@@ -256,6 +267,6 @@ async def test_a_sigterm_to_the_executor_drains_it_and_the_run_is_resumed(
             while runs.executor.restarts < 1:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         assert first.exitcode == 0
-        done = await wait_for_run(svc.client, run_id)
+        done = await wait_for_resumed_run(svc.client, run_id)
         assert done["run"]["status"] == "completed"
         assert done["run"]["counts"]["succeeded"] == len(SIM_SYMBOLS)
