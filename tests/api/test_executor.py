@@ -104,7 +104,7 @@ async def test_a_run_executes_in_the_executor_process_with_its_stream(process_se
         # one between the two reads: compared again then).
         assert runs.executor is not None
         async with asyncio.timeout(5):
-            while status["resilience"] != runs.executor.status["resilience"]:  # noqa: ASYNC110
+            while status["resilience"] != runs.executor.status["resilience"]:
                 await asyncio.sleep(0.05)
                 status = (await svc.client.get("/status")).json()
         # Lower CPU priority than the API, on the API's own cores (never moved elsewhere).
