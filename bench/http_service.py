@@ -266,6 +266,12 @@ def main() -> None:
     )
     parser.add_argument("--no-accept", action="store_true", help="skip the POST /process latencies")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--executor",
+        choices=["inline", "process"],
+        default="inline",
+        help="where `jax serve` executes runs ([api] executor; process: a niced child on the same core)",
+    )
     parser.add_argument("--minimal-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.minimal_server:
@@ -306,7 +312,7 @@ def main() -> None:
     jax_port, min_port = free_port(), free_port()
     jax_cmd = [sys.executable, "-m", "jax_assistant", "serve", "--no-resume", "--port", str(jax_port)]
     min_cmd = [sys.executable, str(Path(__file__).resolve()), "--minimal-server", str(min_port)]
-    env_jax = {**env, "JAX_LOG_LEVEL": "WARNING"}
+    env_jax = {**env, "JAX_LOG_LEVEL": "WARNING", "JAX_API__EXECUTOR": args.executor}
     servers: dict[str, subprocess.Popen[bytes]] = {}
     ports = {"jax": jax_port, "minimal": min_port}
     results: dict[str, Any] = {
@@ -315,6 +321,7 @@ def main() -> None:
         "server_core": SERVER_CORE,
         "load_average": os.getloadavg(),
         "generators": list(generators),
+        "executor": args.executor,
     }
     reads = ("/status", "/health", "/metrics")
     # (path, generator, key in results): the python generator's under the path (the keys earlier

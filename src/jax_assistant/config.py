@@ -92,6 +92,12 @@ class ApiConfig(BaseModel):
     max_symbols_in_flight: int = Field(default=64, ge=1, description="global cap across every run")
     max_queued_runs: int = Field(default=32, ge=0, description="runs waiting for capacity; then 429")
     access_log: bool = Field(default=False, description="one redacted line per request")
+    executor: Literal["inline", "process"] = Field(
+        default="inline",
+        description="where runs execute: on the request loop (inline) or in an executor process at a "
+        "lower CPU priority, so requests keep the core while runs execute (docs/api.md)",
+    )
+    executor_nice: int = Field(default=10, ge=0, le=19, description="the executor process's os.nice")
 
 
 class StorageConfig(BaseModel):

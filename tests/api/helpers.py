@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -166,3 +167,59 @@ class GateStage(BaseStage):
         cls.opened = asyncio.Event()
         cls._arrived = asyncio.Event()
         cls.entered = 0
+
+
+class FileGateStage(BaseStage):
+    """The ``gate`` stage for runs in the executor process: a file opens it, since the test and the
+    executor share no memory. Each symbol that arrives writes ``entered-<symbol>`` into the folder."""
+
+    name = "gate"
+    default_policy = StagePolicy(timeout_s=None)
+    folder = ""
+
+    async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
+        folder = Path(type(self).folder)
+        (folder / f"entered-{item.symbol}").touch()
+        while not (folder / "open").exists():  # noqa: ASYNC110 - another process opens it: no Event
+            await asyncio.sleep(0.01)
+        return StageOutput(item=item)
+
+
+class FileFlakyStage(BaseStage):
+    """A required ``flaky`` stage for runs in the executor process: fails every symbol (a dead letter
+    each) until the file ``ok`` exists in the folder."""
+
+    name = "flaky"
+    default_policy = StagePolicy(timeout_s=None, required=True)
+    folder = ""
+
+    async def run(self, ctx: StageContext, item: WorkItem) -> StageOutput:
+        if not (Path(type(self).folder) / "ok").exists():
+            raise RuntimeError("dependency down")
+        return StageOutput(item=item)
+
+
+def file_stage_factories(folder: str) -> dict[str, Any]:
+    from jax_assistant.pipeline.stages import BUILTIN_STAGES
+
+    FileGateStage.folder = folder
+    FileFlakyStage.folder = folder
+    return {**BUILTIN_STAGES, "gate": FileGateStage, "flaky": FileFlakyStage}
+
+
+def install_file_gate(folder: str) -> None:
+    """Executor setup (runs in the child): the ``gate`` and ``flaky`` stages are discoverable like
+    installed plugins."""
+    from jax_assistant.pipeline import plugins
+
+    factories = file_stage_factories(folder)
+    plugins.discover_stage_factories = lambda: factories
+
+
+async def wait_for_files(folder: Path, pattern: str, count: int, timeout_s: float = 20.0) -> None:
+    """Until ``count`` files matching ``pattern`` exist in ``folder`` (written by another process)."""
+    deadline = time.monotonic() + timeout_s
+    while len(list(folder.glob(pattern))) < count:  # noqa: ASYNC240 - written by another process
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} x {pattern} did not appear in {folder}")
+        await asyncio.sleep(0.02)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from tests.api.helpers import SIM_SYMBOLS, GateStage, serve, wait_for_run
 
 from jax_assistant.api import create_app
+from jax_assistant.api.runs import RunManager
 from jax_assistant.config import ApiConfig, EngineConfig, Settings
 
 
@@ -79,3 +81,23 @@ async def test_a_service_shutting_down_answers_503(gated_settings: Settings) -> 
         assert resp.status_code == 503
         assert int(resp.headers["Retry-After"]) >= 1
         assert (await svc.client.get("/runs")).json() == []
+
+
+async def test_a_full_queue_refuses_before_validating(
+    gated_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a burst a refusal costs no validation: with the queue full, a request is answered 429 before
+    its symbols are resolved (even an invalid one, which a place would have answered 400)."""
+    async with serve(create_app(capped(gated_settings, cap=1, queue=1))) as svc:
+        client = svc.client
+        assert (await client.post("/process", json={"symbols": [SIM_SYMBOLS[0]]})).status_code == 202
+        await GateStage.wait_entered(1)
+        assert (await client.post("/process", json={"symbols": [SIM_SYMBOLS[1]]})).status_code == 202
+        prepared: list[object] = []
+        runs: RunManager = svc.app.state.runs
+        original = runs.prepare
+        monkeypatch.setattr(runs, "prepare", lambda request: prepared.append(request) or original(request))
+        refused = await client.post("/process", json={"symbols": ["NOPE.SIM"]})
+        assert refused.status_code == 429, refused.text
+        assert prepared == []
+        GateStage.opened.set()

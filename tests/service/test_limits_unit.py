@@ -103,3 +103,21 @@ def test_closing_refuses_with_503() -> None:
     with pytest.raises(AdmissionRejectedError) as info:
         adm.admit(1)
     assert info.value.status == 503 and info.value.retry_after_s > 0
+
+
+def test_refuse_if_full_refuses_exactly_when_admit_would_for_every_weight() -> None:
+    for max_queued in (0, 1):
+        adm = Admission(max_in_flight=2, max_queued=max_queued)
+        adm.refuse_if_full()  # room: nothing raised
+        held = [adm.admit(2)]  # the cap is reached
+        if max_queued:
+            adm.refuse_if_full()  # a queue place is left
+            held.append(adm.admit(1))
+        with pytest.raises(AdmissionRejectedError) as info:
+            adm.refuse_if_full()
+        assert info.value.status == 429
+        with pytest.raises(AdmissionRejectedError):
+            adm.admit(1)  # what admit says for the smallest run too
+        for ticket in held:
+            ticket.release()
+        adm.refuse_if_full()  # room again

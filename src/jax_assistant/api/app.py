@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -109,6 +109,7 @@ def create_app(
     *,
     orchestrator: Orchestrator | None = None,
     resume_on_startup: bool = True,
+    executor_setup: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The service. Pass ``orchestrator`` to share one (the caller then owns closing it).
 
@@ -117,6 +118,9 @@ def create_app(
     drains runs still executing (in-flight stages finish, up to SHUTDOWN_DRAIN_S) then cancels what is
     left; they stay ``running``, checkpointed, with their lease released, and the next start-up (of any
     service on the database) resumes them.
+
+    With ``[api] executor = "process"`` runs execute in an executor process (service/executor.py)
+    started here; ``executor_setup`` (picklable) runs first in it (tests install stages with it).
 
     When the server sets ``app.state.serving`` (an ``asyncio.Event``; `jax serve` does, once its port
     is bound), the resume waits for it: a service that cannot bind its port touches no run.
@@ -141,6 +145,8 @@ def create_app(
         reflector = None
         try:
             data_state["error"] = await _warm_provider(orch)
+            if settings.api.executor == "process":
+                await runs.start_executor(executor_setup)
             if resume_on_startup:
                 serving: asyncio.Event | None = getattr(application.state, "serving", None)
                 if serving is None:
@@ -157,6 +163,7 @@ def create_app(
             # cancel what is left.
             admission.close()  # from here on a run request gets a 503, not a place in the queue
             drainer.cancel()
+            await runs.stop_executor(SHUTDOWN_DRAIN_S)  # process mode: the executor drains its runs
             await _drain_active_runs(orch, SHUTDOWN_DRAIN_S)
             await runs.shutdown(SHUTDOWN_TIMEOUT_S)
             if owns_orchestrator:
@@ -265,11 +272,12 @@ def create_app(
         version, the run manager's and learning's small snapshots, the stored-status refresh, and the
         second of uptime, which also bounds the age of counters nothing versions (a breaker's call
         counts from the memory outbox's retries) to a second."""
-        if orch.active:
+        execution = runs.execution_key()
+        if execution is None:
             return None
         metrics = orch.metrics
         version = metrics.version if isinstance(metrics, PipelineMetrics) else None
-        return (up, version, admission.version, runs.snapshot(), learning.status(), stored["gen"])
+        return (up, version, execution, admission.version, runs.snapshot(), learning.status(), stored["gen"])
 
     @app.get("/status", response_model=StatusOut)
     async def status() -> Response:
@@ -291,7 +299,7 @@ def create_app(
                 "runs": runs.snapshot(),
                 "admission": admission.snapshot(),
                 "learning": learning.status(),
-                **orch.status(),
+                **runs.execution_status(),
                 **extra,
             },
         )
@@ -319,7 +327,7 @@ def create_app(
                 status_code=404,
                 content={"error": "metrics are disabled (set JAX_METRICS_ENABLED=true to serve them)"},
             )
-        body, content_type = orch.metrics.render()
+        body, content_type = await runs.render_metrics()
         return Response(content=body, media_type=content_type)  # it names its charset: kept as is
 
     metrics_responses: dict[int | str, dict[str, Any]] = {
@@ -347,6 +355,8 @@ def create_app(
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
         if key is not None and (replay := await replayed(key, digest)) is not None:
             return replay, True
+        # Busy or stopping: refused before validation (about 1 ms of CPU a request in a burst).
+        admission.refuse_if_full()
         try:
             prepared = runs.prepare(request)
             run = prepared.run

@@ -10,6 +10,7 @@ dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -40,6 +41,7 @@ from jax_assistant.orchestrator import (
 from jax_assistant.pipeline.fetch_stage import with_fetch_stage
 from jax_assistant.pipeline.plugins import PipelineConfigError
 from jax_assistant.service.admission import Admission, Ticket
+from jax_assistant.service.executor import ExecutorClient, ExecutorUnavailableError, Message
 from jax_assistant.storage import Repository
 from jax_assistant.storage.repository import DeadLetter
 
@@ -110,6 +112,10 @@ class RunChannel:
     def symbol_done(self, result: SymbolResult) -> None:
         self._publish(("symbol", symbol_event(result)))
 
+    def publish_symbol(self, payload: dict[str, Any]) -> None:
+        """A ``symbol`` event already rendered (by the executor process)."""
+        self._publish(("symbol", payload))
+
     def close(self, final: dict[str, Any] | None) -> None:
         """End the stream: with the ``run`` event, or without one (service shutting down)."""
         if self.done:
@@ -141,7 +147,12 @@ class RunChannel:
 
 
 class RunManager:
-    """Starts, resumes and tracks the runs of this service process."""
+    """Starts, resumes and tracks the runs of this service process.
+
+    Runs execute in this process (inline) or, after :meth:`start_executor`, in the executor process
+    (service/executor.py): this process then keeps admission, the run rows, the queued runs' leases
+    and the SSE channels, and the executor sends each run's progress back into its channel.
+    """
 
     def __init__(self, orchestrator: Orchestrator, admission: Admission | None = None) -> None:
         self.orchestrator = orchestrator
@@ -149,6 +160,8 @@ class RunManager:
         self._channels: dict[str, RunChannel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.resume_state: dict[str, Any] = {"state": "disabled", "runIds": [], "finished": []}
+        self.executor: ExecutorClient | None = None
+        self._remote: set[str] = set()  # ids of the runs handed to the executor and not ended yet
 
     @property
     def repository(self) -> Repository:
@@ -208,12 +221,20 @@ class RunManager:
         channel = RunChannel(run.id)
         self._channels[run.id] = channel
 
-        async def start() -> RunOutcome:
+        async def queued() -> None:
             if ticket is not None:
                 await self._wait_queued(run.id, ticket)
+
+        async def start() -> RunOutcome:
+            await queued()
             return await orch.execute(prepared, progress=channel, record=False)
 
-        task = self._spawn(self._execute(run, start, channel), name=f"jax-run-{run.id}")
+        if self.executor is not None:
+            message = {"op": "run", "kind": "new", "run": run.model_dump(mode="json")}
+            coro = self._execute_remote(run, message, channel, before=queued)
+        else:
+            coro = self._execute(run, start, channel)
+        task = self._spawn(coro, name=f"jax-run-{run.id}")
         if ticket is not None:
             task.add_done_callback(lambda _: ticket.release())
 
@@ -266,14 +287,11 @@ class RunManager:
             raise RunError(
                 f"run {run_id!r} already ended ({run.status.value})", field="runId", rule="running"
             )
-        # A run just accepted builds its engine before it shows in `active`: give it a moment. Polled:
-        # nothing signals an engine's registration.
-        deadline = time.monotonic() + settle_s
-        while run_id in self._channels and run_id not in orch.active and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        engine = orch.active.get(run_id)
-        if engine is not None:
-            engine.cancel()
+        if self.executor is not None and run_id in self._remote:
+            found = await self.executor.request({"op": "cancel", "runId": run_id})
+        else:
+            found = await self.cancel_local(run_id, settle_s=settle_s)
+        if found is True:
             log.info("run cancel requested", run_id=run_id)
             return run
         if run.status is RunStatus.INTERRUPTED and await orch.claim_run(run_id):
@@ -288,6 +306,20 @@ class RunManager:
         raise RunError(
             f"run {run_id!r} is executed by another process; cancel it there", field="runId", rule="local"
         )
+
+    async def cancel_local(self, run_id: str, *, settle_s: float = 2.0) -> bool:
+        """Cancel the engine of ``run_id`` if it executes in this process; False if it does not."""
+        orch = self.orchestrator
+        # A run just accepted builds its engine before it shows in `active`: give it a moment. Polled:
+        # nothing signals an engine's registration.
+        deadline = time.monotonic() + settle_s
+        while run_id in self._channels and run_id not in orch.active and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        engine = orch.active.get(run_id)
+        if engine is None:
+            return False
+        engine.cancel()
+        return True
 
     async def retry_dead_letter(self, letter: DeadLetter, *, start_timeout_s: float = 30.0) -> str:
         """Re-run one open dead letter as a new run in the background; returns once that run exists.
@@ -310,8 +342,18 @@ class RunManager:
         )
         channel = RunChannel(run_id)
         self._channels[run_id] = channel
-        start = functools.partial(orch.retry_dead_letters, [letter.id], progress=channel, new_id=run_id)
-        self._spawn(self._execute(placeholder, start, channel), name=f"jax-retry-{run_id}")
+        if self.executor is not None:
+            message = {
+                "op": "run",
+                "kind": "retry",
+                "run": placeholder.model_dump(mode="json"),
+                "letters": [letter.id],
+            }
+            coro = self._execute_remote(placeholder, message, channel)
+        else:
+            start = functools.partial(orch.retry_dead_letters, [letter.id], progress=channel, new_id=run_id)
+            coro = self._execute(placeholder, start, channel)
+        self._spawn(coro, name=f"jax-retry-{run_id}")
         began = asyncio.ensure_future(channel.began.wait())
         ended = asyncio.ensure_future(channel.ended.wait())
         try:
@@ -370,6 +412,107 @@ class RunManager:
             finally:
                 self._channels.pop(run.id, None)
                 channel.close(final)
+
+    async def _execute_remote(
+        self,
+        run: Run,
+        message: Message,
+        channel: RunChannel,
+        *,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Hand the run to the executor process and follow it until its ``end`` message (or the
+        executor's death) closes the channel. The executor records the run's outcome and failures;
+        this process records only a failure to hand it over."""
+        assert self.executor is not None
+        with bind_correlation_id(run.correlation_id):
+            try:
+                if before is not None:
+                    await before()  # the admission queue, with the lease heartbeated from here
+                await self.executor.ready()
+                self.executor.send(message)
+                self._remote.add(run.id)  # no await since the send: its `end` cannot have arrived
+                await channel.ended.wait()
+            except asyncio.CancelledError:
+                log.info("run interrupted by shutdown", run_id=run.id)
+                raise
+            except RunLeasedError:
+                log.warning("run left to the process that took its lease", run_id=run.id)
+            except Exception as exc:
+                if isinstance(exc, ExecutorUnavailableError) and self.executor.stopping:
+                    # Shut down before its turn (it was queued): left `running`, its lease released,
+                    # as a drained run is, so the next start-up resumes it instead of finding it failed.
+                    log.info("queued run left for the next start-up", run_id=run.id)
+                    with contextlib.suppress(Exception):
+                        await self.repository.release_lease(run.id, self.orchestrator.owner_id)
+                else:
+                    log.exception("run could not be handed to the executor", run_id=run.id)
+                    if run.id not in self._remote:  # never sent: nothing else records its end
+                        channel.close(await self._record_failure(run, exc))
+            finally:
+                self._remote.discard(run.id)
+                self._channels.pop(run.id, None)
+                channel.close(None)  # no-op when the run's end already closed it
+
+    def _on_executor_event(self, msg: Message) -> None:
+        channel = self._channels.get(msg["runId"])
+        if channel is None:
+            return
+        ev = msg["ev"]
+        if ev == "started":
+            channel.started(msg["total"])
+        elif ev == "symbol":
+            channel.publish_symbol(msg["data"])
+        elif ev == "end":
+            self._remote.discard(channel.run_id)
+            self._channels.pop(channel.run_id, None)
+            channel.close(msg["final"])
+
+    async def _on_executor_death(self) -> None:
+        """The runs the dead executor had stay ``running``: release their leases (so they read
+        ``interrupted`` at once instead of after the lease TTL) and end their live streams; the next
+        executor resumes them (:meth:`resume_interrupted`)."""
+        lost = sorted(self._remote)
+        self._remote.clear()
+        for run_id in lost:
+            channel = self._channels.pop(run_id, None)
+            if channel is not None:
+                channel.close(None)
+            with contextlib.suppress(Exception):  # storage down: the lease simply expires
+                await self.repository.release_lease(run_id, self.orchestrator.owner_id)
+        log.warning("runs of the dead executor left for resume", run_ids=lost)
+
+    async def start_executor(self, setup: Callable[[], None] | None = None) -> None:
+        """Execute runs in an executor process from now on (``[api] executor = "process"``)."""
+        self.executor = ExecutorClient(
+            self.orchestrator.settings,
+            self.orchestrator.owner_id,
+            on_event=self._on_executor_event,
+            on_death=self._on_executor_death,
+            on_restart=self.resume_interrupted,
+            setup=setup,
+        )
+        await self.executor.start()
+
+    def execution_status(self) -> dict[str, Any]:
+        """Active runs, queue depth, in-flight and resilience for /status: of the process executing."""
+        if self.executor is None:
+            return self.orchestrator.status()
+        return self.executor.status or {"activeRuns": {}, "queueDepth": 0, "inFlight": 0, "resilience": {}}
+
+    def execution_key(self) -> object | None:
+        """What identifies :meth:`execution_status` for a cache: None (do not cache) while a run
+        executes in this process, whose per-stage counters change without a version; the executor's
+        snapshot version in process mode (the child sends a snapshot only when it changed)."""
+        if self.executor is None:
+            return None if self.orchestrator.active else 0
+        return ("executor", self.executor.status_version)
+
+    async def render_metrics(self) -> tuple[bytes, str]:
+        """The Prometheus text of the process executing the runs (where the pipeline metrics are)."""
+        if self.executor is None:
+            return self.orchestrator.metrics.render()
+        return await self.executor.render_metrics()
 
     async def _record_failure(self, run: Run, exc: Exception) -> dict[str, Any]:
         """Mark a run that raised as failed (and audit why), so it neither shows `running` forever nor
@@ -442,9 +585,13 @@ class RunManager:
                         self._channels.pop(run.id, None)
                         channel.close(None)
                         continue
-                    await self._execute(
-                        run, functools.partial(orch.resume_run, run.id, progress=channel), channel
-                    )
+                    if self.executor is not None:
+                        message = {"op": "run", "kind": "resume", "run": run.model_dump(mode="json")}
+                        await self._execute_remote(run, message, channel)
+                    else:
+                        await self._execute(
+                            run, functools.partial(orch.resume_run, run.id, progress=channel), channel
+                        )
                 finally:
                     if ticket is not None:
                         ticket.release()
@@ -467,7 +614,13 @@ class RunManager:
             "executing": sorted(self._channels),
             "tasks": len(self._tasks),
             "startupResume": dict(self.resume_state),
+            "executor": self.executor.snapshot() if self.executor is not None else {"mode": "inline"},
         }
+
+    async def stop_executor(self, drain_s: float) -> None:
+        """Shutdown in process mode: the executor drains its runs (they stay resumable) and exits."""
+        if self.executor is not None:
+            await self.executor.stop(drain_s)
 
     async def shutdown(self, timeout_s: float = 10.0) -> None:
         """Cancel every run task (they stay resumable) and wait for them to unwind."""

@@ -63,25 +63,40 @@ class Admission:
     def admit(self, weight: int) -> Ticket:
         """A ticket for a run of ``weight`` slots, or AdmissionRejectedError. Never awaits."""
         self.version += 1  # whatever the outcome, a counter below changes
-        if self.closing:
-            self.rejected += 1
-            raise AdmissionRejectedError("the service is shutting down", status=503, retry_after_s=5)
+        self.refuse_if_full()
         ticket = Ticket(self, max(1, min(weight, self.capacity)))
         if not self._queue and self.in_flight + ticket.weight <= self.capacity:
             self._grant(ticket)
         elif len(self._queue) < self.max_queued:
             self._queue.append(ticket)
-        else:
-            self.rejected += 1
-            retry = self.retry_after_s()
-            raise AdmissionRejectedError(
-                f"busy: {self.in_flight}/{self.capacity} symbols in flight and {len(self._queue)} run(s)"
-                f" queued (the limit); retry in {retry} s",
-                status=429,
-                retry_after_s=retry,
-            )
+        else:  # only with max_queued 0: the queue is empty and full at once
+            self._refuse()
         self.admitted += 1
         return ticket
+
+    def refuse_if_full(self) -> None:
+        """Raise what :meth:`admit` would for any run now that none can get a place (shutting down, or
+        the queue full), whatever its weight. Called before validating a request, so a refusal in a
+        burst costs no validation work; with a place possible it does nothing."""
+        if self.closing:
+            self.rejected += 1
+            self.version += 1
+            raise AdmissionRejectedError("the service is shutting down", status=503, retry_after_s=5)
+        # Queue full: a new run would have to queue (a non-empty queue is never overtaken) or, with no
+        # queue at all, fit beside what runs, which nothing does once the cap is reached.
+        if len(self._queue) >= self.max_queued and (self._queue or self.in_flight >= self.capacity):
+            self._refuse()
+
+    def _refuse(self) -> None:
+        self.rejected += 1
+        self.version += 1
+        retry = self.retry_after_s()
+        raise AdmissionRejectedError(
+            f"busy: {self.in_flight}/{self.capacity} symbols in flight and {len(self._queue)} run(s)"
+            f" queued (the limit); retry in {retry} s",
+            status=429,
+            retry_after_s=retry,
+        )
 
     def enqueue_resumed(self, weight: int) -> Ticket:
         """A ticket for a resumed run (one interrupted elsewhere, picked up at start-up): it counts
