@@ -42,6 +42,7 @@ from jax_assistant.pipeline.fetch_stage import with_fetch_stage
 from jax_assistant.pipeline.plugins import PipelineConfigError
 from jax_assistant.service.admission import Admission, Ticket
 from jax_assistant.service.executor import ExecutorClient, ExecutorUnavailableError, Message
+from jax_assistant.service.waiting import wait_any
 from jax_assistant.storage import Repository
 from jax_assistant.storage.repository import DeadLetter
 
@@ -354,13 +355,7 @@ class RunManager:
             start = functools.partial(orch.retry_dead_letters, [letter.id], progress=channel, new_id=run_id)
             coro = self._execute(placeholder, start, channel)
         self._spawn(coro, name=f"jax-retry-{run_id}")
-        began = asyncio.ensure_future(channel.began.wait())
-        ended = asyncio.ensure_future(channel.ended.wait())
-        try:
-            await asyncio.wait({began, ended}, timeout=start_timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            began.cancel()
-            ended.cancel()
+        await wait_any(channel.began, channel.ended, within_s=start_timeout_s)
         if not channel.began.is_set():
             error = (channel.final or {}).get("error") or "the retry did not start in time"
             raise RunError(f"dead letter {letter.id}: {error}", field="id", rule="retryable")

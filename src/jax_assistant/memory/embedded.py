@@ -58,7 +58,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -487,6 +486,9 @@ class EmbeddedBackend:
             M.c.created_at,
         )
         if conn.dialect.name == "postgresql":
+            # Imported here: the dialect's import costs every SQLite run ~35 ms (tests/e2e/test_cli_process).
+            from sqlalchemy.dialects.postgresql import ARRAY
+
             # One statement with array parameters (a BitmapOr of the three unique/btree indexes): the
             # IN-list chunks cost a round trip and a fresh plan each, and their plans went to sequential
             # scans on a growing, not yet analysed table.

@@ -35,6 +35,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from jax_assistant.observability.logging import get_logger
+from jax_assistant.service.waiting import wait_any
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -190,13 +191,7 @@ class ExecutorClient:
         self._dead.clear()
         asyncio.get_running_loop().add_reader(parent.fileno(), self._on_readable)
         # Ready, or dead at start (e.g. its database cannot be opened): no waiting out the timeout then.
-        ready = asyncio.ensure_future(self._ready.wait())
-        dead = asyncio.ensure_future(self._dead.wait())
-        try:
-            await asyncio.wait({ready, dead}, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ready.cancel()
-            dead.cancel()
+        await wait_any(self._ready, self._dead, within_s=START_TIMEOUT_S)
         if not self._ready.is_set():
             proc.kill()
             raise ExecutorUnavailableError(f"the executor process did not start (exit code {proc.exitcode})")
