@@ -33,6 +33,7 @@ from jax_assistant.api.compat import CompatRoute
 from jax_assistant.api.compat import router as v1_router
 from jax_assistant.api.dead_letters import router as dead_letters_router
 from jax_assistant.api.errors import install_error_handlers
+from jax_assistant.api.hot_reads import HotHandler, HotReadsMiddleware
 from jax_assistant.api.ingest import router as ingest_router
 from jax_assistant.api.page import router as page_router
 from jax_assistant.api.runs import RunManager
@@ -188,6 +189,9 @@ def create_app(
             raise RuntimeError("the orchestrator is not open (the app's lifespan did not run)")
         return ApiKeyStore(orch.db)
 
+    # Innermost (added first): the polled reads, answered inside every guard below (api/hot_reads.py).
+    hot_reads: dict[str, HotHandler] = {}
+    app.add_middleware(HotReadsMiddleware, handlers=hot_reads)
     # The audit trail holds every caller's payloads: an admin key reads it when auth is on.
     harden(
         app, settings.api, key_store=key_store, needs=scope_resolver(settings.api, admin_prefixes=["/audit"])
@@ -339,6 +343,7 @@ def create_app(
         app.add_api_route(
             path, metrics, methods=["GET"], response_class=Response, responses=metrics_responses
         )
+    hot_reads.update({"/health": health, "/status": status, "/metrics": metrics})
 
     # ------------------------------------------------------------------ runs
 

@@ -23,22 +23,38 @@ def render_json(content: Any) -> bytes:
     return text.encode()
 
 
+class CachedResponse(Response):
+    """A 200 whose body and headers were built once: what ``Response(body, media_type=...)`` sends,
+    without recomputing the content-length and content-type headers on every request."""
+
+    def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        # Response.__init__ not called on purpose: it would render the body and build the headers.
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = raw_headers
+
+
 class CachedJson:
     """The JSON bytes of ``build()``, built again only when the key differs from the last one."""
 
-    __slots__ = ("_body", "_key")
+    __slots__ = ("_body", "_headers", "_key")
 
     def __init__(self) -> None:
         self._key: object = _NOTHING
         self._body = b""
+        self._headers: list[tuple[bytes, bytes]] = []
 
     def get(self, key: object, build: Callable[[], Any]) -> bytes:
         # Built synchronously: no await between reading the key and storing the body, so a change
         # made meanwhile by another task cannot hide behind a key read before it.
         if key is None or key != self._key:
             self._body = render_json(build())
+            self._headers = Response(self._body, media_type="application/json").raw_headers
             self._key = key
         return self._body
 
     def response(self, key: object, build: Callable[[], Any]) -> Response:
-        return Response(self.get(key, build), media_type="application/json")
+        body = self.get(key, build)
+        # A copy of the header list: a middleware may add to a response's headers in place.
+        return CachedResponse(body, list(self._headers))
