@@ -136,3 +136,29 @@ async def test_trusted_host_decisions_stay_right_when_remembered() -> None:
     for i in range(600):  # many made-up hosts: the memory stays bounded
         await guard({"type": "http", "headers": [(b"host", f"h{i}.example".encode())]}, receive, send)  # type: ignore[arg-type]
     assert len(guard._decisions) <= 256
+
+
+async def test_a_cached_response_sends_what_a_built_response_sends() -> None:
+    from starlette.responses import Response
+
+    cache = CachedJson()
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request"}
+
+    first = cache.response(1, lambda: {"a": "é"})
+    built = Response(render_json({"a": "é"}), media_type="application/json")
+    assert (first.status_code, first.body, first.raw_headers) == (200, built.body, built.raw_headers)
+    await first({"type": "http"}, receive, send)  # type: ignore[arg-type]
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[0]["headers"] == built.raw_headers and sent[1]["body"] == built.body
+    # A header added to one response (a middleware may) is not sent with the next.
+    first.headers["x-extra"] = "1"
+    again = cache.response(1, lambda: {"a": "é"})
+    assert again.body is first.body and again.raw_headers == built.raw_headers
+    changed = cache.response(2, lambda: {"a": "longer"})
+    assert changed.raw_headers == Response(changed.body, media_type="application/json").raw_headers
