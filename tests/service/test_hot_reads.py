@@ -162,3 +162,20 @@ async def test_a_cached_response_sends_what_a_built_response_sends() -> None:
     assert again.body is first.body and again.raw_headers == built.raw_headers
     changed = cache.response(2, lambda: {"a": "longer"})
     assert changed.raw_headers == Response(changed.body, media_type="application/json").raw_headers
+
+
+def test_repeated_bytes_reuse_their_headers_and_new_ones_get_their_own() -> None:
+    from starlette.responses import Response
+
+    from jax_assistant.api.cached import SameBytes
+
+    text = "text/plain; version=0.0.4; charset=utf-8"
+    responses = SameBytes()
+    for body in (b"# a\n", b"# a\n", b"# longer\n", b"# longer\n"):
+        sent = responses.response(body, text)
+        built = Response(body, media_type=text)
+        assert (sent.status_code, sent.body, sent.raw_headers) == (200, body, built.raw_headers)
+        sent.headers["x-extra"] = "1"  # not carried into the next response
+    assert responses.response(b"{}", "application/json").raw_headers == (
+        Response(b"{}", media_type="application/json").raw_headers
+    )

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Query, Requ
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from jax_assistant import __version__
-from jax_assistant.api.cached import CachedJson
+from jax_assistant.api.cached import CachedJson, SameBytes
 from jax_assistant.api.common import (
     NEXT_PAGE_HEADERS,
     decode_cursor,
@@ -325,6 +325,8 @@ def create_app(
         value: dict[str, Any] = stored["value"]
         return value
 
+    metrics_body = SameBytes()
+
     async def metrics() -> Response:
         if isinstance(orch.metrics, NullMetrics):
             return JSONResponse(
@@ -332,7 +334,7 @@ def create_app(
                 content={"error": "metrics are disabled (set JAX_METRICS_ENABLED=true to serve them)"},
             )
         body, content_type = await runs.render_metrics()
-        return Response(content=body, media_type=content_type)  # it names its charset: kept as is
+        return metrics_body.response(body, content_type)  # it names its charset: kept as is
 
     metrics_responses: dict[int | str, dict[str, Any]] = {
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"},

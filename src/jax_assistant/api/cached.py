@@ -58,3 +58,22 @@ class CachedJson:
         body = self.get(key, build)
         # A copy of the header list: a middleware may add to a response's headers in place.
         return CachedResponse(body, list(self._headers))
+
+
+class SameBytes:
+    """Responses for a body that usually repeats (``/metrics``: the text renders again only when a
+    counter changes): its headers are built again only when the body or its media type differs."""
+
+    __slots__ = ("_body", "_headers", "_media_type")
+
+    def __init__(self) -> None:
+        self._body = b""
+        self._media_type = ""
+        self._headers: list[tuple[bytes, bytes]] = []
+
+    def response(self, body: bytes, media_type: str) -> Response:
+        # `is` first: the renderer hands back the very bytes it cached, which spares the comparison.
+        if not (body is self._body or body == self._body) or media_type != self._media_type:
+            self._headers = Response(body, media_type=media_type).raw_headers
+            self._body, self._media_type = body, media_type
+        return CachedResponse(body, list(self._headers))
