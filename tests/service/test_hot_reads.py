@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 
@@ -179,3 +180,32 @@ def test_repeated_bytes_reuse_their_headers_and_new_ones_get_their_own() -> None
     assert responses.response(b"{}", "application/json").raw_headers == (
         Response(b"{}", media_type="application/json").raw_headers
     )
+
+
+@pytest.mark.parametrize("own", [[], [(b"X-Flow-ID", b"the-app-s"), (b"x-correlation-id", b"the-app-s")]])
+async def test_the_echoed_id_replaces_one_the_app_set_and_keeps_the_other_headers(
+    own: list[tuple[bytes, bytes]],
+) -> None:
+    from jax_assistant.service.correlation import CorrelationIdMiddleware
+
+    async def app(scope: object, receive: object, send: Any) -> None:
+        headers = [(b"content-type", b"text/plain"), *own, (b"x-other", b"1")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request"}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"x-correlation-id", b"caller-1")]}
+    await CorrelationIdMiddleware(app)(scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["headers"] == [
+        (b"content-type", b"text/plain"),
+        (b"x-other", b"1"),
+        (b"x-correlation-id", b"caller-1"),
+        (b"x-flow-id", b"caller-1"),
+    ]
