@@ -21,10 +21,11 @@ from tests.pgutil import sqlite_url
 
 from jax_assistant.config import Settings
 from jax_assistant.memory import Memory
-from jax_assistant.memory.embedded import EmbeddedBackend, content_hash
+from jax_assistant.memory.embedded import EmbeddedBackend, content_hash, hash_and_stored_data
 from jax_assistant.memory.models import MemoryItem, MemorySource
 from jax_assistant.orchestrator import Orchestrator, RunRequest
 from jax_assistant.storage import open_database
+from jax_assistant.storage.db import EncodedJson
 
 SYMBOLS = ["ACME.SIM", "BOLT.SIM", "BYTE.SIM", "MEDX.SIM"]
 COLUMNS = (
@@ -185,3 +186,14 @@ def test_content_hash_is_the_canonical_json_sha256() -> None:
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     assert content_hash(item) == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_plain_data_is_stored_pre_encoded_and_the_rest_left_to_the_column() -> None:
+    plain = hash_and_stored_data(_item({"a": [1, 2.5e-07, None, True, "x"], "b": {"c": "d"}}, "doc:p"))[1]
+    assert isinstance(plain, EncodedJson) and json.loads(plain) == {
+        "a": [1, 2.5e-07, None, True, "x"],
+        "b": {"c": "d"},
+    }
+    for data in ODD_DATA["unicode"], ODD_DATA["ints"], {"x": math.nan}, {"s": "NaN"}, {"x": {1, 2}}:
+        stored = hash_and_stored_data(_item(data, "doc:o"))[1]
+        assert not isinstance(stored, EncodedJson) and stored == data
