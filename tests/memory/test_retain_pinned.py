@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import StatementError
 from tests.pgutil import sqlite_url
+from tests.storage.factories import make_trade
 
 from jax_assistant.config import Settings
 from jax_assistant.memory import Memory
 from jax_assistant.memory.embedded import EmbeddedBackend, content_hash, hash_and_stored_data
 from jax_assistant.memory.models import MemoryItem, MemorySource
+from jax_assistant.observability.redaction import RedactedJson, redacted_dumps
 from jax_assistant.orchestrator import Orchestrator, RunRequest
 from jax_assistant.storage import open_database
 from jax_assistant.storage.db import EncodedJson
@@ -197,3 +199,22 @@ def test_plain_data_is_stored_pre_encoded_and_the_rest_left_to_the_column() -> N
     for data in ODD_DATA["unicode"], ODD_DATA["ints"], {"x": math.nan}, {"s": "NaN"}, {"x": {1, 2}}:
         stored = hash_and_stored_data(_item(data, "doc:o"))[1]
         assert not isinstance(stored, EncodedJson) and stored == data
+
+
+def test_a_hash_using_the_setups_canonical_json_is_the_same_hash() -> None:
+    trade = make_trade()
+    setups = [redacted_dumps({"setup": trade.setup, "risk": trade.risk}) for _ in range(2)]
+    assert all(s.canonical for s in setups)  # the redaction kept it, so the hash does not re-encode
+    data = {"z": 1, "setups": setups, "signals": [RedactedJson({"x": "é"})], "a": {"b": [1.5e-07]}}
+    item = _item(data, "doc:c")
+    payload = {
+        "ts": "2024-03-15T00:00:00+00:00",
+        "type": "note",
+        "symbol": "ACME",
+        "tags": ["pinned"],
+        "summary": "a pinned memory",
+        "data": item.data,
+        "source": {"system": "test", "ref": "r1"},
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    assert content_hash(item) == hashlib.sha256(canonical.encode()).hexdigest()

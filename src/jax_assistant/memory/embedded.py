@@ -74,6 +74,7 @@ from jax_assistant.memory.models import (
 )
 from jax_assistant.memory.reflection import reflect_items
 from jax_assistant.memory.vector_index import BankVectors, VectorFilter, VectorRow
+from jax_assistant.observability.redaction import RedactedJson
 from jax_assistant.storage.db import EncodedJson
 from jax_assistant.storage.tables import MemoryBankRow, MemoryRow, MemoryTagRow
 
@@ -185,6 +186,29 @@ def content_hash(item: MemoryItem) -> str:
     return hash_and_stored_data(item)[0]
 
 
+def _canonical_payload(payload: dict[str, Any], canonical: Callable[[Any], str]) -> str:
+    """``canonical(payload)``, the same text, with the canonical JSON a setup was given when it was
+    redacted (``RedactedJson.canonical``, in a list under a data key) used instead of encoding it again:
+    an object's canonical JSON is its sorted ``"key":value`` pairs joined by commas, at every level."""
+
+    def element(value: Any) -> str:
+        if type(value) is RedactedJson and value.canonical is not None:
+            return value.canonical
+        return canonical(value)
+
+    def value_of(value: Any) -> str:
+        if type(value) is list:
+            return "[" + ",".join(map(element, value)) + "]"
+        return canonical(value)
+
+    data = payload["data"]
+    if type(data) is not dict or any(type(k) is not str for k in data):
+        return canonical(payload)
+    pairs = {k: canonical(v) for k, v in payload.items() if k != "data"}
+    pairs["data"] = "{" + ",".join(f"{canonical(k)}:{value_of(v)}" for k, v in sorted(data.items())) + "}"
+    return "{" + ",".join(f"{canonical(k)}:{pairs[k]}" for k in sorted(pairs)) + "}"
+
+
 def _refuse(value: object) -> Any:
     raise TypeError(f"{type(value).__name__} is left to the json module")
 
@@ -215,7 +239,8 @@ def hash_and_stored_data(item: MemoryItem) -> tuple[str, Any]:
         "data": item.data,
         "source": item.source.model_dump() if item.source else None,
     }
-    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=default)
+    canonical = functools.partial(json.dumps, sort_keys=True, separators=(",", ":"), default=default)
+    encoded = _canonical_payload(payload, canonical)
     digest = hashlib.sha256(encoded.encode()).hexdigest()
     data = item.data or {}
     if exotic or "NaN" in encoded or "Infinity" in encoded:

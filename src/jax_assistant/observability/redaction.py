@@ -18,6 +18,7 @@ secrets in free text (a log message, a summary) are not detected.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import types
 import typing
@@ -27,7 +28,6 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any, NoReturn, Self
 
-import orjson
 from pydantic import BaseModel
 
 REDACTED = "[REDACTED]"
@@ -189,17 +189,24 @@ class RedactedJson(dict[str, Any]):
     Constructing one redacts its content (``RedactedJson(m)`` is ``redact(m)``), so no caller can make
     one that skips redaction; :func:`redacted_dumps` makes them without the walk where a model's schema
     proves it unnecessary. It refuses writes, so nothing is added after the redaction (its values are
-    plain JSON and are not to be changed either: they are shared by whoever retains it)."""
+    plain JSON and are not to be changed either: they are shared by whoever retains it, and
+    ``canonical`` was made from them).
 
-    __slots__ = ()
+    ``canonical``, when known, is its canonical JSON (``json.dumps(self, sort_keys=True,
+    separators=(",", ":"))``), which a content hash can use instead of encoding it again."""
+
+    __slots__ = ("canonical",)
+    canonical: str | None
 
     def __init__(self, content: Mapping[str, Any] | None = None, /) -> None:
         super().__init__(redact(dict(content or {})))
+        self.canonical = None
 
     @classmethod
-    def _trusted(cls, content: dict[str, Any]) -> Self:
+    def _trusted(cls, content: dict[str, Any], canonical: str | None = None) -> Self:
         made = dict.__new__(cls)
         dict.update(made, content)
+        made.canonical = canonical
         return made
 
     def _read_only(self, *_: object, **__: object) -> NoReturn:
@@ -212,7 +219,7 @@ class RedactedJson(dict[str, Any]):
         return self
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Self:
-        return self._trusted(copy.deepcopy(dict(self), memo))
+        return self._trusted(copy.deepcopy(dict(self), memo), self.canonical)
 
     def __reduce__(self) -> tuple[type[Self], tuple[dict[str, Any]]]:
         return type(self), (dict(self),)
@@ -226,8 +233,6 @@ _Plan = tuple[_Paths, _Paths]
 _PLANS: dict[type[BaseModel], _Plan | None] = {}
 _PLAIN: frozenset[Any] = frozenset({str, int, float, bool, type(None), datetime, date})
 _NOTHING: _Plan = ((), ())
-# Needles of redact_text's own first check: a string without them is returned as it is.
-_TEXT_NEEDLES = (b"jaxk_", b"earer", b"EARER")
 
 
 def _plan(cls: type[BaseModel]) -> _Plan | None:
@@ -300,8 +305,9 @@ def redacted_dumps(models: Mapping[str, BaseModel]) -> RedactedJson:
 
     The walk is skipped when it provably changes nothing: every key the models' schemas name is not
     sensitive (checked once per model class), the keys of their str-keyed dict fields are not either
-    (checked per dump), and no string holds what :func:`redact_text` looks for (the dump's JSON has
-    none of its needles). Anything else is redacted by the walk."""
+    (checked per dump), and no string holds what :func:`redact_text` looks for (its first check's
+    substrings are nowhere in the dump's canonical JSON, kept for the content hash: ASCII letters are
+    never escaped, so a string holding one shows it). Anything else is redacted by the walk."""
     dumped = {key: model.model_dump(mode="json", by_alias=True) for key, model in models.items()}
     for key, model in models.items():
         plan = _plan(type(model))
@@ -315,9 +321,9 @@ def redacted_dumps(models: Mapping[str, BaseModel]) -> RedactedJson:
             if type(parent) is dict and path[-1] in parent:
                 parent[path[-1]] = REDACTED  # the dump is ours: replaced in place
     try:
-        encoded = orjson.dumps(dumped)
-    except TypeError:
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
         return RedactedJson(dumped)
-    if any(needle in encoded for needle in _TEXT_NEEDLES):
+    if "jaxk_" in canonical or "earer" in canonical or "EARER" in canonical:
         return RedactedJson(dumped)
-    return RedactedJson._trusted(dumped)
+    return RedactedJson._trusted(dumped, canonical)
