@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 from tests.storage.factories import make_trade
 
-from jax_assistant.domain import ResearchProvenance, TradeRecord, TradeSetup
+from jax_assistant.domain import ResearchBundle, ResearchProvenance, TradeRecord, TradeSetup
 from jax_assistant.observability.redaction import REDACTED, RedactedJson, redact, redacted_dumps
 
 
@@ -153,3 +153,19 @@ def test_a_decision_of_built_in_models_is_not_walked(monkeypatch: pytest.MonkeyP
     assert walked == []
     redacted_dumps(_models(_variants()["bearer in notes"]))
     assert walked
+
+
+class _PluginResearch(ResearchBundle):
+    api_key: str = "k-456"
+
+
+def test_a_nested_subclass_is_dumped_as_its_declared_model() -> None:
+    # The schema plan is the declared field type's: pydantic dumps a nested subclass instance as that
+    # type, so its own fields never reach the dump (if that changed, this equality would fail).
+    trade = make_trade()
+    setup = trade.setup.model_copy(update={"research": _PluginResearch(ticker="AAPL")})
+    got = redacted_dumps({"setup": setup, "risk": trade.risk})
+    assert got == redact(
+        {"setup": setup.model_dump(mode="json", by_alias=True), "risk": trade.risk.to_contract()}
+    )
+    assert "k-456" not in str(got)
