@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from sqlalchemy import (
     Connection,
     String,
@@ -73,6 +74,8 @@ from jax_assistant.memory.models import (
 )
 from jax_assistant.memory.reflection import reflect_items
 from jax_assistant.memory.vector_index import BankVectors, VectorFilter, VectorRow
+from jax_assistant.observability.redaction import RedactedJson
+from jax_assistant.storage.db import EncodedJson
 from jax_assistant.storage.tables import MemoryBankRow, MemoryRow, MemoryTagRow
 
 if TYPE_CHECKING:
@@ -180,6 +183,53 @@ def item_body(item: MemoryItem) -> str:
 
 
 def content_hash(item: MemoryItem) -> str:
+    return hash_and_stored_data(item)[0]
+
+
+def _canonical_payload(payload: dict[str, Any], canonical: Callable[[Any], str]) -> str:
+    """``canonical(payload)``, the same text, with the canonical JSON a setup was given when it was
+    redacted (``RedactedJson.canonical``, in a list under a data key) used instead of encoding it again:
+    an object's canonical JSON is its sorted ``"key":value`` pairs joined by commas, at every level."""
+
+    def element(value: Any) -> str:
+        if type(value) is RedactedJson and value.canonical is not None:
+            return value.canonical
+        return canonical(value)
+
+    def value_of(value: Any) -> str:
+        if type(value) is list:
+            return "[" + ",".join(map(element, value)) + "]"
+        return canonical(value)
+
+    data = payload["data"]
+    if type(data) is not dict or any(type(k) is not str for k in data):
+        return canonical(payload)
+    pairs = {k: canonical(v) for k, v in payload.items() if k != "data"}
+    pairs["data"] = "{" + ",".join(f"{canonical(k)}:{value_of(v)}" for k, v in sorted(data.items())) + "}"
+    return "{" + ",".join(f"{canonical(k)}:{pairs[k]}" for k in sorted(pairs)) + "}"
+
+
+def _refuse(value: object) -> Any:
+    raise TypeError(f"{type(value).__name__} is left to the json module")
+
+
+def hash_and_stored_data(item: MemoryItem) -> tuple[str, Any]:
+    """``item``'s content hash, and its ``data`` as the row stores it.
+
+    The hash is the SHA-256 of the canonical JSON (sorted keys, compact, ``default=str``), unchanged so
+    stored hashes keep matching. The data is stored as orjson's encoding, ~6x cheaper than the json
+    module's and parsing to the same value, when the canonical encoding shows it holds nothing orjson
+    spells differently or json refuses: no ``default`` call (non-JSON types, which the store refuses),
+    no NaN/Infinity (refused too; a string holding those words only costs the slow path), pure ASCII
+    (non-ASCII text keeps json's escapes). Otherwise the dict goes to the column's own encoder as before,
+    so what it refuses still fails the same way."""
+    exotic = False
+
+    def default(value: object) -> str:
+        nonlocal exotic
+        exotic = True
+        return str(value)
+
     payload = {
         "ts": item.ts.isoformat() if item.ts else None,
         "type": item.type,
@@ -189,8 +239,20 @@ def content_hash(item: MemoryItem) -> str:
         "data": item.data,
         "source": item.source.model_dump() if item.source else None,
     }
-    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(encoded.encode()).hexdigest()
+    canonical = functools.partial(json.dumps, sort_keys=True, separators=(",", ":"), default=default)
+    encoded = _canonical_payload(payload, canonical)
+    digest = hashlib.sha256(encoded.encode()).hexdigest()
+    data = item.data or {}
+    if exotic or "NaN" in encoded or "Infinity" in encoded:
+        return digest, data
+    try:
+        # Dates and dataclasses would be encoded by orjson but refused by json: left to json.
+        fast = orjson.dumps(
+            data, default=_refuse, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+        )
+    except TypeError:  # orjson.JSONEncodeError too: big ints, deep nesting, lone surrogates, ...
+        return digest, data
+    return digest, (EncodedJson(fast.decode()) if fast.isascii() else data)
 
 
 def recency_factor(ts: datetime, reference: datetime, *, weight: float, half_life_days: float) -> float:
@@ -381,7 +443,8 @@ class EmbeddedBackend:
                 conn.execute(
                     update(B).where(B.c.name == bank).values(embedding_model=model, embedding_dim=dim)
                 )
-        hashes = [content_hash(item) for item in items]
+        encoded = [hash_and_stored_data(item) for item in items]
+        hashes = [digest for digest, _ in encoded]
         existing = self._existing(conn, bank, items, hashes)
         by_doc = {r.document_id: r for r in existing if r.document_id is not None}
         by_id = {r.id: r for r in existing}
@@ -424,7 +487,7 @@ class EmbeddedBackend:
                 "ts": item.ts,
                 "tags": list(item.tags),
                 "summary": item.summary,
-                "data": item.data or {},
+                "data": encoded[index][1],
                 "source_system": (item.source or MemorySource()).system or "",
                 "source_ref": (item.source or MemorySource()).ref,
                 "document_id": item.document_id,

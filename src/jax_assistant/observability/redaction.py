@@ -17,10 +17,16 @@ secrets in free text (a log message, a summary) are not detected.
 
 from __future__ import annotations
 
+import copy
+import json
 import re
+import types
+import typing
 from collections.abc import Mapping
+from datetime import date, datetime
+from enum import Enum
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn, Self
 
 from pydantic import BaseModel
 
@@ -98,7 +104,7 @@ def _redact(obj: Any, active: set[int]) -> Any:
         return _redact_list(obj, active)
     if kind is str:
         return redact_text(obj)
-    if kind in _SCALARS:
+    if kind in _SCALARS or kind is RedactedJson:
         return obj
     if isinstance(obj, str):
         return redact_text(obj)
@@ -172,3 +178,152 @@ def _redact_list(obj: list[Any] | tuple[Any, ...], active: set[int]) -> Any:
         return out
     finally:
         active.discard(key)
+
+
+# --------------------------------------------------------------------------- already redacted
+
+
+class RedactedJson(dict[str, Any]):
+    """A JSON object already redacted: :func:`redact` returns it as it is instead of walking it again.
+
+    Constructing one redacts its content (``RedactedJson(m)`` is ``redact(m)``), so no caller can make
+    one that skips redaction; :func:`redacted_dumps` makes them without the walk where a model's schema
+    proves it unnecessary. It refuses writes, so nothing is added after the redaction (its values are
+    plain JSON and are not to be changed either: they are shared by whoever retains it, and
+    ``canonical`` was made from them).
+
+    ``canonical``, when known, is its canonical JSON (``json.dumps(self, sort_keys=True,
+    separators=(",", ":"))``), which a content hash can use instead of encoding it again."""
+
+    __slots__ = ("canonical",)
+    canonical: str | None
+
+    def __init__(self, content: Mapping[str, Any] | None = None, /) -> None:
+        super().__init__(redact(dict(content or {})))
+        self.canonical = None
+
+    @classmethod
+    def _trusted(cls, content: dict[str, Any], canonical: str | None = None) -> Self:
+        made = dict.__new__(cls)
+        dict.update(made, content)
+        made.canonical = canonical
+        return made
+
+    def _read_only(self, *_: object, **__: object) -> NoReturn:
+        raise TypeError("RedactedJson is read-only: build a new one")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        return self._trusted(copy.deepcopy(dict(self), memo), self.canonical)
+
+    def __reduce__(self) -> tuple[type[Self], tuple[dict[str, Any]]]:
+        return type(self), (dict(self),)
+
+
+# What a model's schema proves about its dump: the paths (by dumped key) to its str-keyed dict fields
+# (their keys are data, checked per dump) and to its fields of sensitive names (their values replaced);
+# None when it proves nothing (Any, custom serializers, extra fields, such fields inside lists...).
+_Paths = tuple[tuple[str, ...], ...]
+_Plan = tuple[_Paths, _Paths]
+_PLANS: dict[type[BaseModel], _Plan | None] = {}
+_PLAIN: frozenset[Any] = frozenset({str, int, float, bool, type(None), datetime, date})
+_NOTHING: _Plan = ((), ())
+
+
+def _plan(cls: type[BaseModel]) -> _Plan | None:
+    if cls not in _PLANS:
+        _PLANS[cls] = None  # a model that contains itself is not certified
+        _PLANS[cls] = _model_plan(cls)
+    return _PLANS[cls]
+
+
+def _model_plan(cls: type[BaseModel]) -> _Plan | None:
+    decorators = cls.__pydantic_decorators__
+    if (
+        cls.model_computed_fields
+        or decorators.model_serializers
+        or decorators.field_serializers
+        or cls.model_config.get("extra") == "allow"
+    ):
+        return None
+    dynamic: list[tuple[str, ...]] = []
+    hidden: list[tuple[str, ...]] = []
+    for name, info in cls.model_fields.items():
+        key = info.serialization_alias or info.alias or name
+        if _sensitive(key):
+            hidden.append((key,))
+            continue
+        sub = _annotation_plan(info.annotation)
+        if sub is None:
+            return None
+        dynamic.extend((key, *p) for p in sub[0])
+        hidden.extend((key, *p) for p in sub[1])
+    return tuple(dynamic), tuple(hidden)
+
+
+def _annotation_plan(tp: Any) -> _Plan | None:
+    if tp in _PLAIN or (isinstance(tp, type) and issubclass(tp, Enum)):
+        return _NOTHING
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return _plan(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return _NOTHING
+    if origin is typing.Annotated:
+        return _annotation_plan(args[0])
+    if origin in (typing.Union, types.UnionType):
+        subs = [_annotation_plan(a) for a in args]
+        if any(sub is None for sub in subs):
+            return None
+        return (
+            tuple(p for sub in subs if sub for p in sub[0]),
+            tuple(p for sub in subs if sub for p in sub[1]),
+        )
+    if origin in (list, tuple):
+        # Paths through a list would need one per element: only lists of what needs no path.
+        ok = all(_annotation_plan(a) == _NOTHING for a in args if a is not Ellipsis)
+        return _NOTHING if ok else None
+    if origin is dict and len(args) == 2 and args[0] is str and args[1] in _PLAIN:
+        return ((),), ()  # the dict's own keys are data
+    return None
+
+
+def _node(dumped: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = dumped
+    for key in path:
+        node = node.get(key) if type(node) is dict else None
+    return node
+
+
+def redacted_dumps(models: Mapping[str, BaseModel]) -> RedactedJson:
+    """``{key: model.model_dump(mode="json", by_alias=True)}`` redacted, as :func:`redact` would.
+
+    The walk is skipped when it provably changes nothing: every key the models' schemas name is not
+    sensitive (checked once per model class), the keys of their str-keyed dict fields are not either
+    (checked per dump), and no string holds what :func:`redact_text` looks for (its first check's
+    substrings are nowhere in the dump's canonical JSON, kept for the content hash: ASCII letters are
+    never escaped, so a string holding one shows it). Anything else is redacted by the walk."""
+    dumped = {key: model.model_dump(mode="json", by_alias=True) for key, model in models.items()}
+    for key, model in models.items():
+        plan = _plan(type(model))
+        if plan is None or _sensitive(key):
+            return RedactedJson(dumped)
+        dynamic, hidden = plan
+        if any(type(n := _node(dumped[key], p)) is dict and any(map(_sensitive, n)) for p in dynamic):
+            return RedactedJson(dumped)
+        for path in hidden:
+            parent = _node(dumped[key], path[:-1])
+            if type(parent) is dict and path[-1] in parent:
+                parent[path[-1]] = REDACTED  # the dump is ours: replaced in place
+    try:
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return RedactedJson(dumped)
+    if "jaxk_" in canonical or "earer" in canonical or "EARER" in canonical:
+        return RedactedJson(dumped)
+    return RedactedJson._trusted(dumped, canonical)

@@ -35,6 +35,7 @@ from jax_assistant.memory.outbox import MemoryOutbox
 from jax_assistant.memory.remote import MemoryAuthError
 from jax_assistant.observability.correlation import bind_correlation_id
 from jax_assistant.observability.logging import get_logger
+from jax_assistant.observability.redaction import RedactedJson, redacted_dumps
 from jax_assistant.pipeline.base import (
     BaseRunStage,
     BaseStage,
@@ -173,7 +174,9 @@ def decision_document_id(symbol: str, event: Event | None, session: date) -> str
 
 def _trade_json(trade: TradeRecord) -> dict[str, Any]:
     # Setup and risk only: created_at is wall clock and would make every rerun's content differ.
-    return {"setup": trade.setup.to_contract(), "risk": trade.risk.to_contract()}
+    # Redacted here, from the models' schemas (most of a decision's data, walked key by key otherwise),
+    # so the retain's redaction passes it as it is.
+    return redacted_dumps({"setup": trade.setup, "risk": trade.risk})
 
 
 def _summary(symbol: str, what: str, trades: Sequence[TradeRecord]) -> str:
@@ -198,8 +201,10 @@ def decision_items(item: WorkItem, *, run_id: str) -> list[MemoryItem]:
         key = trade.setup.event_id or (trade.event.id if trade.event else None)
         by_event.setdefault(key if key in by_event else None, []).append(trade)
     events = {e.id: e for e in item.events}
+    # Every decision of the symbol carries them all: redacted once here, not once per decision.
     signals = [
-        {"id": e.id, "type": e.type, "time": e.time.isoformat(), "payload": e.payload} for e in item.events
+        RedactedJson({"id": e.id, "type": e.type, "time": e.time.isoformat(), "payload": e.payload})
+        for e in item.events
     ]
     out = []
     for key, trades in by_event.items():
