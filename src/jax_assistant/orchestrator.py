@@ -39,6 +39,7 @@ from jax_assistant.research.service import ResearchService
 from jax_assistant.risk import RiskManager, load_risk_constraints
 from jax_assistant.risk.portfolio import PortfolioBook, PortfolioState
 from jax_assistant.storage import Database, Repository, open_database
+from jax_assistant.storage.repository import AuditWrite
 from jax_assistant.strategies.registry import StrategyRegistry
 
 if TYPE_CHECKING:
@@ -510,16 +511,29 @@ class Orchestrator:
         run.params["accountSize"] = self.services(provider, run, validating=True).risk.account_size
         return PreparedRun(run=run, provider=provider, stages=stages, unknown=unknown)
 
-    async def record_run(self, prepared: PreparedRun) -> None:
+    async def record_run(self, prepared: PreparedRun, *, audit: AuditWrite | None = None) -> bool:
         """Write the run's row, leased to this process: from here on a crash leaves a run whose lease
-        expires and that start-up (or `jax run --resume`) then resumes."""
+        expires and that start-up (or `jax run --resume`) then resumes.
+
+        With ``audit`` (the record of the run's acceptance) both rows go in one transaction, and
+        False means nothing was written: ``audit``'s idempotency key was already recorded.
+        """
         await self.open()
         assert self.repository is not None
-        created = await self.repository.create_run(
-            prepared.run, lease_owner=self.owner_id, lease_ttl_s=self.settings.storage.lease_ttl_s
-        )
+        owner, ttl = self.owner_id, self.settings.storage.lease_ttl_s
+        if audit is None:
+            created: bool | None = await self.repository.create_run(
+                prepared.run, lease_owner=owner, lease_ttl_s=ttl
+            )
+        else:
+            created = await self.repository.create_run_audited(
+                prepared.run, audit, lease_owner=owner, lease_ttl_s=ttl
+            )
+            if created is None:
+                return False
         if not created:  # never execute into another run's rows
             raise RunError(f"run id {prepared.run.id!r} already exists", field="runId", rule="unique")
+        return True
 
     def request_provider(self, request: RunRequest) -> MarketDataProvider:
         """The provider a request runs on: its named data source, else the configured one."""
