@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import itertools
 import multiprocessing
 import os
@@ -303,6 +304,7 @@ async def _serve(conn: Connection, settings: Settings, owner_id: str) -> None:
     orch = Orchestrator(settings)
     orch.owner_id = owner_id  # one owner with the API process: its queued runs' leases pass over as is
     await orch.open()
+    gc.freeze()  # as the API process does once serving (api/server.py): start-up's objects stay
     manager = RunManager(orch)
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[Message | None] = asyncio.Queue()
