@@ -918,6 +918,10 @@ def serve(
     from jax_assistant.observability.logging import configure_logging
 
     settings = _settings(database_url=db)
+    if "executor" not in settings.api.model_fields_set:
+        # A service executes runs in the niced executor process unless configured otherwise: inline
+        # runs share the event loop with requests (accept p99 > 100 ms while runs execute).
+        settings.api.executor = "process"
     # The CLI default (WARNING) keeps run output clean; a service should log what it does.
     level = settings.log_level if "log_level" in settings.model_fields_set else "INFO"
     # background: records are rendered and written by a thread, never on the event loop.

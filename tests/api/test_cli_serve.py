@@ -59,3 +59,39 @@ def test_jax_serve_listens_on_the_env_port_and_stops_cleanly(tmp_path: Path, env
     assert f"listening on http://127.0.0.1:{port}" in output
     assert "Application startup complete" in output
     assert (tmp_path / "data").is_dir()  # the default SQLite file went to the data dir
+
+
+@pytest.mark.parametrize(("configured", "mode"), [(None, "process"), ("inline", "inline")])
+def test_jax_serve_executes_runs_in_the_executor_process_unless_configured(
+    tmp_path: Path, configured: str | None, mode: str
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "JAX_API__EXECUTOR"}
+    env |= {"JAX_PORT": str(port), "JAX_DATA_DIR": str(tmp_path / "data")}
+    if configured is not None:
+        env["JAX_API__EXECUTOR"] = configured
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jax_assistant", "serve", "--no-resume"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                resp = httpx.get(f"http://127.0.0.1:{port}/status", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, "jax serve exited"
+                assert time.monotonic() < deadline, "jax serve did not come up"
+                time.sleep(0.1)
+        assert resp.status_code == 200
+        assert resp.json()["runs"]["executor"]["mode"] == mode
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -21,6 +21,7 @@ from jax_assistant.api import create_app
 from jax_assistant.config import Settings
 from jax_assistant.engines.local import ProgressSink
 from jax_assistant.orchestrator import Orchestrator, PreparedRun, RunOutcome
+from jax_assistant.storage.repository import AuditWrite
 
 COUNT_KEYS = {"succeeded", "degraded", "failed", "cancelled", "symbols", "events", "setups", "allowed"}
 
@@ -304,10 +305,10 @@ class ExplodingOrchestrator(Orchestrator):
         self.stage = stage
         self.release = asyncio.Event()
 
-    async def record_run(self, prepared: PreparedRun) -> None:
+    async def record_run(self, prepared: PreparedRun, *, audit: AuditWrite | None = None) -> bool:
         if self.stage == "record":
             raise RuntimeError("database refused the run")
-        await super().record_run(prepared)
+        return await super().record_run(prepared, audit=audit)
 
     async def execute(
         self, prepared: PreparedRun, *, progress: ProgressSink | None = None, record: bool = True

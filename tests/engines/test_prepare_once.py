@@ -63,3 +63,27 @@ def test_a_strategies_folder_is_read_on_every_request(
     orch.prepare_run(RunRequest(symbols=["ACME.SIM"]))
     orch.prepare_run(RunRequest(symbols=["ACME.SIM"]))
     assert len(registries) == 2  # an edited file is seen by the next request
+
+
+def test_the_bundled_risk_constraints_are_parsed_once_a_configured_file_every_time(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("JAX_DATA_DIR", str(tmp_path / "data"))
+    loads = count_calls(monkeypatch, orchestrator_module, "load_risk_constraints")
+    orch = Orchestrator(Settings())
+    for _ in range(3):
+        orch.prepare_run(RunRequest(symbols=["ACME.SIM"]))
+    assert len(loads) == 1
+    # A run's own services get their own constraints.
+    run = orch.prepare_run(RunRequest(symbols=["ACME.SIM"])).run
+    assert orch.services(orch.provider(), run).risk is not orch.services(orch.provider(), run).risk
+    assert len(loads) == 3
+    # A configured file can be edited while the service runs: read on every request.
+    bundled = orch.services(orch.provider(), run, validating=True).risk.constraints
+    path = tmp_path / "risk.json"
+    path.write_text(bundled.model_dump_json(by_alias=True))
+    configured = Orchestrator(Settings(risk_constraints_path=path))
+    loads.clear()
+    configured.prepare_run(RunRequest(symbols=["ACME.SIM"]))
+    configured.prepare_run(RunRequest(symbols=["ACME.SIM"]))
+    assert len(loads) == 2

@@ -90,6 +90,9 @@ def env_for(tmp_path: Path, database_url: str) -> dict[str, str]:
         JAX_ENGINE__CONCURRENCY="2",
         JAX_STORAGE__LEASE_TTL_S="2",
         JAX_STORAGE__HEARTBEAT_S="0.3",
+        # Stages execute in the serving process itself, whose pid the trace is checked against
+        # (`jax serve` defaults to the executor process).
+        JAX_API__EXECUTOR="inline",
         TRACE_FILE=str(tmp_path / "trace.log"),
     )
     return env

@@ -68,6 +68,7 @@ from jax_assistant.service import Admission, ApiKeyStore, KeyStore, harden, scop
 from jax_assistant.service.correlation import CorrelationIdMiddleware
 from jax_assistant.storage import Repository
 from jax_assistant.storage.db import HEAD_REVISION
+from jax_assistant.storage.repository import AuditWrite
 
 SERVICE_NAME = "jax-orchestrator"
 # How stale /status may show what it reads from the database (outbox depth, research spend).
@@ -378,16 +379,24 @@ def create_app(
         extra = {"idempotencyKey": idempotency_key, "requestHash": digest} if key else {}
         event = new_audit_event(action, "started", payload={**payload, "runId": run.id, **extra})
         try:
-            created = await repo().record_audit(
-                event, idempotency_key=key or f"api/{event.id}", run_id=run.id
-            )
-            # A concurrent submission with the same key won: answer with its run.
-            if not created and key is not None and (replay := await replayed(key, digest)) is not None:
+            # The run row and this audit row in one transaction, shared with the accepts beside it.
+            audit = AuditWrite(event, key or f"api/{event.id}", run.id)
+            if not await runs.submit(prepared, ticket=ticket, audit=audit):
+                # A concurrent submission with the same key won: answer with its run.
                 ticket.release()
-                return replay, True
-            await runs.submit(prepared, ticket=ticket)
+                if key is not None and (replay := await replayed(key, digest)) is not None:
+                    return replay, True
+                raise HTTPException(
+                    409, "the request with this Idempotency-Key is still being accepted; retry"
+                )
+        except HTTPException:
+            raise
         except Exception as exc:
             ticket.release()
+            # The trail still shows the request and why it failed: its `started` record (rolled back
+            # with the run row, or never written) goes in without the Idempotency-Key, which stays
+            # free for a retry; a no-op when it was stored (its id is recorded).
+            await repo().record_audit(event, idempotency_key=f"api/{event.id}", run_id=run.id)
             await repo().record_audit(
                 new_audit_event(action, "error", payload={"runId": run.id}, error=str(exc)),
                 idempotency_key=f"api/{event.id}/error",

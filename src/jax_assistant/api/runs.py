@@ -44,7 +44,7 @@ from jax_assistant.service.admission import Admission, Ticket
 from jax_assistant.service.executor import ExecutorClient, ExecutorUnavailableError, Message
 from jax_assistant.service.waiting import wait_any
 from jax_assistant.storage import Repository
-from jax_assistant.storage.repository import DeadLetter
+from jax_assistant.storage.repository import AuditWrite, DeadLetter
 
 log = get_logger("jax_assistant.api.runs")
 
@@ -206,19 +206,26 @@ class RunManager:
             orch.stages(None)  # re-raises if the configuration alone is broken
             raise InvalidOverrideError(f"stageOverrides: {exc}") from exc
 
-    async def submit(self, prepared: PreparedRun, *, ticket: Ticket | None = None) -> None:
+    async def submit(
+        self, prepared: PreparedRun, *, ticket: Ticket | None = None, audit: AuditWrite | None = None
+    ) -> bool:
         """Record a prepared run, then execute it in a background task.
 
         The row is written before this returns, so the 202 means something: the id resolves at once
         on GET /runs/{id}, and a shutdown or crash right after the answer still leaves a row the next
         start-up resumes. A failure to record is raised here, to the request.
 
+        With ``audit`` (the acceptance's audit record) the run row and that record are written in one
+        transaction (shared with the accepts waiting beside it); False means its idempotency key was
+        already recorded, and nothing was written or started (the ticket is then the caller's to free).
+
         With an admission ``ticket`` the run waits for its place before executing and frees it when its
         task ends, however it ends.
         """
         run = prepared.run
         orch = self.orchestrator
-        await orch.record_run(prepared)
+        if not await orch.record_run(prepared, audit=audit):
+            return False
         channel = RunChannel(run.id)
         self._channels[run.id] = channel
 
@@ -238,6 +245,7 @@ class RunManager:
         task = self._spawn(coro, name=f"jax-run-{run.id}")
         if ticket is not None:
             task.add_done_callback(lambda _: ticket.release())
+        return True
 
     async def _wait_queued(self, run_id: str, ticket: Ticket) -> None:
         """Wait for the run's admission place with its lease heartbeated meanwhile: a run queued longer

@@ -7,6 +7,7 @@ sockets are bound, so a service that cannot bind its port (uvicorn then exits) n
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from typing import Any
 
@@ -23,4 +24,8 @@ class ServingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)  # on a bind failure uvicorn exits here, before `started`
         if self.started:
+            # Everything start-up made (imports, the app, the open database) lives as long as the
+            # process: kept out of the collector, a full collection no longer walks ~150k objects on
+            # the event loop (a 30-60 ms pause in the middle of a request).
+            gc.freeze()
             self.serving.set()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import itertools
 import multiprocessing
 import os
@@ -201,11 +202,14 @@ class ExecutorClient:
         conn = self._conn
         if conn is None:
             return
+        # One message per wake-up: the pipe is unbuffered on this side, so the loop calls again at
+        # once while it holds more, and that costs less than conn.poll()'s selector per message.
         try:
-            while conn.poll():
-                self._dispatch(conn.recv())
+            msg = conn.recv()
         except (EOFError, OSError):
             self._on_eof()
+            return
+        self._dispatch(msg)
 
     def _dispatch(self, msg: Message) -> None:
         ev = msg.get("ev")
@@ -300,6 +304,7 @@ async def _serve(conn: Connection, settings: Settings, owner_id: str) -> None:
     orch = Orchestrator(settings)
     orch.owner_id = owner_id  # one owner with the API process: its queued runs' leases pass over as is
     await orch.open()
+    gc.freeze()  # as the API process does once serving (api/server.py): start-up's objects stay
     manager = RunManager(orch)
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[Message | None] = asyncio.Queue()

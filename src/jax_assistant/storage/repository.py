@@ -143,6 +143,23 @@ def _as_json(item: BaseModel | Mapping[str, Any] | str) -> EncodedJson:
 # --------------------------------------------------------------------------- domain <-> rows
 
 
+class _RunIdTakenError(Exception):
+    """Rolls back an accept's transaction whose run id already exists (create_run_audited)."""
+
+
+def _new_run_values(run: Run, lease_owner: str | None, lease_ttl_s: float | None) -> dict[str, Any]:
+    """A new run's row; with ``lease_owner`` born leased to it for ``lease_ttl_s`` seconds."""
+    values = _run_values(run)
+    if lease_owner is not None:
+        now = utc_now()
+        values |= {
+            "lease_owner": lease_owner,
+            "lease_expires_at": now + timedelta(seconds=lease_ttl_s or 0.0),
+            "heartbeat_at": now,
+        }
+    return values
+
+
 def _run_values(run: Run) -> dict[str, Any]:
     data = run.model_dump(mode="json")
     return {
@@ -507,8 +524,9 @@ class Repository:
         which go through the same writer thread (``Database.run_write``)."""
         if self._db.sync_writer is not None:
             stmt = self._ignore_stmt(entity)
+            # group: request-path inserts waiting together share one commit (Database.run_write).
             return await self._db.run_write(
-                lambda conn: conn.execute(stmt, values).rowcount == 1, urgent=True
+                lambda conn: conn.execute(stmt, values).rowcount == 1, urgent=True, group=True
             )
         async with self._db.transaction() as conn:
             return await self._insert_ignore_counted(conn, entity, [values]) == 1
@@ -631,15 +649,40 @@ class Repository:
         With ``lease_owner`` the row is born leased to that owner for ``lease_ttl_s`` seconds, so it is
         never seen as interrupted between its creation and the executor's first heartbeat.
         """
-        values = _run_values(run)
-        if lease_owner is not None:
-            now = utc_now()
-            values |= {
-                "lease_owner": lease_owner,
-                "lease_expires_at": now + timedelta(seconds=lease_ttl_s or 0.0),
-                "heartbeat_at": now,
-            }
-        return await self._insert_one_urgent(RunRow, values)
+        return await self._insert_one_urgent(RunRow, _new_run_values(run, lease_owner, lease_ttl_s))
+
+    async def create_run_audited(
+        self, run: Run, audit: AuditWrite, *, lease_owner: str | None = None, lease_ttl_s: float | None = None
+    ) -> bool | None:
+        """Record a new run and the audit record of its acceptance in one transaction: True when both
+        were written; None, writing nothing, when ``audit``'s idempotency key is already recorded (a
+        concurrent submission with that key won); False, writing nothing, when the run id exists.
+
+        One commit instead of two per accepted run, and on a SQLite file the accepts waiting together
+        share it (group commit, ``Database.run_write``); either way both rows or neither are stored.
+        """
+        run_values = _new_run_values(run, lease_owner, lease_ttl_s)
+        audit_values = _audit_values(audit)
+        audit_stmt, run_stmt = self._ignore_stmt(AuditEventRow), self._ignore_stmt(RunRow)
+        try:
+            if self._db.sync_writer is not None:
+
+                def write(conn: Connection) -> bool | None:
+                    if conn.execute(audit_stmt, audit_values).rowcount != 1:
+                        return None
+                    if conn.execute(run_stmt, run_values).rowcount != 1:
+                        raise _RunIdTakenError  # rolls the audit row back with it
+                    return True
+
+                return await self._db.run_write(write, urgent=True, group=True)
+            async with self._db.transaction() as conn:
+                if await self._insert_ignore_counted(conn, AuditEventRow, [audit_values]) != 1:
+                    return None
+                if await self._insert_ignore_counted(conn, RunRow, [run_values]) != 1:
+                    raise _RunIdTakenError
+                return True
+        except _RunIdTakenError:
+            return False
 
     async def update_run(self, run: Run) -> None:
         """Store the run's current state (inserting it if it was never created). The lease columns
