@@ -58,7 +58,7 @@ async def test_run_state_leases_and_compaction_write_on_the_writer_thread(tmp_pa
 @pytest.mark.parametrize(
     "value",
     [
-        {"a": 1.5e-05, "b": [1, "é→x", None, True, 1e16], "c": {"d": 2.0000000000000027, "e": "q\"\\\n"}},
+        {"a": 1.5e-05, "b": [1, "é→x", None, True, 1e16], "c": {"d": 2.0000000000000027, "e": 'q"\\\n'}},
         "plain",
         12,
         None,
