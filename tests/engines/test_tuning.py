@@ -38,9 +38,10 @@ def test_one_run_defers_middle_collections_and_restores_the_thresholds() -> None
         middle = gc.get_stats()[1]["collections"]
         with one_run_gc():
             assert gc.get_threshold() == (1_000, ONE_RUN_GEN1_THRESHOLD, 10)
-            # Survivors of many young collections: at (1000, 2) that would be dozens of middle ones.
+            # Survivors of ~100 young collections: at (1000, 2) that would be ~50 middle ones (a
+            # library may still ask for one explicitly, hence not == 0).
             kept.extend([i] for i in range(100_000))
-            assert gc.get_stats()[1]["collections"] == middle
+            assert gc.get_stats()[1]["collections"] - middle < 5
         assert gc.get_threshold() == (1_000, 2, 10)
         # What the block left alive is in the oldest generation now: the overdue middle collection
         # (triggered by the next young one) does not walk it.
