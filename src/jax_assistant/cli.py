@@ -274,6 +274,15 @@ def _run_async(coro_factory: Any, orch: Orchestrator) -> RunOutcome:
 def _execute(
     orch: Orchestrator, settings: Settings, json_out: bool, coro: Any, *, show_all: bool = False
 ) -> None:
+    from jax_assistant.engines.tuning import one_run_gc
+
+    with one_run_gc():  # this process executes one run, then exits
+        _execute_run(orch, settings, json_out, coro, show_all=show_all)
+
+
+def _execute_run(
+    orch: Orchestrator, settings: Settings, json_out: bool, coro: Any, *, show_all: bool = False
+) -> None:
     banner = SIMULATED_BANNER if settings.provider == "sample" and not json_out else None
     progress = _progress(disable=json_out)
     with _errors(), progress:

@@ -17,7 +17,7 @@ every time), so SQLAlchemy compiles each once per process instead of once per ba
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
@@ -531,6 +531,18 @@ class Repository:
         async with self._db.transaction() as conn:
             return await self._insert_ignore_counted(conn, entity, [values]) == 1
 
+    async def _write(self, fn: Callable[[Connection], _T], *, urgent: bool = False) -> _T:
+        """``fn(conn)`` in one write transaction. On a SQLite file it runs on the one writer thread
+        (``Database.run_write``), queued with the runs' group commits: a second stream of
+        transactions on the aiosqlite connection would contend with them for SQLite's write lock,
+        each side sleeping in ``busy_timeout`` while the other holds it. ``urgent``: ahead of queued
+        batches (a lease heartbeat must not wait behind a run's writes). Elsewhere on the async
+        connection."""
+        if self._db.sync_writer is not None:
+            return await self._db.run_write(fn, urgent=urgent)
+        async with self._db.transaction() as conn:
+            return await conn.run_sync(fn)
+
     async def _upsert(
         self,
         conn: AsyncConnection,
@@ -690,8 +702,8 @@ class Repository:
         values = _run_values(run)
         if run.status is RunStatus.INTERRUPTED:  # derived, never stored
             values["status"] = RunStatus.RUNNING.value
-        async with self._db.transaction() as conn:
-            await self._upsert(conn, RunRow, values, ["id"])
+        stmt = self._upsert_stmt(RunRow, ["id"], list(values))
+        await self._write(lambda conn: conn.execute(stmt, [values]))
 
     async def get_run(self, run_id: str) -> Run | None:
         """The run; a ``running`` run whose lease expired reads as ``interrupted``."""
@@ -735,8 +747,7 @@ class Repository:
             .where(RunRow.id == run_id, RunRow.status != RunStatus.COMPLETED.value, _lease_free(owner, now))
             .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_s), heartbeat_at=now)
         )
-        async with self._db.transaction() as conn:
-            return (await conn.execute(stmt)).rowcount == 1
+        return await self._write(lambda conn: conn.execute(stmt).rowcount == 1, urgent=True)
 
     async def renew_lease(self, run_id: str, owner: str, ttl_s: float) -> bool:
         """Heartbeat: push the expiry out; False if ``owner`` no longer holds the lease."""
@@ -746,8 +757,7 @@ class Repository:
             .where(RunRow.id == run_id, RunRow.lease_owner == owner)
             .values(lease_expires_at=now + timedelta(seconds=ttl_s), heartbeat_at=now)
         )
-        async with self._db.transaction() as conn:
-            return (await conn.execute(stmt)).rowcount == 1
+        return await self._write(lambda conn: conn.execute(stmt).rowcount == 1, urgent=True)
 
     async def release_lease(self, run_id: str, owner: str) -> bool:
         """Give the lease up (the run ended here, or this process stops executing it)."""
@@ -756,8 +766,7 @@ class Repository:
             .where(RunRow.id == run_id, RunRow.lease_owner == owner)
             .values(lease_owner=None, lease_expires_at=None)
         )
-        async with self._db.transaction() as conn:
-            return (await conn.execute(stmt)).rowcount == 1
+        return await self._write(lambda conn: conn.execute(stmt).rowcount == 1, urgent=True)
 
     async def lease_of(self, run_id: str) -> tuple[str | None, datetime | None]:
         """(owner, expiry) of the run's lease, for messages and tests."""
@@ -785,8 +794,7 @@ class Repository:
             )
             .values(item={})
         )
-        async with self._db.transaction() as conn:
-            return max((await conn.execute(stmt)).rowcount, 0)
+        return await self._write(lambda conn: max(conn.execute(stmt).rowcount, 0))
 
     async def prune(self, older_than: datetime) -> PruneReport:
         """Delete runs that ended (or were interrupted) before ``older_than``, with everything of
