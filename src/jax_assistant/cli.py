@@ -407,16 +407,26 @@ def run(
         "risk_percent": risk_percent,
         "database_url": db,
     }
+    early = not resume and data is not None and provider in (None, "csv") and data.is_file()
+    if early:
+        # Read the bars on a thread while the rest of the run imports (its settings first: ~0.2 s of
+        # the ~0.5 s read) and opens its database; the settings name the side files, read after them.
+        from jax_assistant.marketdata.csv_provider import prefetch
+
+        prefetch(data, sides=False)
     settings = _settings(**overrides)
     if concurrency:
         settings.engine.concurrency = concurrency
     if data is not None and not data.exists():
         raise _fail(f"--data {data}: no such file or folder")
     if not resume and settings.provider == "csv" and settings.data_path is not None:
-        # Read the bars on a thread while the rest of the run imports and opens its database.
-        from jax_assistant.marketdata.csv_provider import prefetch
+        from jax_assistant.marketdata.csv_provider import prefetch, prefetch_sides
 
-        prefetch(settings.data_path, earnings_path=settings.earnings_path, sectors_path=settings.sectors_path)
+        sides = {"earnings_path": settings.earnings_path, "sectors_path": settings.sectors_path}
+        if early and settings.data_path == data:
+            prefetch_sides(data, **sides)
+        else:
+            prefetch(settings.data_path, **sides)
     requested = list(symbols or [])
     if watchlist is not None:
         requested.extend(_read_watchlist(watchlist))
