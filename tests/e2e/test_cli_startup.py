@@ -13,11 +13,12 @@ from typer.testing import CliRunner
 
 import jax_assistant.config
 from jax_assistant.cli import app
-from jax_assistant.marketdata import csv_provider
+from jax_assistant.marketdata import calendar, csv_provider
 
 
 def _bars_csv(path: Path, symbols: tuple[str, ...] = ("AAA", "BBB"), n: int = 40) -> None:
-    days, d = [], date(2021, 3, 1)
+    days: list[date] = []
+    d = date(2021, 3, 1)
     while len(days) < n:
         if d.weekday() < 5:
             days.append(d)
@@ -46,7 +47,7 @@ def test_run_reads_its_data_file_ahead_from_before_the_settings_and_each_file_on
         return real_read(path)
 
     monkeypatch.setattr(csv_provider, "_read_typed", read)
-    real_sectors = csv_provider.load_sectors
+    real_sectors = calendar.load_sectors
 
     def sectors(*args: Any, **kwargs: Any) -> Any:
         reads.append(("sectors.csv", threading.current_thread().name))
