@@ -1,4 +1,5 @@
-"""What `jax run` does before its first stage: the data file is read ahead, from before the settings."""
+"""The fixed costs around a `jax run`'s stages: the data file read ahead from before the settings, and
+the report choosing its rows once."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.e2e.test_cli_report import stored_run
 from typer.testing import CliRunner
 
 import jax_assistant.config
+from jax_assistant import cli_report
 from jax_assistant.cli import app
+from jax_assistant.cli_report import Report
+from jax_assistant.domain import Run, SymbolResult
 from jax_assistant.marketdata import calendar, csv_provider
 
 
@@ -85,3 +90,24 @@ def test_run_with_the_sample_provider_reads_no_data_file_ahead(
     result = runner.invoke(app, ["run", "--provider", "sample", "--data", str(data), "--json"])
     assert result.exit_code == 0, result.output
     assert started == []  # --provider sample: the file is not what the run reads
+
+
+def test_the_report_chooses_its_rows_once_for_the_table_notes_and_summary(
+    runner: CliRunner, jax_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = stored_run(runner)
+    run = Run.model_validate(payload["run"])
+    results = [SymbolResult.model_validate(s) for s in payload["symbols"]]
+    tested: list[str] = []
+    real = cli_report.is_quiet
+
+    def is_quiet(result: SymbolResult) -> bool:
+        tested.append(result.symbol)
+        return real(result)
+
+    monkeypatch.setattr(cli_report, "is_quiet", is_quiet)
+    report = Report(run, results, max_setups=1)
+    report.renderable()
+    # Once per symbol to pick the rows, once more to count the quiet ones under the table.
+    assert sorted(tested) == sorted([r.symbol for r in results] * 2)
+    assert report.shown() is report.shown()
