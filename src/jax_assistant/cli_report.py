@@ -104,6 +104,9 @@ class Report:
     strategies: Legend = field(default_factory=lambda: Legend(_initials))
     codes: Legend = field(default_factory=lambda: Legend(lambda code: _initials(code, skip=FILLER)[:3]))
     _visible: set[str] | None = field(default=None, init=False, repr=False)
+    # The table, the notes and the summary each walk the shown rows (7 times per report): computed once,
+    # since at lookback 60 each walk tests ~20 000 setups for visibility.
+    _shown: list[SymbolResult] | None = field(default=None, init=False, repr=False)
 
     @property
     def lookback(self) -> int:
@@ -114,15 +117,19 @@ class Report:
         return float(self.run.params.get("accountSize") or 0.0)
 
     def shown(self) -> list[SymbolResult]:
-        if self.show_all:
-            return list(self.results)
-        visible = self.visible
-        return [
-            r
-            for r in self.results
-            if not is_quiet(r)
-            and (not r.trades or visible is None or any(self.is_visible(t) for t in r.trades))
-        ]
+        if self._shown is None:
+            visible = None if self.show_all else self.visible
+            self._shown = (
+                list(self.results)
+                if self.show_all
+                else [
+                    r
+                    for r in self.results
+                    if not is_quiet(r)
+                    and (not r.trades or visible is None or any(t.setup.id in visible for t in r.trades))
+                ]
+            )
+        return self._shown
 
     @property
     def visible(self) -> set[str] | None:
@@ -275,7 +282,12 @@ class Report:
                 # Data issues already start with their symbol; errors do not.
                 label = "" if note.startswith(f"{r.symbol}:") else f"{escape(r.symbol)}: "
                 lines.append(f"[dim]{label}{escape(note)}{tail}[/]")
-        hidden = [t for r in self.results for t in r.trades if not self.is_visible(t)]
+        visible = self.visible
+        hidden = (
+            [t for r in self.results for t in r.trades if t.setup.id not in visible]
+            if visible is not None
+            else []
+        )
         if hidden and not self.show_all:
             symbols = len({t.setup.symbol for t in hidden})
             lines.append(

@@ -42,6 +42,10 @@ def test_help_and_run_import_only_what_they_use(jax_env_vars: dict[str, str], tm
     # as data; no HTTP client unless a service is configured; no PostgreSQL dialect on SQLite.
     assert not run_modules & {"alembic", "holidays", "httpx", "sqlalchemy.dialects.postgresql"}
     assert not {m for m in run_modules if m.startswith("opentelemetry.exporter")}
+    # Nothing scrapes a CLI run's metrics (it runs with NullMetrics), and tracing is off by default:
+    # neither Prometheus' client nor the OpenTelemetry SDK is loaded.
+    assert not run_modules & {"prometheus_client", "opentelemetry.sdk"}
+    assert "jax_assistant.research.dexter" not in run_modules  # not a configured research provider
 
 
 @pytest.fixture

@@ -351,6 +351,61 @@ def test_prefetched_side_files_give_the_same_earnings_sectors_and_issues(
     assert p.issues() == plain.issues() != []  # the bad rows, reported once, in the same order
 
 
+def test_side_files_added_after_a_data_only_prefetch_load_after_the_data_and_are_taken_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "prices.csv"
+    path.write_text(_long_csv({"AAA": 10.0, "BBB": 20.0}))
+    side = tmp_path / "side"
+    side.mkdir()
+    (side / "earnings_dates.csv").write_text("symbol,date\nAAA,2021-03-04\nBBB,oops\n")
+    (side / "sectors.csv").write_text("symbol,sector\nAAA,Energy\nBBB,Utilities\n")
+    given: dict[str, Any] = {
+        "earnings_path": side / "earnings_dates.csv",
+        "sectors_path": side / "sectors.csv",
+    }
+    plain = CsvProvider(path, **given)
+    order: list[tuple[str, str]] = []
+    release = threading.Event()
+    real_load = csv_provider._typed_load
+
+    def slow_load(*args: Any) -> Any:
+        release.wait(10)  # the side files are registered while the data file is still loading
+        out = real_load(*args)
+        order.append(("data", threading.current_thread().name))
+        return out
+
+    monkeypatch.setattr(csv_provider, "_typed_load", slow_load)
+    for name in ("load_earnings_reports", "load_sectors"):
+        real = getattr(csv_provider, name)
+
+        def recorded(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            order.append((_name, threading.current_thread().name))
+            return _real(*args, **kwargs)
+
+        recorded.__name__ = name
+        monkeypatch.setattr(csv_provider, name, recorded)
+    prefetch(path, sides=False)
+    assert not csv_provider._prefetched_side  # the data file only
+    csv_provider.prefetch_sides(path, **given)
+    release.set()
+    _wait_prefetched()
+    for future in list(csv_provider._prefetched_side.values()):
+        future.exception(timeout=30)
+    p = CsvProvider(path, **given)
+    assert order == [  # the data first, then the side files on their own thread, none by the provider
+        ("data", "jax-csv-prefetch"),
+        ("load_earnings_reports", "jax-csv-prefetch-sides"),
+        ("load_sectors", "jax-csv-prefetch-sides"),
+    ]
+    assert p.load_mode == "typed"
+    for sym in ("AAA", "BBB"):
+        assert np.array_equal(p.bars(sym).close, plain.bars(sym).close)
+        assert p.earnings_reports(sym) == plain.earnings_reports(sym)
+        assert p.sector(sym) == plain.sector(sym) is not None
+    assert p.issues() == plain.issues() != []
+
+
 def test_a_missing_explicit_side_file_still_fails_the_provider_after_a_prefetch(tmp_path: Path) -> None:
     path = tmp_path / "prices.csv"
     path.write_text(_long_csv({"AAA": 10.0}))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import threading
 from collections.abc import Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from datetime import date
 from itertools import pairwise
@@ -438,7 +438,11 @@ def _prefetch_key(path: Path, has_symbol: bool) -> _PrefetchKey | None:
 
 
 def prefetch(
-    path: Path | str, *, earnings_path: Path | str | None = None, sectors_path: Path | str | None = None
+    path: Path | str,
+    *,
+    earnings_path: Path | str | None = None,
+    sectors_path: Path | str | None = None,
+    sides: bool = True,
 ) -> None:
     """Start the typed load of the data file ``path`` on a background thread.
 
@@ -449,7 +453,8 @@ def prefetch(
     path takes it there as usual). Only a single file is loaded ahead, for a provider of every symbol,
     and only once: a file changed since (size or mtime) is read again. The earnings and sectors files
     that provider reads (``earnings_path``/``sectors_path`` as it is given them) are loaded next, on
-    the same thread.
+    the same thread; with ``sides=False`` they are not, and :func:`prefetch_sides` adds them later
+    (`jax run` starts the data file before its settings, which name the side files, are loaded).
     """
     path = Path(path)
     if not path.is_file():
@@ -466,18 +471,47 @@ def prefetch(
         _prefetched.clear()  # at most one file held
         _prefetched[key] = future
 
-    earnings, sectors = _side_paths(path, earnings_path, sectors_path)
-    sides = _prefetch_sides([(earnings, load_earnings_reports), (sectors, load_sectors)])
+    jobs = _side_jobs(path, earnings_path, sectors_path) if sides else []
 
     def load() -> None:
         try:
             future.set_result(_typed_load([(path, has_symbol)], None))
         except BaseException as exc:  # handed to the provider, which raises it where it loads
             future.set_exception(exc)
-        for side, loader, side_future in sides:
+        for side, loader, side_future in jobs:
             _load_side(side, loader, side_future)
 
     threading.Thread(target=load, name="jax-csv-prefetch", daemon=True).start()
+
+
+def prefetch_sides(
+    path: Path | str, *, earnings_path: Path | str | None = None, sectors_path: Path | str | None = None
+) -> None:
+    """Load ahead, on a thread, the earnings and sectors files a provider of the data file ``path``
+    reads (as :func:`prefetch` does with ``sides=True``), once the data file's own load ahead is done:
+    the side files then do not compete with it for the cores."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    jobs = _side_jobs(path, earnings_path, sectors_path)
+    if not jobs:
+        return
+    with _prefetch_lock:
+        data = list(_prefetched.values())
+
+    def load() -> None:
+        wait(data)
+        for side, loader, side_future in jobs:
+            _load_side(side, loader, side_future)
+
+    threading.Thread(target=load, name="jax-csv-prefetch-sides", daemon=True).start()
+
+
+def _side_jobs(
+    path: Path, earnings_path: Path | str | None, sectors_path: Path | str | None
+) -> list[_SideJob]:
+    earnings, sectors = _side_paths(path, earnings_path, sectors_path)
+    return _prefetch_sides([(earnings, load_earnings_reports), (sectors, load_sectors)])
 
 
 def _side_paths(

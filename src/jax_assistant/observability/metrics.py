@@ -6,16 +6,12 @@ Names ``jax_orchestrator_runs_total``, ``jax_orchestrator_runs_completed_total``
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+if TYPE_CHECKING:
+    # prometheus_client (with its HTTP and WSGI servers) is imported by the PipelineMetrics that use
+    # it: a process with NullMetrics (a CLI run: nothing scrapes it) never loads it.
+    from prometheus_client import CollectorRegistry, Counter, Histogram
 
 # Stage latencies span a cached in-process computation (~50 µs) to a slow research call (~60 s):
 # roughly 1-2.5-5 steps per decade keep relative error bounded over those six decades.
@@ -73,6 +69,8 @@ class PipelineMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         # prometheus_client appends "_total" to counter names, so these are declared without it.
@@ -180,6 +178,8 @@ class PipelineMetrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its Content-Type, ready for a ``/metrics`` response."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
         if not self._cacheable:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         version = self._version  # read first: a change during rendering makes the next call render again
@@ -223,4 +223,6 @@ class NullMetrics:
         pass
 
     def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
         return b"", CONTENT_TYPE_LATEST

@@ -19,17 +19,20 @@ import importlib
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from jax_assistant.observability.correlation import get_correlation_id
+
+if TYPE_CHECKING:
+    # The SDK (with psutil, resources, exporters) is imported by configure_tracing when tracing is
+    # enabled: with tracing off (the default) a `jax run` never loads it.
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 _log = logging.getLogger(__name__)
 
@@ -90,6 +93,10 @@ def configure_tracing(
     shutdown_tracing()
     if not enabled:
         return None
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -28,7 +28,6 @@ from jax_assistant.research.base import OutcomeHistory, ProviderAnswer, Research
 from jax_assistant.research.budget import Budget
 from jax_assistant.research.builtin import BuiltinProvider
 from jax_assistant.research.config import ResearchConfig
-from jax_assistant.research.dexter import DexterProvider
 from jax_assistant.research.http import BudgetExhaustedError, ResearchError
 from jax_assistant.research.llm import LLMProvider
 from jax_assistant.research.memory_history import MemoryHistory, MemoryRecall
@@ -94,6 +93,9 @@ class ResearchService:
         if "dexter" in config.providers:
             url = config.dexter.url or os.environ.get("DEXTER_SERVICE_URL")
             if url:
+                # Imported only when configured: its response models cost a run without it ~15 ms.
+                from jax_assistant.research.dexter import DexterProvider
+
                 remote.append(DexterProvider(config.dexter, url))
         if "llm" in config.providers and config.llm.base_url:
             remote.append(LLMProvider(config.llm))
