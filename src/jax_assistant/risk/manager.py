@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import date
+from decimal import Decimal
 
 from jax_assistant.domain import Adjustment, ConstraintResult, RiskResult, TradeSetup, Violation
 from jax_assistant.risk.allocation import Candidate, CorrelationLookup
@@ -12,14 +13,18 @@ from jax_assistant.risk.constraints import RiskConstraints, load_risk_constraint
 from jax_assistant.risk.portfolio import PortfolioBook, PortfolioState
 from jax_assistant.risk.protections import ViolationCode, violation
 from jax_assistant.risk.sizing import (
+    PositionSizing,
     RiskInputError,
+    as_decimal,
     as_percent,
-    calculate_position,
+    check_position_inputs,
+    exact_budget,
+    exact_stop_distance,
     fraction_of,
     max_units,
     percent_of,
     risk_of,
-    stop_distance,
+    size_exactly,
 )
 
 DEFAULT_RISK_PERCENT = 3.0
@@ -134,7 +139,9 @@ class RiskManager:
                 )
             )
 
-        distance = stop_distance(setup.entry, setup.stop)
+        # The prices as typed decimals once, for the stop distance and the sizing.
+        entry, stop = as_decimal(setup.entry), as_decimal(setup.stop)
+        distance = exact_stop_distance(entry, stop)
         if distance < limits.min_stop_distance:
             violations.append(
                 violation(
@@ -166,7 +173,11 @@ class RiskManager:
             )
 
         target = setup.targets[0] if setup.targets else None
-        sizing = calculate_position(account, applied, setup.entry, setup.stop, target)
+        check_position_inputs(account, applied, setup.entry, setup.stop, target)
+        sizing = size_exactly(figures.budget(account, applied), entry, stop, target)
+        if not sizing.risk_per_unit > 0:
+            # A price difference below the smallest float: refused as ``calculate_position`` refuses it.
+            PositionSizing(**sizing._asdict())
         if sizing.position_size == 0:
             violations.append(
                 violation(
@@ -211,15 +222,16 @@ class RiskManager:
             size, total = fits, risk_of(fits, sizing.risk_per_unit)
 
         allowed = not violations
-        # A rejection keeps the evaluated size in its metrics but sizes nothing.
-        final_size, final_total = (size, total) if allowed else (0, risk_of(0, sizing.risk_per_unit))
+        # A rejection keeps the evaluated size in its metrics but sizes nothing (no unit: no risk, the
+        # 0.0 the decimals give since the risk per unit and the account are > 0).
+        final_size, final_total = (size, total) if allowed else (0, 0.0)
         return RiskResult(
             position_size=final_size,
             risk_per_unit=sizing.risk_per_unit,
             total_risk=final_total,
             r_multiple=sizing.r_multiple,
             risk_percent=applied,
-            effective_risk_percent=percent_of(final_total, account),
+            effective_risk_percent=percent_of(final_total, account) if allowed else 0.0,
             account_size=account,
             decision="candidate",
             constraints=ConstraintResult(
@@ -277,6 +289,14 @@ class _Limits:
             (pc.max_position_size, "max_position_size"),
             (fraction_of(limits.max_leverage, equity), "max_leverage"),
         )
+        self._budgets: dict[tuple[float, float], Decimal] = {}
+
+    def budget(self, account: float, percent: float) -> Decimal:
+        """:func:`exact_budget` of checked (positive, finite) inputs, kept per account and percent."""
+        known = self._budgets.get((account, percent))
+        if known is None:
+            known = self._budgets[(account, percent)] = exact_budget(account, percent)
+        return known
 
 
 def _positive(field: str, value: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_FLOOR, Context, Decimal
+from typing import NamedTuple
 
 from pydantic import ConfigDict, Field
 
@@ -86,6 +87,55 @@ def _check_inputs(
             raise RiskInputError("target", f"must be a price greater than 0, got {target!r}")
 
 
+class Sized(NamedTuple):
+    """:class:`PositionSizing`'s figures as plain numbers: what :meth:`RiskManager.candidate` works
+    with (thousands of setups per run; the model is built where a caller wants one)."""
+
+    position_size: int
+    risk_per_unit: float
+    total_risk: float
+    r_multiple: float
+    risk_budget: float
+
+
+def check_position_inputs(
+    account_size: float, risk_percent: float, entry: float, stop: float, target: float | None = None
+) -> None:
+    """Raise :class:`RiskInputError` for the inputs :func:`calculate_position` refuses."""
+    # One comparison chain for the usual, valid inputs (NaN fails every comparison); only a failing
+    # one goes through the checks that name the first bad input.
+    if not (
+        0 < account_size < math.inf
+        and 0 < risk_percent < math.inf
+        and 0 < entry < math.inf
+        and 0 < stop < math.inf
+        and entry != stop
+        and (target is None or 0 < target < math.inf)
+    ):
+        _check_inputs(account_size, risk_percent, entry, stop, target)
+
+
+def exact_budget(account_size: float, risk_percent: float) -> Decimal:
+    """``account_size * risk_percent / 100`` on the typed decimals: the money one trade may lose."""
+    return _EXACT.divide(_EXACT.multiply(_dec(account_size), _dec(risk_percent)), _HUNDRED)
+
+
+def size_exactly(budget: Decimal, entry: Decimal, stop: Decimal, target: float | None) -> Sized:
+    """The sizing formulas on decimals already read (:func:`as_decimal`, :func:`exact_budget`) of
+    inputs already checked (:func:`check_position_inputs`)."""
+    # Exact decimal arithmetic so the floor is not off by one on binary rounding noise: in floats
+    # 10000 * 1 / 100 / (1.1 - 1.0) is 999.999..., which would floor to 999 instead of 1000.
+    risk_per_unit = _EXACT.abs(_EXACT.subtract(entry, stop))
+    size = int(_EXACT.divide(budget, risk_per_unit).to_integral_value(rounding=ROUND_FLOOR))
+    total_risk = _EXACT.multiply(risk_per_unit, size)
+    r_multiple = (
+        _EXACT.divide(_EXACT.abs(_EXACT.subtract(_dec(target), entry)), risk_per_unit)
+        if target is not None
+        else Decimal(0)
+    )
+    return Sized(size, float(risk_per_unit), float(total_risk), float(r_multiple), float(budget))
+
+
 def calculate_position(
     account_size: float,
     risk_percent: float,
@@ -99,37 +149,9 @@ def calculate_position(
     ``account_size <= 0``, ``risk_percent <= 0``, ``entry``/``stop`` <= 0, ``entry == stop``
     and a non-positive ``target``.
     """
-    # One comparison chain for the usual, valid inputs (NaN fails every comparison); only a failing
-    # one goes through the checks that name the first bad input.
-    if not (
-        0 < account_size < math.inf
-        and 0 < risk_percent < math.inf
-        and 0 < entry < math.inf
-        and 0 < stop < math.inf
-        and entry != stop
-        and (target is None or 0 < target < math.inf)
-    ):
-        _check_inputs(account_size, risk_percent, entry, stop, target)
-
-    # Exact decimal arithmetic so the floor is not off by one on binary rounding noise: in floats
-    # 10000 * 1 / 100 / (1.1 - 1.0) is 999.999..., which would floor to 999 instead of 1000.
-    de = _dec(entry)
-    risk_per_unit = _EXACT.abs(_EXACT.subtract(de, _dec(stop)))
-    budget = _EXACT.divide(_EXACT.multiply(_dec(account_size), _dec(risk_percent)), _HUNDRED)
-    size = int(_EXACT.divide(budget, risk_per_unit).to_integral_value(rounding=ROUND_FLOOR))
-    total_risk = _EXACT.multiply(risk_per_unit, size)
-    r_multiple = (
-        _EXACT.divide(_EXACT.abs(_EXACT.subtract(_dec(target), de)), risk_per_unit)
-        if target is not None
-        else Decimal(0)
-    )
-    return PositionSizing(
-        position_size=size,
-        risk_per_unit=float(risk_per_unit),
-        total_risk=float(total_risk),
-        r_multiple=float(r_multiple),
-        risk_budget=float(budget),
-    )
+    check_position_inputs(account_size, risk_percent, entry, stop, target)
+    sized = size_exactly(exact_budget(account_size, risk_percent), _dec(entry), _dec(stop), target)
+    return PositionSizing(**sized._asdict())
 
 
 def max_units(budget: float, price: float, used: float = 0.0) -> int:
@@ -163,8 +185,12 @@ def as_percent(fraction: float) -> float:
 
 def stop_distance(entry: float, stop: float) -> float:
     """``|entry - stop| / entry`` computed on the typed decimals (so 1 % is exactly 0.01)."""
-    de = _dec(entry)
-    return float(_EXACT.divide(_EXACT.abs(_EXACT.subtract(de, _dec(stop))), de))
+    return exact_stop_distance(_dec(entry), _dec(stop))
+
+
+def exact_stop_distance(entry: Decimal, stop: Decimal) -> float:
+    """:func:`stop_distance` of prices already read with :func:`as_decimal`."""
+    return float(_EXACT.divide(_EXACT.abs(_EXACT.subtract(entry, stop)), entry))
 
 
 def percent_of(amount: float, base: float) -> float:
