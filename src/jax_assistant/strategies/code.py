@@ -96,11 +96,11 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 @lru_cache(maxsize=4096)
-def _session(day: int) -> tuple[date, datetime, int]:
-    """A session's date, its UTC time and its unix seconds: every symbol of a run fires on the same few
-    sessions, so each is worked out once instead of once per setup."""
+def _session(day: int) -> tuple[datetime, int]:
+    """A session's UTC time and unix seconds: every symbol of a run fires on the same few sessions, so
+    each is worked out once instead of once per setup."""
     d = date.fromordinal(_EPOCH_ORDINAL + day)
-    return d, session_time(d), unix_seconds(d)
+    return session_time(d), unix_seconds(d)
 
 
 def _prev(x: FloatArray) -> FloatArray:
@@ -219,7 +219,7 @@ class IndicatorStrategy(ABC):
         entry, a = float(s.close[i]), float(bars.atr[i])
         sign = 1.0 if direction is Direction.LONG else -1.0
         targets = [entry + sign * m * a for m in target_atr]
-        _, time, seconds = _session(int(bars.days[i]))
+        time, seconds = _session(int(bars.days[i]))
         notes = f"entry {entry:.2f} = session close; stop {stop:.2f} = {stop_note}; targets " + ", ".join(
             f"{t:.2f} ({m:g}xATR)" for t, m in zip(targets, target_atr, strict=True)
         )
