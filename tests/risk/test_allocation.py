@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 import pytest
 
-from jax_assistant.domain import Adjustment, RiskResult, TradeSetup
+from jax_assistant.domain import Adjustment, RiskResult, TradeSetup, Violation
 from jax_assistant.risk import (
     Candidate,
     PortfolioState,
@@ -307,3 +308,47 @@ def test_a_candidate_is_never_allowed_and_the_contract_shape_carries_the_decisio
     # Results stored before allocation existed read back as decisions.
     legacy = {k: v for k, v in out.items() if k not in ("decision", "rank", "score", "effectiveRiskPercent")}
     assert RiskResult.model_validate(legacy).allowed
+
+
+@dataclass(frozen=True)
+class BlockWhenBooked:
+    """A protection that depends on the book: blocks ``symbol`` once any position is open."""
+
+    constraints: RiskConstraints
+    symbol: str = "LATE"
+    name: str = "block_when_booked"
+
+    def check(self, state: PortfolioState, symbol: str, as_of: date) -> Violation | None:
+        if symbol != self.symbol or not state.open_positions:
+            return None
+        return Violation(
+            code="BLOCKED", message=f"{symbol} blocked", limit=0, actual=len(state.open_positions)
+        )
+
+
+def test_protections_are_asked_again_after_a_booking_and_each_block_is_its_own_record(
+    setup_factory: MakeSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A symbol the protections let through is not re-checked while the book stays the same; a booking
+    # changes the book, so the verdicts must be taken again, and a blocked symbol's decisions each get
+    # their own violation.
+    from jax_assistant.risk import protections
+
+    monkeypatch.setitem(protections.PROTECTIONS, "block_when_booked", BlockWhenBooked)
+    c = limits().merged({"protections": {"enabled": ["block_when_booked"]}})
+    first = candidate(setup_factory("FIRST", confidence=0.9), manager=RiskManager(c))
+    late = [
+        candidate(setup_factory("LATE", entry=100.0 + k, confidence=0.5), manager=RiskManager(c))
+        for k in range(2)
+    ]
+    out = allocate([*late, first], PortfolioState(), c, as_of=AS_OF)
+    assert [p.symbol for p in out.booked] == ["FIRST"]
+    blocked = out.decisions[:2]
+    assert all(codes(d) == ["BLOCKED"] for d in blocked)
+    assert blocked[0].constraints.violations[0] is not blocked[1].constraints.violations[0]
+    # Alone, the better LATE candidate passes (nothing booked yet), and its booking blocks the other.
+    alone = allocate(late, PortfolioState(), c, as_of=AS_OF)
+    assert sorted((d.rank, d.allowed, codes(d)) for d in alone.decisions) == [
+        (1, True, []),
+        (2, False, ["BLOCKED"]),
+    ]

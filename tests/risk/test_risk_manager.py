@@ -345,3 +345,25 @@ async def test_fifty_concurrent_assessments_get_exactly_max_positions(
     assert all(codes(r) == ["TOO_MANY_OPEN_POSITIONS"] for _, r in results if not r.allowed)
     book = await m.book.snapshot()
     assert {p.setup_id for p in book.open_positions} == allowed
+
+
+def test_new_constraints_or_a_new_equity_take_effect_on_the_next_setup(setup_factory: MakeSetup) -> None:
+    # The manager keeps the figures derived from its constraints and the book's equity between setups;
+    # replacing either must not leave a stale cap, floor or value cap behind.
+    book = PortfolioBook(PortfolioState(account_size=10_000))
+    manager = RiskManager(book=book)
+    setup = setup_factory(entry=100, stop=95)
+    first = manager.candidate(setup)
+    assert (first.risk_percent, first.position_size) == (2.0, 40)
+    manager.constraints = constraints(position_limits={"max_risk_per_trade": 0.01})
+    assert (manager.candidate(setup).risk_percent, manager.candidate(setup).position_size) == (1.0, 20)
+    manager.constraints = constraints(portfolio_constraints={"max_position_size": 1_000})
+    clamped = manager.candidate(setup)
+    assert clamped.position_size == 10
+    assert clamped.constraints.adjustments[-1].rule == "max_position_size"
+    # Equity below the position value: max_leverage (2 x equity) becomes the tighter cap.
+    manager.constraints = RiskConstraints()
+    book._state = book._state.model_copy(update={"equity": 1_500.0, "peak_equity": 10_000.0})
+    by_leverage = manager.candidate(setup)
+    assert by_leverage.position_size == 30  # 3 000 / 100
+    assert by_leverage.constraints.adjustments[-1].rule == "max_leverage"

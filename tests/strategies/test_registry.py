@@ -199,3 +199,48 @@ def test_real_rsi_signals_match_independent_loop(real_bars, symbol: str) -> None
     got = {x.time.date(): x.direction for x in RsiMomentum().generate(s, [], lookback=len(s)) if x.time}
     assert len(want) > 20
     assert got == want
+
+
+def test_code_strategies_of_one_call_compute_the_shared_indicators_once(make_series, monkeypatch) -> None:
+    import jax_assistant.strategies.code as code
+
+    s = gap_day_series(make_series)
+    events = detect_events(s, [s.date_at(42)], DetectorConfig(), lookback=len(s))
+    reg = StrategyRegistry.default()
+    alone = sorted(
+        (
+            x
+            for st in reg
+            if isinstance(st, code.IndicatorStrategy)
+            for x in st.generate(s, events, lookback=len(s))
+        ),
+        key=lambda x: x.id,
+    )
+    assert {x.strategy_id for x in alone} == {"rsi_momentum_v1", "macd_crossover_v1"}  # both need ATR14
+    calls = []
+    real = code.atr
+    monkeypatch.setattr(code, "atr", lambda *a, **k: calls.append(1) or real(*a, **k))
+    together = [x for x in reg.generate(s, events, lookback=len(s)) if x.event_id is None]
+    assert len(calls) == 1
+    assert sorted(together, key=lambda x: x.id) == alone  # sharing changes nothing in the setups
+
+
+def test_two_moving_average_strategies_with_other_parameters_keep_their_own_signals(make_series) -> None:
+    from jax_assistant.strategies import MaCrossover
+
+    class WidePullback(MaCrossover):
+        id = "ma_wide_pullback_v1"
+        pullback_band = (-0.5, 0.5)
+
+    # A steady uptrend, then a dip 3 % below SMA20: outside the default pullback band, inside the wide one.
+    closes = [100.0 + 0.5 * k for k in range(260)]
+    closes += [closes[-1] * 0.93] * 2
+    s = make_series(np.asarray(closes), high=np.asarray(closes) + 0.3, low=np.asarray(closes) - 0.3)
+    default_alone, wide_alone = (
+        MaCrossover().generate(s, [], lookback=2),
+        WidePullback().generate(s, [], lookback=2),
+    )
+    assert len(wide_alone) > len(default_alone)
+    together = StrategyRegistry([MaCrossover(), WidePullback()]).generate(s, [], lookback=2)
+    assert [x for x in together if x.strategy_id == "ma_crossover_v1"] == default_alone
+    assert [x for x in together if x.strategy_id == "ma_wide_pullback_v1"] == wide_alone

@@ -49,7 +49,15 @@ from jax_assistant.risk.protections import (
     check_open_positions,
     violation,
 )
-from jax_assistant.risk.sizing import as_percent, fraction_of, percent_of, risk_of, room_in, units_in
+from jax_assistant.risk.sizing import (
+    as_decimal,
+    as_percent,
+    fraction_of,
+    percent_of,
+    risk_of,
+    room_in,
+    units_in,
+)
 
 CorrelationLookup = Callable[[str, str], float | None]
 """Return correlation of two symbols as of the run's date, or None when it is not known."""
@@ -109,6 +117,7 @@ def allocate(
     the correlated-exposure limit (no return data)."""
     book = state.model_copy(deep=True)
     decisions: list[RiskResult | None] = [None] * len(candidates)
+    keys: dict[int, tuple[float, str, str]] = {}  # rank key of each eligible candidate
     for i, c in enumerate(candidates):
         if c.risk.decision == "allocated":
             decisions[i] = c.risk  # decided earlier (e.g. before a resume): kept as it is
@@ -116,45 +125,56 @@ def allocate(
             decisions[i] = c.risk.model_copy(
                 update={"decision": "allocated", "position_size": 0, "total_risk": 0.0}
             )
-    scores = {i: score(c) for i, c in enumerate(candidates) if c.eligible}
-    order = sorted(scores, key=lambda i: rank_key(candidates[i]))
+        else:
+            keys[i] = rank_key(c)
+    order = sorted(keys, key=keys.__getitem__)
     booked: list[Position] = []
     protections = build_protections(constraints)
-    figures = _Figures(book, constraints, correlation)
+    figures = _Figures(book, constraints, correlation, protections, as_of)
     for rank, i in enumerate(order, start=1):
-        decision, position = _place(
-            candidates[i], figures, constraints, protections, as_of=as_of, rank=rank, score=scores[i]
-        )
+        decision, position = _place(candidates[i], figures, rank=rank, score=-keys[i][0])
         decisions[i] = decision
         if position is not None:
             book.open_positions.append(position)
             booked.append(position)
-            figures = _Figures(book, constraints, correlation)  # the book changed: its sums too
+            # The book changed: its sums and the protections' verdicts too.
+            figures = _Figures(book, constraints, correlation, protections, as_of)
     return Allocation(decisions=[d for d in decisions if d is not None], booked=booked, state=book)
 
 
 class _Figures:
-    """The book's sums and rooms that every candidate is checked against, kept until a position is
-    booked (a few times per run, while thousands of candidates are checked): each is computed as
-    ``_place`` computed it per candidate, in the same order, so the results are the same floats."""
+    """What every candidate is checked against while the book stays put: the book's sums and rooms,
+    the run's constants, and which symbols the protections let through. Kept until a position is
+    booked (a few times per run, while thousands of candidates are checked): each figure is computed
+    as ``_place`` computed it per candidate, in the same order, so the results are the same floats."""
 
     def __init__(
-        self, book: PortfolioState, constraints: RiskConstraints, correlation: CorrelationLookup | None
+        self,
+        book: PortfolioState,
+        constraints: RiskConstraints,
+        correlation: CorrelationLookup | None,
+        protections: Sequence[Protection],
+        as_of: date,
     ) -> None:
         pc = constraints.portfolio_constraints
         self.book = book
+        self.constraints = constraints
         self.correlation = correlation
+        self.protections = protections
+        self.as_of = as_of
         self.threshold = pc.correlation_threshold
-        equity = book.equity
+        self.equity = equity = book.equity
         self.too_many = check_open_positions(book, constraints) is not None
         self.gross = sum(p.value for p in book.open_positions)
         self.open_risk = book.open_risk
-        max_leverage = constraints.position_limits.max_leverage
+        self.max_leverage = max_leverage = constraints.position_limits.max_leverage
         self.leverage_room = room_in(fraction_of(max_leverage, equity), self.gross)
+        self.floor_pct = as_percent(constraints.position_limits.min_risk_per_trade)
         self._sector_budget = fraction_of(pc.max_sector_exposure, equity)
         self._correlated_budget = fraction_of(pc.max_correlated_exposure, equity)
         self._sectors: dict[str, tuple[float, Decimal]] = {}
         self._related: dict[str, tuple[float, list[str], Decimal]] = {}
+        self._unprotected: set[str] = set()  # symbols no protection blocks under this book
 
     def sector(self, sector: str) -> tuple[float, Decimal]:
         """The sector's open value and the room left under ``max_sector_exposure``."""
@@ -180,90 +200,102 @@ class _Figures:
             known = self._related[symbol] = (value, names, room_in(self._correlated_budget, value))
         return known
 
+    def protect(self, symbol: str, violations: list[Violation]) -> None:
+        """Append what the enabled protections say against ``symbol``, in their order. A protection
+        is a function of the book, the symbol and the as-of date (all fixed here), so a symbol they all
+        let through once is not asked about again; a blocked one is, so every decision gets its own
+        violation objects."""
+        if symbol in self._unprotected:
+            return
+        blocked = False
+        for protection in self.protections:
+            if (v := protection.check(self.book, symbol, self.as_of)) is not None:
+                violations.append(v)
+                blocked = True
+        if not blocked:
+            self._unprotected.add(symbol)
 
-def _place(
-    c: Candidate,
-    figures: _Figures,
-    constraints: RiskConstraints,
-    protections: Sequence[Protection],
-    *,
-    as_of: date,
-    rank: int,
-    score: float,
-) -> tuple[RiskResult, Position | None]:
+
+def _place(c: Candidate, figures: _Figures, *, rank: int, score: float) -> tuple[RiskResult, Position | None]:
+    # Hot: called for every eligible candidate of a run (~18 k at lookback 60 over 505 symbols), most
+    # of them cut to nothing by a full book. So the run's constants come from ``figures``, the entry
+    # is read as a decimal once for the three room checks, and a cut's records and message are built
+    # only when the cut happens.
+    constraints = figures.constraints
     pc = constraints.portfolio_constraints
-    book = figures.book
     setup, risk = c.setup, c.risk
-    equity, entry = book.equity, setup.entry
+    equity, entry = figures.equity, setup.entry
+    exact_entry = as_decimal(entry)
     sector = (c.sector.strip() or None) if c.sector is not None else None
     violations: list[Violation] = []
     adjustments: list[Adjustment] = list(risk.constraints.adjustments)
     requested = risk.position_size
     size = requested
 
-    def cut(
-        fits: int, rule: str, code: ViolationCode, message: Callable[[], str], limit: float, actual: float
-    ) -> None:
-        # ``message`` is formatted only for a violation: most candidates of a full book are cut, and
-        # formatting every message up front was a good part of the allocation's time.
-        nonlocal size
-        if fits >= size:
-            return
-        adjustments.append(Adjustment(field="position_size", requested=size, applied=fits, rule=rule))
-        if fits == 0:
-            violations.append(violation(code, message(), limit=limit, actual=actual))
-        size = fits
-
-    if figures.too_many and (v := check_open_positions(book, constraints)) is not None:
+    if figures.too_many and (v := check_open_positions(figures.book, constraints)) is not None:
         violations.append(v)
 
     in_sector = 0.0
     if sector is not None:
         in_sector, sector_room = figures.sector(sector)
-        wanted = (in_sector + size * entry) / equity
-        cut(
-            min(size, units_in(sector_room, entry)),
-            "max_sector_exposure",
-            ViolationCode.SECTOR_EXPOSURE_TOO_HIGH,
-            lambda: (
-                f"sector {sector!r} exposure {wanted:.2%} would exceed max_sector_exposure "
-                f"{pc.max_sector_exposure:.2%} at any size"
-            ),
-            pc.max_sector_exposure,
-            wanted,
-        )
+        fits = min(size, units_in(sector_room, exact_entry))
+        if fits < size:
+            adjustments.append(_cut(size, fits, "max_sector_exposure"))
+            if fits == 0:
+                wanted = (in_sector + size * entry) / equity
+                violations.append(
+                    violation(
+                        ViolationCode.SECTOR_EXPOSURE_TOO_HIGH,
+                        f"sector {sector!r} exposure {wanted:.2%} would exceed max_sector_exposure "
+                        f"{pc.max_sector_exposure:.2%} at any size",
+                        limit=pc.max_sector_exposure,
+                        actual=wanted,
+                    )
+                )
+            size = fits
 
     gross = figures.gross
-    max_leverage = constraints.position_limits.max_leverage
-    wanted = (gross + size * entry) / equity
-    cut(
-        min(size, units_in(figures.leverage_room, entry)),
-        "max_leverage",
-        ViolationCode.LEVERAGE_TOO_HIGH,
-        lambda: f"gross leverage {wanted:.2f}x would exceed max_leverage {max_leverage:g}x at any size",
-        max_leverage,
-        wanted,
-    )
+    fits = min(size, units_in(figures.leverage_room, exact_entry))
+    if fits < size:
+        adjustments.append(_cut(size, fits, "max_leverage"))
+        if fits == 0:
+            wanted = (gross + size * entry) / equity
+            violations.append(
+                violation(
+                    ViolationCode.LEVERAGE_TOO_HIGH,
+                    f"gross leverage {wanted:.2f}x would exceed max_leverage {figures.max_leverage:g}x "
+                    "at any size",
+                    limit=figures.max_leverage,
+                    actual=wanted,
+                )
+            )
+        size = fits
 
     correlated_value, related, correlated_room = figures.related(setup.symbol)
     if related:
-        wanted = (correlated_value + size * entry) / equity
-        cut(
-            min(size, units_in(correlated_room, entry)),
-            "max_correlated_exposure",
-            ViolationCode.CORRELATED_EXPOSURE_TOO_HIGH,
-            lambda: (
-                f"exposure correlated with {', '.join(sorted(set(related)))} (correlation >= "
-                f"{pc.correlation_threshold:g}) {wanted:.2%} would exceed max_correlated_exposure "
-                f"{pc.max_correlated_exposure:.2%} at any size"
-            ),
-            pc.max_correlated_exposure,
-            wanted,
-        )
+        fits = min(size, units_in(correlated_room, exact_entry))
+        if fits < size:
+            adjustments.append(_cut(size, fits, "max_correlated_exposure"))
+            if fits == 0:
+                wanted = (correlated_value + size * entry) / equity
+                violations.append(
+                    violation(
+                        ViolationCode.CORRELATED_EXPOSURE_TOO_HIGH,
+                        f"exposure correlated with {', '.join(sorted(set(related)))} (correlation >= "
+                        f"{pc.correlation_threshold:g}) {wanted:.2%} would exceed max_correlated_exposure "
+                        f"{pc.max_correlated_exposure:.2%} at any size",
+                        limit=pc.max_correlated_exposure,
+                        actual=wanted,
+                    )
+                )
+            size = fits
 
-    total = risk_of(size, risk.risk_per_unit)
-    effective = percent_of(total, risk.account_size)
-    floor_pct = as_percent(constraints.position_limits.min_risk_per_trade)
+    if size == 0 and risk.risk_per_unit > 0:
+        total = effective = 0.0  # what the decimals give for no unit (the account size is > 0)
+    else:
+        total = risk_of(size, risk.risk_per_unit)
+        effective = percent_of(total, risk.account_size)
+    floor_pct = figures.floor_pct
     if 0 < size < requested and effective < floor_pct:
         violations.append(
             violation(
@@ -287,9 +319,7 @@ def _place(
             )
         )
 
-    for protection in protections:
-        if (v := protection.check(book, setup.symbol, as_of)) is not None:
-            violations.append(v)
+    figures.protect(setup.symbol, violations)
 
     allowed = not violations and size > 0
     value = size * entry
@@ -330,6 +360,10 @@ def _place(
         entry=entry,
         stop=setup.stop,
         size=size,
-        opened_on=as_of,
+        opened_on=figures.as_of,
         setup_id=setup.id,
     )
+
+
+def _cut(size: int, fits: int, rule: str) -> Adjustment:
+    return Adjustment(field="position_size", requested=size, applied=fits, rule=rule)

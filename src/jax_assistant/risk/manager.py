@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import date
+from decimal import Decimal
 
 from jax_assistant.domain import Adjustment, ConstraintResult, RiskResult, TradeSetup, Violation
 from jax_assistant.risk.allocation import Candidate, CorrelationLookup
@@ -12,14 +13,18 @@ from jax_assistant.risk.constraints import RiskConstraints, load_risk_constraint
 from jax_assistant.risk.portfolio import PortfolioBook, PortfolioState
 from jax_assistant.risk.protections import ViolationCode, violation
 from jax_assistant.risk.sizing import (
+    PositionSizing,
     RiskInputError,
+    as_decimal,
     as_percent,
-    calculate_position,
+    check_position_inputs,
+    exact_budget,
+    exact_stop_distance,
     fraction_of,
     max_units,
     percent_of,
     risk_of,
-    stop_distance,
+    size_exactly,
 )
 
 DEFAULT_RISK_PERCENT = 3.0
@@ -80,11 +85,22 @@ class RiskManager:
         self.account_size = account_size if account_size is not None else book.account_size
         self.risk_percent = risk_percent
         self.clamp_risk = clamp_risk
+        self._limits: _Limits | None = None
+
+    def _limits_for(self, equity: float) -> _Limits:
+        """The constraints' figures every setup is checked against, kept while the constraints object
+        (frozen) and the equity stay the same: thousands of setups per run share them."""
+        known = self._limits
+        if known is None or known.constraints is not self.constraints or known.equity != equity:
+            known = self._limits = _Limits(self.constraints, equity)
+        return known
 
     def candidate(self, setup: TradeSetup, *, strategy_max_risk_percent: float | None = None) -> RiskResult:
         """Size ``setup`` and apply the per-symbol checks (steps 1-8 of the class docstring)."""
         limits = self.constraints.position_limits
         account = self.account_size
+        equity = self.book.equity
+        figures = self._limits_for(equity)
         violations: list[Violation] = []
         adjustments: list[Adjustment] = []
 
@@ -93,7 +109,7 @@ class RiskManager:
             _positive("strategy_max_risk_percent", strategy_max_risk_percent)
             requested = min(requested, strategy_max_risk_percent)
         applied = requested
-        cap = as_percent(limits.max_risk_per_trade)
+        cap = figures.cap
         if requested > cap:
             if self.clamp_risk:
                 applied = cap
@@ -123,7 +139,9 @@ class RiskManager:
                 )
             )
 
-        distance = stop_distance(setup.entry, setup.stop)
+        # The prices as typed decimals once, for the stop distance and the sizing.
+        entry, stop = as_decimal(setup.entry), as_decimal(setup.stop)
+        distance = exact_stop_distance(entry, stop)
         if distance < limits.min_stop_distance:
             violations.append(
                 violation(
@@ -143,7 +161,7 @@ class RiskManager:
                 )
             )
 
-        floor_pct = as_percent(limits.min_risk_per_trade)
+        floor_pct = figures.floor_pct
         if applied < floor_pct:
             violations.append(
                 violation(
@@ -155,7 +173,11 @@ class RiskManager:
             )
 
         target = setup.targets[0] if setup.targets else None
-        sizing = calculate_position(account, applied, setup.entry, setup.stop, target)
+        check_position_inputs(account, applied, setup.entry, setup.stop, target)
+        sizing = size_exactly(figures.budget(account, applied), entry, stop, target)
+        if not sizing.risk_per_unit > 0:
+            # A price difference below the smallest float: refused as ``calculate_position`` refuses it.
+            PositionSizing(**sizing._asdict())
         if sizing.position_size == 0:
             violations.append(
                 violation(
@@ -167,12 +189,10 @@ class RiskManager:
                 )
             )
 
-        equity = self.book.equity
         value = sizing.position_size * setup.entry
-        value_cap, rule = min(
-            (pc.max_position_size, "max_position_size"),
-            (fraction_of(limits.max_leverage, equity), "max_leverage"),
-        )
+        value_cap, rule = figures.value_cap
+        # The final size and risk, tracked as plain numbers: what ``PositionSizing.with_size`` gives.
+        size, total = sizing.position_size, sizing.total_risk
         if value > value_cap:
             fits = max_units(value_cap, setup.entry)
             adjustments.append(
@@ -199,17 +219,19 @@ class RiskManager:
                             actual=effective / 100,
                         )
                     )
-            sizing = sizing.with_size(fits)
+            size, total = fits, risk_of(fits, sizing.risk_per_unit)
 
         allowed = not violations
-        final = sizing if allowed else sizing.with_size(0)
+        # A rejection keeps the evaluated size in its metrics but sizes nothing (no unit: no risk, the
+        # 0.0 the decimals give since the risk per unit and the account are > 0).
+        final_size, final_total = (size, total) if allowed else (0, 0.0)
         return RiskResult(
-            position_size=final.position_size,
-            risk_per_unit=final.risk_per_unit,
-            total_risk=final.total_risk,
-            r_multiple=final.r_multiple,
+            position_size=final_size,
+            risk_per_unit=sizing.risk_per_unit,
+            total_risk=final_total,
+            r_multiple=sizing.r_multiple,
             risk_percent=applied,
-            effective_risk_percent=percent_of(final.total_risk, account),
+            effective_risk_percent=percent_of(final_total, account) if allowed else 0.0,
             account_size=account,
             decision="candidate",
             constraints=ConstraintResult(
@@ -218,11 +240,11 @@ class RiskManager:
                 violations=violations,
                 adjustments=adjustments,
                 risk_metrics={
-                    "position_risk": sizing.total_risk / account,
-                    "position_size": float(sizing.position_size),
-                    "dollar_risk": sizing.total_risk,
+                    "position_risk": total / account,
+                    "position_size": float(size),
+                    "dollar_risk": total,
                     "risk_per_unit": sizing.risk_per_unit,
-                    "leverage": sizing.position_size * setup.entry / equity,
+                    "leverage": size * setup.entry / equity,
                     "stop_distance": distance,
                 },
             ),
@@ -252,6 +274,29 @@ class RiskManager:
     ) -> list[RiskResult]:
         """Allocate a run's candidates into the book under this manager's constraints."""
         return await self.book.allocate(candidates, self.constraints, as_of=as_of, correlation=correlation)
+
+
+class _Limits:
+    """Figures of one constraints object at one equity (see ``RiskManager._limits_for``)."""
+
+    def __init__(self, constraints: RiskConstraints, equity: float) -> None:
+        limits, pc = constraints.position_limits, constraints.portfolio_constraints
+        self.constraints = constraints
+        self.equity = equity
+        self.cap = as_percent(limits.max_risk_per_trade)
+        self.floor_pct = as_percent(limits.min_risk_per_trade)
+        self.value_cap: tuple[float, str] = min(
+            (pc.max_position_size, "max_position_size"),
+            (fraction_of(limits.max_leverage, equity), "max_leverage"),
+        )
+        self._budgets: dict[tuple[float, float], Decimal] = {}
+
+    def budget(self, account: float, percent: float) -> Decimal:
+        """:func:`exact_budget` of checked (positive, finite) inputs, kept per account and percent."""
+        known = self._budgets.get((account, percent))
+        if known is None:
+            known = self._budgets[(account, percent)] = exact_budget(account, percent)
+        return known
 
 
 def _positive(field: str, value: float) -> None:

@@ -147,7 +147,9 @@ def check_protections(
 class Protection(Protocol):
     """One lock on new trades, configured by name (``protections.enabled`` in risk-constraints.json).
 
-    A new protection is a new class registered in :data:`PROTECTIONS`, not an edit of a shared check."""
+    A new protection is a new class registered in :data:`PROTECTIONS`, not an edit of a shared check.
+    ``check`` depends only on its arguments: the allocation asks about a symbol once while the book
+    stays the same (a symbol let through is not asked again until a position is booked)."""
 
     @property
     def name(self) -> str: ...

@@ -9,7 +9,8 @@ rMultiple    = |target - entry| / riskPerUnit   (0 without a target)
 from __future__ import annotations
 
 import math
-from decimal import ROUND_FLOOR, Decimal, localcontext
+from decimal import ROUND_FLOOR, Context, Decimal
+from typing import NamedTuple
 
 from pydantic import ConfigDict, Field
 
@@ -44,10 +45,22 @@ class PositionSizing(CamelModel):
         return self.model_copy(update={"position_size": size, "total_risk": float(total)})
 
 
-def _dec(x: float) -> Decimal:
+# The context of the exact steps (50 digits: any sum, difference or quotient of two typed decimals is
+# exact or rounded far below a cent). One shared object instead of a ``localcontext()`` per call: its
+# methods take the context explicitly, so nothing depends on the thread's current context, and entering
+# one per call was a good part of sizing's time (~120 k calls in a 505-symbol run at lookback 60).
+_EXACT = Context(prec=50)
+_HUNDRED = Decimal(100)
+
+
+def as_decimal(x: float) -> Decimal:
+    """``x`` as the decimal it was typed as, e.g. a price read once for several :func:`units_in`."""
     # Decimal(repr(x)) reads a float as the shortest decimal that round-trips to it, i.e. the number the
     # user typed: 1.1 - 1.0 is exactly 0.1 here, not 0.10000000000000009 as in binary floating point.
     return Decimal(repr(float(x)))
+
+
+_dec = as_decimal
 
 
 def _require_finite(field: str, value: float) -> None:
@@ -55,19 +68,9 @@ def _require_finite(field: str, value: float) -> None:
         raise RiskInputError(field, f"must be a finite number, got {value!r}")
 
 
-def calculate_position(
-    account_size: float,
-    risk_percent: float,
-    entry: float,
-    stop: float,
-    target: float | None = None,
-) -> PositionSizing:
-    """Size a position so that hitting ``stop`` loses ``risk_percent`` % of ``account_size``.
-
-    Raises :class:`RiskInputError` (its ``field`` names the input) for non-finite numbers,
-    ``account_size <= 0``, ``risk_percent <= 0``, ``entry``/``stop`` <= 0, ``entry == stop``
-    and a non-positive ``target``.
-    """
+def _check_inputs(
+    account_size: float, risk_percent: float, entry: float, stop: float, target: float | None
+) -> None:
     for name, value in (("account_size", account_size), ("risk_percent", risk_percent)):
         _require_finite(name, value)
         if value <= 0:
@@ -83,22 +86,72 @@ def calculate_position(
         if target <= 0:
             raise RiskInputError("target", f"must be a price greater than 0, got {target!r}")
 
+
+class Sized(NamedTuple):
+    """:class:`PositionSizing`'s figures as plain numbers: what :meth:`RiskManager.candidate` works
+    with (thousands of setups per run; the model is built where a caller wants one)."""
+
+    position_size: int
+    risk_per_unit: float
+    total_risk: float
+    r_multiple: float
+    risk_budget: float
+
+
+def check_position_inputs(
+    account_size: float, risk_percent: float, entry: float, stop: float, target: float | None = None
+) -> None:
+    """Raise :class:`RiskInputError` for the inputs :func:`calculate_position` refuses."""
+    # One comparison chain for the usual, valid inputs (NaN fails every comparison); only a failing
+    # one goes through the checks that name the first bad input.
+    if not (
+        0 < account_size < math.inf
+        and 0 < risk_percent < math.inf
+        and 0 < entry < math.inf
+        and 0 < stop < math.inf
+        and entry != stop
+        and (target is None or 0 < target < math.inf)
+    ):
+        _check_inputs(account_size, risk_percent, entry, stop, target)
+
+
+def exact_budget(account_size: float, risk_percent: float) -> Decimal:
+    """``account_size * risk_percent / 100`` on the typed decimals: the money one trade may lose."""
+    return _EXACT.divide(_EXACT.multiply(_dec(account_size), _dec(risk_percent)), _HUNDRED)
+
+
+def size_exactly(budget: Decimal, entry: Decimal, stop: Decimal, target: float | None) -> Sized:
+    """The sizing formulas on decimals already read (:func:`as_decimal`, :func:`exact_budget`) of
+    inputs already checked (:func:`check_position_inputs`)."""
     # Exact decimal arithmetic so the floor is not off by one on binary rounding noise: in floats
     # 10000 * 1 / 100 / (1.1 - 1.0) is 999.999..., which would floor to 999 instead of 1000.
-    with localcontext() as ctx:
-        ctx.prec = 50
-        risk_per_unit = abs(_dec(entry) - _dec(stop))
-        budget = _dec(account_size) * _dec(risk_percent) / 100
-        size = int((budget / risk_per_unit).to_integral_value(rounding=ROUND_FLOOR))
-        total_risk = risk_per_unit * size
-        r_multiple = abs(_dec(target) - _dec(entry)) / risk_per_unit if target is not None else Decimal(0)
-        return PositionSizing(
-            position_size=size,
-            risk_per_unit=float(risk_per_unit),
-            total_risk=float(total_risk),
-            r_multiple=float(r_multiple),
-            risk_budget=float(budget),
-        )
+    risk_per_unit = _EXACT.abs(_EXACT.subtract(entry, stop))
+    size = int(_EXACT.divide(budget, risk_per_unit).to_integral_value(rounding=ROUND_FLOOR))
+    total_risk = _EXACT.multiply(risk_per_unit, size)
+    r_multiple = (
+        _EXACT.divide(_EXACT.abs(_EXACT.subtract(_dec(target), entry)), risk_per_unit)
+        if target is not None
+        else Decimal(0)
+    )
+    return Sized(size, float(risk_per_unit), float(total_risk), float(r_multiple), float(budget))
+
+
+def calculate_position(
+    account_size: float,
+    risk_percent: float,
+    entry: float,
+    stop: float,
+    target: float | None = None,
+) -> PositionSizing:
+    """Size a position so that hitting ``stop`` loses ``risk_percent`` % of ``account_size``.
+
+    Raises :class:`RiskInputError` (its ``field`` names the input) for non-finite numbers,
+    ``account_size <= 0``, ``risk_percent <= 0``, ``entry``/``stop`` <= 0, ``entry == stop``
+    and a non-positive ``target``.
+    """
+    check_position_inputs(account_size, risk_percent, entry, stop, target)
+    sized = size_exactly(exact_budget(account_size, risk_percent), _dec(entry), _dec(stop), target)
+    return PositionSizing(**sized._asdict())
 
 
 def max_units(budget: float, price: float, used: float = 0.0) -> int:
@@ -108,18 +161,16 @@ def max_units(budget: float, price: float, used: float = 0.0) -> int:
 
 def room_in(budget: float, used: float = 0.0) -> Decimal:
     """``budget - used`` on the typed decimals: what :func:`units_in` fills (kept while both stay put)."""
-    with localcontext() as ctx:
-        ctx.prec = 50
-        return _dec(budget) - _dec(used)
+    return _EXACT.subtract(_dec(budget), _dec(used))
 
 
-def units_in(room: Decimal, price: float) -> int:
-    """Whole units of ``price`` that fit in ``room`` (never negative): ``max_units`` in two steps."""
+def units_in(room: Decimal, price: float | Decimal) -> int:
+    """Whole units of ``price`` that fit in ``room`` (never negative): ``max_units`` in two steps.
+    ``price`` may already be :func:`as_decimal` of the price."""
     if room <= 0:
         return 0
-    with localcontext() as ctx:
-        ctx.prec = 50
-        return int((room / _dec(price)).to_integral_value(rounding=ROUND_FLOOR))
+    exact = price if isinstance(price, Decimal) else _dec(price)
+    return int(_EXACT.divide(room, exact).to_integral_value(rounding=ROUND_FLOOR))
 
 
 def fraction_of(fraction: float, amount: float) -> float:
@@ -134,16 +185,17 @@ def as_percent(fraction: float) -> float:
 
 def stop_distance(entry: float, stop: float) -> float:
     """``|entry - stop| / entry`` computed on the typed decimals (so 1 % is exactly 0.01)."""
-    with localcontext() as ctx:
-        ctx.prec = 50
-        return float(abs(_dec(entry) - _dec(stop)) / _dec(entry))
+    return exact_stop_distance(_dec(entry), _dec(stop))
+
+
+def exact_stop_distance(entry: Decimal, stop: Decimal) -> float:
+    """:func:`stop_distance` of prices already read with :func:`as_decimal`."""
+    return float(_EXACT.divide(_EXACT.abs(_EXACT.subtract(entry, stop)), entry))
 
 
 def percent_of(amount: float, base: float) -> float:
     """``amount / base`` as a percent on the typed decimals (200 of 10 000 is exactly 2.0)."""
-    with localcontext() as ctx:
-        ctx.prec = 50
-        return float(_dec(amount) * 100 / _dec(base))
+    return float(_EXACT.divide(_EXACT.multiply(_dec(amount), _HUNDRED), _dec(base)))
 
 
 def risk_of(size: int, risk_per_unit: float) -> float:

@@ -12,11 +12,12 @@ Setups carry ``eventId = None``: they come from indicators, not from a detected 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
-from functools import cached_property
+from datetime import date, datetime
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -24,8 +25,8 @@ import numpy.typing as npt
 
 from jax_assistant.analysis.detectors import volume_ratio
 from jax_assistant.analysis.indicators import atr, macd, rsi, sma
-from jax_assistant.domain import Direction, Event, TradeSetup, session_time
-from jax_assistant.strategies.rules import session_window, setup_id
+from jax_assistant.domain import Direction, Event, TradeSetup, session_time, unix_seconds
+from jax_assistant.strategies.rules import session_window, setup_id_at
 
 if TYPE_CHECKING:
     from jax_assistant.marketdata.base import BarSeries
@@ -43,10 +44,17 @@ CROSS_TOLERANCE = 1e-9
 
 @dataclass
 class _Bars:
-    """Indicators shared by the code strategies, computed lazily once per call."""
+    """Indicators of one series, computed lazily once and shared by the code strategies of a registry
+    call (:class:`IndicatorCache`). ``_cache`` holds a strategy's own arrays, keyed by what they
+    depend on (a strategy's masks by its id: two strategies may differ in their parameters)."""
 
     series: BarSeries
-    _cache: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def days(self) -> npt.NDArray[np.int64]:
+        """Each session as days since 1970-01-01 (the key of :func:`_session`)."""
+        return self.series.dates.astype("datetime64[D]").astype(np.int64)
 
     @cached_property
     def atr(self) -> FloatArray:
@@ -68,6 +76,31 @@ class _Bars:
     @cached_property
     def volume_ratio(self) -> FloatArray:
         return volume_ratio(self.series.volume, 20)[0]
+
+
+class IndicatorCache:
+    """Indicators shared by the code strategies of one :meth:`StrategyRegistry.generate` call: ATR14,
+    the SMAs and the volume ratio of the series are computed once, not once per strategy."""
+
+    def __init__(self) -> None:
+        self._bars: _Bars | None = None
+
+    def bars(self, series: BarSeries) -> _Bars:
+        """The indicators of ``series`` (the same object: a new series starts afresh)."""
+        if self._bars is None or self._bars.series is not series:
+            self._bars = _Bars(series)
+        return self._bars
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+@lru_cache(maxsize=4096)
+def _session(day: int) -> tuple[datetime, int]:
+    """A session's UTC time and unix seconds: every symbol of a run fires on the same few sessions, so
+    each is worked out once instead of once per setup."""
+    d = date.fromordinal(_EPOCH_ORDINAL + day)
+    return session_time(d), unix_seconds(d)
 
 
 def _prev(x: FloatArray) -> FloatArray:
@@ -129,12 +162,14 @@ class IndicatorStrategy(ABC):
         *,
         as_of: date | None = None,
         lookback: int = 1,
+        indicators: IndicatorCache | None = None,
     ) -> list[TradeSetup]:
-        """Setups for the signals of the last ``lookback`` sessions ending at ``as_of``."""
+        """Setups for the signals of the last ``lookback`` sessions ending at ``as_of``. ``indicators``
+        shares the series' indicators with the other code strategies of the same call."""
         s, start = session_window(series, as_of, lookback)
         if len(s) < 2 or start >= len(s):
             return []
-        bars = _Bars(s)
+        bars = indicators.bars(s) if indicators is not None else _Bars(s)
         long, short = self._signals(bars)
         setups: list[TradeSetup] = []
         for i in np.flatnonzero(long[start:] | short[start:]).tolist():
@@ -145,11 +180,13 @@ class IndicatorStrategy(ABC):
         return setups
 
     def confidence(self, bars: _Bars, i: int, direction: Direction) -> float:
+        # Python floats and math.isfinite: numpy's scalar operations cost ~10x more, per setup.
         c, trend = float(bars.series.close[i]), bars.sma200
         conf = self.base_confidence
-        if i > 0 and np.isfinite(trend[i - 1]):
-            up = c > trend[i] and trend[i] > trend[i - 1]
-            down = c < trend[i] and trend[i] < trend[i - 1]
+        if i > 0 and math.isfinite(before := float(trend[i - 1])):
+            now = float(trend[i])
+            up = c > now and now > before
+            down = c < now and now < before
             if up if direction is Direction.LONG else down:
                 conf += TREND_BOOST
         if bars.volume_ratio[i] > 1.0:
@@ -160,7 +197,7 @@ class IndicatorStrategy(ABC):
         s = bars.series
         a = float(bars.atr[i])
         entry = float(s.close[i])
-        if not np.isfinite(a) or a <= 0:
+        if not math.isfinite(a) or a <= 0:
             return None  # no volatility yardstick yet (warm-up) or a dead-flat history
         sign = 1.0 if direction is Direction.LONG else -1.0
         stop = entry - sign * self.stop_atr * a
@@ -182,12 +219,12 @@ class IndicatorStrategy(ABC):
         entry, a = float(s.close[i]), float(bars.atr[i])
         sign = 1.0 if direction is Direction.LONG else -1.0
         targets = [entry + sign * m * a for m in target_atr]
-        session = s.date_at(i)
+        time, seconds = _session(int(bars.days[i]))
         notes = f"entry {entry:.2f} = session close; stop {stop:.2f} = {stop_note}; targets " + ", ".join(
             f"{t:.2f} ({m:g}xATR)" for t, m in zip(targets, target_atr, strict=True)
         )
         return TradeSetup(
-            id=setup_id(self.id, s.symbol, session),
+            id=setup_id_at(self.id, s.symbol, seconds),
             symbol=s.symbol,
             direction=direction,
             entry=entry,
@@ -198,7 +235,7 @@ class IndicatorStrategy(ABC):
             notes=notes,
             confidence=self.confidence(bars, i, direction),
             reason=self._reason(bars, i, direction),
-            time=session_time(session),
+            time=time,
         )
 
 
@@ -290,9 +327,14 @@ class MaCrossover(IndicatorStrategy):
     pullback_stop_atr = 1.5
     pullback_target_atr = (2.0, 3.5)
 
+    @cached_property
+    def _masks_key(self) -> str:
+        return f"{self.id}:masks"  # its own: another instance may have other parameters
+
     def _masks(self, bars: _Bars) -> tuple[BoolArray, BoolArray, BoolArray]:
-        if "golden" in bars._cache:
-            return bars._cache["golden"], bars._cache["death"], bars._cache["pullback"]
+        known: tuple[BoolArray, BoolArray, BoolArray] | None = bars._cache.get(self._masks_key)
+        if known is not None:
+            return known
         c = bars.series.close
         fast, slow, trend = bars.sma20, bars.sma50, bars.sma200
         # NaN compares False, so nothing fires before SMA200 exists.
@@ -304,8 +346,8 @@ class MaCrossover(IndicatorStrategy):
             dev = (c - fast) / fast
         lo, hi = self.pullback_band
         pullback = up & (dev >= lo - CROSS_TOLERANCE) & (dev <= hi + CROSS_TOLERANCE) & ~golden
-        bars._cache.update(golden=golden, death=death, pullback=pullback)
-        return golden, death, pullback
+        known = bars._cache[self._masks_key] = (golden, death, pullback)
+        return known
 
     def _signals(self, bars: _Bars) -> tuple[BoolArray, BoolArray]:
         golden, death, pullback = self._masks(bars)
@@ -315,15 +357,16 @@ class MaCrossover(IndicatorStrategy):
         if self._masks(bars)[2][i]:
             return self.pullback_confidence
         c, trend = float(bars.series.close[i]), bars.sma200
+        now = float(trend[i])
         conf = self.base_confidence
-        if i > 0 and np.isfinite(trend[i - 1]):
-            up = c > trend[i] and trend[i] > trend[i - 1]
-            down = c < trend[i] and trend[i] < trend[i - 1]
+        if i > 0 and math.isfinite(before := float(trend[i - 1])):
+            up = c > now and now > before
+            down = c < now and now < before
             if up if direction is Direction.LONG else down:
                 conf += self.trend_boost
         if bars.volume_ratio[i] > 1.0:
             conf += self.volume_boost
-        if abs(bars.sma20[i] - trend[i]) > self.spread_min * trend[i]:
+        if abs(float(bars.sma20[i]) - now) > self.spread_min * now:
             conf += self.spread_boost
         return round(min(1.0, conf), 4)
 
@@ -331,7 +374,7 @@ class MaCrossover(IndicatorStrategy):
         s = bars.series
         a = float(bars.atr[i])
         entry = float(s.close[i])
-        if not np.isfinite(a) or a <= 0:
+        if not math.isfinite(a) or a <= 0:
             return None
         sign = 1.0 if direction is Direction.LONG else -1.0
         pullback = bool(self._masks(bars)[2][i])

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from jax_assistant.domain import Event, RiskResult, TradeSetup
 from jax_assistant.domain.errors import ConfigError
-from jax_assistant.strategies.code import CODE_STRATEGIES
+from jax_assistant.strategies.code import CODE_STRATEGIES, IndicatorCache, IndicatorStrategy
 from jax_assistant.strategies.config import default_strategies_dir, load_strategy_configs
 from jax_assistant.strategies.rules import ConfigStrategy
 
@@ -146,8 +146,15 @@ class StrategyRegistry:
         """
         events = list(events)
         out: list[TradeSetup] = []
+        indicators = IndicatorCache()
         for strategy in self._strategies.values():
-            for setup in strategy.generate(series, events, as_of=as_of, lookback=lookback):
+            if isinstance(strategy, IndicatorStrategy):
+                setups = strategy.generate(
+                    series, events, as_of=as_of, lookback=lookback, indicators=indicators
+                )
+            else:
+                setups = strategy.generate(series, events, as_of=as_of, lookback=lookback)
+            for setup in setups:
                 out.append(self.shape(setup))
         out.sort(key=lambda t: (t.time is None, t.time, t.strategy_id))
         return out

@@ -40,7 +40,12 @@ _RR_TOLERANCE = 1e-9  # R of "2R" recomputed from prices can be 1.99999999999999
 
 def setup_id(strategy_id: str, symbol: str, session: date) -> str:
     """Contract id ``ts_<strategyId>_<SYMBOL>_<unix seconds of the session>``."""
-    return f"ts_{strategy_id}_{symbol}_{unix_seconds(session)}"
+    return setup_id_at(strategy_id, symbol, unix_seconds(session))
+
+
+def setup_id_at(strategy_id: str, symbol: str, seconds: int) -> str:
+    """:func:`setup_id` from the session's unix seconds."""
+    return f"ts_{strategy_id}_{symbol}_{seconds}"
 
 
 def session_window(series: BarSeries, as_of: date | None, lookback: int) -> tuple[BarSeries, int]:
