@@ -175,8 +175,8 @@ async def test_data_json_cannot_hold_is_refused_by_the_store_as_before(
         await db.close()
 
 
-def test_content_hash_is_the_canonical_json_sha256() -> None:
-    item = _item({"b": [1.6e-05, "é"], "a": {"y": None, "x": True}}, "doc:h")
+def _expected_hash(item: MemoryItem) -> str:
+    """The hash formula written out: sha256 of the sorted, compact JSON of what identifies the memory."""
     payload = {
         "ts": "2024-03-15T00:00:00+00:00",
         "type": "note",
@@ -187,7 +187,12 @@ def test_content_hash_is_the_canonical_json_sha256() -> None:
         "source": {"system": "test", "ref": "r1"},
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    assert content_hash(item) == hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_content_hash_is_the_canonical_json_sha256() -> None:
+    item = _item({"b": [1.6e-05, "é"], "a": {"y": None, "x": True}}, "doc:h")
+    assert content_hash(item) == _expected_hash(item)
 
 
 def test_plain_data_is_stored_pre_encoded_and_the_rest_left_to_the_column() -> None:
@@ -207,14 +212,4 @@ def test_a_hash_using_the_setups_canonical_json_is_the_same_hash() -> None:
     assert all(s.canonical for s in setups)  # the redaction kept it, so the hash does not re-encode
     data = {"z": 1, "setups": setups, "signals": [RedactedJson({"x": "é"})], "a": {"b": [1.5e-07]}}
     item = _item(data, "doc:c")
-    payload = {
-        "ts": "2024-03-15T00:00:00+00:00",
-        "type": "note",
-        "symbol": "ACME",
-        "tags": ["pinned"],
-        "summary": "a pinned memory",
-        "data": item.data,
-        "source": {"system": "test", "ref": "r1"},
-    }
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    assert content_hash(item) == hashlib.sha256(canonical.encode()).hexdigest()
+    assert content_hash(item) == _expected_hash(item)

@@ -238,57 +238,51 @@ def _place(c: Candidate, figures: _Figures, *, rank: int, score: float) -> tuple
     in_sector = 0.0
     if sector is not None:
         in_sector, sector_room = figures.sector(sector)
-        fits = min(size, units_in(sector_room, exact_entry))
-        if fits < size:
-            adjustments.append(_cut(size, fits, "max_sector_exposure"))
-            if fits == 0:
-                wanted = (in_sector + size * entry) / equity
-                violations.append(
-                    violation(
-                        ViolationCode.SECTOR_EXPOSURE_TOO_HIGH,
-                        f"sector {sector!r} exposure {wanted:.2%} would exceed max_sector_exposure "
-                        f"{pc.max_sector_exposure:.2%} at any size",
-                        limit=pc.max_sector_exposure,
-                        actual=wanted,
-                    )
-                )
-            size = fits
-
-    gross = figures.gross
-    fits = min(size, units_in(figures.leverage_room, exact_entry))
-    if fits < size:
-        adjustments.append(_cut(size, fits, "max_leverage"))
-        if fits == 0:
-            wanted = (gross + size * entry) / equity
+        fits = _shrink(size, sector_room, exact_entry, "max_sector_exposure", adjustments)
+        if fits == 0 < size:
+            wanted = (in_sector + size * entry) / equity
             violations.append(
                 violation(
-                    ViolationCode.LEVERAGE_TOO_HIGH,
-                    f"gross leverage {wanted:.2f}x would exceed max_leverage {figures.max_leverage:g}x "
-                    "at any size",
-                    limit=figures.max_leverage,
+                    ViolationCode.SECTOR_EXPOSURE_TOO_HIGH,
+                    f"sector {sector!r} exposure {wanted:.2%} would exceed max_sector_exposure "
+                    f"{pc.max_sector_exposure:.2%} at any size",
+                    limit=pc.max_sector_exposure,
                     actual=wanted,
                 )
             )
         size = fits
 
+    gross = figures.gross
+    fits = _shrink(size, figures.leverage_room, exact_entry, "max_leverage", adjustments)
+    if fits == 0 < size:
+        wanted = (gross + size * entry) / equity
+        violations.append(
+            violation(
+                ViolationCode.LEVERAGE_TOO_HIGH,
+                f"gross leverage {wanted:.2f}x would exceed max_leverage {figures.max_leverage:g}x "
+                "at any size",
+                limit=figures.max_leverage,
+                actual=wanted,
+            )
+        )
+    size = fits
+
     correlated_value, related, correlated_room = figures.related(setup.symbol)
     if related:
-        fits = min(size, units_in(correlated_room, exact_entry))
-        if fits < size:
-            adjustments.append(_cut(size, fits, "max_correlated_exposure"))
-            if fits == 0:
-                wanted = (correlated_value + size * entry) / equity
-                violations.append(
-                    violation(
-                        ViolationCode.CORRELATED_EXPOSURE_TOO_HIGH,
-                        f"exposure correlated with {', '.join(sorted(set(related)))} (correlation >= "
-                        f"{pc.correlation_threshold:g}) {wanted:.2%} would exceed max_correlated_exposure "
-                        f"{pc.max_correlated_exposure:.2%} at any size",
-                        limit=pc.max_correlated_exposure,
-                        actual=wanted,
-                    )
+        fits = _shrink(size, correlated_room, exact_entry, "max_correlated_exposure", adjustments)
+        if fits == 0 < size:
+            wanted = (correlated_value + size * entry) / equity
+            violations.append(
+                violation(
+                    ViolationCode.CORRELATED_EXPOSURE_TOO_HIGH,
+                    f"exposure correlated with {', '.join(sorted(set(related)))} (correlation >= "
+                    f"{pc.correlation_threshold:g}) {wanted:.2%} would exceed max_correlated_exposure "
+                    f"{pc.max_correlated_exposure:.2%} at any size",
+                    limit=pc.max_correlated_exposure,
+                    actual=wanted,
                 )
-            size = fits
+            )
+        size = fits
 
     if size == 0 and risk.risk_per_unit > 0:
         total = effective = 0.0  # what the decimals give for no unit (the account size is > 0)
@@ -363,6 +357,14 @@ def _place(c: Candidate, figures: _Figures, *, rank: int, score: float) -> tuple
         opened_on=figures.as_of,
         setup_id=setup.id,
     )
+
+
+def _shrink(size: int, room: Decimal, entry: Decimal, rule: str, adjustments: list[Adjustment]) -> int:
+    """``size`` cut to the whole units of ``entry`` that ``room`` holds, the cut recorded under ``rule``."""
+    fits = min(size, units_in(room, entry))
+    if fits < size:
+        adjustments.append(_cut(size, fits, rule))
+    return fits
 
 
 def _cut(size: int, fits: int, rule: str) -> Adjustment:
