@@ -169,3 +169,10 @@ def test_a_nested_subclass_is_dumped_as_its_declared_model() -> None:
         {"setup": setup.model_dump(mode="json", by_alias=True), "risk": trade.risk.to_contract()}
     )
     assert "k-456" not in str(got)
+
+
+def test_a_bearer_credential_in_unusual_case_is_redacted_from_a_model_dump() -> None:
+    trade = make_trade()
+    setup = trade.setup.model_copy(update={"notes": "seen with BeArEr tok.secret-9 in a note"})
+    out = redacted_dumps({"setup": setup})
+    assert "tok.secret-9" not in str(dict(out)) and REDACTED in str(dict(out))

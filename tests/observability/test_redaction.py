@@ -164,3 +164,13 @@ def test_cycle_through_a_tuple_and_a_list() -> None:
 def test_non_string_keys_go_through_the_rules_as_text() -> None:
     assert redact({("api", "key"): 1, 7: "x"}) == {("api", "key"): 1, 7: "x"}
     assert redact({b"x": {"token": 1}}) == {b"x": {"token": REDACTED}}
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "BeArEr", "bEARER"])
+def test_a_bearer_credential_is_redacted_in_any_letter_case(scheme: str) -> None:
+    # The HTTP auth scheme is case-insensitive: a log line or a memory must not keep the token
+    # because it was spelt unusually.
+    text = f"sent {scheme} tok.secret-123 upstream"
+    out = redact({"note": text, "list": [text], "nested": {"deep": (text,)}})
+    for value in (out["note"], out["list"][0], out["nested"]["deep"][0]):
+        assert "tok.secret-123" not in value and REDACTED in value

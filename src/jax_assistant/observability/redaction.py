@@ -67,8 +67,11 @@ def redact(obj: Any) -> Any:
 
 
 def redact_text(text: str) -> str:
-    """``text`` with bearer credentials and API keys replaced (two substring checks when there are none)."""
-    if "jaxk_" not in text and "earer" not in text and "EARER" not in text:
+    """``text`` with bearer credentials and API keys replaced (two substring checks when there are none).
+
+    The scheme is case-insensitive (``BeArEr`` too), so the check is on the lower-cased text: as cheap
+    as looking for the usual spellings, and it misses none."""
+    if "jaxk_" not in text and "bearer" not in text.lower():
         return text
     return _SECRET_IN_TEXT.sub(REDACTED, text)
 
@@ -143,7 +146,7 @@ def _redact_dict(obj: dict[Any, Any], active: set[int]) -> Any:
             # Leaves inline (a call per leaf was most of the walk): scalars as they are, strings through
             # redact_text's substring checks (made here first: most strings hold none of them).
             if kind is str:
-                out[k] = v if "jaxk_" not in v and "earer" not in v and "EARER" not in v else redact_text(v)
+                out[k] = v if "jaxk_" not in v and "bearer" not in v.lower() else redact_text(v)
             elif kind in _SCALARS:
                 out[k] = v
             elif kind is dict:
@@ -168,7 +171,7 @@ def _redact_list(obj: list[Any] | tuple[Any, ...], active: set[int]) -> Any:
         for v in obj:
             kind = type(v)
             if kind is str:
-                append(v if "jaxk_" not in v and "earer" not in v and "EARER" not in v else redact_text(v))
+                append(v if "jaxk_" not in v and "bearer" not in v.lower() else redact_text(v))
             elif kind in _SCALARS:
                 append(v)
             elif kind is dict:
@@ -324,6 +327,6 @@ def redacted_dumps(models: Mapping[str, BaseModel]) -> RedactedJson:
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):
         return RedactedJson(dumped)
-    if "jaxk_" in canonical or "earer" in canonical or "EARER" in canonical:
+    if "jaxk_" in canonical or "bearer" in canonical.lower():
         return RedactedJson(dumped)
     return RedactedJson._trusted(dumped, canonical)
