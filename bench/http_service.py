@@ -269,8 +269,9 @@ def main() -> None:
     parser.add_argument(
         "--executor",
         choices=["inline", "process"],
-        default="inline",
-        help="where `jax serve` executes runs ([api] executor; process: a niced child on the same core)",
+        default="process",  # what `jax serve` uses unless [api] executor says otherwise
+        help="where `jax serve` executes runs ([api] executor; process, the default: a niced child "
+        "on the same core)",
     )
     parser.add_argument("--minimal-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
