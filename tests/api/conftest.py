@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from tests.api.helpers import GateStage, Service, serve
 
 from jax_assistant.api import create_app
 from jax_assistant.config import DEFAULT_PIPELINE, Settings
+from jax_assistant.observability import logging as obs_logging
+from jax_assistant.observability.logging import _HANDLER_MARK
 from jax_assistant.pipeline import plugins
 from jax_assistant.pipeline.stages import BUILTIN_STAGES
 
@@ -27,6 +31,19 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JAX_API__AUTH", "off")
     monkeypatch.setenv("JAX_API__TRUSTED_HOSTS", '["*"]')
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The process's logging as it was: tests that configure structlog and the queue listener undo it."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    obs_logging._stop_listener()
+    for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    structlog.reset_defaults()
 
 
 @pytest.fixture

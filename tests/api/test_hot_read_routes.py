@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-import structlog
 from starlette.responses import JSONResponse, Response
 from tests.api.helpers import serve
 
@@ -18,23 +14,11 @@ from jax_assistant.api import create_app
 from jax_assistant.api.hot_reads import HotReadsMiddleware
 from jax_assistant.config import ApiConfig, Settings
 from jax_assistant.observability import logging as obs_logging
-from jax_assistant.observability.logging import _HANDLER_MARK, configure_logging
+from jax_assistant.observability.logging import configure_logging
 from jax_assistant.service.auth import ApiKeyStore, ApiScope
 from jax_assistant.storage import open_database
 
 HOT = ("/health", "/status", "/metrics")
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    level = root.level
-    yield
-    obs_logging._stop_listener()
-    for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
-        root.removeHandler(handler)
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 async def read_key(url: str) -> str:

@@ -7,12 +7,11 @@ import io
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-import structlog
 import uvicorn
 from tests.api.helpers import LiveServer, Service, serve
 
@@ -20,22 +19,14 @@ from jax_assistant.api import create_app
 from jax_assistant.api.runs import RunManager
 from jax_assistant.config import ApiConfig, Settings
 from jax_assistant.observability import logging as obs_logging
-from jax_assistant.observability.logging import _HANDLER_MARK, configure_logging, get_logger
+from jax_assistant.observability.logging import configure_logging, get_logger
 
 TOKEN = "jaxk_0123456789ab_SuperSecretValueThatMustNeverBeLogged"
 COOKIE = "session=cookie-secret-42"
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    level = root.level
-    yield
-    obs_logging._stop_listener()
-    for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
-        root.removeHandler(handler)
-    root.setLevel(level)
-    structlog.reset_defaults()
+# Every test here configures logging; the API suite's fixture (conftest.py) undoes it.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @asynccontextmanager
