@@ -10,7 +10,7 @@ import os
 import secrets
 import socket
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -346,13 +346,16 @@ class Orchestrator:
         starts: list[StartPoint],
         progress: ProgressSink | None,
         finished: dict[str, SymbolResult] | None = None,
+        before_end: Callable[[list[SymbolResult]], Awaitable[None]] | None = None,
     ) -> tuple[Run, list[SymbolResult]]:
         """Execute with the run's lease held (the caller took it) and heartbeated; released at the end
         however the run ends, so a run left ``running`` (shutdown) is resumable at once."""
         self.active[run.id] = engine
         heartbeat = asyncio.create_task(self.heartbeat(run.id, engine.cancel), name=f"jax-lease-{run.id}")
         try:
-            run, results = await engine.run(run, starts, progress=progress, finished=finished)
+            run, results = await engine.run(
+                run, starts, progress=progress, finished=finished, before_end=before_end
+            )
             if run.status is RunStatus.COMPLETED and self.settings.storage.compact_completed:
                 await self._compact(run.id)
             return run, results
@@ -726,14 +729,19 @@ class Orchestrator:
         # The retry shares the original run's portfolio: what that run (and earlier retries of it)
         # already allowed still takes room, or retried symbols could exceed the portfolio limits.
         services.risk.book.restore(await self._booked_trades(origin), sector_of=provider.sector)
+        repository = self.repository
+
+        async def settle(results: list[SymbolResult]) -> None:
+            # Before the retry run is stored as ended: whoever sees it ended sees its letters settled.
+            by_symbol = {r.symbol: r for r in results}
+            for d in letters:
+                ok = by_symbol[d.symbol].status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED)
+                await repository.mark_dead_letter(
+                    d.id, "resolved" if ok else "retried", retried_by_run_id=run.id
+                )
+
         engine = self._engine(stages, services)
-        run, results = await self._run_engine(engine, run, starts, progress)
-        by_symbol = {r.symbol: r for r in results}
-        for d in letters:
-            ok = by_symbol[d.symbol].status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED)
-            await self.repository.mark_dead_letter(
-                d.id, "resolved" if ok else "retried", retried_by_run_id=run.id
-            )
+        run, results = await self._run_engine(engine, run, starts, progress, before_end=settle)
         return RunOutcome(run, results, [])
 
 

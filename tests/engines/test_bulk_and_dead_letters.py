@@ -17,7 +17,7 @@ import pytest
 from tests.engines.helpers import TERMINAL, FnStage, by_symbol, make_engine, policy, start
 
 from jax_assistant.config import EngineConfig, Settings
-from jax_assistant.domain import RunStatus, StageStatus, SymbolStatus
+from jax_assistant.domain import Run, RunStatus, StageStatus, SymbolStatus
 from jax_assistant.orchestrator import Orchestrator, RunError
 from jax_assistant.pipeline.base import StageContext, WorkItem
 
@@ -242,3 +242,35 @@ async def test_dead_letter_retry_respects_the_original_runs_portfolio(
         assert not any(t.risk.allowed for t in flux.trades)
         codes = {v.code for t in flux.trades for v in t.risk.constraints.violations}
         assert "TOO_MANY_OPEN_POSITIONS" in codes
+
+
+async def test_a_retry_run_is_stored_as_ended_only_once_its_letters_are_settled(
+    register_stages: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client polling the retry run (the API's wait for it) must find its dead letters resolved the
+    moment the run reads `completed`, not a little later."""
+    flow = FlakyPipeline({"B1"})
+    register_stages(**flow.factories())
+    url = f"sqlite+aiosqlite:///{tmp_path / 'retry.db'}"
+    async with Orchestrator(settings(url, concurrency=2)) as orch:
+        repo = orch.repository
+        assert repo is not None
+        engine = make_engine(orch.stages(), repository=repo, concurrency=2)
+        run, starts = await start(engine, ["A1", "B1"])
+        await engine.run(run, starts)
+        flow.healed = True
+
+        seen_at_end: list[set[str]] = []
+        store_run = repo.update_run
+
+        async def update_run(stored: Run) -> None:
+            if stored.id != run.id and stored.status is RunStatus.COMPLETED:
+                letters = await repo.list_dead_letters(run_id=run.id, status=None)
+                seen_at_end.append({d.status for d in letters})
+            await store_run(stored)
+
+        monkeypatch.setattr(repo, "update_run", update_run)
+        outcome = await orch.retry_dead_letters(run_id=run.id)
+
+        assert outcome.run.status is RunStatus.COMPLETED
+        assert seen_at_end == [{"resolved"}]

@@ -367,13 +367,17 @@ class LocalEngine:
         *,
         progress: ProgressSink | None = None,
         finished: Mapping[str, SymbolResult] | None = None,
+        before_end: Callable[[list[SymbolResult]], Awaitable[None]] | None = None,
     ) -> tuple[Run, list[SymbolResult]]:
         """Run (or resume) ``run``: every start point ends in one terminal state.
 
         ``finished`` holds symbols that already ended in an earlier attempt of this run (resume); they
-        are counted, not re-run. The pipeline is cut into segments at run stages (barriers): each
-        segment runs per symbol on the worker pool, then its barrier runs once for every symbol that
-        reached it, in ``run.symbols`` order.
+        are counted, not re-run. ``before_end`` gets the results once every symbol ended, before the
+        run's own end is stored: what it writes is there when anyone sees the run ended.
+
+        The pipeline is cut into segments at run stages (barriers): each segment runs per symbol on the
+        worker pool, then its barrier runs once for every symbol that reached it, in ``run.symbols``
+        order.
         """
         results: dict[str, SymbolResult] = dict(finished or {})
         self.status = EngineStatus(run_id=run.id, total=len(starts) + len(results))
@@ -413,6 +417,8 @@ class LocalEngine:
             run.status, run.finished_at = RunStatus.RUNNING, None  # resumable by the next start-up
         if self._writer is not None:
             await self._writer.aclose()
+        if before_end is not None:
+            await before_end(ordered)
         if self.repository is not None:
             await self.repository.update_run(run)
         await self._audit_run(run, "success" if run.status is RunStatus.COMPLETED else "skipped")
