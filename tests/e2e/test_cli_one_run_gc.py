@@ -1,4 +1,4 @@
-"""`jax run` executes its run inside ``one_run_gc`` (middle-generation collections deferred), and the
+"""`jax run` executes its run inside ``one_run_gc`` (young and middle collections deferred), and the
 process's thresholds are back afterwards."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from jax_assistant.cli import app
 from jax_assistant.engines import tuning
-from jax_assistant.engines.tuning import ONE_RUN_GEN1_THRESHOLD, one_run_gc
+from jax_assistant.engines.tuning import ONE_RUN_GEN0_THRESHOLD, ONE_RUN_GEN1_THRESHOLD, one_run_gc
 
 
 def test_jax_run_executes_inside_one_run_gc(
@@ -29,5 +29,5 @@ def test_jax_run_executes_inside_one_run_gc(
     monkeypatch.setattr(tuning, "one_run_gc", recording)
     result = runner.invoke(app, ["run", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert len(seen) == 1 and seen[0][1] == ONE_RUN_GEN1_THRESHOLD
-    assert gc.get_threshold()[1] != ONE_RUN_GEN1_THRESHOLD  # restored after the command
+    assert len(seen) == 1 and seen[0][:2] == (ONE_RUN_GEN0_THRESHOLD, ONE_RUN_GEN1_THRESHOLD)
+    assert gc.get_threshold()[:2] != (ONE_RUN_GEN0_THRESHOLD, ONE_RUN_GEN1_THRESHOLD)  # restored after
