@@ -236,8 +236,12 @@ class _RichProgress:
         )
 
 
-def _run_async(coro_factory: Any, orch: Orchestrator) -> RunOutcome:
-    """Run with Ctrl-C/SIGTERM handling: the first drains in-flight stages (exit 130), a second aborts."""
+def _run_async(
+    coro_factory: Any, orch: Orchestrator, then: Callable[[RunOutcome], None] | None = None
+) -> RunOutcome:
+    """Run with Ctrl-C/SIGTERM handling: the first drains in-flight stages (exit 130), a second aborts.
+    ``then(outcome)`` runs once the run returned, before the orchestrator closes (which waits for its
+    background housekeeping: ``then`` overlaps it)."""
 
     async def main() -> RunOutcome:
         loop = asyncio.get_running_loop()
@@ -260,6 +264,8 @@ def _run_async(coro_factory: Any, orch: Orchestrator) -> RunOutcome:
         try:
             async with orch:
                 result: RunOutcome = await coro_factory()
+                if then is not None:
+                    then(result)
                 return result
         finally:
             loop.remove_signal_handler(signal.SIGINT)
@@ -285,11 +291,17 @@ def _execute_run(
 ) -> None:
     banner = SIMULATED_BANNER if settings.provider == "sample" and not json_out else None
     progress = _progress(disable=json_out)
-    with _errors(), progress:
-        outcome = _run_async(lambda: coro(_RichProgress(progress, banner)), orch)
+
+    def report(outcome: RunOutcome) -> None:
+        progress.stop()  # the bar is gone before the report prints (stopping twice is a no-op)
         # The run's provider is cached by now: its sectors cost nothing.
         provider = orch.provider(outcome.run.params.get("provider"), outcome.run.params.get("dataPath"))
-    _report(outcome, json_out, show_all=show_all, sector_of=provider.sector)
+        _report(outcome, json_out, show_all=show_all, sector_of=provider.sector)
+
+    # The report prints while the completed run's checkpoints are compacted on the writer thread.
+    orch.background_compaction = True
+    with _errors(), progress:
+        outcome = _run_async(lambda: coro(_RichProgress(progress, banner)), orch, then=report)
     if outcome.run.status.value == "cancelled":
         err.print(f"resume with: jax run --resume {outcome.run.id}", soft_wrap=True, highlight=False)
         raise typer.Exit(130)

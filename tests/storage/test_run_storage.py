@@ -176,3 +176,33 @@ async def test_prune_removes_old_finished_runs_and_never_a_live_one(db: Database
     # Setups shared with runs that stay are kept.
     assert report.trades == 0
     assert await repo.get_trade("setup-AAPL-0") is not None
+
+
+async def test_background_compaction_runs_after_the_run_returns_and_close_waits_for_it(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`jax run` prints its report while the completed run is compacted: the outcome comes back with
+    the compaction still going, the lease already released, and closing the orchestrator waits for it."""
+    gate = asyncio.Event()
+    compact = Repository.compact_run
+
+    async def gated(self: Repository, run_id: str) -> int:
+        await gate.wait()
+        return await compact(self, run_id)
+
+    monkeypatch.setattr(Repository, "compact_run", gated)
+    orch = Orchestrator(run_settings(database_url))
+    orch.background_compaction = True
+    async with orch:
+        # Bounded: were the compaction awaited inside the run, it would wait for the gate forever.
+        outcome = await asyncio.wait_for(orch.start_run(RunRequest(symbols=SYMBOLS)), 60)
+        assert orch.repository is not None
+        checkpoints = await orch.repository.load_checkpoints(outcome.run.id)
+        assert all(row.item != {} for rows in checkpoints.values() for row in rows)  # not yet
+        stored = await orch.repository.get_run(outcome.run.id)
+        assert stored is not None and stored.status is RunStatus.COMPLETED  # lease released already
+        gate.set()
+    async with Orchestrator(run_settings(database_url)) as reader:
+        assert reader.repository is not None
+        checkpoints = await reader.repository.load_checkpoints(outcome.run.id)
+        assert checkpoints and all(row.item == {} for rows in checkpoints.values() for row in rows)
