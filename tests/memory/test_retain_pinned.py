@@ -213,3 +213,13 @@ def test_a_hash_using_the_setups_canonical_json_is_the_same_hash() -> None:
     data = {"z": 1, "setups": setups, "signals": [RedactedJson({"x": "é"})], "a": {"b": [1.5e-07]}}
     item = _item(data, "doc:c")
     assert content_hash(item) == _expected_hash(item)
+
+
+def test_a_hash_using_the_signals_canonical_json_is_the_same_hash() -> None:
+    signals = [
+        RedactedJson.encoded({"id": "e1", "payload": {"close": 1e-05, "name": "é", "big": 1e16}}),
+        RedactedJson.encoded({"id": "e2", "payload": {"v": 0.5, "api_key": "k"}}),
+    ]
+    assert all(s.canonical for s in signals)  # encoded once, reused by every decision carrying them
+    item = _item({"signals": signals, "setups": [], "inputs": {"lookback": 60}}, "doc:s")
+    assert content_hash(item) == _expected_hash(item)

@@ -37,6 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import numpy as np
@@ -74,7 +75,7 @@ from jax_assistant.memory.models import (
 )
 from jax_assistant.memory.reflection import reflect_items
 from jax_assistant.memory.vector_index import BankVectors, VectorFilter, VectorRow
-from jax_assistant.observability.redaction import RedactedJson
+from jax_assistant.observability.redaction import RedactedJson, canonical_json
 from jax_assistant.storage.db import EncodedJson
 from jax_assistant.storage.tables import MemoryBankRow, MemoryRow, MemoryTagRow
 
@@ -187,9 +188,10 @@ def content_hash(item: MemoryItem) -> str:
 
 
 def _canonical_payload(payload: dict[str, Any], canonical: Callable[[Any], str]) -> str:
-    """``canonical(payload)``, the same text, with the canonical JSON a setup was given when it was
-    redacted (``RedactedJson.canonical``, in a list under a data key) used instead of encoding it again:
-    an object's canonical JSON is its sorted ``"key":value`` pairs joined by commas, at every level."""
+    """``canonical(payload)``, the same text, with the canonical JSON a setup or signal was given when
+    it was redacted (``RedactedJson.canonical``, in a list under a data key) used instead of encoding it
+    again: an object's canonical JSON is its sorted ``"key":value`` pairs joined by commas, at every
+    level (a str key's text is json's ``encode_basestring_ascii`` of it, what json.dumps makes of it)."""
 
     def element(value: Any) -> str:
         if type(value) is RedactedJson and value.canonical is not None:
@@ -204,9 +206,10 @@ def _canonical_payload(payload: dict[str, Any], canonical: Callable[[Any], str])
     data = payload["data"]
     if type(data) is not dict or any(type(k) is not str for k in data):
         return canonical(payload)
+    key = encode_basestring_ascii
     pairs = {k: canonical(v) for k, v in payload.items() if k != "data"}
-    pairs["data"] = "{" + ",".join(f"{canonical(k)}:{value_of(v)}" for k, v in sorted(data.items())) + "}"
-    return "{" + ",".join(f"{canonical(k)}:{pairs[k]}" for k in sorted(pairs)) + "}"
+    pairs["data"] = "{" + ",".join(f"{key(k)}:{value_of(v)}" for k, v in sorted(data.items())) + "}"
+    return "{" + ",".join(f"{key(k)}:{pairs[k]}" for k in sorted(pairs)) + "}"
 
 
 def _refuse(value: object) -> Any:
@@ -239,8 +242,10 @@ def hash_and_stored_data(item: MemoryItem) -> tuple[str, Any]:
         "data": item.data,
         "source": item.source.model_dump() if item.source else None,
     }
-    canonical = functools.partial(json.dumps, sort_keys=True, separators=(",", ":"), default=default)
-    encoded = _canonical_payload(payload, canonical)
+    # json.dumps(sort_keys, compact, default) as one encoder per item; canonical_json takes orjson's
+    # identical text where it proves it identical (so ``default`` would not have been called).
+    fallback = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=default).encode
+    encoded = _canonical_payload(payload, functools.partial(canonical_json, fallback=fallback))
     digest = hashlib.sha256(encoded.encode()).hexdigest()
     data = item.data or {}
     if exotic or "NaN" in encoded or "Infinity" in encoded:
