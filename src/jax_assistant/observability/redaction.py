@@ -393,6 +393,22 @@ def _node(dumped: dict[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
+# Key sets of str-keyed dict fields already found clean: a model's metrics dict has the same keys in
+# every dump, and checking them as one tuple costs a hash instead of a lookup per key.
+_CLEAN_KEY_SETS: set[tuple[Any, ...]] = set()
+
+
+def _any_sensitive_key(node: dict[Any, Any]) -> bool:
+    keys = tuple(node)
+    if keys in _CLEAN_KEY_SETS:
+        return False
+    if any(map(_sensitive, keys)):
+        return True
+    if len(_CLEAN_KEY_SETS) < _KEY_CACHE_MAX:
+        _CLEAN_KEY_SETS.add(keys)
+    return False
+
+
 def redacted_dumps(models: Mapping[str, BaseModel]) -> RedactedJson:
     """``{key: model.model_dump(mode="json", by_alias=True)}`` redacted, as :func:`redact` would.
 
@@ -407,8 +423,10 @@ def redacted_dumps(models: Mapping[str, BaseModel]) -> RedactedJson:
         if plan is None or _sensitive(key):
             return RedactedJson(dumped)
         dynamic, hidden = plan
-        if any(type(n := _node(dumped[key], p)) is dict and any(map(_sensitive, n)) for p in dynamic):
-            return RedactedJson(dumped)
+        for path in dynamic:
+            node = _node(dumped[key], path)
+            if type(node) is dict and node and _any_sensitive_key(node):
+                return RedactedJson(dumped)
         for path in hidden:
             parent = _node(dumped[key], path[:-1])
             if type(parent) is dict and path[-1] in parent:
