@@ -223,7 +223,8 @@ def hash_and_stored_data(item: MemoryItem) -> tuple[str, Any]:
     stored hashes keep matching. The data is stored as orjson's encoding, ~6x cheaper than the json
     module's and parsing to the same value, when the canonical encoding shows it holds nothing orjson
     spells differently or json refuses: no ``default`` call (non-JSON types, which the store refuses),
-    no NaN/Infinity (refused too; a string holding those words only costs the slow path), pure ASCII
+    no NaN/Infinity (refused too; looked for in json's texts only, as orjson's and the setups' kept
+    texts never show one; a string holding those words in json's text only costs the slow path), ASCII
     (non-ASCII text keeps json's escapes). Otherwise the dict goes to the column's own encoder as before,
     so what it refuses still fails the same way."""
     exotic = False
@@ -243,12 +244,22 @@ def hash_and_stored_data(item: MemoryItem) -> tuple[str, Any]:
         "source": item.source.model_dump() if item.source else None,
     }
     # json.dumps(sort_keys, compact, default) as one encoder per item; canonical_json takes orjson's
-    # identical text where it proves it identical (so ``default`` would not have been called).
-    fallback = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=default).encode
+    # identical text where it proves it identical (so ``default`` would not have been called, and no
+    # NaN or Infinity is there). Only json's texts are looked at for those: the texts the setups and
+    # signals kept (RedactedJson.canonical) never show one, so the whole payload is not scanned.
+    encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=default).encode
+    non_finite = False
+
+    def fallback(value: Any) -> str:
+        nonlocal non_finite
+        text = encoder(value)
+        non_finite = non_finite or "NaN" in text or "Infinity" in text
+        return text
+
     encoded = _canonical_payload(payload, functools.partial(canonical_json, fallback=fallback))
     digest = hashlib.sha256(encoded.encode()).hexdigest()
     data = item.data or {}
-    if exotic or "NaN" in encoded or "Infinity" in encoded:
+    if exotic or non_finite:
         return digest, data
     try:
         # Dates and dataclasses would be encoded by orjson but refused by json: left to json.

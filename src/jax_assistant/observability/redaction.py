@@ -263,6 +263,26 @@ def canonical_json(value: Any, fallback: typing.Callable[[Any], str] = _CANONICA
     return fallback(value)
 
 
+def _non_finite(text: str) -> bool:
+    """Whether json's ``text`` may hold a NaN or Infinity (or a string holding those words)."""
+    return "NaN" in text or "Infinity" in text
+
+
+def _cacheable_canonical(value: Any) -> tuple[str, str | None]:
+    """``canonical_json(value)``, and the same text when it may be kept as a ``RedactedJson.canonical``
+    (None when json encoded it and it may show a NaN or Infinity: orjson's text never does, and the
+    content hash relies on kept texts holding none). Raises what json raises."""
+    fell_back = False
+
+    def fallback(item: Any) -> str:
+        nonlocal fell_back
+        fell_back = True
+        return _CANONICAL_ENCODER.encode(item)
+
+    text = canonical_json(value, fallback)
+    return text, (None if fell_back and _non_finite(text) else text)
+
+
 # --------------------------------------------------------------------------- already redacted
 
 
@@ -276,7 +296,9 @@ class RedactedJson(dict[str, Any]):
     ``canonical`` was made from them).
 
     ``canonical``, when known, is its canonical JSON (``json.dumps(self, sort_keys=True,
-    separators=(",", ":"))``), which a content hash can use instead of encoding it again."""
+    separators=(",", ":"))``), which a content hash can use instead of encoding it again. It is never
+    set to a text showing a NaN or Infinity (such objects are left for the hash to encode), so the hash
+    need not look for them in it."""
 
     __slots__ = ("canonical",)
     canonical: str | None
@@ -292,7 +314,7 @@ class RedactedJson(dict[str, Any]):
         made = cls(content)
         # What json refuses is left unencoded, to whoever encodes it with their own default.
         with contextlib.suppress(TypeError, ValueError, RecursionError):
-            made.canonical = canonical_json(dict(made))  # dict: the exact type the fast path takes
+            made.canonical = _cacheable_canonical(dict(made))[1]  # dict: the type the fast path takes
         return made
 
     @classmethod
@@ -432,9 +454,9 @@ def redacted_dumps(models: Mapping[str, BaseModel]) -> RedactedJson:
             if type(parent) is dict and path[-1] in parent:
                 parent[path[-1]] = REDACTED  # the dump is ours: replaced in place
     try:
-        canonical = canonical_json(dumped)
+        canonical, kept = _cacheable_canonical(dumped)
     except (TypeError, ValueError):
         return RedactedJson(dumped)
     if "jaxk_" in canonical or "bearer" in canonical.lower():
         return RedactedJson(dumped)
-    return RedactedJson._trusted(dumped, canonical)
+    return RedactedJson._trusted(dumped, kept)
