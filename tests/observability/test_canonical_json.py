@@ -4,7 +4,7 @@ where a walk proves the two spell the value alike. Content hashes are taken over
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 import pytest
@@ -19,6 +19,10 @@ def _json(value: Any) -> str:
 
 class Colour(Enum):
     RED = 1
+
+
+class Key(StrEnum):
+    LEVERAGE = "leverage"
 
 
 TRICKY: list[Any] = [
@@ -68,6 +72,9 @@ TRICKY: list[Any] = [
     {"nested": {"deeper": {"deepest": [1e-7, 123.456, -7.0]}}},
     (1, 2),
     {"t": (1.0, "x")},
+    # str subclasses (after the plain key "leverage" was seen above): json writes their text too.
+    {Key.LEVERAGE: 1.5, "b": 2},
+    {"a": Key.LEVERAGE},
 ]
 
 
