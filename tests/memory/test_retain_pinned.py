@@ -201,9 +201,28 @@ def test_plain_data_is_stored_pre_encoded_and_the_rest_left_to_the_column() -> N
         "a": [1, 2.5e-07, None, True, "x"],
         "b": {"c": "d"},
     }
-    for data in ODD_DATA["unicode"], ODD_DATA["ints"], {"x": math.nan}, {"s": "NaN"}, {"x": {1, 2}}:
+    for data in ODD_DATA["unicode"], ODD_DATA["ints"], {"x": math.nan}, {"x": {1, 2}}:
         stored = hash_and_stored_data(_item(data, "doc:o"))[1]
         assert not isinstance(stored, EncodedJson) and stored == data
+    # A string holding the words: pre-encoded when orjson spelled the text (no NaN can be there), left
+    # to the column when json did (its text is not parsed to tell a string from a number).
+    for data, pre_encoded in ({"s": "NaN"}, True), ({"v": {"s": "Infinity", "x": 1e-05}}, False):
+        stored = hash_and_stored_data(_item(data, "doc:w"))[1]
+        assert isinstance(stored, EncodedJson) is pre_encoded
+        assert (json.loads(stored) if pre_encoded else stored) == data
+
+
+def test_a_setup_holding_a_nan_keeps_no_canonical_text_and_is_refused_as_before(tmp_path: Path) -> None:
+    trade = make_trade()
+    risk = trade.risk
+    constraints = risk.constraints.model_copy(update={"risk_metrics": {"leverage": math.nan}})
+    odd = risk.model_copy(update={"constraints": constraints})
+    setup = redacted_dumps({"setup": trade.setup, "risk": odd})
+    assert setup.canonical is None  # json's text shows a NaN: the hash encodes it and sees it
+    item = _item({"setups": [setup]}, "doc:n")
+    digest, stored = hash_and_stored_data(item)
+    assert digest == _expected_hash(item)
+    assert stored is item.data  # left to the column's encoder, which refuses NaN
 
 
 def test_a_hash_using_the_setups_canonical_json_is_the_same_hash() -> None:
@@ -212,4 +231,14 @@ def test_a_hash_using_the_setups_canonical_json_is_the_same_hash() -> None:
     assert all(s.canonical for s in setups)  # the redaction kept it, so the hash does not re-encode
     data = {"z": 1, "setups": setups, "signals": [RedactedJson({"x": "é"})], "a": {"b": [1.5e-07]}}
     item = _item(data, "doc:c")
+    assert content_hash(item) == _expected_hash(item)
+
+
+def test_a_hash_using_the_signals_canonical_json_is_the_same_hash() -> None:
+    signals = [
+        RedactedJson.encoded({"id": "e1", "payload": {"close": 1e-05, "name": "é", "big": 1e16}}),
+        RedactedJson.encoded({"id": "e2", "payload": {"v": 0.5, "api_key": "k"}}),
+    ]
+    assert all(s.canonical for s in signals)  # encoded once, reused by every decision carrying them
+    item = _item({"signals": signals, "setups": [], "inputs": {"lookback": 60}}, "doc:s")
     assert content_hash(item) == _expected_hash(item)

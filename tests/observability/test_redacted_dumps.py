@@ -176,3 +176,21 @@ def test_a_bearer_credential_in_unusual_case_is_redacted_from_a_model_dump() -> 
     setup = trade.setup.model_copy(update={"notes": "seen with BeArEr tok.secret-9 in a note"})
     out = redacted_dumps({"setup": setup})
     assert "tok.secret-9" not in str(dict(out)) and REDACTED in str(dict(out))
+
+
+def _with_metrics(trade: TradeRecord, metrics: dict[str, float]) -> TradeRecord:
+    risk = trade.risk
+    constraints = risk.constraints.model_copy(update={"risk_metrics": metrics})
+    return trade.model_copy(update={"risk": risk.model_copy(update={"constraints": constraints})})
+
+
+def test_a_key_set_found_clean_once_does_not_hide_a_sensitive_key_later() -> None:
+    trade = make_trade()
+    clean = _with_metrics(trade, {"leverage": 1.0, "dollar_risk": 2.0})
+    assert redacted_dumps(_models(clean)) == _walked(clean)  # its keys are now known clean
+    again = redacted_dumps(_models(clean))
+    assert again.canonical is not None  # not walked: the known key set passes as one lookup
+    dirty = _with_metrics(trade, {"leverage": 1.0, "dollar_risk": 2.0, "secret_sauce": 3.0})
+    got = redacted_dumps(_models(dirty))
+    assert got["risk"]["constraints"]["risk_metrics"]["secret_sauce"] == REDACTED
+    assert got == _walked(dirty)

@@ -37,6 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import numpy as np
@@ -74,7 +75,7 @@ from jax_assistant.memory.models import (
 )
 from jax_assistant.memory.reflection import reflect_items
 from jax_assistant.memory.vector_index import BankVectors, VectorFilter, VectorRow
-from jax_assistant.observability.redaction import RedactedJson
+from jax_assistant.observability.redaction import RedactedJson, canonical_json
 from jax_assistant.storage.db import EncodedJson
 from jax_assistant.storage.tables import MemoryBankRow, MemoryRow, MemoryTagRow
 
@@ -187,9 +188,10 @@ def content_hash(item: MemoryItem) -> str:
 
 
 def _canonical_payload(payload: dict[str, Any], canonical: Callable[[Any], str]) -> str:
-    """``canonical(payload)``, the same text, with the canonical JSON a setup was given when it was
-    redacted (``RedactedJson.canonical``, in a list under a data key) used instead of encoding it again:
-    an object's canonical JSON is its sorted ``"key":value`` pairs joined by commas, at every level."""
+    """``canonical(payload)``, the same text, with the canonical JSON a setup or signal was given when
+    it was redacted (``RedactedJson.canonical``, in a list under a data key) used instead of encoding it
+    again: an object's canonical JSON is its sorted ``"key":value`` pairs joined by commas, at every
+    level (a str key's text is json's ``encode_basestring_ascii`` of it, what json.dumps makes of it)."""
 
     def element(value: Any) -> str:
         if type(value) is RedactedJson and value.canonical is not None:
@@ -204,9 +206,10 @@ def _canonical_payload(payload: dict[str, Any], canonical: Callable[[Any], str])
     data = payload["data"]
     if type(data) is not dict or any(type(k) is not str for k in data):
         return canonical(payload)
+    key = encode_basestring_ascii
     pairs = {k: canonical(v) for k, v in payload.items() if k != "data"}
-    pairs["data"] = "{" + ",".join(f"{canonical(k)}:{value_of(v)}" for k, v in sorted(data.items())) + "}"
-    return "{" + ",".join(f"{canonical(k)}:{pairs[k]}" for k in sorted(pairs)) + "}"
+    pairs["data"] = "{" + ",".join(f"{key(k)}:{value_of(v)}" for k, v in sorted(data.items())) + "}"
+    return "{" + ",".join(f"{key(k)}:{pairs[k]}" for k in sorted(pairs)) + "}"
 
 
 def _refuse(value: object) -> Any:
@@ -220,7 +223,8 @@ def hash_and_stored_data(item: MemoryItem) -> tuple[str, Any]:
     stored hashes keep matching. The data is stored as orjson's encoding, ~6x cheaper than the json
     module's and parsing to the same value, when the canonical encoding shows it holds nothing orjson
     spells differently or json refuses: no ``default`` call (non-JSON types, which the store refuses),
-    no NaN/Infinity (refused too; a string holding those words only costs the slow path), pure ASCII
+    no NaN/Infinity (refused too; looked for in json's texts only, as orjson's and the setups' kept
+    texts never show one; a string holding those words in json's text only costs the slow path), ASCII
     (non-ASCII text keeps json's escapes). Otherwise the dict goes to the column's own encoder as before,
     so what it refuses still fails the same way."""
     exotic = False
@@ -239,11 +243,23 @@ def hash_and_stored_data(item: MemoryItem) -> tuple[str, Any]:
         "data": item.data,
         "source": item.source.model_dump() if item.source else None,
     }
-    canonical = functools.partial(json.dumps, sort_keys=True, separators=(",", ":"), default=default)
-    encoded = _canonical_payload(payload, canonical)
+    # json.dumps(sort_keys, compact, default) as one encoder per item; canonical_json takes orjson's
+    # identical text where it proves it identical (so ``default`` would not have been called, and no
+    # NaN or Infinity is there). Only json's texts are looked at for those: the texts the setups and
+    # signals kept (RedactedJson.canonical) never show one, so the whole payload is not scanned.
+    encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=default).encode
+    non_finite = False
+
+    def fallback(value: Any) -> str:
+        nonlocal non_finite
+        text = encoder(value)
+        non_finite = non_finite or "NaN" in text or "Infinity" in text
+        return text
+
+    encoded = _canonical_payload(payload, functools.partial(canonical_json, fallback=fallback))
     digest = hashlib.sha256(encoded.encode()).hexdigest()
     data = item.data or {}
-    if exotic or "NaN" in encoded or "Infinity" in encoded:
+    if exotic or non_finite:
         return digest, data
     try:
         # Dates and dataclasses would be encoded by orjson but refused by json: left to json.

@@ -17,6 +17,7 @@ secrets in free text (a log message, a summary) are not detected.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
@@ -28,6 +29,7 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any, NoReturn, Self
 
+import orjson
 from pydantic import BaseModel
 
 REDACTED = "[REDACTED]"
@@ -183,6 +185,104 @@ def _redact_list(obj: list[Any] | tuple[Any, ...], active: set[int]) -> Any:
         active.discard(key)
 
 
+# --------------------------------------------------------------------------- canonical JSON
+
+# json.dumps's canonical form (what content hashes are taken over); also the fallback of canonical_json.
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+# The exact types orjson and the json module spell alike whatever their value.
+_ALIKE = frozenset({int, bool, type(None)})
+
+
+def _alike_text(text: str) -> bool:
+    # json escapes every non-ASCII character and DEL (\u007f); orjson writes both as they are. Other
+    # control characters are escaped the same way by both.
+    return text.isascii() and "\x7f" not in text
+
+
+# Keys already seen to be spelled alike: the same few dozen (a setup's fields) recur in every dump.
+_ALIKE_KEYS: set[str] = set()
+
+
+def _spelled_alike(value: Any) -> bool:
+    """Whether ``orjson.dumps(value, option=OPT_SORT_KEYS)`` is byte for byte the canonical json text:
+    only exact dict/list/str/int/float/bool/None, str keys, ASCII text without DEL, and floats that
+    Python's repr prints without an exponent (from 1e-4 below 1e16, or zero). Both print the shortest
+    round-trip digits; they differ in form only where repr uses an exponent ("1e-05" vs orjson's
+    "0.00001", "1e+16" vs "1e16") and for NaN/Infinity (orjson writes null). Ints out of orjson's
+    64-bit range make it raise (the caller falls back). Leaves are checked inline: this walk is most
+    of what the fast path costs."""
+    kind = type(value)
+    if kind is dict:
+        known = _ALIKE_KEYS
+        for key, item in value.items():
+            if key not in known:
+                if type(key) is not str or not _alike_text(key):
+                    return False
+                if len(known) < _KEY_CACHE_MAX:
+                    known.add(key)
+            sub = type(item)
+            if sub is str:
+                if not item.isascii() or "\x7f" in item:
+                    return False
+            elif sub is float:
+                if not (1e-4 <= abs(item) < 1e16 or item == 0.0):
+                    return False
+            elif sub not in _ALIKE and not _spelled_alike(item):
+                return False
+        return True
+    if kind is list:
+        for item in value:
+            sub = type(item)
+            if sub is str:
+                if not item.isascii() or "\x7f" in item:
+                    return False
+            elif sub is float:
+                if not (1e-4 <= abs(item) < 1e16 or item == 0.0):
+                    return False
+            elif sub not in _ALIKE and not _spelled_alike(item):
+                return False
+        return True
+    if kind is str:
+        return _alike_text(value)
+    if kind is float:
+        return bool(1e-4 <= abs(value) < 1e16 or value == 0.0)
+    return kind in _ALIKE
+
+
+def canonical_json(value: Any, fallback: typing.Callable[[Any], str] = _CANONICAL_ENCODER.encode) -> str:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":"))``, the same text, ~4x cheaper.
+
+    orjson encodes it when a walk of ``value`` shows their output cannot differ (see
+    :func:`_spelled_alike`); anything else, and what orjson refuses, goes to ``fallback`` (that json
+    encoding; a caller passes its own encoder to add a ``default``), which raises what json raises."""
+    try:
+        if _spelled_alike(value):
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except (TypeError, RecursionError):  # orjson.JSONEncodeError: ints beyond 64 bits, deep nesting
+        pass
+    return fallback(value)
+
+
+def _non_finite(text: str) -> bool:
+    """Whether json's ``text`` may hold a NaN or Infinity (or a string holding those words)."""
+    return "NaN" in text or "Infinity" in text
+
+
+def _cacheable_canonical(value: Any) -> tuple[str, str | None]:
+    """``canonical_json(value)``, and the same text when it may be kept as a ``RedactedJson.canonical``
+    (None when json encoded it and it may show a NaN or Infinity: orjson's text never does, and the
+    content hash relies on kept texts holding none). Raises what json raises."""
+    fell_back = False
+
+    def fallback(item: Any) -> str:
+        nonlocal fell_back
+        fell_back = True
+        return _CANONICAL_ENCODER.encode(item)
+
+    text = canonical_json(value, fallback)
+    return text, (None if fell_back and _non_finite(text) else text)
+
+
 # --------------------------------------------------------------------------- already redacted
 
 
@@ -196,7 +296,9 @@ class RedactedJson(dict[str, Any]):
     ``canonical`` was made from them).
 
     ``canonical``, when known, is its canonical JSON (``json.dumps(self, sort_keys=True,
-    separators=(",", ":"))``), which a content hash can use instead of encoding it again."""
+    separators=(",", ":"))``), which a content hash can use instead of encoding it again. It is never
+    set to a text showing a NaN or Infinity (such objects are left for the hash to encode), so the hash
+    need not look for them in it."""
 
     __slots__ = ("canonical",)
     canonical: str | None
@@ -204,6 +306,16 @@ class RedactedJson(dict[str, Any]):
     def __init__(self, content: Mapping[str, Any] | None = None, /) -> None:
         super().__init__(redact(dict(content or {})))
         self.canonical = None
+
+    @classmethod
+    def encoded(cls, content: Mapping[str, Any]) -> Self:
+        """``RedactedJson(content)`` with its ``canonical`` set when json can encode it (without a
+        ``default``): for one object retained in many memories, encoded once instead of per memory."""
+        made = cls(content)
+        # What json refuses is left unencoded, to whoever encodes it with their own default.
+        with contextlib.suppress(TypeError, ValueError, RecursionError):
+            made.canonical = _cacheable_canonical(dict(made))[1]  # dict: the type the fast path takes
+        return made
 
     @classmethod
     def _trusted(cls, content: dict[str, Any], canonical: str | None = None) -> Self:
@@ -303,6 +415,22 @@ def _node(dumped: dict[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
+# Key sets of str-keyed dict fields already found clean: a model's metrics dict has the same keys in
+# every dump, and checking them as one tuple costs a hash instead of a lookup per key.
+_CLEAN_KEY_SETS: set[tuple[Any, ...]] = set()
+
+
+def _any_sensitive_key(node: dict[Any, Any]) -> bool:
+    keys = tuple(node)
+    if keys in _CLEAN_KEY_SETS:
+        return False
+    if any(map(_sensitive, keys)):
+        return True
+    if len(_CLEAN_KEY_SETS) < _KEY_CACHE_MAX:
+        _CLEAN_KEY_SETS.add(keys)
+    return False
+
+
 def redacted_dumps(models: Mapping[str, BaseModel]) -> RedactedJson:
     """``{key: model.model_dump(mode="json", by_alias=True)}`` redacted, as :func:`redact` would.
 
@@ -317,16 +445,18 @@ def redacted_dumps(models: Mapping[str, BaseModel]) -> RedactedJson:
         if plan is None or _sensitive(key):
             return RedactedJson(dumped)
         dynamic, hidden = plan
-        if any(type(n := _node(dumped[key], p)) is dict and any(map(_sensitive, n)) for p in dynamic):
-            return RedactedJson(dumped)
+        for path in dynamic:
+            node = _node(dumped[key], path)
+            if type(node) is dict and node and _any_sensitive_key(node):
+                return RedactedJson(dumped)
         for path in hidden:
             parent = _node(dumped[key], path[:-1])
             if type(parent) is dict and path[-1] in parent:
                 parent[path[-1]] = REDACTED  # the dump is ours: replaced in place
     try:
-        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
+        canonical, kept = _cacheable_canonical(dumped)
     except (TypeError, ValueError):
         return RedactedJson(dumped)
     if "jaxk_" in canonical or "bearer" in canonical.lower():
         return RedactedJson(dumped)
-    return RedactedJson._trusted(dumped, canonical)
+    return RedactedJson._trusted(dumped, kept)

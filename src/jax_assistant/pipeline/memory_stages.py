@@ -201,9 +201,9 @@ def decision_items(item: WorkItem, *, run_id: str) -> list[MemoryItem]:
         key = trade.setup.event_id or (trade.event.id if trade.event else None)
         by_event.setdefault(key if key in by_event else None, []).append(trade)
     events = {e.id: e for e in item.events}
-    # Every decision of the symbol carries them all: redacted once here, not once per decision.
+    # Every decision of the symbol carries them all: redacted and encoded once here, not per decision.
     signals = [
-        RedactedJson({"id": e.id, "type": e.type, "time": e.time.isoformat(), "payload": e.payload})
+        RedactedJson.encoded({"id": e.id, "type": e.type, "time": e.time.isoformat(), "payload": e.payload})
         for e in item.events
     ]
     out = []
