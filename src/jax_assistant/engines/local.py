@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Protocol, cast
 
 from pydantic import TypeAdapter
@@ -32,12 +32,16 @@ from pydantic_core import from_json
 from jax_assistant.domain import (
     AuditEvent,
     AuditOutcome,
+    Event,
+    RiskResult,
     Run,
     RunStatus,
     StageResult,
     StageStatus,
     SymbolResult,
     SymbolStatus,
+    TradeRecord,
+    TradeSetup,
     utc_now,
 )
 from jax_assistant.engines.tuning import tune_gc_for_runs
@@ -65,6 +69,7 @@ from jax_assistant.pipeline.resilience import (
 from jax_assistant.pipeline.services import Services
 from jax_assistant.storage.repository import (
     CHECKPOINT_DELTA_OF,
+    CHECKPOINT_TRADES_REF,
     AuditWrite,
     CheckpointWrite,
     DeadLetterWrite,
@@ -125,6 +130,13 @@ class StartPoint:
 # WorkItem's fields in serialisation order: a snapshot is kept as one JSON text per field.
 _FIELDS: tuple[str, ...] = tuple(WorkItem.model_fields)
 _EXTRAS = _FIELDS.index("extras")
+_EVENTS, _SETUPS, _TRADES = (_FIELDS.index(n) for n in ("events", "setups", "trades"))
+# The list fields kept element by element too (objects and texts): at lookback 60 an item carries
+# dozens of setups and trades, and the stages after generate_trades change one part of them at a time.
+_LISTS: tuple[int, ...] = (_EVENTS, _SETUPS, _TRADES)
+
+# One list field as encoded: its element objects and each element's JSON text.
+_Elems = tuple[tuple[Any, ...], tuple[str, ...]]
 
 
 class _Snap:
@@ -138,13 +150,17 @@ class _Snap:
     ``stable[i]``: field i's object was made by the engine or by a stage that leaves what it is given
     and what it returns alone (``leaves_input_intact``), so while a later such stage hands that same
     object back, its text is still ``parts[i]`` and need not be encoded again (see ``_snapshot``).
+    ``elems``: for the list fields in ``_LISTS``, the element objects and their texts (``parts[i]`` is
+    those texts joined), so that an element handed back in a new list keeps its text too, and a
+    checkpoint can name a trade's setup and event by position instead of repeating their text.
     """
 
-    __slots__ = ("_text", "parts", "stable")
+    __slots__ = ("_text", "elems", "parts", "stable")
 
-    def __init__(self, parts: tuple[str, ...], stable: tuple[bool, ...]) -> None:
+    def __init__(self, parts: tuple[str, ...], stable: tuple[bool, ...], elems: dict[int, _Elems]) -> None:
         self.parts = parts
         self.stable = stable
+        self.elems = elems
         self._text: str | None = None
 
     @property
@@ -154,13 +170,60 @@ class _Snap:
         return self._text
 
     def delta(self, base: _Snap, base_seq: int) -> str:
-        """JSON of the fields whose text differs from ``base``, marked as a delta of ``base_seq``."""
-        changed = [
-            f'"{n}":{p}'
-            for n, p, b in zip(_FIELDS, self.parts, base.parts, strict=True)
-            if p is not b and p != b
-        ]
-        return "{" + ",".join([f'"{CHECKPOINT_DELTA_OF}":{base_seq}', *changed]) + "}"
+        """JSON of the fields whose text differs from ``base``, marked as a delta of ``base_seq``.
+
+        Changed trades go out as references (``CHECKPOINT_TRADES_REF``, see ``_trade_refs``): a trade is
+        mostly its setup and event, already stored in the item's ``setups`` and ``events``, and the
+        stages after calculate_risk change only some trades' decisions.
+        """
+        changed = [f'"{CHECKPOINT_DELTA_OF}":{base_seq}']
+        for i, (n, p, b) in enumerate(zip(_FIELDS, self.parts, base.parts, strict=True)):
+            if p is b or p == b:
+                continue
+            if i == _TRADES:
+                changed.append(f'"{CHECKPOINT_TRADES_REF}":{self._trade_refs(base)}')
+            else:
+                changed.append(f'"{n}":{p}')
+        return "{" + ",".join(changed) + "}"
+
+    def _trade_refs(self, base: _Snap) -> str:
+        """The trades as references (what ``Repository.load_checkpoints`` expands): an int for a trade
+        whose text is ``base``'s trade at that position; ``[setup, risk, event, created_at]`` for a
+        trade whose setup (and event) is the very object at that position of this item's setups (events;
+        ``null`` for none); else the trade's JSON."""
+        trades, texts = self.elems[_TRADES]
+        base_texts = base.elems[_TRADES][1] if _TRADES in base.elems else ()
+        setups = {id(o): (k, t) for k, (o, t) in enumerate(zip(*self.elems[_SETUPS], strict=True))}
+        events = {id(o): (k, t) for k, (o, t) in enumerate(zip(*self.elems[_EVENTS], strict=True))}
+        out: list[str] = []
+        for j, (trade, text) in enumerate(zip(trades, texts, strict=True)):
+            if j < len(base_texts) and (text is base_texts[j] or text == base_texts[j]):
+                out.append(str(j))
+                continue
+            ref = _split_trade(trade, text, setups, events) if type(trade) is TradeRecord else None
+            out.append(text if ref is None else ref)
+        return "[" + ",".join(out) + "]"
+
+
+def _split_trade(
+    trade: TradeRecord,
+    text: str,
+    setups: Mapping[int, tuple[int, str]],
+    events: Mapping[int, tuple[int, str]],
+) -> str | None:
+    """``[setup position, risk, event position or null, created_at]`` cut out of the trade's text, or
+    None when its setup or event is not one this item holds (the text is stored whole then)."""
+    setup = setups.get(id(trade.setup))
+    event = None if trade.event is None else events.get(id(trade.event))
+    if setup is None or (trade.event is not None and event is None):
+        return None
+    head = '{"setup":' + setup[1] + ',"risk":'
+    tail = ',"event":' + ("null" if event is None else event[1])
+    at = text.rfind(',"created_at":')
+    if not text.startswith(head) or at < 0 or not text.endswith("}") or not text.endswith(tail, 0, at):
+        return None
+    risk, created = text[len(head) : at - len(tail)], text[at + len(',"created_at":') : -1]
+    return f"[{setup[0]},{risk},{'null' if event is None else event[0]},{created}]"
 
 
 @dataclass(slots=True)
@@ -206,8 +269,8 @@ class _Live:
 _IMMUTABLE: frozenset[type] = frozenset({str, int, float, bool, date, type(None)})
 
 
-def _field_dumper(annotation: Any) -> Callable[[Any], str]:
-    # The field's own serializer: together the same bytes as model_dump_json, without the per-call
+def _dumper(annotation: Any) -> Callable[[Any], str]:
+    # The type's own serializer: together the same bytes as model_dump_json, without the per-call
     # cost of an ``include`` filter (which was most of the time for the small fields).
     to_json = TypeAdapter(annotation).serializer.to_json
 
@@ -218,8 +281,37 @@ def _field_dumper(annotation: Any) -> Callable[[Any], str]:
 
 
 _DUMPERS: tuple[Callable[[Any], str], ...] = tuple(
-    _field_dumper(WorkItem.model_fields[n].annotation) for n in _FIELDS
+    _dumper(WorkItem.model_fields[n].annotation) for n in _FIELDS
 )
+_dump_event = _dumper(Event)
+_dump_setup = _dumper(TradeSetup)
+_dump_risk = _dumper(RiskResult)
+_dump_time = _dumper(datetime)
+_dump_trade = _dumper(TradeRecord)
+_ELEMENT_DUMPERS: dict[int, Callable[[Any], str]] = {_EVENTS: _dump_event, _SETUPS: _dump_setup}
+
+
+def _trade_text(trade: Any, setups: Mapping[int, str], events: Mapping[int, str]) -> str:
+    """A trade's JSON, the texts of its setup and event taken from the item's own when it holds those
+    very objects (they were encoded a moment ago, or are stable)."""
+    if type(trade) is not TradeRecord:
+        return _dump_trade(trade)  # what the list's serializer does with it (or its error)
+    setup, event = trade.setup, trade.event
+    if type(setup) is not TradeSetup or (event is not None and type(event) is not Event):
+        return _dump_trade(trade)
+    s = setups.get(id(setup)) or _dump_setup(setup)
+    e = "null" if event is None else (events.get(id(event)) or _dump_event(event))
+    return (
+        '{"setup":'
+        + s
+        + ',"risk":'
+        + _dump_risk(trade.risk)
+        + ',"event":'
+        + e
+        + ',"created_at":'
+        + _dump_time(trade.created_at)
+        + "}"
+    )
 
 
 def _snapshot(item: WorkItem, base: tuple[WorkItem, _Snap] | None = None, *, intact: bool = True) -> _Snap:
@@ -230,30 +322,53 @@ def _snapshot(item: WorkItem, base: tuple[WorkItem, _Snap] | None = None, *, int
     the same object keeps its text when the object cannot have changed: an immutable value, or one
     that is ``stable`` in ``base`` and passed through an intact stage. Every other field is encoded:
     at lookback 60 an item carries dozens of setups and trades that most stages pass through
-    untouched, and encoding them again after every stage was most of the engine's own cost.
+    untouched, and encoding them again after every stage was most of the engine's own cost. The list
+    fields of ``_LISTS`` are encoded element by element on the same rule: an element of ``base``'s
+    stable field handed back by an intact stage in a new list keeps its text, and a trade takes the
+    texts of the setup and event objects this item holds (allocate changes only trades' decisions).
     """
     values = item.__dict__
     given = base[0].__dict__ if base is not None else None
     parts: list[str] = []
     stable: list[bool] = []
+    elems: dict[int, _Elems] = {}
     try:
         for i, name in enumerate(_FIELDS):
             value = values[name]
-            if given is not None and base is not None and value is given[name]:
-                if type(value) in _IMMUTABLE or (intact and base[1].stable[i]):
-                    parts.append(base[1].parts[i])
-                    stable.append(True)
-                    continue
-                # Handed back by a stage that may have changed it in place, or that may still (its
-                # maker kept it): encoded now, and again after every later stage.
-                parts.append(_DUMPERS[i](value))
-                stable.append(False)
+            same = given is not None and value is given[name]
+            reusable = base is not None and intact and base[1].stable[i]
+            if same and base is not None and (type(value) in _IMMUTABLE or reusable):
+                parts.append(base[1].parts[i])
+                stable.append(True)
+                if i in base[1].elems:
+                    elems[i] = base[1].elems[i]
                 continue
-            parts.append(_DUMPERS[i](value))
-            stable.append(intact)
+            if i in _LISTS and type(value) is list:
+                # Texts of base's elements, when they are still theirs (see the docstring).
+                old: dict[int, str] = {}
+                if not same and reusable and base is not None and i in base[1].elems:
+                    objs, texts = base[1].elems[i]
+                    old = {id(o): t for o, t in zip(objs, texts, strict=True)}
+                if i == _TRADES:
+                    setups, events = _by_id(elems.get(_SETUPS)), _by_id(elems.get(_EVENTS))
+                    texts = tuple(old.get(id(t)) or _trade_text(t, setups, events) for t in value)
+                else:
+                    dump = _ELEMENT_DUMPERS[i]
+                    texts = tuple(old.get(id(v)) or dump(v) for v in value)
+                elems[i] = (tuple(value), texts)
+                parts.append("[" + ",".join(texts) + "]")
+            else:
+                parts.append(_DUMPERS[i](value))
+            # Handed back by a stage that may have changed it in place, or that may still (its maker
+            # kept it): encoded now, and again after every later stage.
+            stable.append(intact and not same)
     except Exception as exc:  # PydanticSerializationError: an object, or a field of the wrong type
         raise _BadOutput(f"item of {item.symbol!r} is not JSON-serialisable: {exc}") from exc
-    return _Snap(tuple(parts), tuple(stable))
+    return _Snap(tuple(parts), tuple(stable), elems)
+
+
+def _by_id(elems: _Elems | None) -> dict[int, str]:
+    return {} if elems is None else {id(o): t for o, t in zip(elems[0], elems[1], strict=True)}
 
 
 def _restore(snap: _Snap) -> WorkItem:
