@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol, cast
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from pydantic_core import from_json
 
 from jax_assistant.domain import (
@@ -131,12 +131,12 @@ class StartPoint:
 _FIELDS: tuple[str, ...] = tuple(WorkItem.model_fields)
 _EXTRAS = _FIELDS.index("extras")
 _EVENTS, _SETUPS, _TRADES = (_FIELDS.index(n) for n in ("events", "setups", "trades"))
-# The list fields kept element by element too (objects and texts): at lookback 60 an item carries
-# dozens of setups and trades, and the stages after generate_trades change one part of them at a time.
-_LISTS: tuple[int, ...] = (_EVENTS, _SETUPS, _TRADES)
 
-# One list field as encoded: its element objects and each element's JSON text.
-_Elems = tuple[tuple[Any, ...], tuple[str, ...]]
+# A list field's elements as encoded: each object's id -> (its position, its JSON text).
+_Elems = dict[int, tuple[int, str]]
+# A trade in reference form (see ``_Snap._trade_refs``): setup position, decision JSON, event position
+# (or "null"), created_at JSON.
+_TradeRef = tuple[int, str, str, str]
 
 
 class _Snap:
@@ -150,17 +150,26 @@ class _Snap:
     ``stable[i]``: field i's object was made by the engine or by a stage that leaves what it is given
     and what it returns alone (``leaves_input_intact``), so while a later such stage hands that same
     object back, its text is still ``parts[i]`` and need not be encoded again (see ``_snapshot``).
-    ``elems``: for the list fields in ``_LISTS``, the element objects and their texts (``parts[i]`` is
-    those texts joined), so that an element handed back in a new list keeps its text too, and a
-    checkpoint can name a trade's setup and event by position instead of repeating their text.
+    ``setups``/``events``: those fields' elements (position and text by object id), so a trade holding
+    one of those very objects reuses its text; ``trades``: the trades in reference form when every one
+    of them holds a setup (and event) of the item, else None.
     """
 
-    __slots__ = ("_text", "elems", "parts", "stable")
+    __slots__ = ("_text", "events", "parts", "setups", "stable", "trades")
 
-    def __init__(self, parts: tuple[str, ...], stable: tuple[bool, ...], elems: dict[int, _Elems]) -> None:
+    def __init__(
+        self,
+        parts: tuple[str, ...],
+        stable: tuple[bool, ...],
+        setups: _Elems,
+        events: _Elems,
+        trades: tuple[_TradeRef, ...] | None,
+    ) -> None:
         self.parts = parts
         self.stable = stable
-        self.elems = elems
+        self.setups = setups
+        self.events = events
+        self.trades = trades
         self._text: str | None = None
 
     @property
@@ -172,58 +181,21 @@ class _Snap:
     def delta(self, base: _Snap, base_seq: int) -> str:
         """JSON of the fields whose text differs from ``base``, marked as a delta of ``base_seq``.
 
-        Changed trades go out as references (``CHECKPOINT_TRADES_REF``, see ``_trade_refs``): a trade is
-        mostly its setup and event, already stored in the item's ``setups`` and ``events``, and the
-        stages after calculate_risk change only some trades' decisions.
+        Changed trades go out as references when they can (``CHECKPOINT_TRADES_REF``): a trade is
+        mostly its setup and event, which the item holds already (calculate_risk makes trades of the
+        item's setups, allocate gives them new decisions): ``[setup position, decision, event position
+        or null, created_at]`` each, expanded again by ``Repository.load_checkpoints``.
         """
         changed = [f'"{CHECKPOINT_DELTA_OF}":{base_seq}']
         for i, (n, p, b) in enumerate(zip(_FIELDS, self.parts, base.parts, strict=True)):
             if p is b or p == b:
                 continue
-            if i == _TRADES:
-                changed.append(f'"{CHECKPOINT_TRADES_REF}":{self._trade_refs(base)}')
+            if i == _TRADES and self.trades is not None:
+                refs = ",".join(f"[{s},{r},{e},{c}]" for s, r, e, c in self.trades)
+                changed.append(f'"{CHECKPOINT_TRADES_REF}":[{refs}]')
             else:
                 changed.append(f'"{n}":{p}')
         return "{" + ",".join(changed) + "}"
-
-    def _trade_refs(self, base: _Snap) -> str:
-        """The trades as references (what ``Repository.load_checkpoints`` expands): an int for a trade
-        whose text is ``base``'s trade at that position; ``[setup, risk, event, created_at]`` for a
-        trade whose setup (and event) is the very object at that position of this item's setups (events;
-        ``null`` for none); else the trade's JSON."""
-        trades, texts = self.elems[_TRADES]
-        base_texts = base.elems[_TRADES][1] if _TRADES in base.elems else ()
-        setups = {id(o): (k, t) for k, (o, t) in enumerate(zip(*self.elems[_SETUPS], strict=True))}
-        events = {id(o): (k, t) for k, (o, t) in enumerate(zip(*self.elems[_EVENTS], strict=True))}
-        out: list[str] = []
-        for j, (trade, text) in enumerate(zip(trades, texts, strict=True)):
-            if j < len(base_texts) and (text is base_texts[j] or text == base_texts[j]):
-                out.append(str(j))
-                continue
-            ref = _split_trade(trade, text, setups, events) if type(trade) is TradeRecord else None
-            out.append(text if ref is None else ref)
-        return "[" + ",".join(out) + "]"
-
-
-def _split_trade(
-    trade: TradeRecord,
-    text: str,
-    setups: Mapping[int, tuple[int, str]],
-    events: Mapping[int, tuple[int, str]],
-) -> str | None:
-    """``[setup position, risk, event position or null, created_at]`` cut out of the trade's text, or
-    None when its setup or event is not one this item holds (the text is stored whole then)."""
-    setup = setups.get(id(trade.setup))
-    event = None if trade.event is None else events.get(id(trade.event))
-    if setup is None or (trade.event is not None and event is None):
-        return None
-    head = '{"setup":' + setup[1] + ',"risk":'
-    tail = ',"event":' + ("null" if event is None else event[1])
-    at = text.rfind(',"created_at":')
-    if not text.startswith(head) or at < 0 or not text.endswith("}") or not text.endswith(tail, 0, at):
-        return None
-    risk, created = text[len(head) : at - len(tail)], text[at + len(',"created_at":') : -1]
-    return f"[{setup[0]},{risk},{'null' if event is None else event[0]},{created}]"
 
 
 @dataclass(slots=True)
@@ -285,33 +257,72 @@ _DUMPERS: tuple[Callable[[Any], str], ...] = tuple(
 )
 _dump_event = _dumper(Event)
 _dump_setup = _dumper(TradeSetup)
-_dump_risk = _dumper(RiskResult)
-_dump_time = _dumper(datetime)
-_dump_trade = _dumper(TradeRecord)
-_ELEMENT_DUMPERS: dict[int, Callable[[Any], str]] = {_EVENTS: _dump_event, _SETUPS: _dump_setup}
+_dump_risks = _dumper(list[RiskResult])
+_dump_times = _dumper(list[datetime])
 
 
-def _trade_text(trade: Any, setups: Mapping[int, str], events: Mapping[int, str]) -> str:
-    """A trade's JSON, the texts of its setup and event taken from the item's own when it holds those
-    very objects (they were encoded a moment ago, or are stable)."""
-    if type(trade) is not TradeRecord:
-        return _dump_trade(trade)  # what the list's serializer does with it (or its error)
-    setup, event = trade.setup, trade.event
-    if type(setup) is not TradeSetup or (event is not None and type(event) is not Event):
-        return _dump_trade(trade)
-    s = setups.get(id(setup)) or _dump_setup(setup)
-    e = "null" if event is None else (events.get(id(event)) or _dump_event(event))
-    return (
-        '{"setup":'
-        + s
-        + ',"risk":'
-        + _dump_risk(trade.risk)
-        + ',"event":'
-        + e
-        + ',"created_at":'
-        + _dump_time(trade.created_at)
-        + "}"
-    )
+def _head(model: type[BaseModel]) -> str:
+    """How the JSON of ``model`` begins: its first field's key (where ``_cut`` splits a list of them)."""
+    return ',{"' + next(iter(model.model_fields)) + '":'
+
+
+_SETUP_HEAD, _EVENT_HEAD, _RISK_HEAD = _head(TradeSetup), _head(Event), _head(RiskResult)
+
+
+def _cut(text: str, sep: str, n: int) -> list[str] | None:
+    """The element texts of ``text``, a JSON list of ``n`` elements that each begin with ``sep[1:]``:
+    split at ``sep``, which then occurs exactly ``n - 1`` times unless something inside an element
+    holds it too (then None: encode element by element instead). A call per element would cost about
+    as much as encoding it."""
+    if n == 0:
+        return []
+    pieces = text[1:-1].split(sep)
+    if len(pieces) != n:
+        return None
+    head = sep[1:]
+    return [pieces[0], *(head + p for p in pieces[1:])]
+
+
+def _elements(
+    value: list[Any], dump: Callable[[Any], str], one: Callable[[Any], str], sep: str
+) -> tuple[str, _Elems]:
+    """A list field's text and its elements (position and text by object id)."""
+    text = dump(value)
+    pieces = _cut(text, sep, len(value))
+    if pieces is None:
+        pieces = [one(v) for v in value]
+    return text, {id(v): (k, t) for k, (v, t) in enumerate(zip(value, pieces, strict=True))}
+
+
+def _trades(value: list[Any], setups: _Elems, events: _Elems) -> tuple[str, tuple[_TradeRef, ...]] | None:
+    """The trades' text built from the texts of their setups and events (the item's own objects) and of
+    their decisions, with their reference form; None unless every trade allows that."""
+    if not value:
+        return None
+    for t in value:
+        if (
+            type(t) is not TradeRecord
+            or id(t.setup) not in setups
+            or not (t.event is None or id(t.event) in events)
+        ):
+            return None
+    risks = _cut(_dump_risks([t.risk for t in value]), _RISK_HEAD, len(value))
+    times = _cut(_dump_times([t.created_at for t in value]), ",", len(value))
+    if risks is None or times is None:
+        return None
+    pieces: list[str] = []
+    refs: list[_TradeRef] = []
+    for t, risk, created in zip(value, risks, times, strict=True):
+        k, setup = setups[id(t.setup)]
+        if t.event is None:
+            e_ref, event = "null", "null"
+        else:
+            e, event = events[id(t.event)]
+            e_ref = str(e)
+        pieces += ('{"setup":', setup, ',"risk":', risk, ',"event":', event, ',"created_at":', created, "},")
+        refs.append((k, risk, e_ref, created))
+    pieces[-1] = "}"
+    return "[" + "".join(pieces) + "]", tuple(refs)
 
 
 def _snapshot(item: WorkItem, base: tuple[WorkItem, _Snap] | None = None, *, intact: bool = True) -> _Snap:
@@ -322,53 +333,47 @@ def _snapshot(item: WorkItem, base: tuple[WorkItem, _Snap] | None = None, *, int
     the same object keeps its text when the object cannot have changed: an immutable value, or one
     that is ``stable`` in ``base`` and passed through an intact stage. Every other field is encoded:
     at lookback 60 an item carries dozens of setups and trades that most stages pass through
-    untouched, and encoding them again after every stage was most of the engine's own cost. The list
-    fields of ``_LISTS`` are encoded element by element on the same rule: an element of ``base``'s
-    stable field handed back by an intact stage in a new list keeps its text, and a trade takes the
-    texts of the setup and event objects this item holds (allocate changes only trades' decisions).
+    untouched, and encoding them again after every stage was most of the engine's own cost. Trades
+    are built from the texts of the item's setups and events they hold (see ``_Snap``).
     """
     values = item.__dict__
     given = base[0].__dict__ if base is not None else None
     parts: list[str] = []
     stable: list[bool] = []
-    elems: dict[int, _Elems] = {}
+    setups: _Elems = {}
+    events: _Elems = {}
+    trades: tuple[_TradeRef, ...] | None = None
     try:
         for i, name in enumerate(_FIELDS):
             value = values[name]
             same = given is not None and value is given[name]
-            reusable = base is not None and intact and base[1].stable[i]
-            if same and base is not None and (type(value) in _IMMUTABLE or reusable):
+            if same and base is not None and (type(value) in _IMMUTABLE or (intact and base[1].stable[i])):
                 parts.append(base[1].parts[i])
                 stable.append(True)
-                if i in base[1].elems:
-                    elems[i] = base[1].elems[i]
+                if i == _SETUPS:
+                    setups = base[1].setups
+                elif i == _EVENTS:
+                    events = base[1].events
+                elif i == _TRADES and setups is base[1].setups and events is base[1].events:
+                    trades = base[1].trades  # its positions are those of the same setups and events
                 continue
-            if i in _LISTS and type(value) is list:
-                # Texts of base's elements, when they are still theirs (see the docstring).
-                old: dict[int, str] = {}
-                if not same and reusable and base is not None and i in base[1].elems:
-                    objs, texts = base[1].elems[i]
-                    old = {id(o): t for o, t in zip(objs, texts, strict=True)}
-                if i == _TRADES:
-                    setups, events = _by_id(elems.get(_SETUPS)), _by_id(elems.get(_EVENTS))
-                    texts = tuple(old.get(id(t)) or _trade_text(t, setups, events) for t in value)
-                else:
-                    dump = _ELEMENT_DUMPERS[i]
-                    texts = tuple(old.get(id(v)) or dump(v) for v in value)
-                elems[i] = (tuple(value), texts)
-                parts.append("[" + ",".join(texts) + "]")
+            if i == _SETUPS and type(value) is list:
+                text, setups = _elements(value, _DUMPERS[i], _dump_setup, _SETUP_HEAD)
+            elif i == _EVENTS and type(value) is list:
+                text, events = _elements(value, _DUMPERS[i], _dump_event, _EVENT_HEAD)
+            elif (
+                i == _TRADES and type(value) is list and (built := _trades(value, setups, events)) is not None
+            ):
+                text, trades = built
             else:
-                parts.append(_DUMPERS[i](value))
+                text = _DUMPERS[i](value)
+            parts.append(text)
             # Handed back by a stage that may have changed it in place, or that may still (its maker
             # kept it): encoded now, and again after every later stage.
             stable.append(intact and not same)
     except Exception as exc:  # PydanticSerializationError: an object, or a field of the wrong type
         raise _BadOutput(f"item of {item.symbol!r} is not JSON-serialisable: {exc}") from exc
-    return _Snap(tuple(parts), tuple(stable), elems)
-
-
-def _by_id(elems: _Elems | None) -> dict[int, str]:
-    return {} if elems is None else {id(o): t for o, t in zip(elems[0], elems[1], strict=True)}
+    return _Snap(tuple(parts), tuple(stable), setups, events, trades)
 
 
 def _restore(snap: _Snap) -> WorkItem:
