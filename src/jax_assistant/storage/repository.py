@@ -86,35 +86,26 @@ if TYPE_CHECKING:
 # the same symbol at that seq (the engine writes those; ``load_checkpoints`` applies them).
 CHECKPOINT_DELTA_OF = "delta_of"
 # A delta's trades as references (``_trades_from_refs``): most of a trade is its setup and event, which
-# the item holds already, and a stage after calculate_risk changes only some trades' decisions.
+# the item holds already (written by the engine when every trade holds the item's own setup objects).
 CHECKPOINT_TRADES_REF = "trades_ref"
 
 
 _DELTA_KEYS: Final = frozenset({CHECKPOINT_DELTA_OF, CHECKPOINT_TRADES_REF})
 
 
-def _trades_from_refs(refs: Sequence[Any], prev: Mapping[str, Any], item: Mapping[str, Any]) -> list[Any]:
-    """A delta's trades from their references: an int is the previous item's trade at that position;
-    ``[setup, risk, event, created_at]`` a trade whose setup (event) is the item's at that position (an
-    event ``None``: no event); anything else the trade itself."""
-    before, setups, events = prev.get("trades") or [], item.get("setups") or [], item.get("events") or []
-    out: list[Any] = []
-    for ref in refs:
-        if isinstance(ref, int):
-            out.append(before[ref])
-        elif isinstance(ref, list):
-            setup, risk, event, created_at = ref
-            out.append(
-                {
-                    "setup": setups[setup],
-                    "risk": risk,
-                    "event": None if event is None else events[event],
-                    "created_at": created_at,
-                }
-            )
-        else:
-            out.append(ref)
-    return out
+def _trades_from_refs(refs: Sequence[Sequence[Any]], item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A delta's trades from their references, each ``[setup, risk, event, created_at]``: the item's
+    setup (event) at that position (an event ``None``: no event), the decision and time as they are."""
+    setups, events = item.get("setups") or [], item.get("events") or []
+    return [
+        {
+            "setup": setups[setup],
+            "risk": risk,
+            "event": None if event is None else events[event],
+            "created_at": created_at,
+        }
+        for setup, risk, event, created_at in refs
+    ]
 
 
 class CheckpointRow(BaseModel):
@@ -912,7 +903,7 @@ class Repository:
                     refs = item.get(CHECKPOINT_TRADES_REF)
                     item = {**prev, **changed} if prev and prev_seq == base else {}
                     if item and refs is not None:
-                        item["trades"] = _trades_from_refs(refs, prev, item)
+                        item["trades"] = _trades_from_refs(refs, item)
                 state[row.symbol] = (item, seq)
                 out.setdefault(row.symbol, []).append(
                     CheckpointRow(
