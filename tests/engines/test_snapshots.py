@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from tests.engines.helpers import FnStage, make_engine, run_symbols
+from tests.storage.factories import make_event, make_trade
 
-from jax_assistant.domain import Event, SymbolStatus
+from jax_assistant.domain import Event, SymbolStatus, TradeRecord
 from jax_assistant.engines.local import _FIELDS, _BadOutput, _snapshot
-from jax_assistant.pipeline.base import StageContext, StageOutput, WorkItem
+from jax_assistant.pipeline.base import BaseRunStage, RunStageOutput, StageContext, StageOutput, WorkItem
 from jax_assistant.pipeline.resilience import FakeClock
 from jax_assistant.storage import Repository
+from jax_assistant.storage.repository import CHECKPOINT_TRADES_REF
+from jax_assistant.storage.tables import StageCheckpointRow
 
 
 def _event(n: int, **payload: Any) -> Event:
@@ -36,10 +41,14 @@ def _item(**over: Any) -> WorkItem:
     return WorkItem(**(base | over))
 
 
+_E = make_event("ev-1", "AAA")
+_T = make_trade("s1", "AAA", event=_E)
+_T.risk.r_multiple = math.nan  # NaN inside a trade is null, as model_dump_json writes it
 ITEMS = [
     _item(),
     _item(events=[_event(1, pct=1.5), _event(2, pct=math.nan, note='ü "q"')], data_issues=["x"]),
     _item(extras={"a": {"b": [1, 2.5, None, float("inf")], "s": {3}}, "t": (1, "x")}, completed_stages=["s"]),
+    _item(events=[_E], setups=[_T.setup], trades=[_T, make_trade("s2", event=None)]),
 ]
 
 
@@ -118,3 +127,87 @@ async def test_a_leaky_stage_then_an_intact_one_checkpoints_what_the_item_really
     rows = (await sqlite_repository.load_checkpoints(run.id))["AAA"]
     assert [r.item["extras"]["leaky"]["n"] for r in rows] == [1, 2]
     assert results["AAA"].extras["leaky"] == {"n": 2}
+
+
+class IntactBarrier(BaseRunStage):
+    """A run stage like allocate: a new decision for some trades (model_copy), the rest handed back."""
+
+    name = "decide"
+    leaves_input_intact = True
+
+    async def run_all(self, ctx: StageContext, items: Sequence[WorkItem]) -> RunStageOutput:
+        out = []
+        for item in items:
+            trades = list(item.trades)
+            trades[0] = trades[0].model_copy(update={"risk": trades[0].risk.model_copy(update={"rank": 7})})
+            out.append(item.model_copy(update={"trades": trades}))
+        return RunStageOutput(items=out)
+
+
+async def test_trades_are_checkpointed_as_references_and_load_back_whole(
+    sqlite_repository: Repository, clock: FakeClock
+) -> None:
+    # A trade is mostly its setup and event, which the item holds already: the checkpoints after the
+    # stages that make or re-decide trades name those by position (and unchanged trades by their
+    # position before), and loading them gives back exactly the items the stages returned.
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def keep(stage: str, item: WorkItem) -> StageOutput:
+        seen[(item.symbol, stage)] = item.model_dump(mode="json", exclude={"completed_stages"})
+        return StageOutput(item=item)
+
+    async def setups(ctx: StageContext, item: WorkItem) -> StageOutput:
+        events = [make_event(f"ev-{item.symbol}-{n}", item.symbol, minutes=n) for n in range(2)]
+        made = [make_trade(f"s-{item.symbol}-{n}", item.symbol, event=events[n % 2]).setup for n in range(3)]
+        made.append(make_trade(f"s-{item.symbol}-x", item.symbol, event=None).setup)
+        return keep("setups", item.model_copy(update={"events": events, "setups": made}))
+
+    async def risk(ctx: StageContext, item: WorkItem) -> StageOutput:
+        events = {e.id: e for e in item.events}
+        trades = [
+            TradeRecord(setup=s, risk=make_trade().risk, event=events.get(s.event_id or ""))
+            for s in reversed(item.setups)
+        ]
+        if item.symbol == "BBB":  # a trade whose setup is a copy the item does not hold: stored whole
+            trades.append(trades[0].model_copy(update={"setup": trades[0].setup.model_copy()}))
+        return keep("risk", item.model_copy(update={"trades": trades}))
+
+    async def after(ctx: StageContext, item: WorkItem) -> StageOutput:
+        return keep("after", item)
+
+    engine = make_engine(
+        [
+            IntactStage("setups", setups),
+            IntactStage("risk", risk),
+            IntactBarrier(),
+            IntactStage("after", after),
+        ],
+        repository=sqlite_repository,
+        clock=clock,
+    )
+    run, results = await run_symbols(engine, ["AAA", "BBB"])
+    assert {r.status for r in results.values()} == {SymbolStatus.SUCCEEDED}
+    loaded = await sqlite_repository.load_checkpoints(run.id)
+    async with sqlite_repository._db.engine.connect() as conn:
+        raw = {
+            (r.symbol, r.stage): r.item
+            for r in (
+                await conn.execute(select(StageCheckpointRow).where(StageCheckpointRow.run_id == run.id))
+            )
+        }
+    for symbol, rows in loaded.items():
+        by_stage = {r.stage: {k: v for k, v in r.item.items() if k != "completed_stages"} for r in rows}
+        assert by_stage["setups"] == seen[(symbol, "setups")]
+        assert by_stage["risk"] == seen[(symbol, "risk")]
+        assert by_stage["after"] == seen[(symbol, "after")]
+        assert by_stage["decide"] == {**seen[(symbol, "after")]}
+        if symbol == "BBB":
+            assert CHECKPOINT_TRADES_REF not in raw[(symbol, "risk")]
+            assert len(raw[(symbol, "risk")]["trades"]) == 5
+            continue
+        risk_refs = raw[(symbol, "risk")][CHECKPOINT_TRADES_REF]
+        assert [r[0] for r in risk_refs] == [3, 2, 1, 0]  # setups by position
+        assert [r[2] for r in risk_refs] == [None, 0, 1, 0]  # events by position
+        assert "trades" not in raw[(symbol, "risk")]
+        decide_refs = raw[(symbol, "decide")][CHECKPOINT_TRADES_REF]
+        assert [r[1]["rank"] for r in decide_refs] == [7, None, None, None]

@@ -91,6 +91,11 @@ async def test_sqlite_connection_settings(tmp_path: Path) -> None:
         assert (await conn.scalar(text("PRAGMA journal_mode"))) == "wal"
         assert (await conn.scalar(text("PRAGMA foreign_keys"))) == 1
         assert (await conn.scalar(text("PRAGMA busy_timeout"))) >= 1000
+        # FAST (2), on the writer thread's connection too: see _install_sqlite_hooks.
+        assert (await conn.scalar(text("PRAGMA secure_delete"))) == 2
+        assert db.sync_writer is not None
+        with db.sync_writer.connect() as sync:
+            assert sync.exec_driver_sql("PRAGMA secure_delete").scalar() == 2
 
 
 async def test_in_memory_sqlite_is_migrated() -> None:

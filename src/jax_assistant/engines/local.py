@@ -23,21 +23,25 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Protocol, cast
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from pydantic_core import from_json
 
 from jax_assistant.domain import (
     AuditEvent,
     AuditOutcome,
+    Event,
+    RiskResult,
     Run,
     RunStatus,
     StageResult,
     StageStatus,
     SymbolResult,
     SymbolStatus,
+    TradeRecord,
+    TradeSetup,
     utc_now,
 )
 from jax_assistant.engines.tuning import tune_gc_for_runs
@@ -65,6 +69,7 @@ from jax_assistant.pipeline.resilience import (
 from jax_assistant.pipeline.services import Services
 from jax_assistant.storage.repository import (
     CHECKPOINT_DELTA_OF,
+    CHECKPOINT_TRADES_REF,
     AuditWrite,
     CheckpointWrite,
     DeadLetterWrite,
@@ -125,6 +130,13 @@ class StartPoint:
 # WorkItem's fields in serialisation order: a snapshot is kept as one JSON text per field.
 _FIELDS: tuple[str, ...] = tuple(WorkItem.model_fields)
 _EXTRAS = _FIELDS.index("extras")
+_EVENTS, _SETUPS, _TRADES = (_FIELDS.index(n) for n in ("events", "setups", "trades"))
+
+# A list field's elements as encoded: each object's id -> (its position, its JSON text).
+_Elems = dict[int, tuple[int, str]]
+# A trade in reference form (see ``_Snap._trade_refs``): setup position, decision JSON, event position
+# (or "null"), created_at JSON.
+_TradeRef = tuple[int, str, str, str]
 
 
 class _Snap:
@@ -138,13 +150,26 @@ class _Snap:
     ``stable[i]``: field i's object was made by the engine or by a stage that leaves what it is given
     and what it returns alone (``leaves_input_intact``), so while a later such stage hands that same
     object back, its text is still ``parts[i]`` and need not be encoded again (see ``_snapshot``).
+    ``setups``/``events``: those fields' elements (position and text by object id), so a trade holding
+    one of those very objects reuses its text; ``trades``: the trades in reference form when every one
+    of them holds a setup (and event) of the item, else None.
     """
 
-    __slots__ = ("_text", "parts", "stable")
+    __slots__ = ("_text", "events", "parts", "setups", "stable", "trades")
 
-    def __init__(self, parts: tuple[str, ...], stable: tuple[bool, ...]) -> None:
+    def __init__(
+        self,
+        parts: tuple[str, ...],
+        stable: tuple[bool, ...],
+        setups: _Elems,
+        events: _Elems,
+        trades: tuple[_TradeRef, ...] | None,
+    ) -> None:
         self.parts = parts
         self.stable = stable
+        self.setups = setups
+        self.events = events
+        self.trades = trades
         self._text: str | None = None
 
     @property
@@ -154,13 +179,23 @@ class _Snap:
         return self._text
 
     def delta(self, base: _Snap, base_seq: int) -> str:
-        """JSON of the fields whose text differs from ``base``, marked as a delta of ``base_seq``."""
-        changed = [
-            f'"{n}":{p}'
-            for n, p, b in zip(_FIELDS, self.parts, base.parts, strict=True)
-            if p is not b and p != b
-        ]
-        return "{" + ",".join([f'"{CHECKPOINT_DELTA_OF}":{base_seq}', *changed]) + "}"
+        """JSON of the fields whose text differs from ``base``, marked as a delta of ``base_seq``.
+
+        Changed trades go out as references when they can (``CHECKPOINT_TRADES_REF``): a trade is
+        mostly its setup and event, which the item holds already (calculate_risk makes trades of the
+        item's setups, allocate gives them new decisions): ``[setup position, decision, event position
+        or null, created_at]`` each, expanded again by ``Repository.load_checkpoints``.
+        """
+        changed = [f'"{CHECKPOINT_DELTA_OF}":{base_seq}']
+        for i, (n, p, b) in enumerate(zip(_FIELDS, self.parts, base.parts, strict=True)):
+            if p is b or p == b:
+                continue
+            if i == _TRADES and self.trades is not None:
+                refs = ",".join(f"[{s},{r},{e},{c}]" for s, r, e, c in self.trades)
+                changed.append(f'"{CHECKPOINT_TRADES_REF}":[{refs}]')
+            else:
+                changed.append(f'"{n}":{p}')
+        return "{" + ",".join(changed) + "}"
 
 
 @dataclass(slots=True)
@@ -206,8 +241,8 @@ class _Live:
 _IMMUTABLE: frozenset[type] = frozenset({str, int, float, bool, date, type(None)})
 
 
-def _field_dumper(annotation: Any) -> Callable[[Any], str]:
-    # The field's own serializer: together the same bytes as model_dump_json, without the per-call
+def _dumper(annotation: Any) -> Callable[[Any], str]:
+    # The type's own serializer: together the same bytes as model_dump_json, without the per-call
     # cost of an ``include`` filter (which was most of the time for the small fields).
     to_json = TypeAdapter(annotation).serializer.to_json
 
@@ -218,8 +253,76 @@ def _field_dumper(annotation: Any) -> Callable[[Any], str]:
 
 
 _DUMPERS: tuple[Callable[[Any], str], ...] = tuple(
-    _field_dumper(WorkItem.model_fields[n].annotation) for n in _FIELDS
+    _dumper(WorkItem.model_fields[n].annotation) for n in _FIELDS
 )
+_dump_event = _dumper(Event)
+_dump_setup = _dumper(TradeSetup)
+_dump_risks = _dumper(list[RiskResult])
+_dump_times = _dumper(list[datetime])
+
+
+def _head(model: type[BaseModel]) -> str:
+    """How the JSON of ``model`` begins: its first field's key (where ``_cut`` splits a list of them)."""
+    return ',{"' + next(iter(model.model_fields)) + '":'
+
+
+_SETUP_HEAD, _EVENT_HEAD, _RISK_HEAD = _head(TradeSetup), _head(Event), _head(RiskResult)
+
+
+def _cut(text: str, sep: str, n: int) -> list[str] | None:
+    """The element texts of ``text``, a JSON list of ``n`` elements that each begin with ``sep[1:]``:
+    split at ``sep``, which then occurs exactly ``n - 1`` times unless something inside an element
+    holds it too (then None: encode element by element instead). A call per element would cost about
+    as much as encoding it."""
+    if n == 0:
+        return []
+    pieces = text[1:-1].split(sep)
+    if len(pieces) != n:
+        return None
+    head = sep[1:]
+    return [pieces[0], *(head + p for p in pieces[1:])]
+
+
+def _elements(
+    value: list[Any], dump: Callable[[Any], str], one: Callable[[Any], str], sep: str
+) -> tuple[str, _Elems]:
+    """A list field's text and its elements (position and text by object id)."""
+    text = dump(value)
+    pieces = _cut(text, sep, len(value))
+    if pieces is None:
+        pieces = [one(v) for v in value]
+    return text, {id(v): (k, t) for k, (v, t) in enumerate(zip(value, pieces, strict=True))}
+
+
+def _trades(value: list[Any], setups: _Elems, events: _Elems) -> tuple[str, tuple[_TradeRef, ...]] | None:
+    """The trades' text built from the texts of their setups and events (the item's own objects) and of
+    their decisions, with their reference form; None unless every trade allows that."""
+    if not value:
+        return None
+    for t in value:
+        if (
+            type(t) is not TradeRecord
+            or id(t.setup) not in setups
+            or not (t.event is None or id(t.event) in events)
+        ):
+            return None
+    risks = _cut(_dump_risks([t.risk for t in value]), _RISK_HEAD, len(value))
+    times = _cut(_dump_times([t.created_at for t in value]), ",", len(value))
+    if risks is None or times is None:
+        return None
+    pieces: list[str] = []
+    refs: list[_TradeRef] = []
+    for t, risk, created in zip(value, risks, times, strict=True):
+        k, setup = setups[id(t.setup)]
+        if t.event is None:
+            e_ref, event = "null", "null"
+        else:
+            e, event = events[id(t.event)]
+            e_ref = str(e)
+        pieces += ('{"setup":', setup, ',"risk":', risk, ',"event":', event, ',"created_at":', created, "},")
+        refs.append((k, risk, e_ref, created))
+    pieces[-1] = "}"
+    return "[" + "".join(pieces) + "]", tuple(refs)
 
 
 def _snapshot(item: WorkItem, base: tuple[WorkItem, _Snap] | None = None, *, intact: bool = True) -> _Snap:
@@ -230,30 +333,47 @@ def _snapshot(item: WorkItem, base: tuple[WorkItem, _Snap] | None = None, *, int
     the same object keeps its text when the object cannot have changed: an immutable value, or one
     that is ``stable`` in ``base`` and passed through an intact stage. Every other field is encoded:
     at lookback 60 an item carries dozens of setups and trades that most stages pass through
-    untouched, and encoding them again after every stage was most of the engine's own cost.
+    untouched, and encoding them again after every stage was most of the engine's own cost. Trades
+    are built from the texts of the item's setups and events they hold (see ``_Snap``).
     """
     values = item.__dict__
     given = base[0].__dict__ if base is not None else None
     parts: list[str] = []
     stable: list[bool] = []
+    setups: _Elems = {}
+    events: _Elems = {}
+    trades: tuple[_TradeRef, ...] | None = None
     try:
         for i, name in enumerate(_FIELDS):
             value = values[name]
-            if given is not None and base is not None and value is given[name]:
-                if type(value) in _IMMUTABLE or (intact and base[1].stable[i]):
-                    parts.append(base[1].parts[i])
-                    stable.append(True)
-                    continue
-                # Handed back by a stage that may have changed it in place, or that may still (its
-                # maker kept it): encoded now, and again after every later stage.
-                parts.append(_DUMPERS[i](value))
-                stable.append(False)
+            same = given is not None and value is given[name]
+            if same and base is not None and (type(value) in _IMMUTABLE or (intact and base[1].stable[i])):
+                parts.append(base[1].parts[i])
+                stable.append(True)
+                if i == _SETUPS:
+                    setups = base[1].setups
+                elif i == _EVENTS:
+                    events = base[1].events
+                elif i == _TRADES and setups is base[1].setups and events is base[1].events:
+                    trades = base[1].trades  # its positions are those of the same setups and events
                 continue
-            parts.append(_DUMPERS[i](value))
-            stable.append(intact)
+            if i == _SETUPS and type(value) is list:
+                text, setups = _elements(value, _DUMPERS[i], _dump_setup, _SETUP_HEAD)
+            elif i == _EVENTS and type(value) is list:
+                text, events = _elements(value, _DUMPERS[i], _dump_event, _EVENT_HEAD)
+            elif (
+                i == _TRADES and type(value) is list and (built := _trades(value, setups, events)) is not None
+            ):
+                text, trades = built
+            else:
+                text = _DUMPERS[i](value)
+            parts.append(text)
+            # Handed back by a stage that may have changed it in place, or that may still (its maker
+            # kept it): encoded now, and again after every later stage.
+            stable.append(intact and not same)
     except Exception as exc:  # PydanticSerializationError: an object, or a field of the wrong type
         raise _BadOutput(f"item of {item.symbol!r} is not JSON-serialisable: {exc}") from exc
-    return _Snap(tuple(parts), tuple(stable))
+    return _Snap(tuple(parts), tuple(stable), setups, events, trades)
 
 
 def _restore(snap: _Snap) -> WorkItem:

@@ -143,6 +143,11 @@ def _install_sqlite_hooks(
             # WAL file); only an OS crash or power loss can drop the last commits. It cuts a commit
             # from ~0.4 ms to ~0.03 ms, and every write here is idempotent and replayable on resume.
             cursor.execute("PRAGMA synchronous = NORMAL")
+            # FAST: deleted content is still zeroed where that costs no extra I/O (within b-tree pages),
+            # but freed pages are not rewritten with zeros. This SQLite build defaults to ON, under which
+            # compacting a run (emptying its checkpoint items, 48 MB at lookback 60) wrote every freed
+            # overflow page again: 0.21 s of the end of `jax run`, 0.10 s with FAST.
+            cursor.execute("PRAGMA secure_delete = FAST")
             cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         finally:
             cursor.close()

@@ -85,6 +85,27 @@ if TYPE_CHECKING:
 # A checkpoint item holding this key is a delta: only the fields that changed since the checkpoint of
 # the same symbol at that seq (the engine writes those; ``load_checkpoints`` applies them).
 CHECKPOINT_DELTA_OF = "delta_of"
+# A delta's trades as references (``_trades_from_refs``): most of a trade is its setup and event, which
+# the item holds already (written by the engine when every trade holds the item's own setup objects).
+CHECKPOINT_TRADES_REF = "trades_ref"
+
+
+_DELTA_KEYS: Final = frozenset({CHECKPOINT_DELTA_OF, CHECKPOINT_TRADES_REF})
+
+
+def _trades_from_refs(refs: Sequence[Sequence[Any]], item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A delta's trades from their references, each ``[setup, risk, event, created_at]``: the item's
+    setup (event) at that position (an event ``None``: no event), the decision and time as they are."""
+    setups, events = item.get("setups") or [], item.get("events") or []
+    return [
+        {
+            "setup": setups[setup],
+            "risk": risk,
+            "event": None if event is None else events[event],
+            "created_at": created_at,
+        }
+        for setup, risk, event, created_at in refs
+    ]
 
 
 class CheckpointRow(BaseModel):
@@ -878,8 +899,11 @@ class Repository:
                     # is that applied onto the previous row's. A delta whose base is not the row right
                     # before it (compacted, or lost in a crash) yields nothing to resume from.
                     prev, prev_seq = state.get(row.symbol, ({}, -1))
-                    changed = {k: v for k, v in item.items() if k != CHECKPOINT_DELTA_OF}
+                    changed = {k: v for k, v in item.items() if k not in _DELTA_KEYS}
+                    refs = item.get(CHECKPOINT_TRADES_REF)
                     item = {**prev, **changed} if prev and prev_seq == base else {}
+                    if item and refs is not None:
+                        item["trades"] = _trades_from_refs(refs, item)
                 state[row.symbol] = (item, seq)
                 out.setdefault(row.symbol, []).append(
                     CheckpointRow(
