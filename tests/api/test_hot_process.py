@@ -3,13 +3,17 @@ routing, every other form takes the route, and both give the same answers, error
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tests.api.helpers import SIM_SYMBOLS, serve, wait_for_run
 
 from jax_assistant.api import create_app
+from jax_assistant.api.hot_reads import HotReadsMiddleware
 from jax_assistant.config import ApiConfig, Settings
 
 # `?wait=false` is what the plain request means, through the route.
@@ -114,3 +118,53 @@ async def test_a_full_queue_answers_the_hot_request_429_with_retry_after(databas
         assert hot.status_code == routed.status_code == 503, hot.text
         assert hot.json() == routed.json()
         assert hot.headers["Retry-After"] == routed.headers["Retry-After"]
+
+
+async def _call(mw: HotReadsMiddleware, scope: Scope, body: bytes) -> list[Message]:
+    sent: list[Message] = []
+    pending = [{"type": "http.request", "body": body[:2], "more_body": True}]
+    pending.append({"type": "http.request", "body": body[2:], "more_body": False})
+
+    async def receive() -> Message:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await mw(scope, receive, send)
+    return sent
+
+
+async def test_the_middleware_replays_a_declined_body_and_maps_what_the_call_raises() -> None:
+    routed: list[bytes] = []
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        routed.append(message["body"])
+        await PlainTextResponse("routed")(scope, receive, send)
+
+    async def teapot(_: Request, exc: Exception) -> Response:
+        return PlainTextResponse(f"mapped {exc}", status_code=418)
+
+    async def fails() -> Response:
+        raise LookupError("x")
+
+    def post(scope: Scope, body: bytes) -> Callable[[], Awaitable[Response]] | None:
+        if body == b"decline":
+            return None
+        return fails if body == b"raise" else (lambda: answer(body))
+
+    async def answer(body: bytes) -> Response:
+        return PlainTextResponse(f"hot {body.decode()}")
+
+    mw = HotReadsMiddleware(route, handlers={}, posts={"/p": post}, exception_handlers={LookupError: teapot})
+    scope: Scope = {"type": "http", "method": "POST", "path": "/p", "headers": [], "query_string": b""}
+    assert (await _call(mw, dict(scope), b"hello"))[1]["body"] == b"hot hello"
+    assert (await _call(mw, dict(scope), b"decline"))[1]["body"] == b"routed"
+    assert routed == [b"de"]  # the body as it came, message by message
+    mapped = await _call(mw, dict(scope), b"raise")
+    assert mapped[0]["status"] == 418 and mapped[1]["body"] == b"mapped x"
+    # FastAPI's telemetry names the request's span after its route: such a request takes the route.
+    routed.clear()
+    assert (await _call(mw, {**scope, "fastapi.telemetry": object()}, b"hello"))[1]["body"] == b"routed"
+    assert routed == [b"he"]

@@ -11,8 +11,9 @@ A hot ``POST`` handler first looks at the request and its (already size- and sha
 either declines it (``None``: anything it does not take exactly as the route would, such as a query
 string, another content type or a body its model refuses) or returns the call that answers it. A
 declined request takes its route with its body replayed unchanged, so every unusual case keeps the
-route's answer. Once the call runs, what it raises is mapped by the app's own exception handlers,
-as the route's would be.
+route's answer; so does any POST that FastAPI's own telemetry follows (its span is named after the
+route). Once the call runs, what it raises is mapped by the app's own exception handlers, as the
+route's would be.
 
 It sits inside the guards (correlation id, access log, trusted host, auth, limits), so a hot request
 is checked, logged and echoed exactly as before. A read handler that raises is not answered here: the
@@ -61,7 +62,13 @@ class HotReadsMiddleware:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        if method == "POST" and (post := self.posts.get(scope["path"])) is not None:
+        # A request FastAPI's own telemetry follows (an OpenTelemetry provider is set) takes its
+        # route, which names the request's span after it (http.route).
+        if (
+            method == "POST"
+            and (post := self.posts.get(scope["path"])) is not None
+            and scope.get("fastapi.telemetry") is None
+        ):
             await self._post(post, scope, receive, send)
             return
         handler = self.handlers.get(scope["path"]) if method == "GET" else None
