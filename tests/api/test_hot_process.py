@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Match
@@ -15,6 +16,7 @@ from tests.api.helpers import SIM_SYMBOLS, serve, wait_for_run
 from jax_assistant.api import create_app
 from jax_assistant.api.hot_reads import HotReadsMiddleware
 from jax_assistant.config import ApiConfig, Settings
+from jax_assistant.pipeline import plugins
 
 # `?wait=false` is what the plain request means, through the route.
 ROUTED = "/process?wait=false"
@@ -168,3 +170,25 @@ async def test_the_middleware_replays_a_declined_body_and_maps_what_the_call_rai
     routed.clear()
     assert (await _call(mw, {**scope, "fastapi.telemetry": object()}, b"hello"))[1]["body"] == b"routed"
     assert routed == [b"he"]
+
+
+async def test_the_pipeline_is_built_before_serving_and_a_broken_one_still_serves(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = plugins.discover_stage_factories
+    discovered: list[int] = []
+
+    def counting() -> dict[str, Any]:
+        discovered.append(1)
+        return found()
+
+    monkeypatch.setattr(plugins, "discover_stage_factories", counting)
+    async with serve(create_app(Settings(database_url=database_url))) as svc:
+        assert discovered == [1]  # at start-up, not in the first run request
+        assert (await svc.client.post("/process", json={"symbols": [SIM_SYMBOLS[0]]})).status_code == 202
+        assert discovered == [1]
+    broken = Settings(database_url=database_url, pipeline=["no_such_stage"])
+    async with serve(create_app(broken)) as svc:
+        assert (await svc.client.get("/health")).status_code == 200
+        refused = await svc.client.post("/process", json={"symbols": [SIM_SYMBOLS[0]]})
+        assert refused.status_code == 500 and "no_such_stage" in refused.json()["error"]
