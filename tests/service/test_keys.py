@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import select
 
@@ -85,3 +87,33 @@ def test_scopes_are_ordered_and_parsed() -> None:
     with pytest.raises(InputError) as info:
         parse_scope("root")
     assert info.value.field == "scope"
+
+
+async def test_a_burst_that_finds_the_entry_stale_shares_one_read(db: Database) -> None:
+    store = ApiKeyStore(db)
+    _, key = await store.create("bot", [ApiScope.WRITE])
+    reads = 0
+    gate = asyncio.Event()
+
+    class Slow:
+        async def get(self, key_id: str) -> auth.ApiKey | None:
+            nonlocal reads
+            reads += 1
+            await gate.wait()
+            return await store.get(key_id)
+
+    verifier = Authenticator(Slow)
+    burst = [asyncio.create_task(verifier.verify(key)) for _ in range(20)]
+    await asyncio.sleep(0.01)
+    burst[0].cancel()  # one caller going away leaves the read to the rest
+    gate.set()
+    results = await asyncio.gather(*burst[1:])
+    assert reads == 1 and all(r is not None for r in results)
+
+    class Broken:
+        async def get(self, key_id: str) -> auth.ApiKey | None:
+            raise OSError("database gone")
+
+    failing = Authenticator(Broken)
+    outcomes = await asyncio.gather(*(failing.verify(key) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(o, OSError) for o in outcomes)  # each caller sees the failure, as before

@@ -13,6 +13,7 @@ effect within that time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -158,6 +159,9 @@ class Authenticator:
     def __init__(self, store: Callable[[], KeyStore]) -> None:
         self._store = store
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        # The read in flight per key id: a burst that finds the entry stale (clients idle longer than
+        # the TTL, then 20 at once) shares one read instead of queueing 20 for the database.
+        self._reading: dict[str, asyncio.Task[ApiKey | None]] = {}
 
     async def verify(self, key: str) -> ApiKey | None:
         """The active key ``key`` is, or None (malformed, unknown, wrong secret or revoked)."""
@@ -168,7 +172,7 @@ class Authenticator:
         now = time.monotonic()
         cached = self._cache.get(key_id)
         if cached is None or now - cached[0] > CACHE_TTL_S:
-            found = await self._store().get(key_id)
+            found = await self._read(key_id)
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             cached = (now, found)
@@ -178,6 +182,21 @@ class Authenticator:
             return None
         # Constant-time: the comparison's duration says nothing about how much of the hash matched.
         return stored if hmac.compare_digest(stored.key_hash, hash_key(key)) else None
+
+    async def _read(self, key_id: str) -> ApiKey | None:
+        reading = self._reading.get(key_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._store().get(key_id))
+            self._reading[key_id] = reading
+            reading.add_done_callback(lambda done: self._read_done(key_id, done))
+        # Shielded: a caller that goes away (its client disconnected) leaves the read to the others.
+        return await asyncio.shield(reading)
+
+    def _read_done(self, key_id: str, done: asyncio.Task[ApiKey | None]) -> None:
+        if self._reading.get(key_id) is done:
+            del self._reading[key_id]
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller still waiting gets it raised
 
 
 def presented_key(headers: dict[bytes, bytes]) -> str | None:
