@@ -4,6 +4,10 @@ uvicorn closes idle keep-alive connections but lets a client trickle request hea
 "slowloris" holds a connection and its memory with a byte every few seconds). The deadline starts when
 the connection opens, and again after each response; it is cancelled once a request's headers are
 complete. The body has its own deadline (``service/limits.py``, a 408).
+
+The deadline sits on uvicorn's httptools protocol (a C parser) when httptools is installed, as
+uvicorn's own ``http="auto"`` would choose, and on its pure-Python h11 protocol otherwise: parsing and
+writing a request with h11 was about a quarter of an accepted run's CPU.
 """
 
 from __future__ import annotations
@@ -13,33 +17,44 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is optional (uvicorn[standard])
+    HttpToolsProtocol = None  # type: ignore[assignment, misc]
 
-class HeaderDeadlineH11Protocol(H11Protocol):
+
+class _HeaderDeadline:
+    """The deadline, over either of uvicorn's HTTP/1.1 protocols (both set ``cycle`` once a request's
+    headers are parsed and call ``on_response_complete`` once its response is sent)."""
+
     header_timeout_s = 10.0
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._answered: object = None  # the last cycle whose response is complete
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         if self._deadline is not None and self.cycle is not None and self.cycle is not self._answered:
             self._cancel()  # a new request's headers are in
 
     def on_response_complete(self) -> None:
         self._answered = self.cycle
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         if not self.transport.is_closing():
             self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _arm(self) -> None:
         self._cancel()
@@ -56,8 +71,17 @@ class HeaderDeadlineH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def header_deadline_protocol(header_timeout_s: float) -> type[HeaderDeadlineH11Protocol]:
-    """The protocol class to pass as ``uvicorn.Config(http=...)``."""
-    return type(
-        "HeaderDeadlineProtocol", (HeaderDeadlineH11Protocol,), {"header_timeout_s": header_timeout_s}
-    )
+class HeaderDeadlineH11Protocol(_HeaderDeadline, H11Protocol):  # type: ignore[misc]
+    pass
+
+
+def header_deadline_protocol(header_timeout_s: float, *, parser: str = "auto") -> type[asyncio.Protocol]:
+    """The protocol class to pass as ``uvicorn.Config(http=...)``: ``parser`` is ``"h11"``,
+    ``"httptools"`` or ``"auto"`` (httptools when installed)."""
+    if parser not in ("auto", "h11", "httptools"):
+        raise ValueError(f"unknown HTTP parser {parser!r}")
+    if parser == "httptools" and HttpToolsProtocol is None:
+        raise ValueError("the httptools parser is not installed")
+    fast = parser != "h11" and HttpToolsProtocol is not None
+    base: type[asyncio.Protocol] = HttpToolsProtocol if fast else H11Protocol
+    return type("HeaderDeadlineProtocol", (_HeaderDeadline, base), {"header_timeout_s": header_timeout_s})
