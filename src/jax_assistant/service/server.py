@@ -7,7 +7,9 @@ complete. The body has its own deadline (``service/limits.py``, a 408).
 
 The deadline sits on uvicorn's httptools protocol (a C parser) when httptools is installed, as
 uvicorn's own ``http="auto"`` would choose, and on its pure-Python h11 protocol otherwise: parsing and
-writing a request with h11 was about a quarter of an accepted run's CPU.
+writing a request with h11 was about a quarter of an accepted run's CPU. h11 refuses a request
+line and headers longer than 16 KiB (a 400, "Invalid HTTP request received."); the httptools parser
+has no such cap, so the same limit and answer are kept here for it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class _HeaderDeadline:
     headers are parsed and call ``on_response_complete`` once its response is sent)."""
 
     header_timeout_s = 10.0
+    # Bytes allowed while a request's headers are incomplete; None: the parser caps them itself.
+    max_header_bytes: int | None = None
     cycle: Any
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
@@ -36,6 +40,7 @@ class _HeaderDeadline:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._answered: object = None  # the last cycle whose response is complete
+        self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -43,8 +48,18 @@ class _HeaderDeadline:
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)  # type: ignore[misc]
-        if self._deadline is not None and self.cycle is not None and self.cycle is not self._answered:
+        if self._deadline is None:
+            return
+        if self.cycle is not None and self.cycle is not self._answered:
             self._cancel()  # a new request's headers are in
+        elif self.max_header_bytes is not None and not self.transport.is_closing():
+            # Counted once the parser has seen the data: a first read may carry a body after headers.
+            self._header_bytes += len(data)
+            if self._header_bytes > self.max_header_bytes:
+                self._cancel()
+                msg = "Invalid HTTP request received."  # what uvicorn's h11 protocol answers
+                self.logger.warning(msg)  # type: ignore[attr-defined]
+                self.send_400_response(msg)  # type: ignore[attr-defined]
 
     def on_response_complete(self) -> None:
         self._answered = self.cycle
@@ -58,6 +73,7 @@ class _HeaderDeadline:
 
     def _arm(self) -> None:
         self._cancel()
+        self._header_bytes = 0
         self._deadline = self.loop.call_later(self.header_timeout_s, self._expire)
 
     def _cancel(self) -> None:
@@ -84,4 +100,10 @@ def header_deadline_protocol(header_timeout_s: float, *, parser: str = "auto") -
         raise ValueError("the httptools parser is not installed")
     fast = parser != "h11" and HttpToolsProtocol is not None
     base: type[asyncio.Protocol] = HttpToolsProtocol if fast else H11Protocol
-    return type("HeaderDeadlineProtocol", (_HeaderDeadline, base), {"header_timeout_s": header_timeout_s})
+    # h11's own default cap (uvicorn's h11_max_incomplete_event_size when unset).
+    cap = 16 * 1024 if fast else None
+    return type(
+        "HeaderDeadlineProtocol",
+        (_HeaderDeadline, base),
+        {"header_timeout_s": header_timeout_s, "max_header_bytes": cap},
+    )
