@@ -27,6 +27,7 @@ from jax_assistant.marketdata import create_provider
 from jax_assistant.marketdata.base import DataSourceError, MarketDataProvider
 from jax_assistant.marketdata.settings import LIVE_PROVIDERS
 from jax_assistant.observability.correlation import new_correlation_id
+from jax_assistant.observability.entropy import random_bytes
 from jax_assistant.observability.logging import get_logger
 from jax_assistant.observability.metrics import MetricsSink, NullMetrics, PipelineMetrics
 from jax_assistant.pipeline import plugins
@@ -68,7 +69,8 @@ def new_run_id(now: datetime | None = None) -> str:
     # 48 random bits per second of timestamp: a burst of 10 000 ids in one second collides with
     # probability ~2e-7, and record_run refuses an id that exists, so two runs never share rows.
     # (Short enough for `jax runs list` to fit 80 columns.)
-    return f"run_{now:%Y%m%dT%H%M%S}_{secrets.token_hex(6)}"
+    # (Pooled bytes: os.urandom on the event loop thread can wait out another thread's GIL turn.)
+    return f"run_{now:%Y%m%dT%H%M%S}_{random_bytes(6).hex()}"
 
 
 @dataclass

@@ -142,11 +142,13 @@ async def test_a_body_that_never_arrives_is_408(database_url: str) -> None:
         assert (await svc.client.get("/health")).status_code == 200
 
 
-async def test_headers_trickled_too_slowly_close_the_connection(database_url: str) -> None:
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+async def test_headers_trickled_too_slowly_close_the_connection(database_url: str, parser: str) -> None:
+    pytest.importorskip(parser)
     app = create_app(limited(database_url, auth="off"))
     server = LiveServer(app)
     server.server.config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_config=None, http=header_deadline_protocol(0.5)
+        app, host="127.0.0.1", port=0, log_config=None, http=header_deadline_protocol(0.5, parser=parser)
     )
     await server.start()
     try:
@@ -163,5 +165,39 @@ async def test_headers_trickled_too_slowly_close_the_connection(database_url: st
                 pass
             await reader.readuntil(b"}")
         writer.close()
+    finally:
+        await server.stop()
+
+
+def test_the_header_deadline_sits_on_the_c_parser_when_installed() -> None:
+    # h11 parsing and writing was about a quarter of an accept's CPU; uvicorn's "auto" choice.
+    httptools_impl = pytest.importorskip("uvicorn.protocols.http.httptools_impl")
+    assert issubclass(header_deadline_protocol(1.0), httptools_impl.HttpToolsProtocol)
+    assert not issubclass(header_deadline_protocol(1.0, parser="h11"), httptools_impl.HttpToolsProtocol)
+    with pytest.raises(ValueError, match="unknown HTTP parser"):
+        header_deadline_protocol(1.0, parser="llhttp")
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+async def test_oversized_headers_are_a_400_on_either_parser(database_url: str, parser: str) -> None:
+    pytest.importorskip(parser)
+    app = create_app(limited(database_url, auth="off"))
+    server = LiveServer(app)
+    server.server.config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_config=None, http=header_deadline_protocol(5, parser=parser)
+    )
+    await server.start()
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        # ~21 KiB of headers still incomplete (h11 caps what it buffers of an unfinished request).
+        lines = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 100) for i in range(200))
+        answer = await raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + lines)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert answer.endswith(b"Invalid HTTP request received.")
+        # A body well past the cap, in the same write as its headers, is no header excess.
+        body = b'{"symbols": ["' + b"A" * 30_000 + b'"]}'
+        head = b"POST /process HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        answer = await raw_exchange(port, head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert not answer.startswith(b"HTTP/1.1 400"), answer[:200]
     finally:
         await server.stop()

@@ -368,9 +368,11 @@ def create_app(
         one, gets that run back (``True`` = replayed). A key reused with another body is a 409.
         """
         key = f"api/{action}/key/{idempotency_key}" if idempotency_key else None
-        digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-        if key is not None and (replay := await replayed(key, digest)) is not None:
-            return replay, True
+        digest = ""  # the body's hash matters only to a keyed request (replays and conflicts)
+        if key is not None:
+            digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+            if (replay := await replayed(key, digest)) is not None:
+                return replay, True
         # Busy or stopping: refused before validation (about 1 ms of CPU a request in a burst).
         admission.refuse_if_full()
         try:

@@ -198,8 +198,10 @@ class RunManager:
                 f"stageOverrides.{foreign[0]}: not a stage of the pipeline ({', '.join(pipeline)})"
             )
         cid = request.correlation_id or get_correlation_id() or new_correlation_id()
+        if cid != request.correlation_id:  # the API's requests carry theirs: no copy for them
+            request = dataclasses.replace(request, correlation_id=cid)
         try:
-            return orch.prepare_run(dataclasses.replace(request, correlation_id=cid))
+            return orch.prepare_run(request)
         except PipelineConfigError as exc:
             if not request.stage_overrides:
                 raise  # the configured pipeline itself is broken: a server problem, not the request's

@@ -13,8 +13,6 @@ still accepted unchanged, since validation only checks the character set and the
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -23,6 +21,7 @@ from typing import Any
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from jax_assistant.domain import AuditEvent, AuditOutcome
+from jax_assistant.observability.entropy import random_bytes
 from jax_assistant.observability.redaction import redact
 
 CORRELATION_ID_HEADER = "X-Correlation-ID"
@@ -47,12 +46,17 @@ _w3c_propagator = TraceContextTextMapPropagator()
 
 def new_correlation_id() -> str:
     """A fresh id, ``corr_`` + 32 hex digits (see the module docstring for why not ``flow_...``)."""
-    # The bits of uuid.uuid4().hex, set by hand: every HTTP request without an id makes one, and the
-    # UUID object costs about twice as much as the bytes.
-    raw = bytearray(os.urandom(16))
+    return CORRELATION_ID_PREFIX + _uuid4_hex()
+
+
+def _uuid4_hex() -> str:
+    # The bits of uuid.uuid4().hex, set by hand: every HTTP request without an id makes one, the UUID
+    # object costs about twice as much as the bytes, and uuid4's own os.urandom call releases the GIL
+    # (see observability/entropy.py).
+    raw = bytearray(random_bytes(16))
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return CORRELATION_ID_PREFIX + raw.hex()
+    return raw.hex()
 
 
 def is_valid_correlation_id(value: str) -> bool:
@@ -149,7 +153,7 @@ def new_audit_event(
 ) -> AuditEvent:
     """An AuditEvent stamped with the current correlation id, its payload redacted (contract rule)."""
     return AuditEvent(
-        id="aud_" + uuid.uuid4().hex,
+        id="aud_" + _uuid4_hex(),
         correlation_id=correlation_id or get_correlation_id() or ensure_correlation_id(),
         action=action,
         outcome=outcome,
