@@ -70,6 +70,7 @@ from jax_assistant.pipeline.services import Services
 from jax_assistant.storage.repository import (
     CHECKPOINT_DELTA_OF,
     CHECKPOINT_TRADES_REF,
+    AuditRowWrite,
     AuditWrite,
     CheckpointWrite,
     DeadLetterWrite,
@@ -1036,25 +1037,28 @@ class LocalEngine:
         symbol = lv.item.symbol
         ops: list[WriteOp] = [CheckpointWrite(run.id, symbol, seq, result, lv.checkpoint_item(seq))]
         if self.audit:
+            # The row's values directly (what AuditEvent would validate and dump): all plain JSON
+            # values, the outcome one of AuditOutcome's.
             ops.append(
-                AuditWrite(
-                    AuditEvent(
-                        id=f"au_{run.id}_{symbol}_{result.stage}",
-                        correlation_id=run.correlation_id,
-                        action=f"stage.{result.stage}",
-                        outcome=_AUDIT_OUTCOME[result.status],
-                        payload={
+                AuditRowWrite(
+                    {
+                        "id": f"au_{run.id}_{symbol}_{result.stage}",
+                        "idempotency_key": f"{run.id}/{symbol}/stage/{result.stage}",
+                        "correlation_id": run.correlation_id,
+                        "run_id": run.id,
+                        "symbol": symbol,
+                        "action": f"stage.{result.stage}",
+                        "outcome": _AUDIT_OUTCOME[result.status],
+                        "timestamp": utc_now(),
+                        "payload": {
                             "symbol": symbol,
                             "status": result.status.value,
                             "attempts": result.attempts,
                             "durationMs": round(result.duration_ms, 3),
                             "reason": result.reason,
                         },
-                        error=result.error,
-                    ),
-                    idempotency_key=f"{run.id}/{symbol}/stage/{result.stage}",
-                    run_id=run.id,
-                    symbol=symbol,
+                        "error": result.error,
+                    }
                 )
             )
         return ops

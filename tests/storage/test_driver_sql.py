@@ -1,0 +1,105 @@
+"""The writer thread's batches go out as driver SQL (compiled once, values bound by the column types'
+own processors) and store exactly what SQLAlchemy's ``Connection.execute`` would have stored."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, event
+from tests.storage.factories import T0, make_audit, make_item, make_run, make_stage_result, make_symbol_result
+
+from jax_assistant.storage import Repository, open_database
+from jax_assistant.storage import repository as repository_module
+from jax_assistant.storage.repository import (
+    AuditRowWrite,
+    AuditWrite,
+    CheckpointWrite,
+    DeadLetterWrite,
+    SymbolResultWrite,
+    WriteOp,
+)
+
+TABLES = (
+    "stage_checkpoints",
+    "audit_events",
+    "events",
+    "trades",
+    "decisions",
+    "symbol_results",
+    "dead_letters",
+)
+
+
+def batch() -> list[WriteOp]:
+    item = make_item()
+    return [
+        CheckpointWrite("run-1", "AAPL", 0, make_stage_result("detect_events"), item),
+        CheckpointWrite("run-1", "AAPL", 1, make_stage_result("risk", seq=1), item.model_dump_json()),
+        AuditWrite(make_audit("au-1", error="boom"), "k-1", run_id="run-1", symbol="AAPL"),
+        AuditRowWrite(
+            {
+                "id": "au-2",
+                "idempotency_key": "k-2",
+                "correlation_id": "corr-run-1",
+                "run_id": "run-1",
+                "symbol": "AAPL",
+                "action": "stage.risk",
+                "outcome": "success",
+                "timestamp": T0,
+                "payload": {"symbol": "AAPL", "durationMs": 0.125, "reason": None, "nan": None},
+                "error": None,
+            }
+        ),
+        DeadLetterWrite("run-1", "MSFT", "risk", "boom", 3, make_item(symbol="MSFT")),
+        SymbolResultWrite(make_symbol_result()),
+    ]
+
+
+async def stored(path: Path, *, driver_sql: bool, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    db = await open_database(f"sqlite+aiosqlite:///{path}")
+    repo = Repository(db)
+    assert db.sync_writer is not None
+    kinds: list[tuple[str, bool]] = []
+
+    def on_execute(_c: Any, _cur: Any, statement: str, _p: Any, context: Any, _many: bool) -> None:
+        if statement.startswith("INSERT"):
+            kinds.append((statement.split()[2], context.compiled is None))
+
+    if not driver_sql:  # what the writer did before: SQLAlchemy's own parameter handling
+        monkeypatch.setattr(
+            Repository, "_execute_many", lambda _self, conn, stmt, rows: Connection.execute(conn, stmt, rows)
+        )
+    monkeypatch.setattr(repository_module, "utc_now", lambda: T0)
+    event.listen(db.sync_writer, "before_cursor_execute", on_execute)
+    try:
+        await repo.create_run(make_run())
+        await repo.write_batch(batch())
+        await repo.write_batch(batch())  # again: the cached forms, and the upserts' update branch
+    finally:
+        event.remove(db.sync_writer, "before_cursor_execute", on_execute)
+        monkeypatch.undo()
+        await db.close()
+    hot = [driver for table, driver in kinds if table in ("stage_checkpoints", "audit_events")]
+    assert hot and all(hot) == driver_sql
+    with sqlite3.connect(path) as conn:
+        # typeof() too: the same text, not merely values that compare equal.
+        return {
+            t: conn.execute(
+                f"SELECT *, {', '.join(f'typeof({c[1]})' for c in cols(conn, t))} FROM {t}"
+            ).fetchall()
+            for t in TABLES
+        }
+
+
+def cols(conn: sqlite3.Connection, table: str) -> list[Any]:
+    return conn.execute(f"PRAGMA table_info({table})").fetchall()
+
+
+async def test_driver_sql_stores_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = await stored(tmp_path / "fast.db", driver_sql=True, monkeypatch=monkeypatch)
+    slow = await stored(tmp_path / "slow.db", driver_sql=False, monkeypatch=monkeypatch)
+    assert all(fast[t] for t in TABLES)
+    assert fast == slow
