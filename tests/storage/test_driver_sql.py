@@ -4,11 +4,13 @@ own processors) and store exactly what SQLAlchemy's ``Connection.execute`` would
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, event
+from sqlalchemy.dialects import sqlite
 from tests.storage.factories import T0, make_audit, make_item, make_run, make_stage_result, make_symbol_result
 
 from jax_assistant.storage import Repository, open_database
@@ -21,6 +23,7 @@ from jax_assistant.storage.repository import (
     SymbolResultWrite,
     WriteOp,
 )
+from jax_assistant.storage.tables import UTCDateTime
 
 TABLES = (
     "stage_checkpoints",
@@ -103,3 +106,20 @@ async def test_driver_sql_stores_the_same_rows(tmp_path: Path, monkeypatch: pyte
     slow = await stored(tmp_path / "slow.db", driver_sql=False, monkeypatch=monkeypatch)
     assert all(fast[t] for t in TABLES)
     assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 12, 3, 7, 52, 51, 524208, tzinfo=UTC),
+        datetime(2026, 12, 3, 7, 52, 51, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 12, 3, 9, 52, 51, 1, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 12, 3, 7, 52, 51, 1),  # naive: taken as UTC
+        None,
+    ],
+)
+def test_utc_shortcut_gives_sqlalchemys_text(value: datetime | None) -> None:
+    processor = UTCDateTime()._cached_bind_processor(sqlite.dialect())
+    assert processor is not None
+    assert repository_module._sqlite_utc_text(processor)(value) == processor(value)
