@@ -13,8 +13,10 @@ from sqlalchemy import Connection, event
 from sqlalchemy.dialects import sqlite
 from tests.storage.factories import T0, make_audit, make_item, make_run, make_stage_result, make_symbol_result
 
+from jax_assistant.domain import StageResult, StageStatus
 from jax_assistant.storage import Repository, open_database
 from jax_assistant.storage import repository as repository_module
+from jax_assistant.storage.db import encode_json
 from jax_assistant.storage.repository import (
     AuditRowWrite,
     AuditWrite,
@@ -123,3 +125,35 @@ def test_utc_shortcut_gives_sqlalchemys_text(value: datetime | None) -> None:
     processor = UTCDateTime()._cached_bind_processor(sqlite.dialect())
     assert processor is not None
     assert repository_module._sqlite_utc_text(processor)(value) == processor(value)
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        make_stage_result("detect_events"),
+        make_stage_result("risk", StageStatus.SHORT_CIRCUITED, seq=3),
+        StageResult(
+            stage='é"x\\n',
+            status=StageStatus.FAILED,
+            started_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # no microseconds: none in the text
+            duration_ms=1e16,
+            attempts=0,
+            error='boom → "quoted"\n',
+            reason="r",
+        ),
+        StageResult(stage="s", status=StageStatus.OK, started_at=T0, duration_ms=1.5e-05),
+        # Not the engine's kind of result: the dump itself.
+        StageResult(
+            stage="s",
+            status=StageStatus.OK,
+            started_at=T0.astimezone(timezone(timedelta(hours=-5))),
+            duration_ms=2,
+        ),
+        StageResult.model_construct(
+            stage="s", status=StageStatus.OK, started_at=T0, duration_ms=3, attempts=1
+        ),
+    ],
+)
+def test_stage_result_text_is_the_encoded_dump(result: StageResult) -> None:
+    expected = encode_json(result.model_dump(mode="json"))
+    assert encode_json(repository_module._stage_result_json(result)) == expected

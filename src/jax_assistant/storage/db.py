@@ -202,7 +202,8 @@ class EncodedJson(str):
 _JSON_ENCODER: Final = json.JSONEncoder(allow_nan=False)
 
 
-_encode_str: Final = json.encoder.encode_basestring_ascii  # what ensure_ascii=True applies to a str
+# What JSONEncoder(ensure_ascii=True) makes of a str: its JSON text.
+encode_json_string: Final[Callable[[str], str]] = json.encoder.encode_basestring_ascii
 # The C encoder JSONEncoder itself uses (None without the _json accelerator).
 _make_encoder: Final[Callable[..., Callable[[Any, int], list[str]]] | None] = getattr(
     json.encoder, "c_make_encoder", None
@@ -217,7 +218,9 @@ def encode_json(value: Any) -> str:
     # JSONEncoder.encode's own one-shot path (the C encoder, ": " and ", ", NaN refused, a fresh
     # circular-reference memo), without the Python frames around it: a quarter of its time for the
     # small documents a run writes most (stage results, audit payloads).
-    encode = _make_encoder({}, _JSON_ENCODER.default, _encode_str, None, ": ", ", ", False, False, False)
+    encode = _make_encoder(
+        {}, _JSON_ENCODER.default, encode_json_string, None, ": ", ", ", False, False, False
+    )
     return "".join(encode(value, 0))
 
 
