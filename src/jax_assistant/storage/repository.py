@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
@@ -544,9 +545,12 @@ def _sqlite_utc_text(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def _last_by(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
     """One row per key, the last one offered (one multi-row upsert may not touch a row twice)."""
-    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    out: dict[Any, dict[str, Any]] = {}
+    # itemgetter: the key tuple in C (a generator per row was most of this); one key gives the value
+    # itself, which sorts as its 1-tuple would.
+    key = itemgetter(*keys)
     for row in rows:
-        out[tuple(row[k] for k in keys)] = row
+        out[key(row)] = row
     return [out[k] for k in sorted(out)]
 
 
