@@ -157,3 +157,16 @@ def test_utc_shortcut_gives_sqlalchemys_text(value: datetime | None) -> None:
 def test_stage_result_text_is_the_encoded_dump(result: StageResult) -> None:
     expected = encode_json(result.model_dump(mode="json"))
     assert encode_json(repository_module._stage_result_json(result)) == expected
+
+
+@pytest.mark.parametrize("stages", ["engine", "none", "mixed"])
+def test_symbol_result_stages_text_is_the_encoded_dump(stages: str) -> None:
+    result = make_symbol_result()
+    if stages == "none":
+        result = result.model_copy(update={"stages": []})
+    elif stages == "mixed":  # one result not of the engine's kind: the whole list is dumped
+        odd = result.stages[0].model_copy(update={"started_at": T0.astimezone(timezone(timedelta(hours=1)))})
+        result = result.model_copy(update={"stages": [odd, *result.stages[1:]]})
+    values = repository_module._symbol_result_values(result)
+    assert encode_json(values["stages"]) == encode_json(result.model_dump(mode="json")["stages"])
+    assert values["data_issues"] == result.data_issues

@@ -71,7 +71,6 @@ from jax_assistant.storage.repository import (
     CHECKPOINT_DELTA_OF,
     CHECKPOINT_TRADES_REF,
     AuditRowWrite,
-    AuditWrite,
     CheckpointWrite,
     DeadLetterWrite,
     Repository,
@@ -1088,28 +1087,30 @@ class LocalEngine:
         item, status = lv.item, result.status
         ops: list[WriteOp] = [SymbolResultWrite(result)]
         if self.audit:
+            # The row's values directly, as for a stage's audit row (see _checkpoint_ops).
             ops.append(
-                AuditWrite(
-                    AuditEvent(
-                        id=f"au_{run.id}_{item.symbol}_done_{status.value}",
-                        correlation_id=run.correlation_id,
-                        action="symbol.finished",
-                        outcome="success"
+                AuditRowWrite(
+                    {
+                        "id": f"au_{run.id}_{item.symbol}_done_{status.value}",
+                        # Keyed by outcome too: a symbol cancelled and later resumed records both.
+                        "idempotency_key": f"{run.id}/{item.symbol}/finished/{status.value}",
+                        "correlation_id": run.correlation_id,
+                        "run_id": run.id,
+                        "symbol": item.symbol,
+                        "action": "symbol.finished",
+                        "outcome": "success"
                         if status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED)
                         else ("skipped" if status is SymbolStatus.CANCELLED else "error"),
-                        payload={
+                        "timestamp": utc_now(),
+                        "payload": {
                             "symbol": item.symbol,
                             "status": status.value,
                             "events": len(item.events),
                             "trades": len(item.trades),
                             "allowed": sum(1 for t in item.trades if t.risk.allowed),
                         },
-                        error=result.error,
-                    ),
-                    # Keyed by outcome too: a symbol cancelled and later resumed records both.
-                    idempotency_key=f"{run.id}/{item.symbol}/finished/{status.value}",
-                    run_id=run.id,
-                    symbol=item.symbol,
+                        "error": result.error,
+                    }
                 )
             )
         return ops

@@ -474,14 +474,24 @@ def _dead_letter_values(op: DeadLetterWrite) -> dict[str, Any]:
 
 
 def _symbol_result_values(result: SymbolResult) -> dict[str, Any]:
-    data = result.model_dump(mode="json", include={"stages", "data_issues", "extras"})
+    # The stages as the checkpoints encode them (a JSON array is its elements' texts joined by ", "),
+    # unless one of them is not the engine's kind of result.
+    dumps = [_stage_result_json(r) for r in result.stages]
+    texts = [t for t in dumps if isinstance(t, EncodedJson)]
+    stages: Any
+    if len(texts) == len(dumps):
+        stages = EncodedJson("[" + ", ".join(texts) + "]")
+        data = result.model_dump(mode="json", include={"data_issues", "extras"})
+    else:
+        data = result.model_dump(mode="json", include={"stages", "data_issues", "extras"})
+        stages = data["stages"]
     return {
         "run_id": result.run_id,
         "symbol": result.symbol,
         "status": result.status.value,
         "error": result.error,
         "data_issues": data["data_issues"],
-        "stages": data["stages"],
+        "stages": stages,
         "event_ids": [e.id for e in result.events],
         "trade_ids": [t.setup.id for t in result.trades],
         "extras": data["extras"],
