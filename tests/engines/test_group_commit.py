@@ -105,3 +105,17 @@ async def test_a_behind_write_claimed_while_queued_fails_with_the_write_that_too
         await writer.write(op(2), keys=["S"])  # took a1 into its own atomic write: a2 must not land
     await writer.aclose()
     assert all("a2" not in b for b in repo.batches)
+
+
+async def test_a_keys_queued_behind_writes_share_one_entry_and_commit_together() -> None:
+    repo = RecordingRepo(poison="a2")
+    writer = GroupCommitWriter(repo)  # type: ignore[arg-type]
+    writer.write_behind("S", op(1))
+    writer.write_behind("T", op(3))
+    writer.write_behind("S", op(2))  # joins S's queued write: a1 must not land without a2
+    assert len(writer._pending) == 2
+    await asyncio.sleep(0.1)  # committed behind (after the age bound); S's entry fails on its own
+    with pytest.raises(OSError, match="a2"):
+        await writer.write(op(4), keys=["S"])
+    await writer.aclose()
+    assert sorted(i for b in repo.batches for i in b) == ["a3"]

@@ -75,3 +75,14 @@ def test_encode_json_is_json_dumps(value: Any) -> None:
 def test_encode_json_refuses_non_finite_floats(value: Any) -> None:
     with pytest.raises(ValueError, match="not JSON compliant"):
         encode_json(value)
+
+
+def test_encode_json_errors_and_shared_objects_as_json_dumps() -> None:
+    shared = {"x": [1, 2]}
+    assert encode_json([shared, shared, {"y": shared}]) == json.dumps([shared, shared, {"y": shared}])
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="Circular reference"):
+        encode_json({"a": loop})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encode_json({"a": object()})

@@ -70,7 +70,7 @@ from jax_assistant.pipeline.services import Services
 from jax_assistant.storage.repository import (
     CHECKPOINT_DELTA_OF,
     CHECKPOINT_TRADES_REF,
-    AuditWrite,
+    AuditRowWrite,
     CheckpointWrite,
     DeadLetterWrite,
     Repository,
@@ -1036,25 +1036,28 @@ class LocalEngine:
         symbol = lv.item.symbol
         ops: list[WriteOp] = [CheckpointWrite(run.id, symbol, seq, result, lv.checkpoint_item(seq))]
         if self.audit:
+            # The row's values directly (what AuditEvent would validate and dump): all plain JSON
+            # values, the outcome one of AuditOutcome's.
             ops.append(
-                AuditWrite(
-                    AuditEvent(
-                        id=f"au_{run.id}_{symbol}_{result.stage}",
-                        correlation_id=run.correlation_id,
-                        action=f"stage.{result.stage}",
-                        outcome=_AUDIT_OUTCOME[result.status],
-                        payload={
+                AuditRowWrite(
+                    {
+                        "id": f"au_{run.id}_{symbol}_{result.stage}",
+                        "idempotency_key": f"{run.id}/{symbol}/stage/{result.stage}",
+                        "correlation_id": run.correlation_id,
+                        "run_id": run.id,
+                        "symbol": symbol,
+                        "action": f"stage.{result.stage}",
+                        "outcome": _AUDIT_OUTCOME[result.status],
+                        "timestamp": utc_now(),
+                        "payload": {
                             "symbol": symbol,
                             "status": result.status.value,
                             "attempts": result.attempts,
                             "durationMs": round(result.duration_ms, 3),
                             "reason": result.reason,
                         },
-                        error=result.error,
-                    ),
-                    idempotency_key=f"{run.id}/{symbol}/stage/{result.stage}",
-                    run_id=run.id,
-                    symbol=symbol,
+                        "error": result.error,
+                    }
                 )
             )
         return ops
@@ -1084,28 +1087,30 @@ class LocalEngine:
         item, status = lv.item, result.status
         ops: list[WriteOp] = [SymbolResultWrite(result)]
         if self.audit:
+            # The row's values directly, as for a stage's audit row (see _checkpoint_ops).
             ops.append(
-                AuditWrite(
-                    AuditEvent(
-                        id=f"au_{run.id}_{item.symbol}_done_{status.value}",
-                        correlation_id=run.correlation_id,
-                        action="symbol.finished",
-                        outcome="success"
+                AuditRowWrite(
+                    {
+                        "id": f"au_{run.id}_{item.symbol}_done_{status.value}",
+                        # Keyed by outcome too: a symbol cancelled and later resumed records both.
+                        "idempotency_key": f"{run.id}/{item.symbol}/finished/{status.value}",
+                        "correlation_id": run.correlation_id,
+                        "run_id": run.id,
+                        "symbol": item.symbol,
+                        "action": "symbol.finished",
+                        "outcome": "success"
                         if status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED)
                         else ("skipped" if status is SymbolStatus.CANCELLED else "error"),
-                        payload={
+                        "timestamp": utc_now(),
+                        "payload": {
                             "symbol": item.symbol,
                             "status": status.value,
                             "events": len(item.events),
                             "trades": len(item.trades),
                             "allowed": sum(1 for t in item.trades if t.risk.allowed),
                         },
-                        error=result.error,
-                    ),
-                    # Keyed by outcome too: a symbol cancelled and later resumed records both.
-                    idempotency_key=f"{run.id}/{item.symbol}/finished/{status.value}",
-                    run_id=run.id,
-                    symbol=item.symbol,
+                        "error": result.error,
+                    }
                 )
             )
         return ops

@@ -99,15 +99,25 @@ class GroupCommitWriter:
         return out
 
     def write_behind(self, key: Hashable, *ops: WriteOp) -> None:
-        """Queue ``ops`` (atomically together) without waiting; ``key``'s next ``write`` settles them."""
-        entry = _Entry(self._without_stored_records(ops), asyncio.get_running_loop().create_future())
-        entry.future.add_done_callback(_retrieve)
-        entry.behind = True
-        self._behind.setdefault(key, []).append(entry)
-        self._behind_ops += len(entry.ops)
+        """Queue ``ops`` (atomically together) without waiting; ``key``'s next ``write`` settles them.
+
+        While ``key``'s last behind write is still queued, ``ops`` join it (the two then commit
+        atomically together): a symbol runs several stages within one commit window, and an entry
+        and a future per stage was most of the writer's own cost.
+        """
+        own = self._without_stored_records(ops)
+        queued = self._behind.get(key)
+        if queued and not (last := queued[-1]).taken and not last.claimed and self._task is not None:
+            last.ops.extend(own)
+        else:
+            entry = _Entry(own, asyncio.get_running_loop().create_future())
+            entry.future.add_done_callback(_retrieve)
+            entry.behind = True
+            self._behind.setdefault(key, []).append(entry)
+            self._enqueue(entry)
+        self._behind_ops += len(own)
         if self._behind_ops >= _BEHIND_BATCH_OPS:
             self._urgent.set()
-        self._enqueue(entry)
 
     async def write(self, *ops: WriteOp, keys: Iterable[Hashable] = ()) -> None:
         """Durably write ``ops`` (atomically together) and return once they are committed.

@@ -17,14 +17,17 @@ every time), so SQLAlchemy compiles each once per process instead of once per ba
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_json
 from sqlalchemy import (
+    ClauseElement,
     ColumnElement,
     Connection,
     Executable,
@@ -40,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from jax_assistant.domain import (
     AuditEvent,
@@ -52,7 +56,7 @@ from jax_assistant.domain import (
     TradeRecord,
     utc_now,
 )
-from jax_assistant.storage.db import Database, EncodedJson, encode_json
+from jax_assistant.storage.db import Database, EncodedJson, encode_json, encode_json_string
 from jax_assistant.storage.tables import (
     AuditEventRow,
     Base,
@@ -64,6 +68,7 @@ from jax_assistant.storage.tables import (
     SymbolResultRow,
     TradeOutcomeRow,
     TradeRow,
+    UTCDateTime,
 )
 
 DeadLetterStatus = Literal["open", "retried", "resolved"]
@@ -354,6 +359,15 @@ class AuditWrite:
     symbol: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AuditRowWrite:
+    """An audit row given as its column values (the keys of ``_audit_values``), ``payload`` holding
+    JSON values only. The engine writes one per stage: building an ``AuditEvent`` only to dump it
+    again cost more than the rest of the row."""
+
+    values: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class SymbolResultWrite:
     result: SymbolResult
@@ -381,7 +395,7 @@ class RecordsWrite:
     trades: Sequence[TradeRecord]
 
 
-WriteOp = CheckpointWrite | AuditWrite | SymbolResultWrite | DeadLetterWrite | RecordsWrite
+WriteOp = CheckpointWrite | AuditWrite | AuditRowWrite | SymbolResultWrite | DeadLetterWrite | RecordsWrite
 
 
 def _checkpoint_values(op: CheckpointWrite) -> dict[str, Any]:
@@ -391,10 +405,43 @@ def _checkpoint_values(op: CheckpointWrite) -> dict[str, Any]:
         "stage": op.result.stage,
         "seq": op.seq,
         "status": op.result.status.value,
-        "result": op.result.model_dump(mode="json"),
+        "result": _stage_result_json(op.result),
         "item": _as_json(op.item),
         "created_at": utc_now(),
     }
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if value is None else encode_json_string(value)
+
+
+def _stage_result_json(result: StageResult) -> dict[str, Any] | EncodedJson:
+    """``result.model_dump(mode="json")``, or for the results the engine makes (exact field types,
+    an aware UTC start, a finite duration) the very text ``encode_json`` would give that dump, built
+    directly: one checkpoint a stage, and the dump and its encoding were most of the row's cost."""
+    started, duration, attempts = result.started_at, result.duration_ms, result.attempts
+    error, reason = result.error, result.reason
+    if (
+        type(result) is not StageResult
+        or type(result.stage) is not str
+        or type(result.status) is not StageStatus
+        or type(started) is not datetime
+        or started.tzinfo is not UTC
+        or type(duration) is not float
+        or not math.isfinite(duration)
+        or type(attempts) is not int
+        or not (error is None or type(error) is str)
+        or not (reason is None or type(reason) is str)
+    ):
+        return result.model_dump(mode="json")
+    # pydantic's JSON datetime is the ISO form with "Z" for "+00:00"; json renders floats and ints
+    # by their repr, strings ASCII-escaped.
+    return EncodedJson(
+        f'{{"stage": {_json_text(result.stage)}, "status": {_json_text(result.status.value)}, '
+        f'"started_at": "{started.isoformat()[:-6]}Z", "duration_ms": {float.__repr__(duration)}, '
+        f'"attempts": {int.__repr__(attempts)}, "error": {_json_text(error)}, '
+        f'"reason": {_json_text(reason)}}}'
+    )
 
 
 def _audit_values(op: AuditWrite) -> dict[str, Any]:
@@ -427,14 +474,24 @@ def _dead_letter_values(op: DeadLetterWrite) -> dict[str, Any]:
 
 
 def _symbol_result_values(result: SymbolResult) -> dict[str, Any]:
-    data = result.model_dump(mode="json", include={"stages", "data_issues", "extras"})
+    # The stages as the checkpoints encode them (a JSON array is its elements' texts joined by ", "),
+    # unless one of them is not the engine's kind of result.
+    dumps = [_stage_result_json(r) for r in result.stages]
+    texts = [t for t in dumps if isinstance(t, EncodedJson)]
+    stages: Any
+    if len(texts) == len(dumps):
+        stages = EncodedJson("[" + ", ".join(texts) + "]")
+        data = result.model_dump(mode="json", include={"data_issues", "extras"})
+    else:
+        data = result.model_dump(mode="json", include={"stages", "data_issues", "extras"})
+        stages = data["stages"]
     return {
         "run_id": result.run_id,
         "symbol": result.symbol,
         "status": result.status.value,
         "error": result.error,
         "data_issues": data["data_issues"],
-        "stages": data["stages"],
+        "stages": stages,
         "event_ids": [e.id for e in result.events],
         "trade_ids": [t.setup.id for t in result.trades],
         "extras": data["extras"],
@@ -442,11 +499,68 @@ def _symbol_result_values(result: SymbolResult) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _DriverForm:
+    sql: str
+    # The positional parameters: row key and its bind processor (None: bound as it is).
+    order: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+
+
+def _driver_form(conn: Connection, stmt: Executable, keys: Sequence[str]) -> _DriverForm | None:
+    """The statement as SQLAlchemy compiles it for an executemany of rows with ``keys``, if every
+    parameter is one of the row's values as it is or through its type's bind processor."""
+    if not isinstance(stmt, ClauseElement):
+        return None
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=sorted(keys), for_executemany=True)
+    positions = compiled.positiontup if isinstance(compiled, SQLCompiler) else None
+    if (
+        not isinstance(compiled, SQLCompiler)
+        or positions is None
+        or len(positions) != len(keys)
+        or set(positions) != set(keys)
+        or compiled.insert_prefetch
+        or compiled.update_prefetch
+        or compiled.post_compile_params
+        or compiled.literal_execute_params
+        or compiled.escaped_bind_names
+    ):
+        return None
+    order: list[tuple[str, Callable[[Any], Any] | None]] = []
+    for k in positions:
+        given = compiled._bind_processors.get(k)
+        if given is not None and not callable(given):  # a tuple type's processors
+            return None
+        processor: Callable[[Any], Any] | None = given
+        if processor is not None and conn.dialect.name == "sqlite":
+            bind = compiled.binds.get(k)
+            if bind is not None and isinstance(bind.type, UTCDateTime):
+                processor = _sqlite_utc_text(processor)
+        order.append((k, processor))
+    return _DriverForm(compiled.string, tuple(order))
+
+
+def _sqlite_utc_text(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``processor`` (UTCDateTime on SQLite: naive UTC, then SQLAlchemy's DATETIME text) with a
+    shortcut for the values the engine writes, aware UTC datetimes: the same text in a third of the
+    time (two rows a stage each carry one)."""
+
+    def process(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is UTC:
+            # "YYYY-MM-DD HH:MM:SS.ffffff" and its "+00:00" cut: SQLAlchemy's storage format.
+            return value.isoformat(" ", "microseconds")[:-6]
+        return processor(value)
+
+    return process
+
+
 def _last_by(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
     """One row per key, the last one offered (one multi-row upsert may not touch a row twice)."""
-    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    out: dict[Any, dict[str, Any]] = {}
+    # itemgetter: the key tuple in C (a generator per row was most of this); one key gives the value
+    # itself, which sorts as its 1-tuple would.
+    key = itemgetter(*keys)
     for row in rows:
-        out[tuple(row[k] for k in keys)] = row
+        out[key(row)] = row
     return [out[k] for k in sorted(out)]
 
 
@@ -485,6 +599,8 @@ class Repository:
             raise ValueError(f"unsupported database dialect {db.dialect!r}")
         self._db = db
         self._statements: dict[tuple[str, str], Executable] = {}
+        # (statement, row keys) -> its driver form (see _execute_many); None: not eligible.
+        self._driver_forms: dict[tuple[int, tuple[str, ...]], _DriverForm | None] = {}
         # Run id -> simulated flag; it never changes, so each batch need not read it again.
         self._simulated: dict[str, bool] = {}
 
@@ -604,7 +720,7 @@ class Repository:
 
             def execute(conn: Connection) -> None:
                 for stmt, rows in plan:
-                    conn.execute(stmt, rows)
+                    self._execute_many(conn, stmt, rows)
 
             await self._db.run_write(execute)
             return
@@ -612,6 +728,26 @@ class Repository:
             flags = await self._simulated_flags(conn, run_ids) if run_ids else {}
             for stmt, rows in self._plan(ops, records, flags):
                 await conn.execute(stmt, rows)
+
+    def _execute_many(self, conn: Connection, stmt: Executable, rows: list[dict[str, Any]]) -> None:
+        """``conn.execute(stmt, rows)`` with the same SQL and the same bound values, but as driver
+        SQL: the statement is compiled once and each row goes through the column types' bind
+        processors directly. SQLAlchemy's own per-row parameter handling cost more than SQLite's
+        insert of the row (a run writes ~8 rows per symbol and stage). Statements whose compiled form
+        needs more than the row's own values (defaults, expanding parameters) keep the normal path."""
+        key = (id(stmt), tuple(rows[0]))
+        if key in self._driver_forms:
+            form = self._driver_forms[key]
+        else:
+            form = self._driver_forms[key] = _driver_form(conn, stmt, key[1])
+        if form is None or any(len(row) != len(key[1]) for row in rows):
+            conn.execute(stmt, rows)
+            return
+        order = form.order
+        conn.exec_driver_sql(
+            form.sql,
+            [tuple(row[k] if p is None else p(row[k]) for k, p in order) for row in rows],
+        )
 
     def _plan(
         self, ops: Sequence[WriteOp], records: Sequence[RecordsWrite], flags: Mapping[str, bool]
@@ -630,7 +766,14 @@ class Repository:
         ignore(DeadLetterRow, [_dead_letter_values(op) for op in ops if isinstance(op, DeadLetterWrite)])
         checkpoints = [_checkpoint_values(op) for op in ops if isinstance(op, CheckpointWrite)]
         upsert(StageCheckpointRow, _last_by(checkpoints, _CHECKPOINT_KEY), _CHECKPOINT_KEY)
-        ignore(AuditEventRow, [_audit_values(op) for op in ops if isinstance(op, AuditWrite)])
+        ignore(
+            AuditEventRow,
+            [
+                _audit_values(op) if isinstance(op, AuditWrite) else op.values
+                for op in ops
+                if isinstance(op, (AuditWrite, AuditRowWrite))
+            ],
+        )
         # Events and setups before what references them (results, decisions).
         ignore(
             EventRow,
