@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -142,17 +143,29 @@ async def test_a_body_that_never_arrives_is_408(database_url: str) -> None:
         assert (await svc.client.get("/health")).status_code == 200
 
 
-@pytest.mark.parametrize("parser", ["h11", "httptools"])
-async def test_headers_trickled_too_slowly_close_the_connection(database_url: str, parser: str) -> None:
-    pytest.importorskip(parser)
+@asynccontextmanager
+async def deadline_server(database_url: str, header_timeout_s: float, parser: str) -> AsyncIterator[int]:
+    """A limited server (auth off) on ``parser`` with a ``header_timeout_s`` header deadline; its port."""
     app = create_app(limited(database_url, auth="off"))
     server = LiveServer(app)
     server.server.config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_config=None, http=header_deadline_protocol(0.5, parser=parser)
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_config=None,
+        http=header_deadline_protocol(header_timeout_s, parser=parser),
     )
     await server.start()
     try:
-        port = int(server.url.rsplit(":", 1)[1])
+        yield int(server.url.rsplit(":", 1)[1])
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+async def test_headers_trickled_too_slowly_close_the_connection(database_url: str, parser: str) -> None:
+    pytest.importorskip(parser)
+    async with deadline_server(database_url, 0.5, parser) as port:
         # Headers never completed: the server closes the connection (EOF) instead of waiting forever.
         assert await raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n") == b""
         # A prompt client on the same server is served, twice on one connection (the deadline re-arms).
@@ -165,8 +178,6 @@ async def test_headers_trickled_too_slowly_close_the_connection(database_url: st
                 pass
             await reader.readuntil(b"}")
         writer.close()
-    finally:
-        await server.stop()
 
 
 def test_the_header_deadline_sits_on_the_c_parser_when_installed() -> None:
@@ -181,14 +192,7 @@ def test_the_header_deadline_sits_on_the_c_parser_when_installed() -> None:
 @pytest.mark.parametrize("parser", ["h11", "httptools"])
 async def test_oversized_headers_are_a_400_on_either_parser(database_url: str, parser: str) -> None:
     pytest.importorskip(parser)
-    app = create_app(limited(database_url, auth="off"))
-    server = LiveServer(app)
-    server.server.config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_config=None, http=header_deadline_protocol(5, parser=parser)
-    )
-    await server.start()
-    try:
-        port = int(server.url.rsplit(":", 1)[1])
+    async with deadline_server(database_url, 5, parser) as port:
         # ~21 KiB of headers still incomplete (h11 caps what it buffers of an unfinished request).
         lines = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 100) for i in range(200))
         answer = await raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + lines)
@@ -199,5 +203,3 @@ async def test_oversized_headers_are_a_400_on_either_parser(database_url: str, p
         head = b"POST /process HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         answer = await raw_exchange(port, head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         assert not answer.startswith(b"HTTP/1.1 400"), answer[:200]
-    finally:
-        await server.stop()
