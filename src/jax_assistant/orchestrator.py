@@ -162,9 +162,10 @@ class Orchestrator:
         self._research: ResearchService | None = None  # built on first use with the open database
         # Compaction of a completed run goes on in the background (awaited by close()) instead of
         # before the run's outcome is returned. For `jax run`, which prints its report meanwhile: at
-        # lookback 60 compaction rewrites ~70 MB of checkpoint rows (~0.4 s) on the writer thread while
-        # the report (~0.2 s) renders on the loop. Off elsewhere: a caller may read the checkpoints
-        # right after the run returns.
+        # lookback 60 compaction rewrites ~48 MB of checkpoint rows on the writer thread (0.06 s with
+        # secure_delete FAST, 0.2-0.4 s where a build zeroes freed pages) while the report (~0.2 s)
+        # renders on the loop. Off elsewhere: a caller may read the checkpoints right after the run
+        # returns.
         self.background_compaction = False
         self._housekeeping: set[asyncio.Task[None]] = set()
 
