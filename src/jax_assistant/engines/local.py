@@ -134,7 +134,7 @@ _EVENTS, _SETUPS, _TRADES = (_FIELDS.index(n) for n in ("events", "setups", "tra
 
 # A list field's elements as encoded: each object's id -> (its position, its JSON text).
 _Elems = dict[int, tuple[int, str]]
-# A trade in reference form (see ``_Snap._trade_refs``): setup position, decision JSON, event position
+# A trade in reference form (see ``_trades``): setup position, decision JSON, event position
 # (or "null"), created_at JSON.
 _TradeRef = tuple[int, str, str, str]
 
@@ -1036,28 +1036,23 @@ class LocalEngine:
         symbol = lv.item.symbol
         ops: list[WriteOp] = [CheckpointWrite(run.id, symbol, seq, result, lv.checkpoint_item(seq))]
         if self.audit:
-            # The row's values directly (what AuditEvent would validate and dump): all plain JSON
-            # values, the outcome one of AuditOutcome's.
             ops.append(
-                AuditRowWrite(
-                    {
-                        "id": f"au_{run.id}_{symbol}_{result.stage}",
-                        "idempotency_key": f"{run.id}/{symbol}/stage/{result.stage}",
-                        "correlation_id": run.correlation_id,
-                        "run_id": run.id,
+                AuditRowWrite.of(
+                    id=f"au_{run.id}_{symbol}_{result.stage}",
+                    idempotency_key=f"{run.id}/{symbol}/stage/{result.stage}",
+                    correlation_id=run.correlation_id,
+                    run_id=run.id,
+                    symbol=symbol,
+                    action=f"stage.{result.stage}",
+                    outcome=_AUDIT_OUTCOME[result.status],
+                    payload={
                         "symbol": symbol,
-                        "action": f"stage.{result.stage}",
-                        "outcome": _AUDIT_OUTCOME[result.status],
-                        "timestamp": utc_now(),
-                        "payload": {
-                            "symbol": symbol,
-                            "status": result.status.value,
-                            "attempts": result.attempts,
-                            "durationMs": round(result.duration_ms, 3),
-                            "reason": result.reason,
-                        },
-                        "error": result.error,
-                    }
+                        "status": result.status.value,
+                        "attempts": result.attempts,
+                        "durationMs": round(result.duration_ms, 3),
+                        "reason": result.reason,
+                    },
+                    error=result.error,
                 )
             )
         return ops
@@ -1087,30 +1082,26 @@ class LocalEngine:
         item, status = lv.item, result.status
         ops: list[WriteOp] = [SymbolResultWrite(result)]
         if self.audit:
-            # The row's values directly, as for a stage's audit row (see _checkpoint_ops).
             ops.append(
-                AuditRowWrite(
-                    {
-                        "id": f"au_{run.id}_{item.symbol}_done_{status.value}",
-                        # Keyed by outcome too: a symbol cancelled and later resumed records both.
-                        "idempotency_key": f"{run.id}/{item.symbol}/finished/{status.value}",
-                        "correlation_id": run.correlation_id,
-                        "run_id": run.id,
+                AuditRowWrite.of(
+                    id=f"au_{run.id}_{item.symbol}_done_{status.value}",
+                    # Keyed by outcome too: a symbol cancelled and later resumed records both.
+                    idempotency_key=f"{run.id}/{item.symbol}/finished/{status.value}",
+                    correlation_id=run.correlation_id,
+                    run_id=run.id,
+                    symbol=item.symbol,
+                    action="symbol.finished",
+                    outcome="success"
+                    if status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED)
+                    else ("skipped" if status is SymbolStatus.CANCELLED else "error"),
+                    payload={
                         "symbol": item.symbol,
-                        "action": "symbol.finished",
-                        "outcome": "success"
-                        if status in (SymbolStatus.SUCCEEDED, SymbolStatus.DEGRADED)
-                        else ("skipped" if status is SymbolStatus.CANCELLED else "error"),
-                        "timestamp": utc_now(),
-                        "payload": {
-                            "symbol": item.symbol,
-                            "status": status.value,
-                            "events": len(item.events),
-                            "trades": len(item.trades),
-                            "allowed": sum(1 for t in item.trades if t.risk.allowed),
-                        },
-                        "error": result.error,
-                    }
+                        "status": status.value,
+                        "events": len(item.events),
+                        "trades": len(item.trades),
+                        "allowed": sum(1 for t in item.trades if t.risk.allowed),
+                    },
+                    error=result.error,
                 )
             )
         return ops

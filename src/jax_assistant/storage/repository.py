@@ -47,6 +47,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from jax_assistant.domain import (
     AuditEvent,
+    AuditOutcome,
     Event,
     Run,
     RunStatus,
@@ -359,13 +360,70 @@ class AuditWrite:
     symbol: str | None = None
 
 
+def _audit_row(
+    *,
+    id: str,
+    idempotency_key: str,
+    correlation_id: str,
+    run_id: str | None,
+    symbol: str | None,
+    action: str,
+    outcome: str,
+    timestamp: datetime,
+    payload: dict[str, Any],
+    error: str | None,
+) -> dict[str, Any]:
+    """An ``audit_events`` row: the one place its columns are named (``_audit_values``, ``AuditRowWrite``)."""
+    return {
+        "id": id,
+        "idempotency_key": idempotency_key,
+        "correlation_id": correlation_id,
+        "run_id": run_id,
+        "symbol": symbol,
+        "action": action,
+        "outcome": outcome,
+        "timestamp": timestamp,
+        "payload": payload,
+        "error": error,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class AuditRowWrite:
-    """An audit row given as its column values (the keys of ``_audit_values``), ``payload`` holding
-    JSON values only. The engine writes one per stage: building an ``AuditEvent`` only to dump it
-    again cost more than the rest of the row."""
+    """An audit row given as its column values, ``payload`` holding JSON values only. The engine writes
+    one per stage: building an ``AuditEvent`` only to dump it again cost more than the rest of the row."""
 
     values: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        id: str,
+        idempotency_key: str,
+        correlation_id: str,
+        run_id: str,
+        symbol: str,
+        action: str,
+        outcome: AuditOutcome,
+        payload: dict[str, Any],
+        error: str | None,
+    ) -> AuditRowWrite:
+        """The row of an audit event stamped now (what ``AuditEvent`` would validate and dump)."""
+        return cls(
+            _audit_row(
+                id=id,
+                idempotency_key=idempotency_key,
+                correlation_id=correlation_id,
+                run_id=run_id,
+                symbol=symbol,
+                action=action,
+                outcome=outcome,
+                timestamp=utc_now(),
+                payload=payload,
+                error=error,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -446,18 +504,18 @@ def _stage_result_json(result: StageResult) -> dict[str, Any] | EncodedJson:
 
 def _audit_values(op: AuditWrite) -> dict[str, Any]:
     event = op.event
-    return {
-        "id": event.id,
-        "idempotency_key": op.idempotency_key,
-        "correlation_id": event.correlation_id,
-        "run_id": op.run_id,
-        "symbol": op.symbol,
-        "action": event.action,
-        "outcome": event.outcome,
-        "timestamp": event.timestamp,
-        "payload": event.model_dump(mode="json")["payload"],
-        "error": event.error,
-    }
+    return _audit_row(
+        id=event.id,
+        idempotency_key=op.idempotency_key,
+        correlation_id=event.correlation_id,
+        run_id=op.run_id,
+        symbol=op.symbol,
+        action=event.action,
+        outcome=event.outcome,
+        timestamp=event.timestamp,
+        payload=event.model_dump(mode="json")["payload"],
+        error=event.error,
+    )
 
 
 def _dead_letter_values(op: DeadLetterWrite) -> dict[str, Any]:
@@ -599,8 +657,9 @@ class Repository:
             raise ValueError(f"unsupported database dialect {db.dialect!r}")
         self._db = db
         self._statements: dict[tuple[str, str], Executable] = {}
-        # (statement, row keys) -> its driver form (see _execute_many); None: not eligible.
-        self._driver_forms: dict[tuple[int, tuple[str, ...]], _DriverForm | None] = {}
+        # (statement, row keys) -> its driver form (see _execute_many); None: not eligible. Keyed by
+        # the statement object (held here), not its id(), which a freed statement's successor may reuse.
+        self._driver_forms: dict[tuple[Executable, tuple[str, ...]], _DriverForm | None] = {}
         # Run id -> simulated flag; it never changes, so each batch need not read it again.
         self._simulated: dict[str, bool] = {}
 
@@ -735,7 +794,7 @@ class Repository:
         processors directly. SQLAlchemy's own per-row parameter handling cost more than SQLite's
         insert of the row (a run writes ~8 rows per symbol and stage). Statements whose compiled form
         needs more than the row's own values (defaults, expanding parameters) keep the normal path."""
-        key = (id(stmt), tuple(rows[0]))
+        key = (stmt, tuple(rows[0]))
         if key in self._driver_forms:
             form = self._driver_forms[key]
         else:
