@@ -146,7 +146,7 @@ def _install_sqlite_hooks(
             # FAST: deleted content is still zeroed where that costs no extra I/O (within b-tree pages),
             # but freed pages are not rewritten with zeros. This SQLite build defaults to ON, under which
             # compacting a run (emptying its checkpoint items, 48 MB at lookback 60) wrote every freed
-            # overflow page again: 0.21 s of the end of `jax run`, 0.10 s with FAST.
+            # overflow page again: 0.21 s of the end of `jax run`, 0.06-0.10 s with FAST.
             cursor.execute("PRAGMA secure_delete = FAST")
             cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         finally:
