@@ -273,8 +273,19 @@ def main() -> None:
         help="where `jax serve` executes runs ([api] executor; process, the default: a niced child "
         "on the same core)",
     )
+    parser.add_argument(
+        "--jax-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for `jax serve` only, e.g. JAX_API__MAX_QUEUED_RUNS=1000 (every request accepted, "
+        "so the CPU per request is that of an accepted one); repeatable. Inherited JAX_* are dropped",
+    )
     parser.add_argument("--minimal-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    extra_env = dict(item.partition("=")[::2] for item in args.jax_env)
+    if any(not k.startswith("JAX_") for k in extra_env):
+        parser.error("--jax-env takes JAX_* settings (KEY=VALUE)")
     if args.minimal_server:
         minimal_server(args.minimal_server)
         return
@@ -313,7 +324,7 @@ def main() -> None:
     jax_port, min_port = free_port(), free_port()
     jax_cmd = [sys.executable, "-m", "jax_assistant", "serve", "--no-resume", "--port", str(jax_port)]
     min_cmd = [sys.executable, str(Path(__file__).resolve()), "--minimal-server", str(min_port)]
-    env_jax = {**env, "JAX_LOG_LEVEL": "WARNING", "JAX_API__EXECUTOR": args.executor}
+    env_jax = {**env, "JAX_LOG_LEVEL": "WARNING", "JAX_API__EXECUTOR": args.executor, **extra_env}
     servers: dict[str, subprocess.Popen[bytes]] = {}
     ports = {"jax": jax_port, "minimal": min_port}
     results: dict[str, Any] = {
@@ -323,6 +334,7 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "generators": list(generators),
         "executor": args.executor,
+        "jax_env": extra_env,
     }
     reads = ("/status", "/health", "/metrics")
     # (path, generator, key in results): the python generator's under the path (the keys earlier
@@ -401,13 +413,15 @@ def main() -> None:
             f"{j['accepted']} accepted, refused {j['refused'] or 0}",
         )
         table.add_row(
-            f"POST /process, {clients} client(s): server CPU µs/request",
+            f"POST /process, {clients} client(s): server CPU µs/request (refused ones included)",
             f"{m['cpu_us_per_req']}",
             f"{j['cpu_us_per_req']}",
             "",
         )
     console.print(table)
     console.print(f"load average before the run: {' '.join(f'{x:.2f}' for x in results['load_average'])}")
+    if extra_env:
+        console.print(f"jax serve settings: {extra_env}")
     write_results(results, args.out, console)
 
 
