@@ -542,23 +542,30 @@ class Orchestrator:
         run.params["accountSize"] = self.services(provider, run, validating=True).risk.account_size
         return PreparedRun(run=run, provider=provider, stages=stages, unknown=unknown)
 
-    async def record_run(self, prepared: PreparedRun, *, audit: AuditWrite | None = None) -> bool:
+    async def record_run(
+        self,
+        prepared: PreparedRun,
+        *,
+        audit: AuditWrite | None = None,
+        run_json: dict[str, Any] | None = None,
+    ) -> bool:
         """Write the run's row, leased to this process: from here on a crash leaves a run whose lease
         expires and that start-up (or `jax run --resume`) then resumes.
 
         With ``audit`` (the record of the run's acceptance) both rows go in one transaction, and
         False means nothing was written: ``audit``'s idempotency key was already recorded.
+        ``run_json``: ``prepared.run.model_dump(mode="json")`` if the caller needs it too (made once).
         """
         await self.open()
         assert self.repository is not None
         owner, ttl = self.owner_id, self.settings.storage.lease_ttl_s
         if audit is None:
             created: bool | None = await self.repository.create_run(
-                prepared.run, lease_owner=owner, lease_ttl_s=ttl
+                prepared.run, lease_owner=owner, lease_ttl_s=ttl, run_json=run_json
             )
         else:
             created = await self.repository.create_run_audited(
-                prepared.run, audit, lease_owner=owner, lease_ttl_s=ttl
+                prepared.run, audit, lease_owner=owner, lease_ttl_s=ttl, run_json=run_json
             )
             if created is None:
                 return False

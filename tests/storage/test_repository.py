@@ -22,6 +22,7 @@ from tests.storage.factories import (
 from jax_assistant.domain import RunStatus, StageStatus, SymbolStatus, TradeRecord
 from jax_assistant.pipeline.base import WorkItem
 from jax_assistant.storage import CheckpointRow, Database, DeadLetter, Repository
+from jax_assistant.storage.repository import AuditWrite
 from jax_assistant.storage.tables import EventRow, StageCheckpointRow, TradeRow
 
 # --------------------------------------------------------------------------- runs
@@ -32,6 +33,24 @@ async def test_run_round_trip(repo: Repository) -> None:
     assert await repo.create_run(run, lease_owner="me", lease_ttl_s=60) is True
     assert await repo.get_run(run.id) == run
     assert await repo.get_run("missing") is None
+
+
+async def test_a_run_stored_from_its_dump_reads_as_the_run(repo: Repository) -> None:
+    # An accept dumps the run once for its row and its executor message (run_json): the row must be
+    # the one the repository would build from the run itself, on both create paths.
+    given, audited = make_run("run-given"), make_run("run-audited")
+    assert await repo.create_run(
+        given, lease_owner="me", lease_ttl_s=60, run_json=given.model_dump(mode="json")
+    )
+    assert await repo.create_run_audited(
+        audited,
+        AuditWrite(make_audit("audit-accept"), idempotency_key="key-1", run_id=audited.id),
+        lease_owner="me",
+        lease_ttl_s=60,
+        run_json=audited.model_dump(mode="json"),
+    )
+    assert await repo.get_run("run-given") == given
+    assert await repo.get_run("run-audited") == audited
 
 
 async def test_a_running_run_nobody_holds_reads_interrupted(repo: Repository) -> None:

@@ -226,7 +226,9 @@ class RunManager:
         """
         run = prepared.run
         orch = self.orchestrator
-        if not await orch.record_run(prepared, audit=audit):
+        # The executor message carries the run as JSON, the same dump its row stores: made once.
+        run_json = run.model_dump(mode="json") if self.executor is not None else None
+        if not await orch.record_run(prepared, audit=audit, run_json=run_json):
             return False
         channel = RunChannel(run.id)
         self._channels[run.id] = channel
@@ -240,7 +242,7 @@ class RunManager:
             return await orch.execute(prepared, progress=channel, record=False)
 
         if self.executor is not None:
-            message = {"op": "run", "kind": "new", "run": run.model_dump(mode="json")}
+            message = {"op": "run", "kind": "new", "run": run_json}
             coro = self._execute_remote(run, message, channel, before=queued)
         else:
             coro = self._execute(run, start, channel)

@@ -174,9 +174,11 @@ class _RunIdTakenError(Exception):
     """Rolls back an accept's transaction whose run id already exists (create_run_audited)."""
 
 
-def _new_run_values(run: Run, lease_owner: str | None, lease_ttl_s: float | None) -> dict[str, Any]:
+def _new_run_values(
+    run: Run, lease_owner: str | None, lease_ttl_s: float | None, run_json: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A new run's row; with ``lease_owner`` born leased to it for ``lease_ttl_s`` seconds."""
-    values = _run_values(run)
+    values = _run_values(run, run_json)
     if lease_owner is not None:
         now = utc_now()
         values |= {
@@ -187,8 +189,10 @@ def _new_run_values(run: Run, lease_owner: str | None, lease_ttl_s: float | None
     return values
 
 
-def _run_values(run: Run) -> dict[str, Any]:
-    data = run.model_dump(mode="json")
+def _run_values(run: Run, run_json: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's row; ``run_json`` is ``run.model_dump(mode="json")`` when the caller has it already
+    (an accept dumps the run once for its row and its executor message: ~7 % of an accept's CPU)."""
+    data = run_json if run_json is not None else run.model_dump(mode="json")
     return {
         "id": run.id,
         "status": run.status.value,
@@ -877,17 +881,30 @@ class Repository:
     # ------------------------------------------------------------------ runs
 
     async def create_run(
-        self, run: Run, *, lease_owner: str | None = None, lease_ttl_s: float | None = None
+        self,
+        run: Run,
+        *,
+        lease_owner: str | None = None,
+        lease_ttl_s: float | None = None,
+        run_json: dict[str, Any] | None = None,
     ) -> bool:
         """Record a new run; returns False (and changes nothing) if the id already exists.
 
         With ``lease_owner`` the row is born leased to that owner for ``lease_ttl_s`` seconds, so it is
         never seen as interrupted between its creation and the executor's first heartbeat.
+        ``run_json``: the run's ``model_dump(mode="json")`` if the caller made it already.
         """
-        return await self._insert_one_urgent(RunRow, _new_run_values(run, lease_owner, lease_ttl_s))
+        values = _new_run_values(run, lease_owner, lease_ttl_s, run_json)
+        return await self._insert_one_urgent(RunRow, values)
 
     async def create_run_audited(
-        self, run: Run, audit: AuditWrite, *, lease_owner: str | None = None, lease_ttl_s: float | None = None
+        self,
+        run: Run,
+        audit: AuditWrite,
+        *,
+        lease_owner: str | None = None,
+        lease_ttl_s: float | None = None,
+        run_json: dict[str, Any] | None = None,
     ) -> bool | None:
         """Record a new run and the audit record of its acceptance in one transaction: True when both
         were written; None, writing nothing, when ``audit``'s idempotency key is already recorded (a
@@ -896,7 +913,7 @@ class Repository:
         One commit instead of two per accepted run, and on a SQLite file the accepts waiting together
         share it (group commit, ``Database.run_write``); either way both rows or neither are stored.
         """
-        run_values = _new_run_values(run, lease_owner, lease_ttl_s)
+        run_values = _new_run_values(run, lease_owner, lease_ttl_s, run_json)
         audit_values = _audit_values(audit)
         audit_stmt, run_stmt = self._ignore_stmt(AuditEventRow), self._ignore_stmt(RunRow)
         try:
