@@ -289,7 +289,7 @@ class Orchestrator:
             if self.settings.portfolio_path
             else PortfolioState(account_size=params["accountSize"], equity=params["accountSize"])
         )
-        book = PortfolioBook(state)
+        book = PortfolioBook(state, copy=False)  # a state just loaded or built: the book's own
         # A portfolio file's account size is the sizing base, as its equity is the leverage base.
         if validating and self.settings.risk_constraints_path is None:
             # The bundled constraints cannot change either: parsed once (about 15 % of an accept's CPU).

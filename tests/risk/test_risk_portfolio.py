@@ -104,6 +104,18 @@ async def test_the_book_copies_its_initial_state(setup_factory: MakeSetup) -> No
     assert len((await book.snapshot()).open_positions) == 1
 
 
+async def test_a_book_given_its_state_without_a_copy_owns_that_object(setup_factory: MakeSetup) -> None:
+    # copy=False is for a state nobody else holds: the book reads that very object (a later change
+    # to it shows), and its allocations still replace the state instead of changing it in place.
+    state = PortfolioState()
+    book = PortfolioBook(state, copy=False)
+    state.realised_pnl_today = -5.0
+    assert (await book.snapshot()).realised_pnl_today == -5.0
+    await book.allocate([candidate(setup_factory())], RiskConstraints(), as_of=AS_OF)
+    assert state.open_positions == []
+    assert len((await book.snapshot()).open_positions) == 1
+
+
 async def test_concurrent_allocations_respect_max_positions(setup_factory: MakeSetup) -> None:
     c = RiskConstraints().merged(
         {
