@@ -105,6 +105,23 @@ async def wait_for_run(
         await asyncio.sleep(0.05)
 
 
+async def wait_for_admission_drained(
+    client: httpx.AsyncClient, timeout_s: float = RUN_TIMEOUT_S
+) -> dict[str, Any]:
+    """Poll GET /status until no symbol is in flight and no run queued; returns its admission block.
+
+    A run's place is released when its task ends, a moment after its row reads ``completed`` (the
+    task still closes its stream and channel): asserting at once raced on a loaded machine."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        admission: dict[str, Any] = (await client.get("/status")).json()["admission"]
+        if admission["symbolsInFlight"] == 0 and admission["queuedRuns"] == 0:
+            return admission
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"admission still holds places after {timeout_s}s: {admission}")
+        await asyncio.sleep(0.02)
+
+
 async def read_sse(client: httpx.AsyncClient, url: str) -> list[tuple[str, dict[str, Any]]]:
     """Every event of an SSE stream until the server closes it, as (event, data) pairs."""
     events: list[tuple[str, dict[str, Any]]] = []
