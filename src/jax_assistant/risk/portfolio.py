@@ -100,7 +100,7 @@ class PortfolioBook:
 
     def __init__(self, state: PortfolioState | None = None, *, copy: bool = True) -> None:
         # copy=False: the book takes a state nobody else holds (just loaded or built) as its own; the
-        # deep copy was ~4 % of a `POST /process` accept, which builds a book to validate the run.
+        # deep copy (6.7 µs) was ~1 % of a `POST /process` accept, which builds a book to validate the run.
         if state is None:
             state = PortfolioState()
         elif copy:
