@@ -305,10 +305,16 @@ class ExplodingOrchestrator(Orchestrator):
         self.stage = stage
         self.release = asyncio.Event()
 
-    async def record_run(self, prepared: PreparedRun, *, audit: AuditWrite | None = None) -> bool:
+    async def record_run(
+        self,
+        prepared: PreparedRun,
+        *,
+        audit: AuditWrite | None = None,
+        run_json: dict[str, Any] | None = None,
+    ) -> bool:
         if self.stage == "record":
             raise RuntimeError("database refused the run")
-        return await super().record_run(prepared, audit=audit)
+        return await super().record_run(prepared, audit=audit, run_json=run_json)
 
     async def execute(
         self, prepared: PreparedRun, *, progress: ProgressSink | None = None, record: bool = True
