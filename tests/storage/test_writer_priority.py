@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import Connection, func, select
 from tests.storage.factories import make_audit, make_run
 
-from jax_assistant.storage import Repository, open_database
+from jax_assistant.storage import Database, Repository, open_database
 from jax_assistant.storage.tables import AuditEventRow, RunRow
 
 
@@ -46,3 +46,61 @@ async def test_run_creation_overtakes_queued_batches(tmp_path: Path) -> None:
         assert not await repo.create_run(make_run("run-urgent"))  # still idempotent
     finally:
         await db.close()
+
+
+async def test_a_write_cancelled_before_it_starts_is_not_run(tmp_path: Path) -> None:
+    db = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'jax.db'}")
+    try:
+        in_batch = threading.Event()
+        release = threading.Event()
+        ran: list[str] = []
+
+        def blocking(conn: Connection) -> None:
+            in_batch.set()
+            release.wait(10)
+
+        busy = asyncio.ensure_future(db.run_write(blocking))
+        await asyncio.to_thread(in_batch.wait, 10)
+        doomed = asyncio.ensure_future(db.run_write(lambda conn: ran.append("doomed")))
+        kept = asyncio.ensure_future(db.run_write(lambda conn: ran.append("kept")))
+        await asyncio.sleep(0)  # both are queued behind the batch in progress
+        doomed.cancel()
+        release.set()
+        await asyncio.gather(busy, kept)
+        assert doomed.cancelled()
+        assert ran == ["kept"]  # the waiter gave up before its turn: its write never ran
+    finally:
+        await db.close()
+
+
+def test_the_writer_outlives_a_loop_that_closed_while_it_wrote(tmp_path: Path) -> None:
+    """A loop that goes away mid-write (a CLI command ended by an error) must not kill the writer
+    thread: the next loop's writes still run and answer."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'jax.db'}"
+    in_write = threading.Event()
+    release = threading.Event()
+
+    def blocking(conn: Connection) -> str:
+        in_write.set()
+        release.wait(10)
+        return "done"
+
+    pending: list[asyncio.Future[str]] = []
+
+    async def start() -> Database:
+        db = await open_database(url)
+        pending.append(asyncio.ensure_future(db.run_write(blocking)))
+        await asyncio.to_thread(in_write.wait, 10)
+        return db  # asyncio.run cancels the waiting task and closes the loop: the write goes on
+
+    db = asyncio.run(start())
+    assert pending[0].cancelled()
+    release.set()
+
+    async def later() -> int:
+        try:
+            return await asyncio.wait_for(db.run_write(lambda conn: 7), 10)
+        finally:
+            await db.close()
+
+    assert asyncio.run(later()) == 7
