@@ -98,6 +98,12 @@ class ApiConfig(BaseModel):
         "lower CPU priority, so requests keep the core while runs execute (docs/api.md)",
     )
     executor_nice: int = Field(default=10, ge=0, le=19, description="the executor process's os.nice")
+    executor_sched: Literal["nice", "idle"] = Field(
+        default="nice",
+        description="the executor's CPU policy: nice (SCHED_OTHER at executor_nice) or idle (Linux "
+        "SCHED_IDLE: a request preempts the runs at once, but the runs get almost no CPU while other "
+        "programs keep the cores busy; for a host that serves jax alone, docs/api.md)",
+    )
 
 
 class StorageConfig(BaseModel):

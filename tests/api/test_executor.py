@@ -109,11 +109,40 @@ async def test_a_run_executes_in_the_executor_process_with_its_stream(process_se
                 status = (await svc.client.get("/status")).json()
         # Lower CPU priority than the API, on the API's own cores (never moved elsewhere).
         assert os.getpriority(os.PRIO_PROCESS, pid) == min(os.getpriority(os.PRIO_PROCESS, 0) + 10, 19)
+        assert os.sched_getscheduler(pid) == os.SCHED_OTHER  # api.executor_sched defaults to nice
         assert os.sched_getaffinity(pid) == os.sched_getaffinity(0)
         metrics = await svc.client.get("/metrics")
         assert metrics.status_code == 200
         # The pipeline metrics live in the executor: its stage histograms reach /metrics.
         assert 'stage="detect_events"' in metrics.text
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+async def test_an_idle_policy_executor_runs_every_thread_under_sched_idle(database_url: str) -> None:
+    settings = Settings.model_validate(
+        {"database_url": database_url, "api": {"executor": "process", "executor_sched": "idle"}}
+    )
+    async with serve(create_app(settings)) as svc:
+        pid = executor_pid(svc.app.state.runs)
+        resp = await svc.client.post("/process", json={"symbols": list(SIM_SYMBOLS)})
+        assert resp.status_code == 202, resp.text
+        done = await wait_for_run(svc.client, resp.json()["runId"])
+        assert done["run"]["status"] == "completed"
+        # Every thread: those its imports started (polars, jemalloc) and those it started since.
+        threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        assert len(threads) > 1
+        assert {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the API process keeps its own
+
+
+def test_an_idle_policy_that_cannot_be_set_leaves_the_nice_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jax_assistant.service import executor
+
+    def refuse(pid: int, policy: int, param: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    assert executor._sched_idle() == "[Errno 1] Operation not permitted"
 
 
 async def test_process_mode_decides_as_inline_mode(settings: Settings, process_settings: Settings) -> None:

@@ -3,7 +3,8 @@
 Why a process and not a thread: run execution is CPU-bound Python (indicators, allocation, persist
 serialisation), and a thread holds the GIL for as long as the event loop thread would wait. A child
 process at a lower CPU priority (``os.nice``) is a separate task for the kernel's scheduler: on a
-shared core, CFS gives the API process the core whenever it is runnable, and the runs the rest. The
+shared core the API process gets the larger share, and with ``api.executor_sched = "idle"``
+(SCHED_IDLE) the core as soon as it wakes (see ``_sched_idle``). The
 child keeps the server's CPU affinity (inherited), so nothing moves to another core.
 
 The API process validates a request, writes the run row and hands the run over through a pipe; the
@@ -284,15 +285,46 @@ def executor_main(
 ) -> None:
     """The executor process: execute runs sent over ``conn`` until told to drain or the API is gone."""
     if nice:
-        os.nice(nice)  # the API process wins the shared core whenever both are runnable
+        os.nice(nice)  # the API process gets the larger share of a shared core
+    # Before the threads of the executor's own start (log writer, SQLite writer): they inherit it.
+    sched_problem = _sched_idle() if settings.api.executor_sched == "idle" else None
     # Ctrl-C reaches the whole process group; the API process decides when runs stop (it drains us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from jax_assistant.observability.logging import configure_logging
 
     configure_logging(settings.log_level, json=settings.log_json, stream=sys.stderr, background=True)
+    if sched_problem is not None:
+        log.warning("executor_sched idle not applied: the executor keeps its nice", reason=sched_problem)
     if setup is not None:
         setup()
     asyncio.run(_serve(conn, settings, owner_id))
+
+
+def _sched_idle() -> str | None:
+    """Every thread of this process under SCHED_IDLE (those started later inherit it); why not, if
+    it could not be set.
+
+    Why: on Linux's EEVDF scheduler (6.6 and later) a lower nice shrinks the executor's share of a
+    shared core but not its turn: an API thread that wakes while the executor runs may wait out the
+    executor's slice (1.4 ms here) before it gets the core, and an accept wakes the loop and the writer
+    thread several times. A SCHED_IDLE task is preempted as soon as a normal one wakes
+    (bench/README.md "Accept: the executor's CPU policy")."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return "SCHED_IDLE needs Linux"
+    try:
+        # Every thread: some start while the child imports its arguments' modules (polars, jemalloc).
+        for tid in _threads():
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as exc:  # a sandbox may forbid it: the runs still execute, at their nice level
+        return str(exc)
+    return None
+
+
+def _threads() -> list[int]:
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # no /proc: this thread, which the threads started from now on inherit
+        return [0]
 
 
 async def _serve(conn: Connection, settings: Settings, owner_id: str) -> None:
