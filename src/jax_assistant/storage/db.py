@@ -389,7 +389,7 @@ def _is_sqlite_memory(url: str) -> bool:
 _T = TypeVar("_T")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Job:
     fn: Callable[[Connection], Any]
     future: asyncio.Future[Any]
